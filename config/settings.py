@@ -1,0 +1,195 @@
+"""One `Settings` object, read from `PEITU_*` environment variables and an optional TOML file.
+
+Nested values use `__`: `PEITU_VISION__MODEL=qwen-vl-max`. A TOML file given with `--config` or
+`PEITU_CONFIG` uses the same names in lower case (`[vision] model = "qwen-vl-max"`).
+Environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+_CONFIG_FILE_ENV = "PEITU_CONFIG"
+
+
+class SettingsInvalid(ValueError):
+    """A setting is missing or nonsensical; the message names it and says why, on one line."""
+
+
+class ModelEndpoint(BaseModel):
+    """An OpenAI-compatible chat endpoint (DashScope, Ollama, vLLM, ...)."""
+
+    base_url: str = DASHSCOPE_BASE_URL
+    model: str
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class VisionSettings(ModelEndpoint):
+    model: str = "qwen-vl-plus"
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_side: int = Field(default=1024, ge=64, le=4096)
+
+
+class RerankSettings(ModelEndpoint):
+    model: str = "qwen-max"
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=1, ge=0, le=10)
+    enabled: bool = True
+
+
+class EmbeddingSettings(BaseModel):
+    model: str = "moka-ai/m3e-base"
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    device: str = "cpu"
+
+
+class ChromaSettings(BaseModel):
+    url: str = ""  # empty: embedded Chroma in the data folder
+    collection: str = "peitu_photos"
+
+    @field_validator("url")
+    @classmethod
+    def _http_url_or_empty(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty (embedded Chroma) or an http(s):// URL")
+        return value.rstrip("/")
+
+
+class IndexingSettings(BaseModel):
+    max_file_mb: float = Field(default=200.0, gt=0)
+    max_pixels: int = Field(default=120_000_000, ge=1_000_000)
+    schedule_minutes: float = Field(default=0.0, ge=0)  # 0 = no periodic indexing
+    schedule_cron: str = ""  # e.g. "0 3 * * *"
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    upload_max_mb: float = Field(default=50.0, gt=0)
+
+
+class WechatSettings(BaseModel):
+    endpoint: str = ""  # host:port of a puppet service (gateway)
+    token: SecretStr | None = None
+    command_prefix: str = "/"
+    group_requires_mention: bool = True
+    allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
+    allow_rooms: list[str] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(default=6, ge=0)  # 0 = no limit
+    max_text_chars: int = Field(default=300, ge=10)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=100_000)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PEITU_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    library: Path | None = None
+    data_dir: Path = Path.home() / ".local" / "share" / "peitu"
+    admin_token: SecretStr | None = None
+    top_k_initial: int = Field(default=20, ge=1, le=500)
+    similarity_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    top_k_final: int = Field(default=5, ge=1, le=100)
+    log_level: str = "INFO"
+
+    vision: VisionSettings = Field(default_factory=VisionSettings)
+    rerank: RerankSettings = Field(default_factory=RerankSettings)
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+    indexing: IndexingSettings = Field(default_factory=IndexingSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    wechat: WechatSettings = Field(default_factory=WechatSettings)
+
+    @field_validator("library", "data_dir")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.top_k_final > self.top_k_initial:
+            raise ValueError(
+                f"top_k_final ({self.top_k_final}) cannot exceed top_k_initial ({self.top_k_initial})"
+            )
+        dashscope_key = os.environ.get("DASHSCOPE_API_KEY")
+        if dashscope_key:
+            for endpoint in (self.vision, self.rerank):
+                if endpoint.api_key is None:
+                    endpoint.api_key = SecretStr(dashscope_key)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(_CONFIG_FILE_ENV)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _first_error_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"]) or "settings"
+    env_name = "PEITU_" + "__".join(str(part) for part in first["loc"]).upper()
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:
+        return f"invalid settings: {message}"
+    return f"invalid setting {location} ({env_name}): {message}"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build `Settings` from env, an optional TOML file and explicit overrides.
+
+    Raises `SettingsInvalid` with one line naming the bad setting and why.
+    """
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsInvalid(f"config file not found: {config_file}")
+        os.environ[_CONFIG_FILE_ENV] = str(config_file)
+    elif (env_file := os.environ.get(_CONFIG_FILE_ENV)) and not Path(env_file).is_file():
+        raise SettingsInvalid(f"config file not found: {env_file} (from {_CONFIG_FILE_ENV})")
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise SettingsInvalid(_first_error_line(error)) from None
+    except (OSError, ValueError) as error:  # e.g. a TOML syntax error
+        raise SettingsInvalid(f"cannot read settings: {error}") from None

@@ -1,0 +1,104 @@
+"""Plain data passed between the core's parts and out to the edges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+# Progress callbacks get (phase, done, total); phases are "scan", "describe", "embed".
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class PhotoFile:
+    """One readable image file found in the library."""
+
+    photo_id: str  # sha256 of the file's bytes: the photo's identity
+    path: Path  # absolute path
+    rel_path: str  # path relative to the library root, POSIX separators
+    size: int
+    mtime: float
+    width: int
+    height: int
+    taken_at: datetime | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A photo found by the vector search, before reranking."""
+
+    photo_id: str
+    path: str
+    similarity: float
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The reranker's verdict on one candidate."""
+
+    photo_id: str
+    relevance: float  # content relevance, 0..10
+    emotion: float  # emotional consistency, 0..10
+    social: float  # social appropriateness, 0..10
+    reason: str
+
+    @property
+    def score(self) -> float:
+        return round((self.relevance * 0.5 + self.emotion * 0.3 + self.social * 0.2) / 10.0, 4)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    rank: int
+    photo_id: str
+    path: str
+    similarity: float
+    score: float
+    reason: str
+    description: str
+
+
+@dataclass
+class RecommendResult:
+    query: str
+    reranked: bool
+    message: str | None
+    results: list[Recommendation]
+    timings_ms: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "reranked": self.reranked,
+            "message": self.message,
+            "results": [r.__dict__.copy() for r in self.results],
+            "timings_ms": dict(self.timings_ms),
+        }
+
+
+@dataclass
+class IndexReport:
+    scanned: int = 0
+    new: int = 0
+    unchanged: int = 0
+    moved: int = 0
+    removed: int = 0
+    described: int = 0
+    embedded: int = 0
+    failed: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        keys = ("scanned", "new", "unchanged", "moved", "removed", "described", "embedded", "failed")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out["skipped"] = dict(self.skipped)
+        return out

@@ -1,0 +1,88 @@
+"""Ports: the small interfaces behind which every outside thing varies.
+
+A describer is a vision model (or a captions file); an embedder is a sentence-embedding model;
+a vector store is Chroma (embedded or client/server); a reranker is an LLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from index.models import Candidate, Judgement, PhotoFile
+
+Vectors = npt.NDArray[np.float32]
+
+
+class Describer(Protocol):
+    """Writes a Chinese description of one photo."""
+
+    @property
+    def key(self) -> str:
+        """Identity of (model, prompt version): descriptions are cached under it."""
+        ...
+
+    def describe(self, photo: PhotoFile) -> str:
+        """Describe the photo. Raises `DescribeFailed` or `PhotoUnreadable`; never returns ''."""
+        ...
+
+    def describe_bytes(self, data: bytes) -> str:
+        """Describe an image given as bytes (an upload, a chat image). Same errors as `describe`."""
+        ...
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised vectors."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """Return an array of shape (len(texts), dimension), each row of unit length."""
+        ...
+
+
+@dataclass(frozen=True)
+class StoredVector:
+    photo_id: str
+    vector: Sequence[float]
+    document: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class VectorStore(Protocol):
+    """Stores one vector per photo and finds the nearest by cosine."""
+
+    def upsert(self, items: Sequence[StoredVector]) -> None: ...
+
+    def query(self, vector: Sequence[float], k: int) -> list[Candidate]:
+        """Up to k nearest photos, most similar first; similarity = cosine in [-1, 1]."""
+        ...
+
+    def delete(self, photo_ids: Sequence[str]) -> None: ...
+
+    def ids(self) -> set[str]: ...
+
+    def count(self) -> int: ...
+
+    def ping(self) -> None:
+        """Raise `ModelUnavailable` when the store cannot be reached."""
+        ...
+
+
+class Reranker(Protocol):
+    """Judges candidates against a text for relevance, mood and social fit."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def rerank(self, text: str, candidates: Sequence[Candidate]) -> list[Judgement]:
+        """One judgement per candidate it kept. Raises `RerankFailed` on any unusable answer."""
+        ...
