@@ -1,0 +1,1 @@
+"""The `peitu` command line."""

@@ -1,0 +1,144 @@
+"""The CLI's commands. Each builds the app once from settings (the composition root)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from index.app import PeiTu, build_app
+from index.errors import InvalidQuery, PeiTuError
+from index.models import IndexReport, ProgressCallback, RecommendResult
+
+
+def run_index(args: argparse.Namespace, settings: Settings) -> int:
+    library = args.library or settings.library
+    if library is not None:
+        settings = settings.model_copy(update={"library": library.expanduser().resolve()})
+    app = build_app(settings, descriptions=args.descriptions)
+    mode = "rebuild" if args.rebuild else "incremental"
+    with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
+        report = app.index(mode, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(_summary(report))
+    return 0 if report.failed == 0 else 3
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
+    if not enabled:
+        yield _log_progress
+        return
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        bar = bars.get(phase)
+        if bar is None:
+            bar = bars[phase] = tqdm(total=total, desc=_PHASES.get(phase, phase), unit="张")
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
+_PHASES = {"scan": "扫描", "describe": "描述", "embed": "向量化"}
+
+
+def _log_progress(phase: str, done: int, total: int) -> None:
+    step = max(1, total // 10)
+    if total and (done == total or done % step == 0) and done:
+        import logging
+
+        logging.getLogger("peitu.index").info("%s %d/%d", phase, done, total)
+
+
+def _summary(report: IndexReport) -> str:
+    lines = [
+        f"扫描 {report.scanned} 张：新增 {report.new}，未变 {report.unchanged}，"
+        f"移动 {report.moved}，移除 {report.removed}",
+        f"描述 {report.described} 张，向量化 {report.embedded} 张，失败 {report.failed} 张",
+    ]
+    if report.skipped:
+        skipped = "，".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items()))
+        lines.append(f"跳过：{skipped}")
+    lines += [f"  失败：{e}" for e in report.errors[:20]]
+    return "\n".join(lines)
+
+
+def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
+    if args.top_k is not None and args.top_k < 1:
+        raise InvalidQuery("--top-k must be at least 1")
+    if args.batch is None and not args.text:
+        raise InvalidQuery("give the text to find photos for, or --batch FILE")
+    app = build_app(settings)
+    if args.batch is not None:
+        return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank)
+    result = app.recommend(args.text, args.top_k, rerank=not args.no_rerank)
+    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
+    return 0
+
+
+def _recommend_batch(app: PeiTu, batch: Path, top_k: int | None, rerank: bool) -> int:
+    if not batch.is_file():
+        raise InvalidQuery(f"batch file not found: {batch}")
+    for line in batch.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            payload = app.recommend(line, top_k, rerank=rerank).to_dict()
+        except PeiTuError as error:
+            payload = {"query": line, "error": str(error)}
+        print(json.dumps(payload, ensure_ascii=False), flush=True)
+    return 0
+
+
+def _human(result: RecommendResult, app: PeiTu) -> str:
+    lines = [f"「{result.query}」"]
+    if result.message:
+        lines.append(result.message)
+    for r in result.results:
+        path = app.photo_path(r.photo_id) or r.path
+        lines.append(f"{r.rank}. {path}  (得分 {r.score:.2f}, 相似度 {r.similarity:.2f})")
+        lines.append(f"   {r.reason}")
+    return "\n".join(lines)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    status = build_app(settings).status()
+    last = status.last_index_at.isoformat() if status.last_index_at else "从未"
+    print(f"已索引 {status.photos} 张（图库中 {status.files} 张），上次索引：{last}")
+    if status.indexing:
+        print("正在索引中")
+    if status.problem:
+        print(status.problem)
+    return 0
+
+
+def run_bot(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.main import run
+
+    return run(settings)
+
+
+def run_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from server.main import run
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        server = settings.server.model_copy(update=overrides)
+        settings = settings.model_copy(update={"server": server})
+    return run(settings)

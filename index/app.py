@@ -1,0 +1,166 @@
+"""The PeiTu facade and its composition from `Settings`.
+
+Each process (CLI, bot, server) calls `build_app` once and passes the result in; nothing deeper
+reads settings or environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from config import Settings
+from index.catalog import Catalog
+from index.describe_sidecar import SidecarDescriber
+from index.embed import SentenceTransformerEmbedder
+from index.errors import LibraryNotFound
+from index.indexer import Indexer, IndexMode, ScanLimits
+from index.lock import IndexLock
+from index.models import IndexReport, ProgressCallback, RecommendResult
+from index.ports import Describer, Embedder, Reranker
+from index.recommend import RecommendLimits, Recommender
+from index.store import ChromaStore, make_chroma_client
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    photos: int  # photos with a vector, i.e. findable
+    files: int  # distinct photos seen in the library
+    last_index_at: datetime | None
+    indexing: bool
+    problem: str | None = None  # e.g. the index was built with another embedding model
+
+
+class PeiTu:
+    """Everything a surface needs: index, recommend, find similar, status."""
+
+    def __init__(
+        self,
+        *,
+        library: Path | None,
+        catalog: Catalog,
+        store: ChromaStore,
+        embedder: Embedder,
+        describer: Describer,
+        reranker: Reranker | None,
+        limits: RecommendLimits,
+        scan_limits: ScanLimits,
+        lock: IndexLock,
+        concurrency: int = 4,
+    ) -> None:
+        self.library = library
+        self.catalog = catalog
+        self.store = store
+        self.embedder = embedder
+        self.describer = describer
+        self.reranker = reranker
+        self.lock = lock
+        self.recommender = Recommender(embedder, store, reranker, limits)
+        self.indexer = Indexer(catalog, store, embedder, describer, scan_limits, concurrency)
+
+    def index(
+        self,
+        mode: IndexMode = "incremental",
+        *,
+        library: Path | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        job_id: str | None = None,
+    ) -> IndexReport:
+        """Run one indexing job; raises `IndexBusy` if another is running anywhere."""
+        root = library or self.library
+        if root is None:
+            raise LibraryNotFound("no photo library configured: pass --library or set PEITU_LIBRARY")
+        with self.lock.hold(job_id or uuid.uuid4().hex[:12]):
+            return self.indexer.run(root.expanduser().resolve(), mode, progress, cancel)
+
+    def recommend(
+        self, text: str, top_k: int | None = None, *, rerank: bool = True
+    ) -> RecommendResult:
+        return self.recommender.recommend(text, top_k, rerank=rerank)
+
+    def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
+        """Photos like the given image: describe it, then search by that description."""
+        description = self.describer.describe_bytes(data)
+        same_photo = hashlib.sha256(data).hexdigest()
+        result = self.recommender.recommend(
+            description, top_k, rerank=False, exclude=[same_photo]
+        )
+        return result
+
+    def status(self) -> IndexStatus:
+        mismatch = self.store.mismatch
+        return IndexStatus(
+            photos=0 if mismatch else self.store.count(),
+            files=self.catalog.photo_count(),
+            last_index_at=self.catalog.last_finished_run(),
+            indexing=self.lock.busy(),
+            problem=str(mismatch) if mismatch else None,
+        )
+
+    def photo_path(self, photo_id: str) -> Path | None:
+        """Absolute path of a file holding the photo, or None when it is not in the library."""
+        photo = self.catalog.photo(photo_id)
+        if photo is None or self.library is None:
+            return None
+        return self.library.expanduser().resolve() / photo.rel_path
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def _describer(settings: Settings, descriptions: Path | None) -> Describer:
+    if descriptions is not None:
+        return SidecarDescriber(descriptions)
+    from index.describe_vision import VisionDescriber
+
+    return VisionDescriber(settings.vision, max_pixels=settings.indexing.max_pixels)
+
+
+def _reranker(settings: Settings) -> Reranker | None:
+    if not settings.rerank.enabled:
+        return None
+    from index.rerank import LLMReranker
+
+    return LLMReranker(settings.rerank)
+
+
+def build_app(
+    settings: Settings,
+    *,
+    descriptions: Path | None = None,
+    embedder: Embedder | None = None,
+) -> PeiTu:
+    """Compose the pipeline from settings. `descriptions` selects the captions-file describer."""
+    data_dir = settings.data_dir.expanduser()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    model = embedder or SentenceTransformerEmbedder(
+        settings.embedding.model,
+        device=settings.embedding.device,
+        batch_size=settings.embedding.batch_size,
+    )
+    client = make_chroma_client(settings.chroma.url, data_dir)
+    store = ChromaStore(client, settings.chroma.collection, model.model_name, model.dimension)
+    return PeiTu(
+        library=settings.library,
+        catalog=Catalog(data_dir / "catalog.sqlite3"),
+        store=store,
+        embedder=model,
+        describer=_describer(settings, descriptions),
+        reranker=_reranker(settings),
+        limits=RecommendLimits(
+            settings.top_k_initial, settings.similarity_threshold, settings.top_k_final
+        ),
+        scan_limits=ScanLimits(
+            int(settings.indexing.max_file_mb * 1024 * 1024), settings.indexing.max_pixels
+        ),
+        lock=IndexLock(data_dir / "index.lock"),
+        concurrency=settings.vision.concurrency,
+    )

@@ -1,0 +1,230 @@
+"""Durable record of the library in SQLite: files seen, descriptions written, vectors stored.
+
+Descriptions are the expensive part (a vision-model call each), so each one is committed the
+moment it arrives: a crash loses at most the photos being described at that instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from index.models import IndexReport, PhotoFile
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    rel_path TEXT PRIMARY KEY,
+    photo_id TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    taken_at TEXT,
+    gps_lat REAL,
+    gps_lon REAL
+);
+CREATE INDEX IF NOT EXISTS files_photo ON files(photo_id);
+CREATE TABLE IF NOT EXISTS descriptions (
+    photo_id TEXT NOT NULL,
+    describer_key TEXT NOT NULL,
+    description TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (photo_id, describer_key)
+);
+CREATE TABLE IF NOT EXISTS embedded (
+    photo_id TEXT PRIMARY KEY,
+    text_sha TEXT NOT NULL,
+    model TEXT NOT NULL,
+    rel_path TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    mode TEXT NOT NULL,
+    report TEXT
+);
+"""
+
+
+def text_sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class EmbeddedRecord:
+    text_sha: str
+    model: str
+    rel_path: str
+
+
+@dataclass(frozen=True)
+class StoredDescription:
+    photo_id: str
+    describer_key: str
+    description: str
+
+
+class Catalog:
+    """SQLite-backed catalog. Safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock, self._db:
+            yield self._db
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- files -------------------------------------------------------------------------------
+    def known_file(self, rel_path: str, size: int, mtime: float) -> PhotoFile | None:
+        """The stored record of an unchanged file (same path, size and mtime), else None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM files WHERE rel_path=? AND size=? AND mtime=?",
+                (rel_path, size, mtime),
+            ).fetchone()
+        return None if row is None else _row_to_photo(row)
+
+    def files(self) -> dict[str, str]:
+        """rel_path -> photo_id for every file recorded."""
+        with self._lock:
+            return dict(self._db.execute("SELECT rel_path, photo_id FROM files").fetchall())
+
+    def replace_files(self, photos: Iterable[PhotoFile]) -> None:
+        """Make the files table exactly the given photos (one transaction)."""
+        rows = [_photo_to_row(p) for p in photos]
+        with self._tx() as db:
+            db.execute("DELETE FROM files")
+            db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?)", rows)
+
+    def photo(self, photo_id: str) -> PhotoFile | None:
+        """One file holding this photo (the first by path), or None."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM files WHERE photo_id=? ORDER BY rel_path LIMIT 1", (photo_id,)
+            ).fetchone()
+        return None if row is None else _row_to_photo(row)
+
+    def photo_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(DISTINCT photo_id) FROM files").fetchone()[0])
+
+    def remove_file(self, rel_path: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE rel_path=?", (rel_path,))
+
+    # --- descriptions ------------------------------------------------------------------------
+    def has_description(self, photo_id: str, describer_key: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM descriptions WHERE photo_id=? AND describer_key=?",
+                (photo_id, describer_key),
+            ).fetchone()
+        return row is not None
+
+    def save_description(self, photo_id: str, describer_key: str, description: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO descriptions VALUES (?,?,?,?)",
+                (photo_id, describer_key, description, _now()),
+            )
+
+    def latest_descriptions(self, photo_ids: Iterable[str]) -> dict[str, StoredDescription]:
+        """For each photo, its most recent description (whichever describer wrote it)."""
+        wanted = set(photo_ids)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT photo_id, describer_key, description FROM descriptions "
+                "ORDER BY created_at, rowid"
+            ).fetchall()
+        latest: dict[str, StoredDescription] = {}
+        for photo_id, key, text in rows:
+            if photo_id in wanted:
+                latest[photo_id] = StoredDescription(photo_id, key, text)
+        return latest
+
+    # --- embedded ----------------------------------------------------------------------------
+    def embedded(self) -> dict[str, EmbeddedRecord]:
+        """What the vector store holds for each photo, as we last wrote it."""
+        with self._lock:
+            rows = self._db.execute("SELECT photo_id, text_sha, model, rel_path FROM embedded")
+            return {row[0]: EmbeddedRecord(row[1], row[2], row[3]) for row in rows.fetchall()}
+
+    def mark_embedded(self, items: Iterable[tuple[str, str, str]], model: str) -> None:
+        """Record (photo_id, embedded text, rel_path) triples as stored with `model`."""
+        rows = [(photo_id, text_sha(text), model, rel) for photo_id, text, rel in items]
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO embedded VALUES (?,?,?,?)", rows)
+
+    def move_embedded(self, photo_id: str, rel_path: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE embedded SET rel_path=? WHERE photo_id=?", (rel_path, photo_id))
+
+    def forget_embedded(self, photo_ids: Iterable[str] | None = None) -> None:
+        """Forget that photos were embedded (all of them when None)."""
+        with self._tx() as db:
+            if photo_ids is None:
+                db.execute("DELETE FROM embedded")
+            else:
+                db.executemany("DELETE FROM embedded WHERE photo_id=?", [(p,) for p in photo_ids])
+
+    # --- runs --------------------------------------------------------------------------------
+    def start_run(self, mode: str) -> int:
+        with self._tx() as db:
+            cursor = db.execute("INSERT INTO runs (started_at, mode) VALUES (?, ?)", (_now(), mode))
+            return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, report: IndexReport) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET finished_at=?, report=? WHERE id=?",
+                (_now(), json.dumps(report.to_dict(), ensure_ascii=False), run_id),
+            )
+
+    def last_finished_run(self) -> datetime | None:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(finished_at) FROM runs").fetchone()
+        return datetime.fromisoformat(row[0]) if row and row[0] else None
+
+
+def _photo_to_row(p: PhotoFile) -> tuple[object, ...]:
+    taken = p.taken_at.isoformat() if p.taken_at else None
+    return (p.rel_path, p.photo_id, p.size, p.mtime, p.width, p.height, taken, p.gps_lat, p.gps_lon)
+
+
+def _row_to_photo(row: tuple[object, ...]) -> PhotoFile:
+    rel_path, photo_id, size, mtime, width, height, taken, lat, lon = row
+    return PhotoFile(
+        photo_id=str(photo_id),
+        path=Path(str(rel_path)),  # relative here; the indexer resolves it against the library
+        rel_path=str(rel_path),
+        size=int(str(size)),
+        mtime=float(str(mtime)),
+        width=int(str(width)),
+        height=int(str(height)),
+        taken_at=datetime.fromisoformat(str(taken)) if taken else None,
+        gps_lat=float(str(lat)) if lat is not None else None,
+        gps_lon=float(str(lon)) if lon is not None else None,
+    )

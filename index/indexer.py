@@ -1,0 +1,242 @@
+"""The indexing run: scan → describe what is new → embed what changed → drop what left.
+
+A run can be interrupted at any point (crash, SIGKILL, cancel): descriptions are committed one
+by one and vectors batch by batch, so the next run continues where this one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from index.catalog import Catalog, StoredDescription, text_sha
+from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
+from index.models import IndexReport, PhotoFile, ProgressCallback
+from index.ports import Describer, Embedder, StoredVector
+from index.scan import ScanResult, scan_library
+from index.store import ChromaStore
+
+log = logging.getLogger(__name__)
+
+IndexMode = Literal["incremental", "rebuild"]
+_EMBED_BATCH = 64
+
+
+@dataclass(frozen=True)
+class ScanLimits:
+    max_file_bytes: int
+    max_pixels: int
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    return None
+
+
+class Indexer:
+    """Brings the catalog and the vector store in line with the library folder."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: ChromaStore,
+        embedder: Embedder,
+        describer: Describer,
+        limits: ScanLimits,
+        concurrency: int = 4,
+    ) -> None:
+        self._catalog = catalog
+        self._store = store
+        self._embedder = embedder
+        self._describer = describer
+        self._limits = limits
+        self._concurrency = concurrency
+
+    def run(
+        self,
+        library: Path,
+        mode: IndexMode = "incremental",
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> IndexReport:
+        """Index the library. Callers hold the index lock; see `PeiTu.index`."""
+        report_progress = progress or _no_progress
+        stop = cancel or threading.Event()
+        if not library.is_dir():
+            raise LibraryNotFound(f"photo library not found or not a folder: {library}")
+        if mode == "incremental" and self._store.mismatch is not None:
+            raise self._store.mismatch
+        run_id = self._catalog.start_run(mode)
+        report = IndexReport()
+        if mode == "rebuild":
+            self._store.reset()
+            self._catalog.forget_embedded()
+        photos = self._scan(library, report, report_progress)
+        self._remove_missing(photos, report)
+        if not stop.is_set():
+            self._describe_missing(photos, report, report_progress, stop)
+        if not stop.is_set():
+            self._embed_changed(photos, report, report_progress, stop)
+        report.cancelled = stop.is_set()
+        self._catalog.finish_run(run_id, report)
+        return report
+
+    # --- scan --------------------------------------------------------------------------------
+    def _scan(
+        self, library: Path, report: IndexReport, progress: ProgressCallback
+    ) -> dict[str, PhotoFile]:
+        before = self._catalog.files()
+        result = scan_library(
+            library,
+            max_file_bytes=self._limits.max_file_bytes,
+            max_pixels=self._limits.max_pixels,
+            known=self._catalog.known_file,
+            progress=lambda done, total: progress("scan", done, total),
+        )
+        self._count_changes(before, result, report)
+        self._catalog.replace_files(result.photos)
+        return {p.photo_id: p for p in sorted(result.photos, key=lambda p: p.rel_path)}
+
+    @staticmethod
+    def _count_changes(before: dict[str, str], result: ScanResult, report: IndexReport) -> None:
+        old_ids = set(before.values())
+        seen: set[str] = set()
+        for photo in result.photos:
+            report.scanned += 1
+            if before.get(photo.rel_path) == photo.photo_id:
+                report.unchanged += 1
+            elif photo.photo_id in old_ids and photo.photo_id not in seen:
+                report.moved += 1
+            elif photo.photo_id not in old_ids and photo.photo_id not in seen:
+                report.new += 1
+            else:
+                report.unchanged += 1  # a second copy of a photo counted above
+            seen.add(photo.photo_id)
+        report.removed = len(old_ids - seen)
+        report.skipped = dict(Counter(result.skipped))
+
+    def _remove_missing(self, photos: dict[str, PhotoFile], report: IndexReport) -> None:
+        stale = sorted(set(self._catalog.embedded()) - set(photos))
+        stale += sorted(self._store.ids() - set(photos) - set(stale))
+        if stale:
+            self._store.delete(stale)
+            self._catalog.forget_embedded(stale)
+            log.info("removed %d photos that left the library", len(stale))
+
+    # --- describe ----------------------------------------------------------------------------
+    def _describe_missing(
+        self,
+        photos: dict[str, PhotoFile],
+        report: IndexReport,
+        progress: ProgressCallback,
+        stop: threading.Event,
+    ) -> None:
+        key = self._describer.key
+        todo = [p for p in photos.values() if not self._catalog.has_description(p.photo_id, key)]
+        progress("describe", 0, len(todo))
+        done = 0
+        for photo, error in self._describe_all(todo, stop):
+            done += 1
+            if error is None:
+                report.described += 1
+            else:
+                report.failed += 1
+                report.errors.append(f"{photo.rel_path}: {error}")
+                log.warning("could not describe %s: %s", photo.rel_path, error)
+            progress("describe", done, len(todo))
+
+    def _describe_all(
+        self, todo: list[PhotoFile], stop: threading.Event
+    ) -> Iterable[tuple[PhotoFile, str | None]]:
+        """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
+        pending: dict[Future[None], PhotoFile] = {}
+        queue = iter(todo)
+        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+            while True:
+                while len(pending) < self._concurrency and not stop.is_set():
+                    photo = next(queue, None)
+                    if photo is None:
+                        break
+                    pending[pool.submit(self._describe_one, photo)] = photo
+                if not pending:
+                    return
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield pending.pop(future), _error_text(future)
+
+    def _describe_one(self, photo: PhotoFile) -> None:
+        text = self._describer.describe(photo).strip()
+        if not text:
+            raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
+        self._catalog.save_description(photo.photo_id, self._describer.key, text)
+
+    # --- embed -------------------------------------------------------------------------------
+    def _embed_changed(
+        self,
+        photos: dict[str, PhotoFile],
+        report: IndexReport,
+        progress: ProgressCallback,
+        stop: threading.Event,
+    ) -> None:
+        model = self._embedder.model_name
+        embedded = self._catalog.embedded()
+        descriptions = self._catalog.latest_descriptions(photos)
+        todo: list[StoredDescription] = []
+        for d in descriptions.values():
+            record = embedded.get(d.photo_id)
+            if record is None or (record.text_sha, record.model) != (text_sha(d.description), model):
+                todo.append(d)
+            elif record.rel_path != photos[d.photo_id].rel_path:
+                self._update_path(photos[d.photo_id], d)
+        progress("embed", 0, len(todo))
+        for start in range(0, len(todo), _EMBED_BATCH):
+            if stop.is_set():
+                return
+            batch = todo[start : start + _EMBED_BATCH]
+            self._embed_batch(batch, photos, model)
+            report.embedded += len(batch)
+            progress("embed", min(start + _EMBED_BATCH, len(todo)), len(todo))
+
+    def _embed_batch(
+        self, batch: list[StoredDescription], photos: dict[str, PhotoFile], model: str
+    ) -> None:
+        vectors = self._embedder.embed([d.description for d in batch])
+        items = [
+            StoredVector(d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d))
+            for d, vector in zip(batch, vectors, strict=True)
+        ]
+        self._store.upsert(items)
+        triples = [(d.photo_id, d.description, photos[d.photo_id].rel_path) for d in batch]
+        self._catalog.mark_embedded(triples, model)
+
+    def _update_path(self, photo: PhotoFile, description: StoredDescription) -> None:
+        """A moved photo keeps its vector; only the stored path changes."""
+        self._store.update_metadata(photo.photo_id, _metadata(photo, description))
+        self._catalog.move_embedded(photo.photo_id, photo.rel_path)
+
+
+def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, object]:
+    return {
+        "path": photo.rel_path,
+        "width": photo.width,
+        "height": photo.height,
+        "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
+        "taken_ts": photo.taken_at.timestamp() if photo.taken_at else None,
+        "gps_lat": photo.gps_lat,
+        "gps_lon": photo.gps_lon,
+        "describer": description.describer_key,
+    }
+
+
+def _error_text(future: Future[None]) -> str | None:
+    error = future.exception()
+    if error is None:
+        return None
+    if isinstance(error, PeiTuError | OSError):
+        return str(error)
+    raise error  # a bug, not a bad photo: let it surface

@@ -1,0 +1,164 @@
+"""Chroma vector store: embedded (PersistentClient) or client/server (HttpClient).
+
+We always pass our own embeddings; Chroma's default embedding function (which downloads a
+model) must never run, so collections are opened with `embedding_function=None`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+from chromadb.api import ClientAPI
+from chromadb.config import Settings as ChromaClientSettings
+
+from index.errors import IndexMismatch, ModelUnavailable
+from index.models import Candidate
+from index.ports import StoredVector
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_BATCH = 500
+
+
+def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
+    """HttpClient for a server URL, else a PersistentClient under data_dir/chroma."""
+    client_settings = ChromaClientSettings(anonymized_telemetry=False)
+    if not url:
+        return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=client_settings)
+    parsed = urlparse(url)
+    https = parsed.scheme == "https"
+    port = parsed.port or (443 if https else 8000)
+    try:
+        return chromadb.HttpClient(
+            host=parsed.hostname or "localhost", port=port, ssl=https, settings=client_settings
+        )
+    except Exception as error:  # chromadb raises bare ValueError/ConnectionError variants
+        raise ModelUnavailable(f"cannot reach the Chroma server at {url}: {error}") from error
+
+
+def _identity(model: str, dimension: int) -> dict[str, Any]:
+    return {"embedding_model": model, "dimension": dimension, "schema_version": SCHEMA_VERSION}
+
+
+class ChromaStore:
+    """One collection holding one vector per photo, tagged with the model that made them."""
+
+    def __init__(self, client: ClientAPI, name: str, model: str, dimension: int) -> None:
+        self._client = client
+        self._name = name
+        self._identity = _identity(model, dimension)
+        self._mismatch: IndexMismatch | None = None
+        self._collection = self._open()
+
+    def _open(self) -> Any:
+        metadata = {"hnsw:space": "cosine", **self._identity}
+        collection = self._client.get_or_create_collection(
+            self._name, metadata=metadata, embedding_function=None
+        )
+        self._mismatch = self._identity_mismatch(collection.metadata or {})
+        return collection
+
+    @property
+    def mismatch(self) -> IndexMismatch | None:
+        """Set when the collection was built with another model; only `reset` clears it."""
+        return self._mismatch
+
+    def _ready(self) -> Any:
+        if self._mismatch is not None:
+            raise self._mismatch
+        return self._collection
+
+    def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
+        stored = {key: found.get(key) for key in self._identity}
+        if stored == self._identity:
+            return None
+        return IndexMismatch(
+                f"the index was built with embedding model {stored['embedding_model']!r} "
+                f"(dimension {stored['dimension']}, schema {stored['schema_version']}) but "
+                f"{self._identity['embedding_model']!r} (dimension {self._identity['dimension']}, "
+                f"schema {SCHEMA_VERSION}) is configured; run `peitu index --rebuild` to "
+                "re-embed from the stored descriptions (nothing is described again)"
+            )
+
+    def reset(self) -> None:
+        """Drop the collection and create it anew with the configured model's identity."""
+        try:
+            self._client.delete_collection(self._name)
+        except Exception:  # chromadb raises NotFoundError/ValueError by version
+            log.debug("collection %s did not exist", self._name)
+        self._collection = self._open()
+
+    def upsert(self, items: Sequence[StoredVector]) -> None:
+        for start in range(0, len(items), _BATCH):
+            batch = items[start : start + _BATCH]
+            self._ready().upsert(
+                ids=[i.photo_id for i in batch],
+                embeddings=[list(map(float, i.vector)) for i in batch],
+                documents=[i.document for i in batch],
+                metadatas=[_clean_metadata(i.metadata) for i in batch],
+            )
+
+    def update_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+        """Replace one photo's metadata, keeping its vector."""
+        self._ready().update(ids=[photo_id], metadatas=[_clean_metadata(metadata)])
+
+    def query(self, vector: Sequence[float], k: int) -> list[Candidate]:
+        count = self.count()
+        if count == 0:
+            return []
+        found = self._ready().query(
+            query_embeddings=[list(map(float, vector))],
+            n_results=min(k, count),
+            include=["distances", "documents", "metadatas"],
+        )
+        return _candidates(found)
+
+    def delete(self, photo_ids: Sequence[str]) -> None:
+        ids = list(photo_ids)
+        for start in range(0, len(ids), _BATCH):
+            self._ready().delete(ids=ids[start : start + _BATCH])
+
+    def ids(self) -> set[str]:
+        return set(self._ready().get(include=[])["ids"])
+
+    def count(self) -> int:
+        return int(self._ready().count())
+
+    def ping(self) -> None:
+        try:
+            self._client.heartbeat()
+        except Exception as error:  # any transport failure means "unreachable"
+            raise ModelUnavailable(f"the vector store is unreachable: {error}") from error
+
+
+def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Chroma accepts str/int/float/bool values only; drop the rest (None)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+def _candidates(found: Any) -> list[Candidate]:
+    ids = found["ids"][0]
+    distances = found["distances"][0]
+    documents = found["documents"][0]
+    metadatas = found["metadatas"][0]
+    out = []
+    for photo_id, distance, document, metadata in zip(
+        ids, distances, documents, metadatas, strict=True
+    ):
+        meta = dict(metadata or {})
+        out.append(
+            Candidate(
+                photo_id=photo_id,
+                path=str(meta.get("path", "")),
+                similarity=round(1.0 - float(distance), 6),
+                description=document or "",
+                metadata=meta,
+            )
+        )
+    return out

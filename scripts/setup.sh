@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up everything PeiTu needs on a fresh machine: a virtualenv with pinned dependencies
+# (CPU torch), the offline m3e-small model, and the test gateway's npm packages.
+# Safe to run again: each step skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv .venv
+fi
+# torch first and pinned: a bare requirement would pull the CUDA build (gigabytes).
+.venv/bin/pip install --quiet "torch==2.13.0"
+.venv/bin/pip install --quiet -e ".[dev]"
+bash scripts/fetch_m3e_small.sh
+if [ -f scripts/setup_node.sh ]; then
+  bash scripts/setup_node.sh
+fi
+if [ -f scripts/setup_browser.sh ]; then
+  bash scripts/setup_browser.sh
+fi
+echo "setup done: activate with '. .venv/bin/activate'"

@@ -1,0 +1,163 @@
+"""Index → recommend end to end on real photos, real m3e-small and a real embedded Chroma."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from index.app import PeiTu, build_app
+from index.embed import SentenceTransformerEmbedder
+from index.errors import IndexBusy, IndexMismatch, InvalidQuery, LibraryNotFound
+from index.ports import Vectors
+from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+
+
+def _app(make_settings: SettingsFactory, lib: SmallLibrary, embedder: SentenceTransformerEmbedder) -> PeiTu:
+    return build_app(make_settings(library=lib.root), descriptions=lib.descriptions, embedder=embedder)
+
+
+def test_first_index_describes_and_embeds_every_photo(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    report = _app(make_settings, small_library, embedder).index()
+    assert report.to_dict() == {
+        "scanned": 30, "new": 30, "unchanged": 0, "moved": 0, "removed": 0,
+        "described": 30, "embedded": 30, "failed": 0, "skipped": {},
+    }
+
+
+def test_second_index_of_unchanged_library_does_nothing(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    _app(make_settings, small_library, embedder).index()
+    report = _app(make_settings, small_library, embedder).index()
+    assert (report.unchanged, report.new, report.described, report.embedded) == (30, 0, 0, 0)
+
+
+def test_query_from_another_caption_finds_the_photo_in_top5(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    hits = 0
+    for photo in small_library.photos:
+        result = app.recommend(photo.captions[4], rerank=False)
+        hits += photo.rel_path in [r.path for r in result.results]
+    # Captions 1-4 describe, caption 5 asks; 30 photos, many of dogs and children: most come back.
+    assert hits >= 24, f"only {hits}/30 photos found in the top 5 by their fifth caption"
+
+
+def test_result_fields_and_ranks(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    result = app.recommend("海边玩耍的孩子", top_k=3, rerank=False)
+    assert [r.rank for r in result.results] == [1, 2, 3]
+    sims = [r.similarity for r in result.results]
+    assert sims == sorted(sims, reverse=True)
+    assert all(r.reason.startswith("画面内容：") and r.description for r in result.results)
+    assert set(result.timings_ms) == {"embed", "search", "rerank"}
+    assert app.photo_path(result.results[0].photo_id) == small_library.root / result.results[0].path
+
+
+def test_moved_and_removed_photos(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    first, second = small_library.photos[0].rel_path, small_library.photos[1].rel_path
+    (small_library.root / "album").mkdir()
+    shutil.move(small_library.root / first, small_library.root / "album" / "renamed.jpg")
+    (small_library.root / second).unlink()
+    report = app.index()
+    assert (report.moved, report.removed, report.described, report.embedded) == (1, 1, 0, 0)
+    assert app.store.count() == 29
+    moved = app.recommend(small_library.photos[0].captions[4], top_k=5, rerank=False)
+    assert "album/renamed.jpg" in [r.path for r in moved.results]
+
+
+def test_empty_text_is_refused(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    with pytest.raises(InvalidQuery):
+        app.recommend("   \n ")
+
+
+def test_nothing_above_threshold_gives_a_message_not_junk(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    settings = make_settings(library=small_library.root, similarity_threshold=0.99)
+    app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    app.index()
+    result = app.recommend("量子计算机的芯片设计", rerank=False)
+    assert result.results == []
+    assert result.message is not None and "最接近的是" in result.message
+
+
+def test_empty_index_says_so(make_settings: SettingsFactory, embedder: SentenceTransformerEmbedder) -> None:
+    app = build_app(make_settings(), embedder=embedder)
+    result = app.recommend("今天蓝天白云", rerank=False)
+    assert result.results == [] and result.message is not None and "peitu index" in result.message
+
+
+def test_missing_library_is_a_clear_error(
+    make_settings: SettingsFactory, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = build_app(make_settings(library=tmp_path / "nope"), embedder=embedder)
+    with pytest.raises(LibraryNotFound, match="nope"):
+        app.index()
+
+
+class _Renamed:
+    """The same model under another name: what a user switching models looks like to the index."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder, name: str) -> None:
+        self._inner, self._name = inner, name
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    @property
+    def dimension(self) -> int:
+        return self._inner.dimension
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        return self._inner.embed(texts)
+
+
+def test_other_embedding_model_is_refused_until_rebuild(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    _app(make_settings, small_library, embedder).index()
+    settings = make_settings(library=small_library.root)
+    other = build_app(settings, descriptions=small_library.descriptions, embedder=_Renamed(embedder, "m3e-other"))
+    with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
+        other.recommend("海边", rerank=False)
+    with pytest.raises(IndexMismatch):
+        other.index()
+    report = other.index("rebuild")
+    assert (report.described, report.embedded) == (0, 30)
+    assert other.recommend("海边", rerank=False).results
+
+
+def test_a_second_job_is_refused_while_one_runs(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    seen: list[str] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "describe" and not seen:
+            with pytest.raises(IndexBusy) as busy:
+                app.index(job_id="second")
+            seen.append(str(busy.value.running_job_id))
+
+    app.index(progress=progress, job_id="first")
+    assert seen == ["first"]
+    assert not app.status().indexing
