@@ -24,6 +24,7 @@ from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker
 from index.recommend import RecommendLimits, Recommender
+from index.retrieval import DenseRetriever
 from index.store import ChromaStore, make_chroma_client
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class PeiTu:
         self.describer = describer
         self.reranker = reranker
         self.lock = lock
-        self.recommender = Recommender(embedder, store, reranker, limits)
+        self.recommender = Recommender(DenseRetriever(embedder, store), reranker, limits)
         self.indexer = Indexer(catalog, store, embedder, describer, scan_limits, concurrency)
 
     def index(

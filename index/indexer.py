@@ -19,6 +19,7 @@ from index.catalog import Catalog, StoredDescription, text_sha
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.ports import Describer, Embedder, StoredVector
+from index.retrieval import encode_documents
 from index.scan import ScanResult, scan_library
 from index.store import ChromaStore
 
@@ -205,7 +206,7 @@ class Indexer:
     def _embed_batch(
         self, batch: list[StoredDescription], photos: dict[str, PhotoFile], model: str
     ) -> None:
-        vectors = self._embedder.embed([d.description for d in batch])
+        vectors = encode_documents(self._embedder, [d.description for d in batch])
         items = [
             StoredVector(d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d))
             for d, vector in zip(batch, vectors, strict=True)

@@ -29,6 +29,24 @@ class PhotoFile:
 
 
 @dataclass(frozen=True)
+class QueryFilters:
+    """Restrictions drawn from the text ("去年夏天", "在大理"): applied to photo metadata."""
+
+    taken_from: datetime | None = None  # inclusive
+    taken_to: datetime | None = None  # exclusive
+    place: str | None = None  # a Chinese place name: province, city or district
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    """What the text asks for: words for the semantic search, plus time/place filters."""
+
+    semantic_text: str
+    filters: QueryFilters | None = None
+    notes: tuple[str, ...] = ()  # human-readable, e.g. "时间：2026-11-22"
+
+
+@dataclass(frozen=True)
 class Candidate:
     """A photo found by the vector search, before reranking."""
 

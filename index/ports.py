@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from index.models import Candidate, Judgement, PhotoFile
+from index.models import Candidate, Judgement, ParsedQuery, PhotoFile, QueryFilters
 
 Vectors = npt.NDArray[np.float32]
 
@@ -86,3 +86,19 @@ class Reranker(Protocol):
     def rerank(self, text: str, candidates: Sequence[Candidate]) -> list[Judgement]:
         """One judgement per candidate it kept. Raises `RerankFailed` on any unusable answer."""
         ...
+
+
+class Retriever(Protocol):
+    """The first stage: candidates for a text, most similar first."""
+
+    def search(
+        self, text: str, k: int, filters: QueryFilters | None, timings: dict[str, float]
+    ) -> list[Candidate]:
+        """Up to k candidates; adds its time in ms to `timings["embed"]` / `timings["search"]`."""
+        ...
+
+
+class QueryUnderstanding(Protocol):
+    """Splits social text into semantic words and time/place filters."""
+
+    def parse(self, text: str) -> ParsedQuery: ...

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from index.errors import InvalidQuery, RerankFailed
-from index.models import Candidate, Judgement, Recommendation, RecommendResult
-from index.ports import Embedder, Reranker, VectorStore
+from index.models import Candidate, Judgement, ParsedQuery, Recommendation, RecommendResult
+from index.ports import QueryUnderstanding, Reranker, Retriever
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,23 @@ class Recommender:
 
     def __init__(
         self,
-        embedder: Embedder,
-        store: VectorStore,
+        retriever: Retriever,
         reranker: Reranker | None,
         limits: RecommendLimits,
+        understanding: QueryUnderstanding | None = None,
+        collapse: Callable[[list[Candidate]], list[Candidate]] | None = None,
     ) -> None:
-        self._embedder = embedder
-        self._store = store
+        self._retriever = retriever
         self._reranker = reranker
         self._limits = limits
+        self._understanding = understanding
+        self._collapse = collapse or (lambda candidates: candidates)
+
+    def parse(self, text: str) -> ParsedQuery:
+        """The text as the first stage sees it (semantic words + filters)."""
+        if self._understanding is None:
+            return ParsedQuery(text)
+        return self._understanding.parse(text)
 
     def recommend(
         self,
@@ -52,14 +60,13 @@ class Recommender:
         query = _clean_query(text)
         k = top_k or self._limits.top_k_final
         timings: dict[str, float] = {"embed": 0.0, "search": 0.0, "rerank": 0.0}
-        vector = _timed(timings, "embed", lambda: self._embedder.embed([query])[0])
-        found = _timed(
-            timings,
-            "search",
-            lambda: self._store.query(vector.tolist(), max(self._limits.top_k_initial, k) + len(exclude)),
-        )
+        parsed = self.parse(query)
+        pool = max(self._limits.top_k_initial, k) + len(exclude)
+        found = self._retriever.search(parsed.semantic_text, pool, parsed.filters, timings)
         found = [c for c in found if c.photo_id not in set(exclude)]
-        kept = [c for c in found if c.similarity >= self._limits.similarity_threshold]
+        kept = self._collapse(
+            [c for c in found if c.similarity >= self._limits.similarity_threshold]
+        )
         if not kept:
             return RecommendResult(query, False, _no_match_message(found), [], _rounded(timings))
         if not (rerank and self._reranker is not None):

@@ -1,0 +1,404 @@
+"""Safe image reading: every way a file can fail becomes a `PhotoUnreadable` with a stable reason.
+
+Reason keys (`PhotoUnreadable.reason`, also the keys of a scan's skip counts) are the values of
+`Reason`. Only the formats in `IMAGE_EXTENSIONS` are decoded: a file with an image extension that
+Pillow would read through another plugin (EPS, PSD, ...) is refused as "corrupt", which keeps the
+attack surface to the decoders a photo library needs.
+
+Pixel limits: `max_pixels` is checked against the header's width x height before any pixel is
+decoded. Pillow's own global guard (`Image.MAX_IMAGE_PIXELS`) is left untouched, so it still
+applies on top: images over twice that (about 179 million pixels by default) are refused as
+"too_many_pixels" whatever `max_pixels` says.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import math
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any
+
+import pillow_heif
+from PIL import ExifTags, Image, ImageFile, ImageOps
+
+from index.errors import PhotoUnreadable
+
+logger = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    """Stable keys for why a file was not read as a photo."""
+
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"
+    TOO_MANY_PIXELS = "too_many_pixels"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_LARGE = "too_large"
+    BROKEN_SYMLINK = "broken_symlink"
+    SYMLINK_LOOP = "symlink_loop"
+    NOT_A_FILE = "not_a_file"
+    NOT_FOUND = "not_found"  # vanished between listing and reading
+    IO_ERROR = "io_error"  # any other OS error (a flaky disk or network share)
+
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "heic", "heif"}
+)
+# Pillow format names for those extensions. Multi-picture camera JPEGs (MPO) come in as JPEG.
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF")
+# Exceptions Pillow and its plugins raise on bad data. A bad file must never escape as anything
+# but `PhotoUnreadable`; MemoryError and KeyboardInterrupt are deliberately not in this list.
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    TypeError,
+    EOFError,
+    IndexError,
+    KeyError,
+    ZeroDivisionError,
+    RuntimeError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,  # raised only where warnings are turned into errors
+)
+_EXIF_ERRORS = _DECODE_ERRORS
+_PROBE_DRAFT_BOX = (256, 256)
+_NEGATIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "S", ExifTags.GPS.GPSLongitudeRef: "W"}
+_POSITIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLongitudeRef: "E"}
+
+ImageSource = Path | str | bytes
+_heif_registered = False
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the index needs from a photo: displayed size and EXIF time and place."""
+
+    width: int
+    height: int
+    taken_at: datetime | None
+    gps_lat: float | None
+    gps_lon: float | None
+
+
+def register_heif() -> None:
+    """Teach Pillow to open HEIC/HEIF files (idempotent; the open functions call it too)."""
+    global _heif_registered
+    if not _heif_registered:
+        pillow_heif.register_heif_opener()
+        _heif_registered = True
+
+
+def has_image_extension(name: str) -> bool:
+    """True when `name` ends in one of `IMAGE_EXTENSIONS`, in any letter case."""
+    _, dot, suffix = name.rpartition(".")
+    return bool(dot) and suffix.lower() in IMAGE_EXTENSIONS
+
+
+def check_image_file(path: Path | str, *, max_bytes: int | None = None) -> os.stat_result:
+    """Stat `path` (following symlinks) and refuse what cannot be a readable photo.
+
+    Never opens the file, so it is safe on FIFOs and devices. Returns the followed stat.
+    Raises `PhotoUnreadable` with reason broken_symlink, symlink_loop, not_found,
+    permission_denied, not_a_file, empty or too_large.
+    """
+    label = str(path)
+    info = _stat_following_links(path, label)
+    if not stat.S_ISREG(info.st_mode):
+        raise PhotoUnreadable(label, Reason.NOT_A_FILE.value, _file_kind(info.st_mode))
+    _check_byte_count(info.st_size, label, max_bytes)
+    return info
+
+
+def open_image(
+    source: ImageSource, *, max_pixels: int, max_bytes: int | None = None
+) -> Image.Image:
+    """Open and fully decode a photo from a path or bytes, upright per its EXIF orientation.
+
+    Animated images give their first frame. The file is closed on return, so the result cannot
+    seek to other frames. Raises `PhotoUnreadable` (see `Reason`) for anything that is not a
+    readable image within `max_pixels` (and `max_bytes`, when given).
+    """
+    return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=None)
+
+
+def probe_image(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
+    """Check that a photo decodes completely and read its displayed size, time and place.
+
+    Cheaper than `open_image`: JPEGs decode at reduced scale, which still reads every byte and
+    so still catches truncation. Raises `PhotoUnreadable` like `open_image`.
+    """
+    label = str(path)
+    with _stream(path, label, max_bytes) as stream, _decode_errors(label):
+        img = _open_header(stream, label, max_pixels)
+        width, height = img.size
+        img.draft(None, _PROBE_DRAFT_BOX)
+        img.load()
+        if _orientation(img) in {5, 6, 7, 8}:  # rotated a quarter turn: display swaps sides
+            width, height = height, width
+        return ImageInfo(width, height, *read_metadata(img))
+
+
+def read_metadata(img: Image.Image) -> tuple[datetime | None, float | None, float | None]:
+    """Return (taken_at, gps_lat, gps_lon) from EXIF; None for whatever is missing or garbage.
+
+    taken_at is DateTimeOriginal, else DateTime, as naive camera-local time. GPS is in decimal
+    degrees, south and west negative.
+    """
+    exif = _safe_exif(img)
+    if exif is None:
+        return None, None, None
+    lat, lon = _gps_position(exif)
+    return _taken_at(exif), lat, lon
+
+
+def thumbnail_jpeg(
+    source: ImageSource | Image.Image,
+    max_side: int,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+) -> bytes:
+    """Encode an upright RGB JPEG (quality 85) whose long side is at most `max_side`.
+
+    Never enlarges. EXIF (and so GPS) is not copied into the output; the ICC profile is.
+    Transparent areas become white. Raises `PhotoUnreadable` for an unreadable source.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be at least 1, got {max_side}")
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        img = _decode(
+            source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=(max_side, max_side)
+        )
+    small = _to_rgb(_fit_within(img, max_side))
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=85, icc_profile=img.info.get("icc_profile"))
+    return out.getvalue()
+
+
+def _decode(
+    source: ImageSource,
+    *,
+    max_pixels: int,
+    max_bytes: int | None,
+    draft_box: tuple[int, int] | None,
+) -> Image.Image:
+    label = _label(source)
+    with _stream(source, label, max_bytes) as stream, _decode_errors(label):
+        img = _open_header(stream, label, max_pixels)
+        if draft_box is not None:
+            img.draft(None, draft_box)
+        img.load()
+    _apply_orientation(img, label)
+    return img
+
+
+def _label(source: ImageSource) -> str:
+    return "<bytes>" if isinstance(source, bytes) else str(source)
+
+
+@contextmanager
+def _stream(source: ImageSource, label: str, max_bytes: int | None) -> Iterator[IO[bytes]]:
+    if isinstance(source, bytes):
+        _check_byte_count(len(source), label, max_bytes)
+        yield io.BytesIO(source)
+        return
+    check_image_file(source, max_bytes=max_bytes)
+    try:
+        handle = open(source, "rb")  # noqa: SIM115 - closed by the `with` below
+    except OSError as error:
+        raise PhotoUnreadable(label, _os_reason(error).value, _os_detail(error)) from error
+    with handle:
+        yield handle
+
+
+@contextmanager
+def _decode_errors(label: str) -> Iterator[None]:
+    try:
+        yield
+    except _DECODE_ERRORS as error:
+        raise PhotoUnreadable(label, _decode_reason(error).value, str(error)) from error
+
+
+def _open_header(stream: IO[bytes], label: str, max_pixels: int) -> ImageFile.ImageFile:
+    """Read only the header, and refuse the image before any pixel is decoded if too big."""
+    register_heif()
+    img = Image.open(stream, formats=_ALLOWED_FORMATS)
+    width, height = img.size
+    if width < 1 or height < 1:
+        raise PhotoUnreadable(label, Reason.CORRUPT.value, f"header says {width}x{height}")
+    if width * height > max_pixels:
+        detail = f"{width}x{height} is over the limit of {max_pixels} pixels"
+        raise PhotoUnreadable(label, Reason.TOO_MANY_PIXELS.value, detail)
+    return img
+
+
+def _decode_reason(error: BaseException) -> Reason:
+    if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
+        return Reason.TOO_MANY_PIXELS
+    if isinstance(error, OSError) and error.errno is not None:  # the disk, not the data
+        return _os_reason(error)
+    text = str(error).lower()
+    if isinstance(error, EOFError) or "truncated" in text or "end of file" in text:
+        return Reason.TRUNCATED
+    return Reason.CORRUPT
+
+
+def _stat_following_links(path: Path | str, label: str) -> os.stat_result:
+    try:
+        link = os.lstat(path)
+        if not stat.S_ISLNK(link.st_mode):
+            return link
+        return os.stat(path)
+    except FileNotFoundError as error:
+        # lstat found the name, so it is the link's target that is missing.
+        reason = Reason.BROKEN_SYMLINK if os.path.lexists(path) else Reason.NOT_FOUND
+        raise PhotoUnreadable(label, reason.value, _os_detail(error)) from error
+    except OSError as error:
+        raise PhotoUnreadable(label, _os_reason(error).value, _os_detail(error)) from error
+
+
+def _check_byte_count(size: int, label: str, max_bytes: int | None) -> None:
+    if size == 0:
+        raise PhotoUnreadable(label, Reason.EMPTY.value, "0 bytes")
+    if max_bytes is not None and size > max_bytes:
+        detail = f"{size} bytes is over the limit of {max_bytes}"
+        raise PhotoUnreadable(label, Reason.TOO_LARGE.value, detail)
+
+
+def _os_reason(error: OSError) -> Reason:
+    """Map an OS error from stat, open, read or scandir to a reason key."""
+    if isinstance(error, PermissionError):
+        return Reason.PERMISSION_DENIED
+    if isinstance(error, FileNotFoundError):
+        return Reason.NOT_FOUND
+    if isinstance(error, IsADirectoryError):
+        return Reason.NOT_A_FILE
+    if error.errno == errno.ELOOP:
+        return Reason.SYMLINK_LOOP
+    return Reason.IO_ERROR
+
+
+def _os_detail(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "directory", stat.S_ISFIFO: "FIFO", stat.S_ISSOCK: "socket"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "device or special file")
+    return f"a {kind}"
+
+
+def _safe_exif(img: Image.Image) -> Image.Exif | None:
+    try:
+        return img.getexif()
+    except _EXIF_ERRORS as error:
+        logger.debug("ignoring unreadable EXIF: %s", error)
+        return None
+
+
+def _orientation(img: Image.Image) -> int:
+    exif = _safe_exif(img)
+    value = exif.get(ExifTags.Base.Orientation, 1) if exif is not None else 1
+    return value if isinstance(value, int) else 1
+
+
+def _apply_orientation(img: Image.Image, label: str) -> None:
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except _EXIF_ERRORS as error:  # garbage EXIF must not make a good image unreadable
+        logger.debug("%s: ignoring EXIF orientation: %s", label, error)
+
+
+def _taken_at(exif: Image.Exif) -> datetime | None:
+    try:
+        original = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal)
+    except _EXIF_ERRORS:
+        original = None
+    for value in (original, exif.get(ExifTags.Base.DateTime)):
+        parsed = _parse_exif_datetime(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _parse_exif_datetime(value: Any) -> datetime | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", errors="replace")
+    if not isinstance(value, str):
+        return None
+    text = value.strip("\x00 ")[:19]
+    # The standard says "YYYY:MM:DD HH:MM:SS"; some software writes dashes or slashes.
+    text = text[:10].replace("-", ":").replace("/", ":") + text[10:]
+    try:
+        return datetime.strptime(text, "%Y:%m:%d %H:%M:%S")
+    except ValueError:
+        return None
+
+
+def _gps_position(exif: Image.Exif) -> tuple[float | None, float | None]:
+    try:
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        lat = _gps_degrees(gps, ExifTags.GPS.GPSLatitude, ExifTags.GPS.GPSLatitudeRef)
+        lon = _gps_degrees(gps, ExifTags.GPS.GPSLongitude, ExifTags.GPS.GPSLongitudeRef)
+    except _EXIF_ERRORS as error:
+        logger.debug("ignoring unreadable GPS EXIF: %s", error)
+        return None, None
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None, None
+    if lat == 0 and lon == 0:  # what receivers without a fix write; not a real place
+        return None, None
+    return round(lat, 7), round(lon, 7)
+
+
+def _gps_degrees(gps: dict[int, Any], value_tag: int, ref_tag: ExifTags.GPS) -> float | None:
+    value = gps.get(value_tag)
+    if not isinstance(value, tuple | list) or not 1 <= len(value) <= 3:
+        return None
+    # degrees, minutes, seconds; a camera may write decimal degrees alone.
+    degrees = sum(_rational(part) / 60.0**index for index, part in enumerate(value))
+    if not math.isfinite(degrees):
+        return None
+    ref = gps.get(ref_tag, _POSITIVE_REFS[ref_tag])
+    ref = (ref.decode("ascii", errors="replace") if isinstance(ref, bytes) else str(ref)).strip()
+    if ref.upper().startswith(_NEGATIVE_REFS[ref_tag]):
+        return -degrees
+    return degrees if ref.upper().startswith(_POSITIVE_REFS[ref_tag]) else None
+
+
+def _rational(value: Any) -> float:
+    if isinstance(value, tuple) and len(value) == 2:  # (numerator, denominator)
+        return value[0] / value[1] if value[1] else math.nan
+    return float(value)  # IFDRational (nan for a zero denominator), int or float
+
+
+def _fit_within(img: Image.Image, max_side: int) -> Image.Image:
+    width, height = img.size
+    scale = max_side / max(width, height)
+    if scale >= 1:
+        return img
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if not img.has_transparency_data:
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
