@@ -13,6 +13,7 @@ from typing import Any
 from config import Settings
 from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
+from index.indexer import IndexMode
 from index.models import IndexReport, ProgressCallback, RecommendResult
 
 
@@ -21,7 +22,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     if library is not None:
         settings = settings.model_copy(update={"library": library.expanduser().resolve()})
     app = build_app(settings, descriptions=args.descriptions)
-    mode = "rebuild" if args.rebuild else "incremental"
+    mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
         report = app.index(mode, progress=progress)
     if args.json:

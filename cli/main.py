@@ -21,8 +21,12 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 def _add_index(sub: Any) -> None:
     p = sub.add_parser("index", help="scan the library, describe new photos, embed them")
     p.add_argument("--library", type=Path, help="photo folder (default: PEITU_LIBRARY)")
-    p.add_argument("--descriptions", type=Path, help="JSONL of existing descriptions (no vision calls)")
-    p.add_argument("--rebuild", action="store_true", help="re-embed everything from stored descriptions")
+    p.add_argument(
+        "--descriptions", type=Path, help="JSONL of existing descriptions (no vision calls)"
+    )
+    p.add_argument(
+        "--rebuild", action="store_true", help="re-embed everything from stored descriptions"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
@@ -30,7 +34,9 @@ def _add_recommend(sub: Any) -> None:
     p = sub.add_parser("recommend", help="recommend photos for a piece of text")
     p.add_argument("text", nargs="?", help="the text to find photos for")
     p.add_argument("--top-k", type=int, help="how many photos (default: PEITU_TOP_K_FINAL)")
-    p.add_argument("--batch", type=Path, help="file with one text per line; prints one JSON per line")
+    p.add_argument(
+        "--batch", type=Path, help="file with one text per line; prints one JSON per line"
+    )
     p.add_argument("--no-rerank", action="store_true", help="skip the LLM; vector order only")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -23,7 +23,7 @@ from index.indexer import Indexer, IndexMode, ScanLimits
 from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker
-from index.recommend import RecommendLimits, Recommender
+from index.recommend import Recommender, RecommendLimits
 from index.retrieval import DenseRetriever
 from index.store import ChromaStore, make_chroma_client
 
@@ -78,7 +78,9 @@ class PeiTu:
         """Run one indexing job; raises `IndexBusy` if another is running anywhere."""
         root = library or self.library
         if root is None:
-            raise LibraryNotFound("no photo library configured: pass --library or set PEITU_LIBRARY")
+            raise LibraryNotFound(
+                "no photo library configured: pass --library or set PEITU_LIBRARY"
+            )
         with self.lock.hold(job_id or uuid.uuid4().hex[:12]):
             return self.indexer.run(root.expanduser().resolve(), mode, progress, cancel)
 
@@ -91,9 +93,7 @@ class PeiTu:
         """Photos like the given image: describe it, then search by that description."""
         description = self.describer.describe_bytes(data)
         same_photo = hashlib.sha256(data).hexdigest()
-        result = self.recommender.recommend(
-            description, top_k, rerank=False, exclude=[same_photo]
-        )
+        result = self.recommender.recommend(description, top_k, rerank=False, exclude=[same_photo])
         return result
 
     def status(self) -> IndexStatus:
@@ -113,8 +113,35 @@ class PeiTu:
             return None
         return self.library.expanduser().resolve() / photo.rel_path
 
+    def delete_photo(self, photo_id: str, *, delete_files: bool = False) -> list[Path]:
+        """Take a photo out of the index for good: later scans skip it even if its file stays.
+
+        With `delete_files` the files holding it are deleted too; returns the paths deleted.
+        """
+        rel_paths = self.catalog.exclude_photo(photo_id)
+        if self.store.mismatch is None:  # a mismatched index is rebuilt without it anyway
+            self.store.delete([photo_id])
+        if not delete_files or self.library is None:
+            return []
+        return _delete_files(self.library.expanduser().resolve(), rel_paths)
+
     def close(self) -> None:
         self.catalog.close()
+
+
+def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
+    deleted = []
+    for rel_path in rel_paths:
+        path = root / rel_path
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as error:  # the photo stays out of the index; the file stays on disk
+            log.warning("could not delete %s: %s", path, error)
+            continue
+        deleted.append(path)
+    return deleted
 
 
 def _describer(settings: Settings, descriptions: Path | None) -> Describer:
@@ -122,7 +149,7 @@ def _describer(settings: Settings, descriptions: Path | None) -> Describer:
         return SidecarDescriber(descriptions)
     from index.describe_vision import VisionDescriber
 
-    return VisionDescriber(settings.vision, max_pixels=settings.indexing.max_pixels)
+    return VisionDescriber(settings.vision)
 
 
 def _reranker(settings: Settings) -> Reranker | None:

@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS runs (
     mode TEXT NOT NULL,
     report TEXT
 );
+CREATE TABLE IF NOT EXISTS excluded (
+    photo_id TEXT PRIMARY KEY,
+    excluded_at TEXT NOT NULL
+);
 """
 
 
@@ -189,6 +193,27 @@ class Catalog:
                 db.execute("DELETE FROM embedded")
             else:
                 db.executemany("DELETE FROM embedded WHERE photo_id=?", [(p,) for p in photo_ids])
+
+    # --- excluded (deleted by a user: kept out of the index even while the file remains) -----
+    def exclude_photo(self, photo_id: str) -> list[str]:
+        """Keep a photo out of the index for good; returns the paths it was recorded at."""
+        with self._tx() as db:
+            rows = db.execute("SELECT rel_path FROM files WHERE photo_id=?", (photo_id,))
+            paths = sorted(str(row[0]) for row in rows.fetchall())
+            db.execute("INSERT OR REPLACE INTO excluded VALUES (?, ?)", (photo_id, _now()))
+            db.execute("DELETE FROM files WHERE photo_id=?", (photo_id,))
+            db.execute("DELETE FROM embedded WHERE photo_id=?", (photo_id,))
+        return paths
+
+    def unexclude_photo(self, photo_id: str) -> bool:
+        """Let an excluded photo back in (e.g. the user uploads it again); True if it was out."""
+        with self._tx() as db:
+            cursor = db.execute("DELETE FROM excluded WHERE photo_id=?", (photo_id,))
+            return cursor.rowcount > 0
+
+    def excluded_ids(self) -> set[str]:
+        with self._lock:
+            return {str(row[0]) for row in self._db.execute("SELECT photo_id FROM excluded")}
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, mode: str) -> int:

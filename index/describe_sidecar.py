@@ -40,7 +40,9 @@ class SidecarDescriber:
         return text
 
     def describe_bytes(self, data: bytes) -> str:
-        raise DescribeFailed("a descriptions file cannot describe a new image; configure a vision model")
+        raise DescribeFailed(
+            "a descriptions file cannot describe a new image; configure a vision model"
+        )
 
 
 def _read_jsonl(path: Path) -> dict[str, str]:

@@ -99,9 +99,18 @@ class Indexer:
             known=self._catalog.known_file,
             progress=lambda done, total: progress("scan", done, total),
         )
+        self._drop_excluded(result)
         self._count_changes(before, result, report)
         self._catalog.replace_files(result.photos)
         return {p.photo_id: p for p in sorted(result.photos, key=lambda p: p.rel_path)}
+
+    def _drop_excluded(self, result: ScanResult) -> None:
+        """Photos a user deleted from the index stay out, even while their files remain."""
+        excluded = self._catalog.excluded_ids()
+        kept = [p for p in result.photos if p.photo_id not in excluded]
+        if len(kept) < len(result.photos):
+            result.skipped["excluded"] = len(result.photos) - len(kept)
+            result.photos = kept
 
     @staticmethod
     def _count_changes(before: dict[str, str], result: ScanResult, report: IndexReport) -> None:
@@ -140,9 +149,7 @@ class Indexer:
         key = self._describer.key
         todo = [p for p in photos.values() if not self._catalog.has_description(p.photo_id, key)]
         progress("describe", 0, len(todo))
-        done = 0
-        for photo, error in self._describe_all(todo, stop):
-            done += 1
+        for done, (photo, error) in enumerate(self._describe_all(todo, stop), start=1):
             if error is None:
                 report.described += 1
             else:
@@ -190,7 +197,10 @@ class Indexer:
         todo: list[StoredDescription] = []
         for d in descriptions.values():
             record = embedded.get(d.photo_id)
-            if record is None or (record.text_sha, record.model) != (text_sha(d.description), model):
+            if record is None or (record.text_sha, record.model) != (
+                text_sha(d.description),
+                model,
+            ):
                 todo.append(d)
             elif record.rel_path != photos[d.photo_id].rel_path:
                 self._update_path(photos[d.photo_id], d)
@@ -199,21 +209,27 @@ class Indexer:
             if stop.is_set():
                 return
             batch = todo[start : start + _EMBED_BATCH]
-            self._embed_batch(batch, photos, model)
-            report.embedded += len(batch)
+            report.embedded += self._embed_batch(batch, photos, model)
             progress("embed", min(start + _EMBED_BATCH, len(todo)), len(todo))
 
     def _embed_batch(
         self, batch: list[StoredDescription], photos: dict[str, PhotoFile], model: str
-    ) -> None:
+    ) -> int:
+        excluded = self._catalog.excluded_ids()  # a photo deleted while this run went on
+        batch = [d for d in batch if d.photo_id not in excluded]
+        if not batch:
+            return 0
         vectors = encode_documents(self._embedder, [d.description for d in batch])
         items = [
-            StoredVector(d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d))
+            StoredVector(
+                d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d)
+            )
             for d, vector in zip(batch, vectors, strict=True)
         ]
         self._store.upsert(items)
         triples = [(d.photo_id, d.description, photos[d.photo_id].rel_path) for d in batch]
         self._catalog.mark_embedded(triples, model)
+        return len(batch)
 
     def _update_path(self, photo: PhotoFile, description: StoredDescription) -> None:
         """A moved photo keeps its vector; only the stored path changes."""

@@ -116,7 +116,16 @@ class IndexReport:
     cancelled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("scanned", "new", "unchanged", "moved", "removed", "described", "embedded", "failed")
+        keys = (
+            "scanned",
+            "new",
+            "unchanged",
+            "moved",
+            "removed",
+            "described",
+            "embedded",
+            "failed",
+        )
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["skipped"] = dict(self.skipped)
         return out

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from index.models import Candidate, QueryFilters
-from index.ports import Embedder, VectorStore, Vectors
+from index.ports import Embedder, Vectors, VectorStore
 
 
 def encode_documents(embedder: Embedder, descriptions: Sequence[str]) -> Vectors:

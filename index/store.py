@@ -79,12 +79,12 @@ class ChromaStore:
         if stored == self._identity:
             return None
         return IndexMismatch(
-                f"the index was built with embedding model {stored['embedding_model']!r} "
-                f"(dimension {stored['dimension']}, schema {stored['schema_version']}) but "
-                f"{self._identity['embedding_model']!r} (dimension {self._identity['dimension']}, "
-                f"schema {SCHEMA_VERSION}) is configured; run `peitu index --rebuild` to "
-                "re-embed from the stored descriptions (nothing is described again)"
-            )
+            f"the index was built with embedding model {stored['embedding_model']!r} "
+            f"(dimension {stored['dimension']}, schema {stored['schema_version']}) but "
+            f"{self._identity['embedding_model']!r} (dimension {self._identity['dimension']}, "
+            f"schema {SCHEMA_VERSION}) is configured; run `peitu index --rebuild` to "
+            "re-embed from the stored descriptions (nothing is described again)"
+        )
 
     def reset(self) -> None:
         """Drop the collection and create it anew with the configured model's identity."""

@@ -15,22 +15,37 @@ from index.ports import Vectors
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
 
-def _app(make_settings: SettingsFactory, lib: SmallLibrary, embedder: SentenceTransformerEmbedder) -> PeiTu:
-    return build_app(make_settings(library=lib.root), descriptions=lib.descriptions, embedder=embedder)
+def _app(
+    make_settings: SettingsFactory, lib: SmallLibrary, embedder: SentenceTransformerEmbedder
+) -> PeiTu:
+    return build_app(
+        make_settings(library=lib.root), descriptions=lib.descriptions, embedder=embedder
+    )
 
 
 def test_first_index_describes_and_embeds_every_photo(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     report = _app(make_settings, small_library, embedder).index()
     assert report.to_dict() == {
-        "scanned": 30, "new": 30, "unchanged": 0, "moved": 0, "removed": 0,
-        "described": 30, "embedded": 30, "failed": 0, "skipped": {},
+        "scanned": 30,
+        "new": 30,
+        "unchanged": 0,
+        "moved": 0,
+        "removed": 0,
+        "described": 30,
+        "embedded": 30,
+        "failed": 0,
+        "skipped": {},
     }
 
 
 def test_second_index_of_unchanged_library_does_nothing(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     _app(make_settings, small_library, embedder).index()
     report = _app(make_settings, small_library, embedder).index()
@@ -38,7 +53,9 @@ def test_second_index_of_unchanged_library_does_nothing(
 
 
 def test_query_from_another_caption_finds_the_photo_in_top5(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     app = _app(make_settings, small_library, embedder)
     app.index()
@@ -51,7 +68,9 @@ def test_query_from_another_caption_finds_the_photo_in_top5(
 
 
 def test_result_fields_and_ranks(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     app = _app(make_settings, small_library, embedder)
     app.index()
@@ -65,7 +84,9 @@ def test_result_fields_and_ranks(
 
 
 def test_moved_and_removed_photos(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     app = _app(make_settings, small_library, embedder)
     app.index()
@@ -81,7 +102,9 @@ def test_moved_and_removed_photos(
 
 
 def test_empty_text_is_refused(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     app = _app(make_settings, small_library, embedder)
     with pytest.raises(InvalidQuery):
@@ -89,7 +112,9 @@ def test_empty_text_is_refused(
 
 
 def test_nothing_above_threshold_gives_a_message_not_junk(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     settings = make_settings(library=small_library.root, similarity_threshold=0.99)
     app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
@@ -99,7 +124,9 @@ def test_nothing_above_threshold_gives_a_message_not_junk(
     assert result.message is not None and "最接近的是" in result.message
 
 
-def test_empty_index_says_so(make_settings: SettingsFactory, embedder: SentenceTransformerEmbedder) -> None:
+def test_empty_index_says_so(
+    make_settings: SettingsFactory, embedder: SentenceTransformerEmbedder
+) -> None:
     app = build_app(make_settings(), embedder=embedder)
     result = app.recommend("今天蓝天白云", rerank=False)
     assert result.results == [] and result.message is not None and "peitu index" in result.message
@@ -132,11 +159,15 @@ class _Renamed:
 
 
 def test_other_embedding_model_is_refused_until_rebuild(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     _app(make_settings, small_library, embedder).index()
     settings = make_settings(library=small_library.root)
-    other = build_app(settings, descriptions=small_library.descriptions, embedder=_Renamed(embedder, "m3e-other"))
+    other = build_app(
+        settings, descriptions=small_library.descriptions, embedder=_Renamed(embedder, "m3e-other")
+    )
     with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
         other.recommend("海边", rerank=False)
     with pytest.raises(IndexMismatch):
@@ -147,7 +178,9 @@ def test_other_embedding_model_is_refused_until_rebuild(
 
 
 def test_a_second_job_is_refused_while_one_runs(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: SentenceTransformerEmbedder
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
 ) -> None:
     app = _app(make_settings, small_library, embedder)
     seen: list[str] = []

@@ -78,7 +78,9 @@ def build_small_library(root: Path, count: int = 30) -> SmallLibrary:
     for photo in photos:
         shutil.copyfile(EVAL_DIR / "images" / photo.rel_path, library / photo.rel_path)
         description = "".join(photo.captions[:4])
-        lines.append(json.dumps({"image": photo.rel_path, "description": description}, ensure_ascii=False))
+        lines.append(
+            json.dumps({"image": photo.rel_path, "description": description}, ensure_ascii=False)
+        )
     descriptions = root / "descriptions.jsonl"
     descriptions.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return SmallLibrary(library, descriptions, photos)

@@ -1,0 +1,165 @@
+"""The `peitu` command as a user runs it: a real subprocess, real models over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.support.core_fixtures import SmallLibrary
+from tests.support.openai_server import FakeOpenAIServer
+
+INDEX_KEYS = {
+    "scanned",
+    "new",
+    "unchanged",
+    "moved",
+    "removed",
+    "described",
+    "embedded",
+    "failed",
+    "skipped",
+}
+RESULT_KEYS = {"rank", "photo_id", "path", "similarity", "score", "reason", "description"}
+COLOURS = {
+    "blue": (40, 90, 220),
+    "green": (40, 170, 60),
+    "white": (245, 245, 245),
+    "red": (210, 30, 30),
+}
+
+
+def _env(tmp_path: Path, m3e_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        PEITU_DATA_DIR=str(tmp_path / "data"),
+        PEITU_EMBEDDING__MODEL=str(m3e_path),
+        PEITU_RERANK__ENABLED="false",
+    )
+    env.update(extra)
+    return env
+
+
+def peitu(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _json(proc: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1, proc.stdout
+    payload = json.loads(lines[0])
+    assert isinstance(payload, dict)
+    return payload
+
+
+@pytest.fixture
+def colour_library(tmp_path: Path) -> Path:
+    library = tmp_path / "colours"
+    library.mkdir()
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (640, 480), rgb).save(library / f"{name}.jpg", quality=90)
+    return library
+
+
+def test_index_then_recommend_with_the_sidecar_describer(
+    tmp_path: Path, m3e_path: Path, small_library: SmallLibrary
+) -> None:
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(small_library.root))
+    report = _json(peitu(env, "index", "--descriptions", str(small_library.descriptions), "--json"))
+    assert set(report) == INDEX_KEYS and report["embedded"] == 30
+    target = small_library.photos[3]
+    result = _json(peitu(env, "recommend", target.captions[4], "--json"))
+    assert set(result) == {"query", "reranked", "message", "results", "timings_ms"}
+    assert result["reranked"] is False
+    results = result["results"]
+    assert isinstance(results, list) and 1 <= len(results) <= 5
+    assert all(set(r) == RESULT_KEYS for r in results)
+    assert target.rel_path in [r["path"] for r in results]
+
+
+def test_index_and_recommend_through_the_vision_and_rerank_endpoints(
+    tmp_path: Path, m3e_path: Path, colour_library: Path, openai_server: FakeOpenAIServer
+) -> None:
+    env = _env(
+        tmp_path,
+        m3e_path,
+        PEITU_LIBRARY=str(colour_library),
+        PEITU_VISION__BASE_URL=openai_server.base_url,
+        PEITU_VISION__MODEL="fake-vl",
+        PEITU_RERANK__BASE_URL=openai_server.base_url,
+        PEITU_RERANK__MODEL="fake-chat",
+        PEITU_RERANK__ENABLED="true",
+        PEITU_SIMILARITY_THRESHOLD="0",
+    )
+    first = _json(peitu(env, "index", "--json"))
+    assert (first["described"], first["embedded"], openai_server.calls["vision"]) == (4, 4, 4)
+    second = _json(peitu(env, "index", "--json"))
+    assert (second["described"], second["embedded"], second["unchanged"]) == (0, 0, 4)
+    assert openai_server.calls["vision"] == 4  # a second run makes no vision call
+    result = _json(peitu(env, "recommend", "蓝天大海，海边度假", "--top-k", "2", "--json"))
+    assert result["reranked"] is True and openai_server.calls["rerank"] == 1
+    results = result["results"]
+    assert isinstance(results, list)
+    assert results[0]["path"] == "blue.jpg"
+    assert "蓝天" in results[0]["reason"]
+
+
+def test_recommend_falls_back_when_the_llm_answers_garbage(
+    tmp_path: Path, m3e_path: Path, small_library: SmallLibrary, openai_server: FakeOpenAIServer
+) -> None:
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(small_library.root))
+    _json(peitu(env, "index", "--descriptions", str(small_library.descriptions), "--json"))
+    openai_server.set_mode("rerank", malformed=True)
+    env.update(
+        PEITU_RERANK__ENABLED="true",
+        PEITU_RERANK__BASE_URL=openai_server.base_url,
+        PEITU_RERANK__MODEL="fake-chat",
+    )
+    result = _json(peitu(env, "recommend", "小狗在草地上奔跑", "--json"))
+    assert result["reranked"] is False
+    assert isinstance(result["message"], str) and "按相似度" in result["message"]
+    assert result["results"] and openai_server.calls["rerank"] >= 1
+
+
+def test_bad_setting_stops_with_one_clear_line(tmp_path: Path, m3e_path: Path) -> None:
+    proc = peitu(_env(tmp_path, m3e_path, PEITU_TOP_K_INITIAL="many"), "recommend", "海边")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "PEITU_TOP_K_INITIAL" in proc.stderr
+
+
+def test_empty_text_and_missing_library_are_clear_errors(tmp_path: Path, m3e_path: Path) -> None:
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(tmp_path / "missing"))
+    empty = peitu(env, "recommend", "  ")
+    assert (
+        empty.returncode == 1
+        and "text is empty" in empty.stderr
+        and "Traceback" not in empty.stderr
+    )
+    missing = peitu(env, "index")
+    assert (
+        missing.returncode == 1
+        and "missing" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
+
+
+def test_config_file_is_read(tmp_path: Path, m3e_path: Path) -> None:
+    config = tmp_path / "peitu.toml"
+    config.write_text("top_k_initial = 3\ntop_k_final = 4\n", encoding="utf-8")
+    proc = peitu(_env(tmp_path, m3e_path), "--config", str(config), "status")
+    assert proc.returncode == 2 and "top_k_final (4) cannot exceed top_k_initial (3)" in proc.stderr
