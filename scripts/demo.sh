@@ -23,5 +23,7 @@ for line in open(sys.argv[1], encoding="utf-8"):
                                "description": "".join(r["captions_zh"][:4])}, ensure_ascii=False))
 pathlib.Path(sys.argv[2]).write_text("\n".join(out) + "\n", encoding="utf-8")
 PY
-.venv/bin/peitu index --descriptions "$sidecar"
+# Exit code 3 = some photos could not be described: the 9 package sample photos in the eval set
+# have no Chinese captions, so they are reported as failed and left out. Anything else stops.
+.venv/bin/peitu index --descriptions "$sidecar" || [ $? -eq 3 ]
 .venv/bin/peitu recommend "$text"

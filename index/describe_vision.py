@@ -1,0 +1,175 @@
+"""A describer that asks a vision model (Qwen-VL, LLaVA on Ollama, ...) to describe each photo.
+
+The photo is downscaled to a JPEG no larger than `max_side` on its long side before it is sent:
+vision models see about 1024 px anyway, and a 24-megapixel original would cost seconds of upload.
+The answer is asked for as labelled lines (`主体：...`, `场景：...`) so that later work can split it
+into facets.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import re
+import struct
+import time
+from pathlib import Path
+
+import pillow_heif
+from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from PIL import Image, ImageOps
+
+from config.settings import VisionSettings
+from index.errors import DescribeFailed, ModelUnavailable, PhotoUnreadable
+from index.llm import Sleep, chat, make_client
+from index.models import PhotoFile
+
+logger = logging.getLogger(__name__)
+
+pillow_heif.register_heif_opener()
+
+PROMPT_VERSION = "v1"
+JPEG_QUALITY = 85
+FACET_LABELS = ("主体", "场景", "人物动作", "氛围", "文字", "适合主题")
+
+SYSTEM_PROMPT = (
+    "你是一位细心的摄影编辑，为个人相册里的照片写简洁、准确的中文描述，"
+    "这些描述之后会用来按文字检索照片、为朋友圈和社交媒体帖子配图。"
+    "只写画面中真实可见的内容，不猜测，不编造。"
+)
+USER_PROMPT = (
+    "请描述这张照片。按下面的格式逐行回答，每行以标签开头，内容用简短的中文：\n"
+    "主体：照片的主体内容\n"
+    "场景：拍摄地点与环境（室内或室外、城市或自然、季节、天气、时间）\n"
+    "人物动作：人物的数量、特征与动作；没有人物就写“无”\n"
+    "氛围：画面的情绪与氛围\n"
+    "文字：画面中可见的文字，照原样写出；没有就写“无”\n"
+    "适合主题：适合用这张照片配图的朋友圈或社交帖子主题，写二到四个\n"
+    "只输出这六行纯文本，不要使用 Markdown，不要有其他说明。"
+)
+
+_BYTES_LABEL = "<image bytes>"
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+_MARKUP = re.compile(r"^\s*(?:[-*•]\s+|\d+[.、)]\s*)?|\*\*")
+_LABEL_COLON = re.compile(r"^(" + "|".join(FACET_LABELS) + r")\s*[:：]\s*")
+
+
+class VisionDescriber:
+    """Describes photos through an OpenAI-compatible vision chat endpoint."""
+
+    def __init__(
+        self,
+        settings: VisionSettings,
+        *,
+        client: OpenAI | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = client if client is not None else make_client(settings)
+        self._sleep = sleep
+
+    @property
+    def key(self) -> str:
+        """Identity of (model, prompt version): descriptions are cached under it."""
+        return f"{self._settings.model}@{PROMPT_VERSION}"
+
+    def describe(self, photo: PhotoFile) -> str:
+        """Describe the photo file. Raises `DescribeFailed` or `PhotoUnreadable`."""
+        jpeg = encode_for_vision(photo.path, self._settings.max_side)
+        return self._describe_jpeg(jpeg, str(photo.path))
+
+    def describe_bytes(self, data: bytes) -> str:
+        """Describe an image given as bytes (an upload, a chat image). Same errors as `describe`."""
+        jpeg = encode_for_vision(data, self._settings.max_side)
+        return self._describe_jpeg(jpeg, _BYTES_LABEL)
+
+    def _describe_jpeg(self, jpeg: bytes, label: str) -> str:
+        try:
+            answer = chat(
+                self._client,
+                self._settings.model,
+                vision_messages(jpeg),
+                max_retries=self._settings.max_retries,
+                timeout_s=self._settings.timeout_s,
+                sleep=self._sleep,
+            )
+        except ModelUnavailable as error:
+            raise DescribeFailed(f"cannot describe {label}: {error}") from error
+        description = clean_description(answer)
+        if not description:
+            raise DescribeFailed(f"cannot describe {label}: the model answered nothing usable")
+        logger.debug("described %s in %d chars", label, len(description))
+        return description
+
+
+def vision_messages(jpeg: bytes) -> list[ChatCompletionMessageParam]:
+    """The system and user messages that ask for a labelled description of one JPEG."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": jpeg_data_url(jpeg)}},
+                {"type": "text", "text": USER_PROMPT},
+            ],
+        },
+    ]
+
+
+def jpeg_data_url(jpeg: bytes) -> str:
+    """A `data:image/jpeg;base64,...` URL, the form OpenAI-compatible servers accept inline."""
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def clean_description(answer: str) -> str:
+    """Strip Markdown bullets and bold, normalise `标签:` to `标签：`, drop blank lines."""
+    lines = (_MARKUP.sub("", line).strip() for line in answer.splitlines())
+    return "\n".join(_LABEL_COLON.sub(r"\1：", line) for line in lines if line)
+
+
+def encode_for_vision(source: Path | bytes, max_side: int) -> bytes:
+    """Decode an image (JPEG, PNG, HEIC, ...), upright it, and re-encode it as an RGB JPEG.
+
+    The long side is at most `max_side`; smaller images keep their size. Raises
+    `PhotoUnreadable` with reason "corrupt", "too_many_pixels", "not_a_file" or
+    "permission_denied".
+    """
+    label = str(source) if isinstance(source, Path) else _BYTES_LABEL
+    try:
+        with _open(source) as image:
+            image.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            upright = _rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError as error:
+        raise PhotoUnreadable(label, "too_many_pixels", str(error)) from error
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise PhotoUnreadable(label, "not_a_file", str(error)) from error
+    except PermissionError as error:
+        raise PhotoUnreadable(label, "permission_denied", str(error)) from error
+    except _DECODE_ERRORS as error:
+        raise PhotoUnreadable(label, "corrupt", str(error) or type(error).__name__) from error
+    upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return _jpeg(upright)
+
+
+def _open(source: Path | bytes) -> Image.Image:
+    if isinstance(source, Path):
+        return Image.open(source)
+    return Image.open(io.BytesIO(source))
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """Flatten onto white: a transparent PNG would otherwise turn black."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return buffer.getvalue()

@@ -1,0 +1,238 @@
+"""A reranker that asks a chat LLM (Qwen-Max, a local Qwen on Ollama, ...) to judge candidates.
+
+One call per query: the text and every candidate's description go in as one JSON block, with
+short ids (c1..cN) so the model never has to copy a 64-character photo id. The answer is parsed
+defensively, because models wrap JSON in code fences, add prose, invent ids and drift outside
+the score range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from config.settings import RerankSettings
+from index.errors import ModelUnavailable, RerankFailed
+from index.llm import ModelRequestRejected, Sleep, chat, make_client
+from index.models import Candidate, Judgement
+
+logger = logging.getLogger(__name__)
+
+MAX_REASON_CHARS = 200
+MAX_DESCRIPTION_CHARS = 500  # keeps a 20-candidate prompt within a few thousand tokens
+_SCORE_TOLERANCE = 1e-3  # 10.0000001 is a float artefact, 10.5 is a wrong answer
+
+SYSTEM_PROMPT = (
+    "你是社交媒体配图助手。用户准备发一条朋友圈或社交平台帖子，"
+    "你会看到帖子的文字和若干张候选照片的文字描述，需要判断每张照片是否适合为这段文字配图。"
+    "你只输出 JSON。"
+)
+INSTRUCTIONS = (
+    "请为下面每张候选照片打分，分数是 0 到 10 的数字，10 分最好：\n"
+    "- relevance：内容相关性，照片内容与文字所说的事物、场景是否相符；\n"
+    "- emotion：情感一致性，照片的情绪氛围与文字的情绪是否一致；\n"
+    "- social：社交场合适宜性，这张照片配在这条帖子里是否得体、好看、不尴尬；\n"
+    "- reason：一句中文理由，不超过 40 个字。\n"
+    '只输出一个 JSON 对象，格式为 {"results": [{"id": "c1", "relevance": 8, "emotion": 7, '
+    '"social": 9, "reason": "一句中文理由"}]}。每张候选照片一项，id 照抄候选编号，'
+    "不要输出 JSON 以外的任何内容。\n\n"
+    "帖子文字与候选照片：\n"
+)
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_OPEN_BRACE = re.compile(r"\{")
+
+
+class _RawJudgement(BaseModel):
+    """One item of the model's `results` list, before its id is mapped back to a photo."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    relevance: float
+    emotion: float
+    social: float
+    reason: str
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _short_id(cls, value: Any) -> Any:
+        # Some models answer 3 or "3" for "c3".
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        return f"c{value}" if isinstance(value, str) and value.isdigit() else value
+
+    @field_validator("relevance", "emotion", "social")
+    @classmethod
+    def _score(cls, value: float) -> float:
+        if math.isnan(value) or not -_SCORE_TOLERANCE <= value <= 10 + _SCORE_TOLERANCE:
+            raise ValueError("must be a number from 0 to 10")
+        return min(10.0, max(0.0, value))
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if len(value) > MAX_REASON_CHARS:
+            return value[: MAX_REASON_CHARS - 1] + "…"
+        return value
+
+
+class LLMReranker:
+    """Judges candidates with one call to an OpenAI-compatible chat endpoint."""
+
+    def __init__(
+        self,
+        settings: RerankSettings,
+        *,
+        client: OpenAI | None = None,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        self._settings = settings
+        self._client = client if client is not None else make_client(settings)
+        self._sleep = sleep
+        self._json_mode = True  # switched off for good once the server refuses it
+
+    @property
+    def model_name(self) -> str:
+        return self._settings.model
+
+    def rerank(self, text: str, candidates: Sequence[Candidate]) -> list[Judgement]:
+        """Judgements for the candidates the model judged usably, best `score` first.
+
+        Candidates missing from the answer are left out. Raises `RerankFailed` on a timeout, an
+        HTTP error, invalid JSON, or an answer without a single usable judgement.
+        """
+        if not candidates:
+            return []
+        photo_ids = {f"c{i}": c.photo_id for i, c in enumerate(candidates, start=1)}
+        answer = self._ask(rerank_messages(text, candidates))
+        judgements = parse_judgements(answer, photo_ids)
+        logger.debug("%s judged %d of %d", self.model_name, len(judgements), len(candidates))
+        return judgements
+
+    def _ask(self, messages: list[ChatCompletionMessageParam]) -> str:
+        try:
+            try:
+                return self._chat(messages, json_mode=self._json_mode)
+            except ModelRequestRejected as error:
+                if not (self._json_mode and error.status_code == 400):
+                    raise
+                logger.info("%s refused JSON mode (%s); asking without it", self.model_name, error)
+                self._json_mode = False
+                return self._chat(messages, json_mode=False)
+        except ModelUnavailable as error:
+            raise RerankFailed(f"reranking failed: {error}") from error
+
+    def _chat(self, messages: list[ChatCompletionMessageParam], *, json_mode: bool) -> str:
+        return chat(
+            self._client,
+            self._settings.model,
+            messages,
+            max_retries=self._settings.max_retries,
+            timeout_s=self._settings.timeout_s,
+            json_mode=json_mode,
+            sleep=self._sleep,
+        )
+
+
+def rerank_messages(text: str, candidates: Sequence[Candidate]) -> list[ChatCompletionMessageParam]:
+    """System and user messages; the user message ends with the `{"text", "candidates"}` block."""
+    block = {
+        "text": text,
+        "candidates": [
+            {"id": f"c{i}", "description": c.description[:MAX_DESCRIPTION_CHARS]}
+            for i, c in enumerate(candidates, start=1)
+        ],
+    }
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": INSTRUCTIONS + json.dumps(block, ensure_ascii=False)},
+    ]
+
+
+def parse_judgements(answer: str, photo_ids: Mapping[str, str]) -> list[Judgement]:
+    """Parse the model's answer into judgements sorted by score (ties: candidate order).
+
+    `photo_ids` maps short ids (c1..cN), in candidate order, to photo ids. Unknown ids are
+    ignored and a repeated id keeps its first judgement. Raises `RerankFailed`.
+    """
+    items = _results_list(extract_json_object(answer))
+    judgements = _usable_judgements(items, photo_ids)
+    order = {photo_id: rank for rank, photo_id in enumerate(photo_ids.values())}
+    return sorted(judgements, key=lambda j: (-j.score, order[j.photo_id]))
+
+
+def extract_json_object(answer: str) -> dict[str, Any]:
+    """The first JSON object in the answer, looking inside a ```json fence when there is one."""
+    fenced = _FENCE.search(answer)
+    body = fenced.group(1) if fenced else answer
+    decoder = json.JSONDecoder()
+    for brace in _OPEN_BRACE.finditer(body):
+        try:
+            value, _ = decoder.raw_decode(body, brace.start())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    raise RerankFailed(f"the reranker's answer holds no JSON object: {_excerpt(answer)}")
+
+
+def _results_list(payload: dict[str, Any]) -> list[Any]:
+    results = payload.get("results")
+    if not isinstance(results, list):
+        keys = ", ".join(sorted(map(str, payload))) or "none"
+        raise RerankFailed(f'the reranker\'s JSON has no "results" list (keys: {keys})')
+    return results
+
+
+def _usable_judgements(items: list[Any], photo_ids: Mapping[str, str]) -> list[Judgement]:
+    judgements: dict[str, Judgement] = {}
+    problems: list[str] = []
+    for item in items:
+        try:
+            raw = _RawJudgement.model_validate(item)
+        except ValidationError as error:
+            problems.append(_first_problem(error))
+            continue
+        if raw.id not in photo_ids:
+            problems.append(f"unknown id {raw.id!r}")
+        elif raw.id not in judgements:
+            judgements[raw.id] = _judgement(raw, photo_ids[raw.id])
+    if problems:
+        logger.warning("reranker: %d result(s) ignored, first: %s", len(problems), problems[0])
+    if not judgements:
+        detail = f"; first problem: {problems[0]}" if problems else ""
+        raise RerankFailed(f"the reranker judged none of the candidates usably{detail}")
+    return list(judgements.values())
+
+
+def _judgement(raw: _RawJudgement, photo_id: str) -> Judgement:
+    return Judgement(
+        photo_id=photo_id,
+        relevance=raw.relevance,
+        emotion=raw.emotion,
+        social=raw.social,
+        reason=raw.reason,
+    )
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "item"
+    return f"{where}: {first['msg']}"
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "…")

@@ -1,0 +1,168 @@
+"""`index.llm` through the real `openai` client against the real local fake server."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import SecretStr
+
+from config.settings import ModelEndpoint
+from index.errors import ModelUnavailable
+from index.llm import BACKOFF_CAP_S, ModelRequestRejected, backoff_delay, chat, make_client
+from tests.support.fixtures import SleepRecorder
+from tests.support.openai_server import FakeOpenAIServer
+
+MESSAGES: list[ChatCompletionMessageParam] = [
+    {"role": "system", "content": "你是测试助手。"},
+    {"role": "user", "content": "你好，配图"},
+]
+
+
+def endpoint(server: FakeOpenAIServer, **changes: object) -> ModelEndpoint:
+    return ModelEndpoint.model_validate(
+        {"base_url": server.base_url, "model": "fake-chat"} | changes
+    )
+
+
+def ask(
+    server: FakeOpenAIServer,
+    sleeps: SleepRecorder,
+    *,
+    max_retries: int = 2,
+    timeout_s: float = 2.0,
+    json_mode: bool = False,
+) -> str:
+    client = make_client(endpoint(server))
+    return chat(
+        client,
+        "fake-chat",
+        MESSAGES,
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        json_mode=json_mode,
+        sleep=sleeps,
+    )
+
+
+def test_make_client_uses_the_endpoint_and_leaves_retries_to_us(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    client = make_client(endpoint(openai_server, api_key=SecretStr("sk-test"), timeout_s=7.5))
+    assert client.api_key == "sk-test"
+    assert str(client.base_url).rstrip("/") == openai_server.base_url
+    assert client.max_retries == 0
+    assert client.timeout == 7.5
+
+
+def test_make_client_without_a_key_sends_a_placeholder(openai_server: FakeOpenAIServer) -> None:
+    assert make_client(endpoint(openai_server)).api_key == "EMPTY"
+
+
+def test_chat_returns_the_answer_and_sends_what_it_was_given(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    assert ask(openai_server, recorded_sleeps) == "回声：你好，配图"
+    [request] = openai_server.requests_of("text")
+    assert request.body["model"] == "fake-chat"
+    assert request.body["temperature"] == 0.0
+    assert request.body["messages"] == MESSAGES
+    assert "response_format" not in request.body
+    assert recorded_sleeps.waits == []
+
+
+def test_json_mode_asks_for_a_json_object(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    ask(openai_server, recorded_sleeps, json_mode=True)
+    [request] = openai_server.requests_of("text")
+    assert request.body["response_format"] == {"type": "json_object"}
+
+
+def test_a_429_is_retried_after_a_backoff(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", fail_status=429, fail_times=1)
+    assert ask(openai_server, recorded_sleeps) == "回声：你好，配图"
+    assert openai_server.calls["text"] == 2
+    assert openai_server.injected["text:status_429"] == 1
+    [wait] = recorded_sleeps.waits
+    assert 0.25 <= wait <= 0.5
+
+
+def test_retry_after_is_honoured_and_capped(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", fail_status=429, fail_times=1, retry_after_s=3)
+    ask(openai_server, recorded_sleeps)
+    openai_server.set_mode("text", fail_status=503, fail_times=1, retry_after_s=120)
+    ask(openai_server, recorded_sleeps)
+    assert recorded_sleeps.waits == [3.0, BACKOFF_CAP_S]
+
+
+def test_5xx_on_every_try_gives_model_unavailable_naming_model_and_endpoint(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", fail_status=500, fail_times=10)
+    with pytest.raises(ModelUnavailable) as raised:
+        ask(openai_server, recorded_sleeps, max_retries=3)
+    message = str(raised.value)
+    assert "fake-chat" in message and openai_server.base_url in message
+    assert "HTTP 500" in message and "4 tries" in message
+    assert not isinstance(raised.value, ModelRequestRejected)
+    assert openai_server.calls["text"] == 4
+    assert len(recorded_sleeps.waits) == 3
+    for attempt, wait in enumerate(recorded_sleeps.waits):
+        ceiling = 0.5 * 2**attempt
+        assert ceiling / 2 <= wait <= ceiling
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 422])
+def test_other_4xx_are_not_retried(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder, status: int
+) -> None:
+    openai_server.set_mode("text", fail_status=status, fail_times=5)
+    with pytest.raises(ModelRequestRejected) as raised:
+        ask(openai_server, recorded_sleeps, max_retries=3)
+    assert raised.value.status_code == status
+    assert f"HTTP {status}" in str(raised.value)
+    assert openai_server.calls["text"] == 1
+    assert recorded_sleeps.waits == []
+
+
+def test_a_timeout_is_retried_then_reported(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", delay_s=0.8)
+    with pytest.raises(ModelUnavailable, match=r"timed out after 0\.3 s after 2 tries"):
+        ask(openai_server, recorded_sleeps, max_retries=1, timeout_s=0.3)
+    assert openai_server.calls["text"] == 2
+    assert len(recorded_sleeps.waits) == 1
+
+
+def test_a_refused_connection_is_retried_then_reported(recorded_sleeps: SleepRecorder) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = make_client(ModelEndpoint(base_url=f"http://127.0.0.1:{port}/v1", model="m"))
+    with pytest.raises(ModelUnavailable, match="connection failed"):
+        chat(client, "m", MESSAGES, max_retries=2, timeout_s=1.0, sleep=recorded_sleeps)
+    assert len(recorded_sleeps.waits) == 2
+
+
+def test_empty_content_is_an_error(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", empty=True)
+    with pytest.raises(ModelUnavailable, match="empty content"):
+        ask(openai_server, recorded_sleeps)
+    assert openai_server.calls["text"] == 1
+
+
+def test_backoff_grows_exponentially_up_to_the_cap() -> None:
+    for attempt in range(8):
+        ceiling = min(BACKOFF_CAP_S, 0.5 * 2**attempt)
+        assert ceiling / 2 <= backoff_delay(attempt) <= ceiling
+    assert backoff_delay(0, retry_after_s=2.5) == 2.5
+    assert backoff_delay(0, retry_after_s=-4) == 0.0
