@@ -1,0 +1,120 @@
+"""One contract for the vector store, run against embedded Chroma and a real `chroma run` server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index.app import build_app
+from index.embed import SentenceTransformerEmbedder
+from index.errors import IndexMismatch, ModelUnavailable
+from index.ports import StoredVector
+from index.store import ChromaStore, make_chroma_client
+from tests.support.chroma_server import chroma_server
+from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+
+StoreFactory = Callable[[str, int], ChromaStore]
+
+
+@pytest.fixture(scope="module")
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with chroma_server(tmp_path_factory.mktemp("chroma-server")) as url:
+        yield url
+
+
+@pytest.fixture(params=["embedded", "server"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    url = "" if request.param == "embedded" else request.getfixturevalue("chroma_url")
+    name = f"contract-{request.node.name}".replace("[", "-").replace("]", "")[:60]
+
+    def make(model: str = "m3e-small", dimension: int = 4) -> ChromaStore:
+        return ChromaStore(make_chroma_client(url, tmp_path), name, model, dimension)
+
+    return make
+
+
+def _unit(*values: float) -> list[float]:
+    vector = np.array(values, dtype=np.float32)
+    return (vector / np.linalg.norm(vector)).tolist()
+
+
+def _items() -> list[StoredVector]:
+    return [
+        StoredVector("a", _unit(1, 0, 0, 0), "蓝天", {"path": "a.jpg", "taken_at": None}),
+        StoredVector("b", _unit(1, 1, 0, 0), "大海", {"path": "b.jpg"}),
+        StoredVector("c", _unit(0, 0, 1, 0), "雪地", {"path": "c.jpg"}),
+    ]
+
+
+def test_query_returns_nearest_first_with_cosine_similarity(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    found = store.query(_unit(1, 0, 0, 0), 2)
+    assert [c.photo_id for c in found] == ["a", "b"]
+    assert found[0].similarity == pytest.approx(1.0, abs=1e-4)
+    assert found[1].similarity == pytest.approx(0.7071, abs=1e-3)
+    assert (found[0].path, found[0].description) == ("a.jpg", "蓝天")
+
+
+def test_upsert_replaces_delete_removes_count_and_ids(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    store.upsert([StoredVector("c", _unit(1, 0, 0, 0), "晴天", {"path": "c2.jpg"})])
+    store.delete(["a"])
+    assert store.ids() == {"b", "c"} and store.count() == 2
+    assert store.query(_unit(1, 0, 0, 0), 1)[0].path == "c2.jpg"
+
+
+def test_update_metadata_keeps_the_vector(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    store.update_metadata("c", {"path": "moved/c.jpg"})
+    found = store.query(_unit(0, 0, 1, 0), 1)[0]
+    assert (found.photo_id, found.path) == ("c", "moved/c.jpg")
+
+
+def test_query_on_empty_store_is_empty(make_store: StoreFactory) -> None:
+    assert make_store().query(_unit(1, 0, 0, 0), 5) == []
+
+
+def test_other_model_is_refused_until_reset(make_store: StoreFactory) -> None:
+    make_store().upsert(_items())
+    other = make_store("bge-small-zh", 4)
+    assert other.mismatch is not None
+    with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
+        other.count()
+    other.reset()
+    assert other.mismatch is None and other.count() == 0
+
+
+def test_ping(make_store: StoreFactory) -> None:
+    make_store().ping()
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match=r"127\.0\.0\.1:9"):
+        store = ChromaStore(
+            make_chroma_client("http://127.0.0.1:9", tmp_path), "x-unreachable", "m", 4
+        )
+        store.ping()
+
+
+def test_index_and_recommend_through_a_chroma_server(
+    chroma_url: str,
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = make_settings(
+        library=small_library.root, chroma={"url": chroma_url, "collection": "pipeline-test"}
+    )
+    app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    assert app.index().embedded == 30
+    target = small_library.photos[5]
+    assert target.rel_path in [
+        r.path for r in app.recommend(target.captions[4], rerank=False).results
+    ]
+    assert not (settings.data_dir / "chroma").exists()  # nothing went to the embedded store
