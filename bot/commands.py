@@ -1,0 +1,230 @@
+"""Chat commands: parse what a person typed, and word the replies. No wechaty types here.
+
+Commands (the prefix is `WechatSettings.command_prefix`, "/" by default; a full-width "／" works
+too): `/配图 <文案>` (also `配图：<文案>` without the prefix), `/相似`, `/帮助`, `/状态`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from bot.ports import IndexStatusView
+from index.errors import (
+    DescribeFailed,
+    IndexBusy,
+    IndexMismatch,
+    InvalidQuery,
+    LibraryNotFound,
+    ModelUnavailable,
+    PeiTuError,
+    PhotoUnreadable,
+)
+from index.models import RecommendResult
+
+
+class Kind(StrEnum):
+    PEITU = "配图"
+    SIMILAR = "相似"
+    HELP = "帮助"
+    STATUS = "状态"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One parsed command. `text` is the 配图 text (trimmed to the limit when `trimmed`)."""
+
+    kind: Kind
+    text: str = ""
+    trimmed: bool = False
+    name: str = ""  # the command as typed, for `Kind.UNKNOWN`
+
+
+_NAMES: dict[str, Kind] = {
+    "配图": Kind.PEITU,
+    "相似": Kind.SIMILAR,
+    "帮助": Kind.HELP,
+    "状态": Kind.STATUS,
+    "help": Kind.HELP,
+}
+_COLON_FORM = re.compile(r"^配图\s*[:：]")
+_LEADING_MENTIONS = re.compile(r"^(?:@[^\s\u2005]+[\s\u2005]*)+")
+_ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
+_NAME_LIMIT = 20
+REASON_CHARS = 60
+NOTE_NOT_RERANKED = "（智能排序暂不可用，按相似度排列）"
+# The core's own rerank-failure note starts so; its detail is for the log, NOTE_NOT_RERANKED
+# says it in the chat.
+_CORE_RERANK_NOTE = "智能排序暂不可用"
+SORRY = "抱歉，出了点问题，请稍后再试。"
+IMAGE_GONE = "刚才那张图片取不到了，请重新发送图片后再试。"
+
+
+def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Command | None:
+    """The command in `text`, or None when `text` is ordinary chat.
+
+    Leading @-mentions are ignored. Unknown `/xxx` gives `Kind.UNKNOWN` (unless the prefix is
+    empty, where every message would otherwise be an unknown command).
+    """
+    body = strip_mentions(text)
+    if _COLON_FORM.match(body):
+        return _peitu(_COLON_FORM.sub("", body, count=1), max_text_chars)
+    rest = _after_prefix(body, prefix)
+    if rest is None:
+        return None
+    kind, argument = _split_name(rest)
+    if kind is Kind.PEITU:
+        return _peitu(argument, max_text_chars)
+    if kind is Kind.UNKNOWN:
+        return Command(Kind.UNKNOWN, name=argument[:_NAME_LIMIT]) if prefix else None
+    return Command(kind)
+
+
+def strip_mentions(text: str) -> str:
+    """`text` without leading "@name " mentions and surrounding white space."""
+    return _LEADING_MENTIONS.sub("", text.strip()).strip()
+
+
+def _after_prefix(body: str, prefix: str) -> str | None:
+    for candidate in dict.fromkeys((prefix, _full_width(prefix))):
+        if body.startswith(candidate):
+            return body[len(candidate) :]
+    return None
+
+
+def _full_width(text: str) -> str:
+    """ASCII punctuation and letters as their full-width forms ("/" -> "／")."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def _split_name(rest: str) -> tuple[Kind, str]:
+    """(kind, argument) for known names, else (UNKNOWN, the typed name)."""
+    lowered = rest.lower()
+    for name, kind in _NAMES.items():
+        if lowered.startswith(name):
+            argument = rest[len(name) :]
+            # "/配图今天…" is common; other commands take no argument, so "/状态栏" is unknown.
+            if kind is Kind.PEITU or not argument.strip(_ARGUMENT_JUNK):
+                return kind, argument
+    words = rest.split(maxsplit=1)
+    return Kind.UNKNOWN, words[0] if words else ""
+
+
+def _peitu(argument: str, max_text_chars: int) -> Command:
+    text = argument.strip(_ARGUMENT_JUNK)
+    if len(text) <= max_text_chars:
+        return Command(Kind.PEITU, text)
+    return Command(Kind.PEITU, text[:max_text_chars].rstrip(), trimmed=True)
+
+
+def help_text(prefix: str = "/") -> str:
+    """What the bot can do."""
+    return "\n".join(
+        [
+            "我可以从相册里为你的文案挑照片：",
+            f"{prefix}配图 <文案> — 为一段文字推荐照片，例如：{prefix}配图 今天蓝天白云",
+            f"{prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
+            f"{prefix}状态 — 相册里已索引了多少张照片",
+            f"{prefix}帮助 — 显示这段说明",
+            "在群里使用时请先 @我。",
+        ]
+    )
+
+
+def usage_text(prefix: str = "/") -> str:
+    """The reply to an empty `/配图`."""
+    return f"请在 {prefix}配图 后面写上文案，例如：{prefix}配图 今天蓝天白云"
+
+
+def unknown_command_text(name: str, prefix: str = "/") -> str:
+    """The reply to `/xxx` the bot does not know."""
+    shown = f"{prefix}{name}" if name else prefix
+    return f"不认识的命令「{shown}」。\n" + help_text(prefix)
+
+
+def no_recent_image_text(prefix: str, minutes: int) -> str:
+    """The reply to `/相似` when the person sent no image recently."""
+    return f"请先发一张图片，再在 {minutes} 分钟内发送 {prefix}相似。"
+
+
+def rate_limited_text(retry_after_s: float, per_minute: int) -> str:
+    """The reply to a person over the per-minute limit."""
+    seconds = max(1, math.ceil(retry_after_s))
+    return f"请求太频繁了（每分钟最多 {per_minute} 次），请 {seconds} 秒后再试。"
+
+
+def trimmed_note(max_text_chars: int) -> str:
+    return f"（文字超过 {max_text_chars} 字，只用了前 {max_text_chars} 字）"
+
+
+def recommend_text(
+    result: RecommendResult, *, similar: bool = False, trimmed_to: int | None = None
+) -> str:
+    """The text reply for a recommendation: a title and one numbered line per photo.
+
+    `result.results` must be exactly the photos that will be sent, in order. A 配图 answer the
+    LLM did not rank gets a note; with no photos the core's message (naming the closest
+    subject) is the answer. The core's other notes (e.g. a time condition it had to drop)
+    follow the list.
+    """
+    lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
+    if not result.results:
+        lines.append(result.message or "没有找到相关的照片。")
+        return "\n".join(lines)
+    count = len(result.results)
+    title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
+    lines.append(title or f"为「{_short(result.query, 20)}」挑了 {count} 张照片：")
+    lines += [f"{n}. {_one_line(r.reason)}" for n, r in enumerate(result.results, start=1)]
+    notes = [part for part in (result.message or "").split("；") if part.strip()]
+    notes = [part for part in notes if not part.startswith(_CORE_RERANK_NOTE)]
+    if notes:
+        lines.append("注：" + "；".join(notes))
+    if not similar and not result.reranked:
+        lines.append(NOTE_NOT_RERANKED)
+    return "\n".join(lines)
+
+
+def status_text(status: IndexStatusView) -> str:
+    """How many photos are indexed, when the last index run ended, and whether one runs now."""
+    lines = [f"相册里已索引 {status.photos} 张照片。"]
+    lines.append(f"上次索引：{_when(status.last_index_at)}")
+    if status.indexing:
+        lines.append("正在索引中，新照片稍后才能找到。")
+    if status.problem:
+        lines.append("索引需要管理员处理：" + _short(status.problem, 80))
+    return "\n".join(lines)
+
+
+_ERROR_TEXTS: dict[type[PeiTuError], str] = {
+    InvalidQuery: "请写上要配图的文案。",
+    IndexBusy: "正在整理相册（索引中），请稍后再试。",
+    IndexMismatch: "相册索引需要重建，请联系管理员运行 peitu index --rebuild。",
+    DescribeFailed: "暂时看不懂这张图片（识图服务不可用），请稍后再试。",
+    PhotoUnreadable: "这张图片打不开，换一张试试？",
+    ModelUnavailable: "模型暂时不可用，请稍后再试。",
+    LibraryNotFound: "还没有配置相册，请联系管理员。",
+}
+
+
+def error_text(error: PeiTuError) -> str:
+    """A polite reply for an error the core raised on purpose."""
+    for kind, text in _ERROR_TEXTS.items():
+        if isinstance(error, kind):
+            return text
+    return SORRY
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "还没有索引过"
+
+
+def _one_line(text: str) -> str:
+    return _short(" ".join(text.split()), REASON_CHARS)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,47 @@
+"""What the bot needs from the core, as `Protocol`s, so a fake can stand in for unit tests."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from index.models import RecommendResult
+
+
+class IndexStatusView(Protocol):
+    """The parts of the core's `IndexStatus` the bot reports."""
+
+    @property
+    def photos(self) -> int: ...
+
+    @property
+    def last_index_at(self) -> datetime | None: ...
+
+    @property
+    def indexing(self) -> bool: ...
+
+    @property
+    def problem(self) -> str | None: ...
+
+
+class PhotoFinder(Protocol):
+    """The core facade as the bot uses it. Every method blocks: call it in a thread."""
+
+    def recommend(
+        self, text: str, top_k: int | None = None, *, rerank: bool = True
+    ) -> RecommendResult:
+        """Photos for `text`; raises `InvalidQuery` for empty text."""
+        ...
+
+    def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
+        """Photos like the image; raises `DescribeFailed` or `PhotoUnreadable`."""
+        ...
+
+    def status(self) -> IndexStatusView:
+        """How many photos are findable, when the last index run ended, whether one runs."""
+        ...
+
+    def photo_path(self, photo_id: str) -> Path | None:
+        """Absolute path of the photo's file, or None when it left the library."""
+        ...

@@ -1,0 +1,241 @@
+"""The bot end to end: real gateway, real python-wechaty client, real core on 30 real photos.
+
+Rerank and vision go through the real `openai` client to the local fake OpenAI server. The
+photos a reply carries are checked by SHA-256 against the files the core recommends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from bot.commands import NOTE_NOT_RERANKED
+from bot.handler import Outcome
+from index.app import PeiTu
+from index.models import RecommendResult
+from tests.support.openai_server import FakeOpenAIServer
+from tests.wechat.conftest import IndexedLibrary, StartWechat
+from tests.wechat.harness import Event, WechatHarness
+
+pytestmark = pytest.mark.e2e
+
+SEA = "带孩子去海边玩水，好开心"
+
+
+def fingerprint(path: Path) -> tuple[str, int, str]:
+    data = path.read_bytes()
+    return path.name, len(data), hashlib.sha256(data).hexdigest()
+
+
+def expected_files(peitu: PeiTu, result: RecommendResult) -> list[tuple[str, int, str]]:
+    paths = [peitu.photo_path(r.photo_id) for r in result.results]
+    return [fingerprint(path) for path in paths if path is not None]
+
+
+def sent_files(files: list[Event]) -> list[tuple[str, int, str]]:
+    return [(f["fileName"], f["bytes"], f["sha256"]) for f in files]
+
+
+def numbered_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line[:1].isdigit()]
+
+
+def assert_answer(chat: WechatHarness, peitu: PeiTu, query: str) -> tuple[Event, list[Event]]:
+    """The reply to `query` names and sends exactly the photos the core recommends, in order."""
+    expected = peitu.recommend(query)
+    assert expected.results, "the query should find photos in the small library"
+    text, files = chat.reply(photos=len(expected.results))
+    assert sent_files(files) == expected_files(peitu, expected)
+    lines = numbered_lines(text["text"])
+    assert [line.split(". ", 1)[1] for line in lines] == [r.reason for r in expected.results]
+    assert all(f["mediaType"] == "image/jpeg" for f in files)
+    assert chat.next_outcome() is Outcome.REPLIED
+    return text, files
+
+
+def test_peitu_in_private_chat(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu)
+    chat.say(f"/配图 {SEA}")
+    text, _ = assert_answer(chat, peitu, SEA)
+    assert text["to"] == chat.ids["aliceId"]
+    assert f"为「{SEA}」" in text["text"] and NOTE_NOT_RERANKED not in text["text"]
+
+
+def test_peitu_in_room_with_mention(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu)
+    chat.say(f"/配图 {SEA}", room=True, mention=True)
+    text, files = assert_answer(chat, peitu, SEA)
+    assert text["to"] == chat.ids["roomId"] and all(f["to"] == chat.ids["roomId"] for f in files)
+
+
+@pytest.mark.parametrize("typed", ["／配图 {q}", "配图：{q}", "配图:{q}", "/配图{q}"])
+def test_other_ways_to_write_the_command(
+    start_wechat: StartWechat, peitu: PeiTu, typed: str
+) -> None:
+    chat = start_wechat(peitu)
+    chat.say(typed.format(q=SEA))
+    assert_answer(chat, peitu, SEA)
+
+
+def test_room_message_without_mention_gets_no_reply(
+    start_wechat: StartWechat, peitu: PeiTu
+) -> None:
+    chat = start_wechat(peitu)
+    chat.say(f"/配图 {SEA}", room=True)
+    assert chat.next_outcome() is Outcome.IGNORED
+    chat.say("/帮助")  # a probe: the next thing the bot says is the answer to it
+    text, _ = chat.reply()
+    assert text["to"] == chat.ids["aliceId"] and "帮助" in text["text"]
+    assert chat.bot_said() == []
+
+
+def test_room_without_mention_when_mention_not_required(
+    start_wechat: StartWechat, peitu: PeiTu
+) -> None:
+    chat = start_wechat(peitu, group_requires_mention=False)
+    chat.say(f"/配图 {SEA}", room=True)
+    text, _ = assert_answer(chat, peitu, SEA)
+    assert text["to"] == chat.ids["roomId"]
+
+
+def test_similar_after_an_incoming_image(
+    start_wechat: StartWechat,
+    peitu: PeiTu,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    photo = indexed_library.library.photos[1]  # boys playing at the seaside
+    openai_server.vision_fn = lambda _image: "".join(photo.captions[:4])
+    image = indexed_library.library.root / photo.rel_path
+    expected = peitu.similar_to_image(image.read_bytes())
+    chat = start_wechat(peitu)
+    chat.say(file=image)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    chat.say("/相似")
+    text, files = chat.reply(photos=len(expected.results))
+    assert "相似的照片" in text["text"]
+    assert sent_files(files) == expected_files(peitu, expected)
+    assert fingerprint(image) not in sent_files(files)  # not the very photo it was sent
+    assert len(openai_server.requests_of("vision")) == 2  # ours above, and the bot's
+
+
+def test_similar_in_room_after_image_and_mention(
+    start_wechat: StartWechat,
+    peitu: PeiTu,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    photo = indexed_library.library.photos[1]
+    openai_server.vision_fn = lambda _image: "".join(photo.captions[:4])
+    chat = start_wechat(peitu)
+    chat.say(file=indexed_library.library.root / photo.rel_path, room=True)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    chat.say("/相似", room=True, mention=True)
+    text, files = chat.reply(photos=1)
+    assert text["to"] == chat.ids["roomId"] and files[0]["to"] == chat.ids["roomId"]
+
+
+def test_similar_without_an_image_asks_for_one(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu)
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "请先发一张图片" in text["text"]
+
+
+def test_similar_when_the_vision_model_fails(
+    start_wechat: StartWechat,
+    peitu: PeiTu,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    openai_server.set_mode("vision", fail_status=500, fail_times=100)
+    chat = start_wechat(peitu)
+    chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "看不懂这张图片" in text["text"]
+    assert chat.bot_said() == []
+
+
+def test_llm_timeout_still_gives_an_answer_with_a_note(
+    start_wechat: StartWechat, peitu: PeiTu, openai_server: FakeOpenAIServer
+) -> None:
+    openai_server.set_mode("rerank", delay_s=3.0)  # the rerank timeout is 1.5 s
+    chat = start_wechat(peitu)
+    chat.say(f"/配图 {SEA}")
+    text, files = chat.reply(photos=1)
+    assert NOTE_NOT_RERANKED in text["text"]
+    assert numbered_lines(text["text"]) and files[0]["fileName"].endswith(".jpg")
+
+
+def test_over_the_rate_limit_is_told_once(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu, rate_limit_per_minute=2)
+    for _ in range(2):
+        chat.say(f"/配图 {SEA}")
+        chat.reply(photos=1)
+        assert chat.next_outcome() is Outcome.REPLIED
+        chat.bot_said()  # the remaining photos
+    chat.say(f"/配图 {SEA}")
+    text, _ = chat.reply()
+    assert "请求太频繁" in text["text"] and "每分钟最多 2 次" in text["text"]
+    assert chat.next_outcome() is Outcome.RATE_LIMITED
+    chat.say(f"/配图 {SEA}")  # refused again, silently this time
+    assert chat.next_outcome() is Outcome.RATE_LIMITED
+    chat.say("/帮助", sender="Bob")  # others are not limited
+    text, _ = chat.reply()
+    assert "帮助" in text["text"] and text["to"] != chat.ids["aliceId"]
+
+
+def test_not_on_the_allow_list_gets_nothing(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu, allow_contacts=["Alice"])
+    chat.say(f"/配图 {SEA}", sender="Bob")
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    chat.say("/帮助")
+    text, _ = chat.reply()
+    assert text["to"] == chat.ids["aliceId"]
+    assert chat.bot_said() == []
+
+
+def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu, allow_rooms=["Family"])
+    chat.say("/帮助", sender="Bob")
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    chat.say("/帮助", sender="Bob", room=True, mention=True)
+    text, _ = chat.reply()
+    assert text["to"] == chat.ids["roomId"]
+
+
+def test_help_status_unknown_and_empty(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu)
+    chat.say("/帮助")
+    assert "/相似" in chat.reply()[0]["text"]
+    chat.say("/状态")
+    status = chat.reply()[0]["text"]
+    assert "已索引 30 张照片" in status and "上次索引：20" in status
+    chat.say("/天气 明天")
+    unknown = chat.reply()[0]["text"]
+    assert "不认识的命令「/天气」" in unknown and "/配图 <文案>" in unknown
+    chat.say("/配图")
+    assert "请在 /配图 后面写上文案" in chat.reply()[0]["text"]
+    chat.say("/配图   ")
+    assert "请在 /配图 后面写上文案" in chat.reply()[0]["text"]
+
+
+def test_long_text_is_trimmed_and_says_so(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu, max_text_chars=20)
+    chat.say("/配图 " + SEA * 10)
+    text, _ = chat.reply(photos=1)
+    assert "文字超过 20 字，只用了前 20 字" in text["text"]
+    assert f"为「{(SEA * 2)[:20]}」" in text["text"]
+
+
+def test_custom_prefix(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu, command_prefix="#")
+    chat.say("/帮助")
+    assert chat.next_outcome() is Outcome.IGNORED
+    chat.say("#帮助")
+    assert "#配图 <文案>" in chat.reply()[0]["text"]
