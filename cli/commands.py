@@ -21,7 +21,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     library = args.library or settings.library
     if library is not None:
         settings = settings.model_copy(update={"library": library.expanduser().resolve()})
-    app = build_app(settings, descriptions=args.descriptions)
+    app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
         report = app.index(mode, progress=progress)

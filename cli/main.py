@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cli.eval import add_eval_parser
 from config import Settings, SettingsInvalid, load_settings
 from index.errors import PeiTuError
 
@@ -26,6 +27,13 @@ def _add_index(sub: Any) -> None:
     )
     p.add_argument(
         "--rebuild", action="store_true", help="re-embed everything from stored descriptions"
+    )
+    p.add_argument(
+        "--describer",
+        choices=("auto", "vision", "offline"),
+        default="auto",
+        help="offline: OCR + ImageNet tags + EXIF, no model endpoint; auto (default): offline "
+        "only when no vision API key is configured. --descriptions wins over both",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
@@ -48,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_index(sub)
     _add_recommend(sub)
+    add_eval_parser(sub)
     sub.add_parser("bot", help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT)")
     serve = sub.add_parser("serve", help="run the admin HTTP server and web page")
     serve.add_argument("--host", help="bind address (default: PEITU_SERVER__HOST)")
@@ -58,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _handlers() -> dict[str, Handler]:
     from cli import commands
+    from cli.eval import run_eval
 
     return {
         "index": commands.run_index,
@@ -65,6 +75,7 @@ def _handlers() -> dict[str, Handler]:
         "bot": commands.run_bot,
         "serve": commands.run_serve,
         "status": commands.run_status,
+        "eval": run_eval,
     }
 
 

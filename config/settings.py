@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -82,6 +82,18 @@ class IndexingSettings(BaseModel):
     schedule_cron: str = ""  # e.g. "0 3 * * *"
 
 
+class RetrievalSettings(BaseModel):
+    """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`)."""
+
+    document_encoding: Literal["whole", "centroid", "mixture"] = "mixture"
+    whole_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # "mixture": share of the whole text
+    keyword_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # 0 = dense order only
+    fusion: Literal["zscore", "rrf"] = "zscore"
+    rrf_k: int = Field(default=60, ge=1)
+    candidate_pool: int = Field(default=100, ge=1, le=1000)  # dense hits the fusion re-orders
+    strip_filler: bool = True  # drop social filler (哈哈哈, 好开心, emoji) before searching
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -121,6 +133,7 @@ class Settings(BaseSettings):
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     indexing: IndexingSettings = Field(default_factory=IndexingSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
 

@@ -10,21 +10,32 @@ import hashlib
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from config import Settings
+from config.settings import DASHSCOPE_BASE_URL
 from index.catalog import Catalog
+from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.embed import SentenceTransformerEmbedder
 from index.errors import LibraryNotFound
 from index.indexer import Indexer, IndexMode, ScanLimits
+from index.keyword import KeywordIndex
 from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker
+from index.query import RuleBasedUnderstanding
 from index.recommend import Recommender, RecommendLimits
-from index.retrieval import DenseRetriever
+from index.retrieval import (
+    DocumentEncoder,
+    FusionParams,
+    RetrievalConfig,
+    make_retriever,
+)
 from index.store import ChromaStore, make_chroma_client
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,8 @@ class PeiTu:
         scan_limits: ScanLimits,
         lock: IndexLock,
         concurrency: int = 4,
+        retrieval: RetrievalConfig | None = None,
+        now: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.library = library
         self.catalog = catalog
@@ -63,8 +76,23 @@ class PeiTu:
         self.describer = describer
         self.reranker = reranker
         self.lock = lock
-        self.recommender = Recommender(DenseRetriever(embedder, store), reranker, limits)
-        self.indexer = Indexer(catalog, store, embedder, describer, scan_limits, concurrency)
+        first_stage = retrieval or RetrievalConfig()
+        self.keywords = (
+            KeywordIndex(lambda: _searchable_descriptions(catalog))
+            if first_stage.fusion.weight > 0
+            else None
+        )
+        retriever = make_retriever(embedder, store, first_stage, self.keywords)
+        self.recommender = Recommender(
+            retriever,
+            reranker,
+            limits,
+            understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
+            collapse=collapse_near_duplicates,
+        )
+        self.indexer = Indexer(
+            catalog, store, embedder, describer, scan_limits, concurrency, first_stage.encoder
+        )
 
     def index(
         self,
@@ -82,7 +110,10 @@ class PeiTu:
                 "no photo library configured: pass --library or set PEITU_LIBRARY"
             )
         with self.lock.hold(job_id or uuid.uuid4().hex[:12]):
-            return self.indexer.run(root.expanduser().resolve(), mode, progress, cancel)
+            report = self.indexer.run(root.expanduser().resolve(), mode, progress, cancel)
+        if self.keywords is not None:
+            self.keywords.refresh()
+        return report
 
     def recommend(
         self, text: str, top_k: int | None = None, *, rerank: bool = True
@@ -93,7 +124,9 @@ class PeiTu:
         """Photos like the given image: describe it, then search by that description."""
         description = self.describer.describe_bytes(data)
         same_photo = hashlib.sha256(data).hexdigest()
-        result = self.recommender.recommend(description, top_k, rerank=False, exclude=[same_photo])
+        result = self.recommender.recommend(
+            description, top_k, rerank=False, exclude=[same_photo], understand=False
+        )
         return result
 
     def status(self) -> IndexStatus:
@@ -121,6 +154,8 @@ class PeiTu:
         rel_paths = self.catalog.exclude_photo(photo_id)
         if self.store.mismatch is None:  # a mismatched index is rebuilt without it anyway
             self.store.delete([photo_id])
+        if self.keywords is not None:
+            self.keywords.refresh()
         if not delete_files or self.library is None:
             return []
         return _delete_files(self.library.expanduser().resolve(), rel_paths)
@@ -144,9 +179,46 @@ def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
     return deleted
 
 
-def _describer(settings: Settings, descriptions: Path | None) -> Describer:
+def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:
+    """photo_id -> description of every photo with a vector: the keyword index's documents."""
+    stored = catalog.latest_descriptions(catalog.embedded())
+    return {photo_id: d.description for photo_id, d in stored.items()}
+
+
+def _retrieval_config(settings: Settings) -> RetrievalConfig:
+    r = settings.retrieval
+    return RetrievalConfig(
+        encoder=DocumentEncoder(r.document_encoding, r.whole_weight),
+        fusion=FusionParams(r.keyword_weight, r.fusion, r.rrf_k, r.candidate_pool),
+        strip_filler=r.strip_filler,
+    )
+
+
+DescriberChoice = Literal["auto", "vision", "offline"]
+
+
+def _vision_unconfigured(settings: Settings) -> bool:
+    """DashScope (the default endpoint) without an API key cannot describe anything."""
+    return settings.vision.api_key is None and settings.vision.base_url == DASHSCOPE_BASE_URL
+
+
+def _describer(
+    settings: Settings, descriptions: Path | None, choice: DescriberChoice = "auto"
+) -> Describer:
+    """Sidecar file if given; else the vision model, or the offline describer when asked for
+    ("offline") or when the vision model is the default DashScope without an API key ("auto")."""
     if descriptions is not None:
         return SidecarDescriber(descriptions)
+    if choice == "offline" or (choice == "auto" and _vision_unconfigured(settings)):
+        from index.describe_offline import OfflineDescriber
+
+        if choice == "auto":
+            log.info(
+                "no vision API key (PEITU_VISION__API_KEY / DASHSCOPE_API_KEY): photos are "
+                "described offline (OCR, ImageNet tags, EXIF time and place)"
+            )
+        max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
+        return OfflineDescriber(max_pixels=settings.indexing.max_pixels, max_bytes=max_bytes)
     from index.describe_vision import VisionDescriber
 
     return VisionDescriber(settings.vision)
@@ -165,8 +237,11 @@ def build_app(
     *,
     descriptions: Path | None = None,
     embedder: Embedder | None = None,
+    describer: DescriberChoice = "auto",
+    now: Callable[[], datetime] = datetime.now,
 ) -> PeiTu:
-    """Compose the pipeline from settings. `descriptions` selects the captions-file describer."""
+    """Compose the pipeline from settings. `descriptions` selects the captions-file describer,
+    `describer` the vision model or the offline one (see `_describer`)."""
     data_dir = settings.data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
     model = embedder or SentenceTransformerEmbedder(
@@ -175,13 +250,20 @@ def build_app(
         batch_size=settings.embedding.batch_size,
     )
     client = make_chroma_client(settings.chroma.url, data_dir)
-    store = ChromaStore(client, settings.chroma.collection, model.model_name, model.dimension)
+    retrieval = _retrieval_config(settings)
+    store = ChromaStore(
+        client,
+        settings.chroma.collection,
+        model.model_name,
+        model.dimension,
+        retrieval.encoder.identity,
+    )
     return PeiTu(
         library=settings.library,
         catalog=Catalog(data_dir / "catalog.sqlite3"),
         store=store,
         embedder=model,
-        describer=_describer(settings, descriptions),
+        describer=_describer(settings, descriptions, describer),
         reranker=_reranker(settings),
         limits=RecommendLimits(
             settings.top_k_initial, settings.similarity_threshold, settings.top_k_final
@@ -191,4 +273,6 @@ def build_app(
         ),
         lock=IndexLock(data_dir / "index.lock"),
         concurrency=settings.vision.concurrency,
+        retrieval=retrieval,
+        now=now,
     )

@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 from index.catalog import Catalog, StoredDescription, text_sha
+from index.dedup import METADATA_KEY as PHASH_KEY
+from index.dedup import perceptual_hash
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
+from index.filters import wall_clock_ts
+from index.geo import place_at
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.ports import Describer, Embedder, StoredVector
-from index.retrieval import encode_documents
+from index.retrieval import DocumentEncoder
 from index.scan import ScanResult, scan_library
 from index.store import ChromaStore
 
@@ -50,6 +54,7 @@ class Indexer:
         describer: Describer,
         limits: ScanLimits,
         concurrency: int = 4,
+        encoder: DocumentEncoder | None = None,
     ) -> None:
         self._catalog = catalog
         self._store = store
@@ -57,6 +62,7 @@ class Indexer:
         self._describer = describer
         self._limits = limits
         self._concurrency = concurrency
+        self._encoder = encoder or DocumentEncoder()
 
     def run(
         self,
@@ -219,7 +225,7 @@ class Indexer:
         batch = [d for d in batch if d.photo_id not in excluded]
         if not batch:
             return 0
-        vectors = encode_documents(self._embedder, [d.description for d in batch])
+        vectors = self._encoder.encode(self._embedder, [d.description for d in batch])
         items = [
             StoredVector(
                 d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d)
@@ -238,14 +244,18 @@ class Indexer:
 
 
 def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, object]:
+    place = place_at(photo.gps_lat, photo.gps_lon)
     return {
         "path": photo.rel_path,
         "width": photo.width,
         "height": photo.height,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
-        "taken_ts": photo.taken_at.timestamp() if photo.taken_at else None,
+        # EXIF time has no zone: stored as wall-clock time read as UTC (see index.filters).
+        "taken_ts": wall_clock_ts(photo.taken_at) if photo.taken_at else None,
         "gps_lat": photo.gps_lat,
         "gps_lon": photo.gps_lon,
+        **(place.metadata() if place else {}),
+        PHASH_KEY: perceptual_hash(photo.path),
         "describer": description.describer_key,
     }
 

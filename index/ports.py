@@ -62,8 +62,13 @@ class VectorStore(Protocol):
 
     def upsert(self, items: Sequence[StoredVector]) -> None: ...
 
-    def query(self, vector: Sequence[float], k: int) -> list[Candidate]:
-        """Up to k nearest photos, most similar first; similarity = cosine in [-1, 1]."""
+    def query(
+        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
+    ) -> list[Candidate]:
+        """Up to k nearest photos, most similar first; similarity = cosine in [-1, 1].
+
+        `where` is a Chroma metadata filter (see `index.filters.chroma_where`).
+        """
         ...
 
     def delete(self, photo_ids: Sequence[str]) -> None: ...

@@ -1,4 +1,11 @@
-"""Recommend photos for a text: embed → nearest by cosine → threshold → LLM rerank → top k."""
+"""Recommend photos for a text: understand → nearest by cosine under the time/place filters →
+threshold → collapse near-duplicates → LLM rerank → top k.
+
+Filters are hard when they leave at least one photo; otherwise they are relaxed (see
+`index.filters.relaxations`) and the result's message says which condition was ignored. A text
+that is nothing but a time or place ("去年夏天在大理") searches with the whole text and skips the
+similarity threshold: the filters are then what the user asked for.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from index.errors import InvalidQuery, RerankFailed
+from index.filters import matches, relaxations
 from index.models import Candidate, Judgement, ParsedQuery, Recommendation, RecommendResult
 from index.ports import QueryUnderstanding, Reranker, Retriever
 
@@ -55,23 +63,51 @@ class Recommender:
         *,
         rerank: bool = True,
         exclude: Sequence[str] = (),
+        understand: bool = True,
     ) -> RecommendResult:
-        """Best photos for `text`. Raises `InvalidQuery` for empty text."""
+        """Best photos for `text`. Raises `InvalidQuery` for empty text.
+
+        `understand=False` searches with the text as it is, without time/place filters (for a
+        photo's own description, whose 拍摄时间/地名 are no request)."""
         query = _clean_query(text)
         k = top_k or self._limits.top_k_final
         timings: dict[str, float] = {"embed": 0.0, "search": 0.0, "rerank": 0.0}
-        parsed = self.parse(query)
+        parsed = self.parse(query) if understand else ParsedQuery(query)
         pool = max(self._limits.top_k_initial, k) + len(exclude)
-        found = self._retriever.search(parsed.semantic_text, pool, parsed.filters, timings)
-        found = [c for c in found if c.photo_id not in set(exclude)]
-        kept = self._collapse(
-            [c for c in found if c.similarity >= self._limits.similarity_threshold]
-        )
+        found, kept, notes = self._first_stage(parsed, query, pool, set(exclude), timings)
         if not kept:
-            return RecommendResult(query, False, _no_match_message(found), [], _rounded(timings))
+            message = _no_match_message(found)
+            notes = notes if found else []  # an empty index: nothing else is worth saying
+            return RecommendResult(query, False, _joined(notes, message), [], _rounded(timings))
         if not (rerank and self._reranker is not None):
-            return RecommendResult(query, False, None, _vector_order(kept, k), _rounded(timings))
-        return self._reranked(query, kept, k, timings)
+            result = RecommendResult(query, False, None, _vector_order(kept, k), _rounded(timings))
+        else:
+            result = self._reranked(query, kept, k, timings)
+        result.message = _joined(notes, result.message)
+        return result
+
+    def _first_stage(
+        self,
+        parsed: ParsedQuery,
+        query: str,
+        pool: int,
+        exclude: set[str],
+        timings: dict[str, float],
+    ) -> tuple[list[Candidate], list[Candidate], list[str]]:
+        """(found, kept after threshold and collapse, notes) under the first filters that keep
+        a photo. Candidates are checked against the filters too, whatever the retriever did."""
+        text = parsed.semantic_text or query
+        found: list[Candidate] = []
+        kept: list[Candidate] = []
+        for filters, note in relaxations(parsed.filters):
+            found = self._retriever.search(text, pool, filters, timings)
+            found = [c for c in found if c.photo_id not in exclude and matches(filters, c.metadata)]
+            only_filters = filters is not None and not parsed.semantic_text
+            threshold = -1.0 if only_filters else self._limits.similarity_threshold
+            kept = self._collapse([c for c in found if c.similarity >= threshold])
+            if kept:
+                return found, kept, [*parsed.notes, *([note] if note else [])]
+        return found, kept, list(parsed.notes)
 
     def _reranked(
         self, query: str, kept: list[Candidate], k: int, timings: dict[str, float]
@@ -85,6 +121,12 @@ class Recommender:
             message = "智能排序暂不可用，已按相似度排列（" + _short(str(error), 60) + "）"
             return RecommendResult(query, False, message, _vector_order(kept, k), _rounded(timings))
         return RecommendResult(query, True, None, _merge(kept, judged, k), _rounded(timings))
+
+
+def _joined(notes: Sequence[str], message: str | None) -> str | None:
+    """The understanding's notes, then the message, on one line; None when there is neither."""
+    parts = [*notes, *([message] if message else [])]
+    return "；".join(parts) if parts else None
 
 
 def _clean_query(text: str) -> str:

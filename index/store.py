@@ -42,17 +42,29 @@ def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
         raise ModelUnavailable(f"cannot reach the Chroma server at {url}: {error}") from error
 
 
-def _identity(model: str, dimension: int) -> dict[str, Any]:
-    return {"embedding_model": model, "dimension": dimension, "schema_version": SCHEMA_VERSION}
+def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
+    return {
+        "embedding_model": model,
+        "dimension": dimension,
+        "schema_version": SCHEMA_VERSION,
+        "document_encoding": encoding,
+    }
 
 
 class ChromaStore:
     """One collection holding one vector per photo, tagged with the model that made them."""
 
-    def __init__(self, client: ClientAPI, name: str, model: str, dimension: int) -> None:
+    def __init__(
+        self,
+        client: ClientAPI,
+        name: str,
+        model: str,
+        dimension: int,
+        document_encoding: str = "whole",
+    ) -> None:
         self._client = client
         self._name = name
-        self._identity = _identity(model, dimension)
+        self._identity = _identity(model, dimension, document_encoding)
         self._mismatch: IndexMismatch | None = None
         self._collection = self._open()
 
@@ -76,14 +88,18 @@ class ChromaStore:
 
     def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
         stored = {key: found.get(key) for key in self._identity}
+        # Collections made before the encoding was recorded hold whole-description vectors.
+        stored["document_encoding"] = found.get("document_encoding", "whole")
         if stored == self._identity:
             return None
         return IndexMismatch(
             f"the index was built with embedding model {stored['embedding_model']!r} "
-            f"(dimension {stored['dimension']}, schema {stored['schema_version']}) but "
+            f"(dimension {stored['dimension']}, schema {stored['schema_version']}, "
+            f"document encoding {stored['document_encoding']!r}) but "
             f"{self._identity['embedding_model']!r} (dimension {self._identity['dimension']}, "
-            f"schema {SCHEMA_VERSION}) is configured; run `peitu index --rebuild` to "
-            "re-embed from the stored descriptions (nothing is described again)"
+            f"schema {SCHEMA_VERSION}, document encoding "
+            f"{self._identity['document_encoding']!r}) is configured; run `peitu index --rebuild` "
+            "to re-embed from the stored descriptions (nothing is described again)"
         )
 
     def reset(self) -> None:
@@ -108,13 +124,16 @@ class ChromaStore:
         """Replace one photo's metadata, keeping its vector."""
         self._ready().update(ids=[photo_id], metadatas=[_clean_metadata(metadata)])
 
-    def query(self, vector: Sequence[float], k: int) -> list[Candidate]:
+    def query(
+        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
+    ) -> list[Candidate]:
         count = self.count()
         if count == 0:
             return []
         found = self._ready().query(
             query_embeddings=[list(map(float, vector))],
             n_results=min(k, count),
+            where=where or None,
             include=["distances", "documents", "metadatas"],
         )
         return _candidates(found)

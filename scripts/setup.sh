@@ -10,12 +10,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: a bare requirement would pull the CUDA build (gigabytes).
 .venv/bin/pip install --quiet "torch==2.13.0"
-.venv/bin/pip install --quiet -e ".[dev]"
-bash scripts/fetch_m3e_small.sh
-if [ -f scripts/setup_node.sh ]; then
-  bash scripts/setup_node.sh
+# PEITU_SETUP_RUNTIME_ONLY=1 (the Docker image): no test tooling (dev extra, node, browser).
+runtime_only=${PEITU_SETUP_RUNTIME_ONLY:-0}
+if [ "$runtime_only" = 1 ]; then
+  .venv/bin/pip install --quiet -e .
+else
+  .venv/bin/pip install --quiet -e ".[dev]"
 fi
-if [ -f scripts/setup_browser.sh ]; then
+bash scripts/fetch_m3e_small.sh
+if [ "$runtime_only" != 1 ]; then
+  bash scripts/setup_node.sh
   bash scripts/setup_browser.sh
 fi
 echo "setup done: activate with '. .venv/bin/activate'"

@@ -1,0 +1,74 @@
+"""`peitu eval`: measure the recommend path on a captioned evaluation set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from config import Settings
+from index.errors import InvalidQuery
+from index.evaluation import PROTOCOLS, VARIANTS, EvalReport, EvalRequest
+
+
+def add_eval_parser(sub: Any) -> None:
+    """The `eval` subcommand's arguments."""
+    p = sub.add_parser(
+        "eval", help="measure Recall@k / MRR / nDCG of recommend on captioned photos"
+    )
+    p.add_argument("--captions", type=Path, required=True, help="captions JSONL (shared/eval)")
+    p.add_argument("--images", type=Path, required=True, help="folder holding the images")
+    p.add_argument("--protocol", choices=PROTOCOLS, default="rich", help="description/query split")
+    p.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        help="first stage to measure (default: as configured)",
+    )
+    p.add_argument("--limit", type=int, help="take only the first N captioned photos")
+    p.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="rerank with the LLM (default: --no-rerank, first stage only)",
+    )
+    p.add_argument(
+        "--work-dir", type=Path, help="keep the eval index here (default: a temp folder)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run_eval(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one evaluation and print its figures."""
+    from index.evaluation import run_evaluation
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidQuery("--limit must be at least 1")
+    request = EvalRequest(
+        captions=args.captions,
+        images=args.images,
+        protocol=args.protocol,
+        variant=args.variant,
+        limit=args.limit,
+        rerank=args.rerank,
+        work_dir=args.work_dir,
+    )
+    report = run_evaluation(settings, request)
+    print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else _human(report))
+    return 0
+
+
+def _human(report: EvalReport) -> str:
+    figures = "  ".join(f"{name} {value:.3f}" for name, value in report.metrics.items())
+    counts = report.counts
+    timing = report.timing
+    return "\n".join(
+        [
+            f"protocol {report.protocol}, variant {report.variant}, rerank {report.rerank}",
+            figures,
+            f"{counts['queries']} queries over {counts['gallery']} photos "
+            f"({counts['distractors']} distractors, {counts['index_failed']} failed to index)",
+            f"index {timing['index_s']:.1f} s, queries {timing['queries_s']:.1f} s "
+            f"(median {timing['query_ms_median']:.1f} ms, p95 {timing['query_ms_p95']:.1f} ms)",
+        ]
+    )

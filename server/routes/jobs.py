@@ -1,0 +1,87 @@
+"""Indexing jobs: start one, follow it, list them, cancel one; and the index status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Response, status
+
+from server.context import Ctx
+from server.jobs import JobView
+from server.schemas import BusyOut, ErrorOut, JobCreatedOut, JobIn, JobListOut, JobOut, StatusOut
+
+router = APIRouter(tags=["index"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+
+
+def _known(job: JobView | None, job_id: str) -> JobView:
+    if job is None:
+        raise HTTPException(404, f"no indexing job {job_id} (only recent jobs are kept)")
+    return job
+
+
+@router.post(
+    "/index/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobCreatedOut,
+    responses={409: {"model": BusyOut, "description": "a job is running; `job_id` is its id"}},
+)
+async def start_job(
+    ctx: Ctx, response: Response, body: Annotated[JobIn | None, Body()] = None
+) -> JobCreatedOut:
+    """Start an indexing job; 409 with the running job's id if one runs (here or in the CLI)."""
+    mode = body.mode if body is not None else "incremental"
+    job = await asyncio.to_thread(ctx.jobs.start, mode, "api")
+    response.headers["Location"] = f"/api/index/jobs/{job.job_id}"
+    return JobCreatedOut(job_id=job.job_id, state=job.state)
+
+
+@router.get("/index/jobs", response_model=JobListOut)
+async def list_jobs(ctx: Ctx) -> JobListOut:
+    """This server's recent jobs, newest first."""
+    return JobListOut(jobs=[JobOut.of(job) for job in ctx.jobs.recent()])
+
+
+@router.get("/index/jobs/{job_id}", response_model=JobOut, responses=_NOT_FOUND)
+async def get_job(job_id: str, ctx: Ctx) -> JobOut:
+    """State, progress (phase, done, total), counts, errors and times of one job."""
+    job = await asyncio.to_thread(ctx.jobs.get, job_id)
+    return JobOut.of(_known(job, job_id))
+
+
+@router.post(
+    "/index/jobs/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={**_NOT_FOUND, 409: {"model": ErrorOut}},
+)
+async def cancel_job(job_id: str, ctx: Ctx) -> JobOut:
+    """Ask a job to stop at its next checkpoint; what was done so far is kept."""
+    job = ctx.jobs.cancel(job_id)
+    if job is None:
+        external = await asyncio.to_thread(ctx.jobs.get, job_id)
+        if external is not None:
+            raise HTTPException(409, f"job {job_id} runs in another process; stop it there")
+    job = _known(job, job_id)
+    if job.finished:
+        raise HTTPException(409, f"job {job_id} has already finished ({job.state})")
+    return JobOut.of(job)
+
+
+@router.get("/status", response_model=StatusOut, responses={409: {"model": ErrorOut}})
+async def index_status(ctx: Ctx) -> StatusOut:
+    """How many photos are indexed, when the last run was, whether one runs now."""
+    current = await asyncio.to_thread(ctx.app.status)
+    running = ctx.jobs.running()
+    holder = running.job_id if running else (ctx.app.lock.holder() if current.indexing else None)
+    return StatusOut(
+        photos=current.photos,
+        files=current.files,
+        last_index_at=current.last_index_at,
+        indexing=current.indexing,
+        problem=current.problem,
+        running_job_id=holder,
+        next_scheduled_index_at=ctx.scheduler.next_run_at(),
+    )

@@ -1,0 +1,167 @@
+"""Photos: upload one into the library, look one up, show it, take it out of the index."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
+
+from index.errors import LibraryNotFound
+from index.imaging import thumbnail_jpeg
+from server.context import Ctx, ServerContext
+from server.schemas import DeletedOut, ErrorOut, PhotoOut, UploadOut
+from server.uploads import UPLOADS_FOLDER, check_image, read_upload, safe_file_name, save_new_file
+
+router = APIRouter(tags=["photos"])
+
+PhotoId = Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of the file")]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+_UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (409, 413, 415)
+}
+_MEDIA_TYPES = {
+    "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
+    "bmp": "image/bmp", "gif": "image/gif", "heic": "image/heic", "heif": "image/heif",
+}  # fmt: skip
+_UPLOAD_MESSAGES = {
+    "started": "照片已保存，索引任务 {job} 已开始",
+    "queued": "照片已保存；索引任务 {job} 正在运行，结束后会再索引一次新照片",
+    "busy": "照片已保存；另一个进程正在索引（任务 {job}），下次索引时会加入这张照片",
+}
+
+
+def _library(ctx: ServerContext) -> Path:
+    library = ctx.app.library
+    if library is None:
+        raise LibraryNotFound("no photo library configured: set PEITU_LIBRARY")
+    root = library.expanduser().resolve()
+    if not root.is_dir():
+        raise LibraryNotFound(f"photo library not found or not a folder: {root}")
+    return root
+
+
+def _photo_path(ctx: ServerContext, photo_id: str) -> Path:
+    path = ctx.app.photo_path(photo_id)
+    if path is None:
+        raise HTTPException(404, f"no photo {photo_id} in the index")
+    if not path.is_file():
+        raise HTTPException(404, f"photo {photo_id} is no longer in the library; reindex")
+    return path
+
+
+@router.post(
+    "/photos",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UploadOut,
+    responses=_UPLOAD_ERRORS,
+)
+async def upload_photo(
+    file: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, HEIC, ...)")],
+    ctx: Ctx,
+) -> UploadOut:
+    """Save a photo into `<library>/uploads/` and start indexing it."""
+    library = _library(ctx)
+    data = await read_upload(file, ctx.max_upload_bytes)
+    max_pixels = ctx.settings.indexing.max_pixels
+    image = await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
+    name = safe_file_name(file.filename, image.image_format)
+    saved = await asyncio.to_thread(save_new_file, library / UPLOADS_FOLDER, name, data)
+    await asyncio.to_thread(ctx.app.catalog.unexclude_photo, image.photo_id)  # asked for again
+    indexing, job_id = await asyncio.to_thread(ctx.jobs.start_or_follow, "upload")
+    return UploadOut(
+        photo_id=image.photo_id,
+        path=saved.relative_to(library).as_posix(),
+        width=image.width,
+        height=image.height,
+        status=indexing,
+        job_id=job_id,
+        message=_UPLOAD_MESSAGES[indexing].format(job=job_id),
+    )
+
+
+def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
+    photo = ctx.app.catalog.photo(photo_id)
+    if photo is None:
+        raise HTTPException(404, f"no photo {photo_id} in the index")
+    stored = ctx.app.catalog.latest_descriptions([photo_id]).get(photo_id)
+    return PhotoOut(
+        photo_id=photo_id,
+        path=photo.rel_path,
+        size=photo.size,
+        width=photo.width,
+        height=photo.height,
+        taken_at=photo.taken_at,
+        gps_lat=photo.gps_lat,
+        gps_lon=photo.gps_lon,
+        description=stored.description if stored else None,
+        describer=stored.describer_key if stored else None,
+        indexed=photo_id in ctx.app.catalog.embedded(),
+    )
+
+
+@router.get("/photos/{photo_id}", response_model=PhotoOut, responses=_NOT_FOUND)
+async def get_photo(photo_id: PhotoId, ctx: Ctx) -> PhotoOut:
+    """Where the photo is, its size, time and place, and its description."""
+    return await asyncio.to_thread(_photo_out, ctx, photo_id)
+
+
+@router.get(
+    "/photos/{photo_id}/thumbnail",
+    response_class=Response,
+    responses={**_NOT_FOUND, 200: {"content": {"image/jpeg": {}}, "description": "a JPEG"}},
+)
+async def get_thumbnail(
+    photo_id: PhotoId,
+    ctx: Ctx,
+    request: Request,
+    size: Annotated[int, Query(ge=32, le=2048, description="longest side in pixels")] = 320,
+) -> Response:
+    """A JPEG no larger than `size` on its long side (EXIF, and so GPS, stripped)."""
+    etag = f'"{photo_id[:16]}-{size}"'  # a photo id is its content: the thumbnail never changes
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    path = _photo_path(ctx, photo_id)
+    limits = ctx.settings.indexing
+    max_bytes = int(limits.max_file_mb * 1024 * 1024)
+    jpeg = await asyncio.to_thread(
+        thumbnail_jpeg, path, size, max_pixels=limits.max_pixels, max_bytes=max_bytes
+    )
+    return Response(jpeg, media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/photos/{photo_id}/file",
+    response_class=FileResponse,
+    responses={**_NOT_FOUND, 200: {"content": {"image/*": {}}, "description": "the original"}},
+)
+async def get_file(photo_id: PhotoId, ctx: Ctx) -> FileResponse:
+    """The original file, as it is in the library."""
+    path = await asyncio.to_thread(_photo_path, ctx, photo_id)
+    media_type = _MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "application/octet-stream")
+    return FileResponse(
+        path, media_type=media_type, filename=path.name, content_disposition_type="inline"
+    )
+
+
+def _delete(ctx: ServerContext, photo_id: str, delete_file: bool) -> DeletedOut:
+    if ctx.app.catalog.photo(photo_id) is None:
+        raise HTTPException(404, f"no photo {photo_id} in the index")
+    deleted = ctx.app.delete_photo(photo_id, delete_files=delete_file)
+    root = _library(ctx) if deleted else Path()
+    relative = [path.relative_to(root).as_posix() for path in deleted]
+    return DeletedOut(photo_id=photo_id, removed_from_index=True, files_deleted=relative)
+
+
+@router.delete("/photos/{photo_id}", response_model=DeletedOut, responses=_NOT_FOUND)
+async def delete_photo(
+    photo_id: PhotoId,
+    ctx: Ctx,
+    delete_file: Annotated[bool, Query(description="also delete the file from disk")] = False,
+) -> DeletedOut:
+    """Take a photo out of the index for good; later scans skip it while its file remains."""
+    return await asyncio.to_thread(_delete, ctx, photo_id, delete_file)

@@ -1,0 +1,43 @@
+"""Recommending photos for a text, and finding photos like an uploaded one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from server.context import Ctx
+from server.schemas import ErrorOut, RecommendIn, RecommendOut
+from server.uploads import check_image, read_upload
+
+router = APIRouter(tags=["recommend"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 409, 502, 503)
+}
+
+
+@router.post("/recommend", response_model=RecommendOut, responses=_ERRORS)
+async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
+    """Photos for a social-media text: the same JSON as `peitu recommend --json`."""
+    result = await asyncio.to_thread(ctx.app.recommend, body.text, body.top_k, rerank=body.rerank)
+    return result.to_dict()
+
+
+@router.post(
+    "/search/similar",
+    response_model=RecommendOut,
+    responses={**_ERRORS, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+)
+async def similar(
+    file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, HEIC, ...)")],
+    ctx: Ctx,
+    top_k: Annotated[int | None, Query(ge=1, le=100)] = None,
+) -> dict[str, Any]:
+    """Photos like the uploaded one: it is described, then searched for by that description."""
+    data = await read_upload(file, ctx.max_upload_bytes)
+    max_pixels = ctx.settings.indexing.max_pixels
+    await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
+    result = await asyncio.to_thread(ctx.app.similar_to_image, data, top_k)
+    return result.to_dict()

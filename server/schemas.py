@@ -1,0 +1,165 @@
+"""Request and response bodies of the HTTP API (they make the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from server.jobs import JobState, JobView, UploadIndexing
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what went wrong, for a person to read")
+
+
+class BusyOut(ErrorOut):
+    job_id: str | None = Field(description="id of the indexing job that is running")
+
+
+class RecommendIn(BaseModel):
+    text: str = Field(max_length=10_000, description="the social-media text to find photos for")
+    top_k: int | None = Field(default=None, ge=1, le=100, description="how many photos")
+    rerank: bool = Field(default=True, description="let the LLM rerank the candidates")
+
+
+class RecommendationOut(BaseModel):
+    rank: int
+    photo_id: str
+    path: str = Field(description="path relative to the library")
+    similarity: float
+    score: float
+    reason: str
+    description: str
+
+
+class RecommendOut(BaseModel):
+    """Exactly what `peitu recommend --json` prints."""
+
+    query: str
+    reranked: bool
+    message: str | None
+    results: list[RecommendationOut]
+    timings_ms: dict[str, float]
+
+
+class JobIn(BaseModel):
+    mode: Literal["incremental", "rebuild"] = "incremental"
+
+
+class JobCreatedOut(BaseModel):
+    job_id: str
+    state: JobState
+
+
+class ProgressOut(BaseModel):
+    phase: str | None = Field(description="scan, describe or embed")
+    done: int
+    total: int
+
+
+class CountsOut(BaseModel):
+    """The counts of `peitu index --json`."""
+
+    scanned: int
+    new: int
+    unchanged: int
+    moved: int
+    removed: int
+    described: int
+    embedded: int
+    failed: int
+    skipped: dict[str, int]
+
+
+class JobOut(BaseModel):
+    job_id: str
+    mode: Literal["incremental", "rebuild"]
+    trigger: str = Field(description="api, upload, schedule, follow-up, or external (the CLI)")
+    state: JobState
+    progress: ProgressOut
+    counts: CountsOut | None = Field(description="set when the job has finished")
+    errors: list[str] = Field(description="photos that failed, one line each")
+    error: str | None = Field(description="why the job failed, when it did")
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: JobView) -> JobOut:
+        counts = CountsOut.model_validate(job.counts) if job.counts is not None else None
+        return cls(
+            job_id=job.job_id,
+            mode=job.mode,
+            trigger=job.trigger,
+            state=job.state,
+            progress=ProgressOut(phase=job.phase, done=job.done, total=job.total),
+            counts=counts,
+            errors=list(job.errors),
+            error=job.error,
+            cancel_requested=job.cancel_requested,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobOut] = Field(description="this server's recent jobs, newest first")
+
+
+class StatusOut(BaseModel):
+    photos: int = Field(description="photos with a vector, i.e. findable")
+    files: int = Field(description="distinct photos seen in the library")
+    last_index_at: datetime | None
+    indexing: bool
+    problem: str | None
+    running_job_id: str | None
+    next_scheduled_index_at: datetime | None
+
+
+class PhotoOut(BaseModel):
+    photo_id: str
+    path: str = Field(description="path relative to the library")
+    size: int = Field(description="bytes")
+    width: int
+    height: int
+    taken_at: datetime | None
+    gps_lat: float | None
+    gps_lon: float | None
+    description: str | None
+    describer: str | None
+    indexed: bool = Field(description="has a vector, i.e. can be recommended")
+
+
+class UploadOut(BaseModel):
+    photo_id: str
+    path: str = Field(description="where it was saved, relative to the library")
+    width: int
+    height: int
+    status: UploadIndexing = Field(
+        description="started: a job indexes it now; queued: a job runs after the current one; "
+        "busy: another process is indexing, the next run picks it up"
+    )
+    job_id: str | None = Field(description="the job that was started, or the one running")
+    indexed: bool = False
+    message: str
+
+
+class DeletedOut(BaseModel):
+    photo_id: str
+    removed_from_index: bool
+    files_deleted: list[str] = Field(description="paths relative to the library")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    embedding_model: str
+    photos: int
+    problem: str | None = Field(description="e.g. the index needs `peitu index --rebuild`")
