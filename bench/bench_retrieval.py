@@ -5,7 +5,7 @@ For each: embedding throughput of the document encoding (descriptions/s over all
 index run, then query latency of `PeiTu.recommend` without rerank over N queries: the first
 stage alone (embed + search, fusion included) and the whole call. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_retrieval.py [--photos 2000] [--queries 300] [--model PATH]
+    .venv/bin/python bench/bench_retrieval.py [--photos 2000] [--queries 300] [--model PATH] [--all]
 """
 
 from __future__ import annotations
@@ -90,12 +90,16 @@ def main() -> None:
     )
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--model", default=str(REPO / "models" / "m3e-small"))
+    parser.add_argument("--all", action="store_true", help="also the centroid and hybrid stages")
     args = parser.parse_args()
     embedder = SentenceTransformerEmbedder(args.model)
     embedder.load()
     print(f"model {embedder.model_name}, {args.photos} photos, {args.queries} queries")
     _bench_stage("old", OLD, args, embedder)
-    _bench_stage("new", RetrievalSettings(), args, embedder)
+    _bench_stage("new (default)", RetrievalSettings(), args, embedder)
+    if args.all:
+        _bench_stage("centroid", RetrievalSettings(document_encoding="centroid"), args, embedder)
+        _bench_stage("hybrid", RetrievalSettings(keyword_weight=0.2), args, embedder)
 
 
 if __name__ == "__main__":

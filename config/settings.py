@@ -83,11 +83,15 @@ class IndexingSettings(BaseModel):
 
 
 class RetrievalSettings(BaseModel):
-    """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`)."""
+    """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`).
+
+    Defaults are the `peitu eval` winner on ../shared/eval (issue 6); changing
+    `document_encoding` or `whole_weight` needs `peitu index --rebuild`.
+    """
 
     document_encoding: Literal["whole", "centroid", "mixture"] = "mixture"
     whole_weight: float = Field(default=0.3, ge=0.0, le=1.0)  # "mixture": share of the whole text
-    keyword_weight: float = Field(default=0.2, ge=0.0, le=1.0)  # 0 = dense order only
+    keyword_weight: float = Field(default=0.0, ge=0.0, le=1.0)  # 0 = dense order only
     fusion: Literal["zscore", "rrf"] = "zscore"
     rrf_k: int = Field(default=60, ge=1)
     candidate_pool: int = Field(default=100, ge=1, le=1000)  # dense hits the fusion re-orders

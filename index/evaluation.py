@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hybrid-whole": {"document_encoding": "whole", "keyword_weight": 0.2},
     "hybrid-centroid": {"document_encoding": "centroid", "keyword_weight": 0.2},
     "hybrid": {"document_encoding": "mixture", "keyword_weight": 0.2},
+    "hybrid-rrf": {"document_encoding": "mixture", "keyword_weight": 0.3, "fusion": "rrf"},
 }
 
 

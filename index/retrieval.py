@@ -232,11 +232,12 @@ class HybridRetriever:
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """The first stage as configured (`Settings.retrieval`); defaults are the measured winner."""
+    """The first stage as configured (`Settings.retrieval`, whose defaults are the measured
+    winner). These defaults are the old first stage, matching `ChromaStore`'s default identity."""
 
     encoder: DocumentEncoder = DocumentEncoder()
-    fusion: FusionParams = FusionParams()
-    strip_filler: bool = True
+    fusion: FusionParams = FusionParams(weight=0.0)
+    strip_filler: bool = False
 
 
 def make_retriever(

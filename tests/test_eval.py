@@ -19,6 +19,7 @@ from index.evaluation import (
     retrieval_metrics,
 )
 from tests.support.core_fixtures import EVAL_DIR
+from tests.support.openai_server import FakeOpenAIServer
 
 # 1-based rank of the one relevant photo per query; None = not returned.
 RANKS: list[int | None] = [1, 3, None, 10]
@@ -102,8 +103,9 @@ def test_eval_cli_measures_the_recommend_path(
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
     assert metrics["recall@10"] >= metrics["recall@5"] >= metrics["recall@1"]
     assert metrics["recall@1"] <= metrics["mrr@10"] <= metrics["recall@10"]
-    # Observed 0.58 with the default first stage (0.54 with the old whole-text vectors).
-    assert metrics["recall@1"] >= 0.50
+    # Observed 0.53 with the default first stage on these 150 (0.54-0.56 with whole-text
+    # vectors: 150 queries are too few to rank variants; the full set is for that).
+    assert metrics["recall@1"] >= 0.45
     assert report["counts"] == {
         "images": 159,
         "gallery": 159,
@@ -132,3 +134,20 @@ def test_eval_cli_reports_a_missing_captions_file(
     code = main(["eval", "--captions", str(tmp_path / "none.jsonl"), "--images", str(tmp_path)])
     assert code == 1
     assert "captions file not found" in capsys.readouterr().err
+
+
+def test_eval_cli_reranks_through_the_llm_when_asked(
+    eval_env: Path,
+    openai_server: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("PEITU_RERANK__BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("PEITU_RERANK__MODEL", "fake-chat")
+    monkeypatch.setenv("PEITU_RERANK__API_KEY", "test-key")
+    argv = ["eval", "--captions", str(EVAL_DIR / "captions.jsonl")]
+    argv += ["--images", str(EVAL_DIR / "images"), "--limit", "10", "--rerank", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rerank"] is True and report["counts"]["queries"] == 10
+    assert len(openai_server.requests_of("rerank")) == 10

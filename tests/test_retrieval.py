@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import chromadb
@@ -30,7 +30,7 @@ from index.store import ChromaStore
 class TableEmbedder:
     """Fixed unit vectors per text, so the encoding arithmetic can be checked exactly."""
 
-    def __init__(self, table: dict[str, Sequence[float]]) -> None:
+    def __init__(self, table: Mapping[str, Sequence[float]]) -> None:
         self._table = {text: np.asarray(v, dtype=np.float32) for text, v in table.items()}
         self.calls: list[list[str]] = []
 
