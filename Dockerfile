@@ -13,6 +13,11 @@ ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
     PYTHONUNBUFFERED=1 \
     PEITU_SETUP_RUNTIME_ONLY=1
 
+# tzdata: TZ (see .env.example) sets the local time of schedules and of words like 今天.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tzdata \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --gid 1000 peitu \
     && useradd --uid 1000 --gid peitu --create-home --shell /usr/sbin/nologin peitu \
     && mkdir -p /app /data /photos \

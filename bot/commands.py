@@ -179,11 +179,12 @@ def recommend_text(
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
     lines.append(title or f"为「{_short(result.query, 20)}」挑了 {count} 张照片：")
     lines += [f"{n}. {_one_line(r.reason)}" for n, r in enumerate(result.results, start=1)]
-    notes = [part for part in (result.message or "").split("；") if part.strip()]
-    notes = [part for part in notes if not part.startswith(_CORE_RERANK_NOTE)]
+    parts = [part for part in (result.message or "").split("；") if part.strip()]
+    notes = [part for part in parts if not part.startswith(_CORE_RERANK_NOTE)]
     if notes:
         lines.append("注：" + "；".join(notes))
-    if not similar and not result.reranked:
+    # Only a failed rerank is worth a note: with reranking switched off, vector order is the plan.
+    if not similar and not result.reranked and len(notes) < len(parts):
         lines.append(NOTE_NOT_RERANKED)
     return "\n".join(lines)
 
@@ -219,7 +220,8 @@ def error_text(error: PeiTuError) -> str:
 
 
 def _when(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M") if moment is not None else "还没有索引过"
+    # Stored in UTC; the person reads the server's local time.
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M") if moment is not None else "还没有索引过"
 
 
 def _one_line(text: str) -> str:

@@ -85,7 +85,10 @@ def _has_sendable_format(path: Path) -> bool:
 
 def _cache_key(path: Path, size: int, max_side: int, max_bytes: int) -> str:
     """Changes when the file (path, size, mtime) or the limits change."""
-    mtime_ns = path.stat().st_mtime_ns
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError as error:  # gone between the size check and now
+        raise PhotoUnreadable(str(path), "not_found", str(error)) from error
     text = f"{path.resolve()}|{size}|{mtime_ns}|{max_side}|{max_bytes}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

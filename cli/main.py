@@ -60,9 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bot", help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT)")
     serve = sub.add_parser("serve", help="run the admin HTTP server and web page")
     serve.add_argument("--host", help="bind address (default: PEITU_SERVER__HOST)")
-    serve.add_argument("--port", type=int, help="port (default: PEITU_SERVER__PORT)")
+    serve.add_argument("--port", type=_port, help="port (default: PEITU_SERVER__PORT)")
     sub.add_parser("status", help="how many photos are indexed and when the last run was")
     return parser
+
+
+def _port(text: str) -> int:
+    """A TCP port number, or argparse's one-line error."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1 to 65535)")
+    return int(text)
 
 
 def _handlers() -> dict[str, Handler]:

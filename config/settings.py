@@ -113,7 +113,9 @@ class WechatSettings(BaseModel):
     allow_rooms: list[str] = Field(default_factory=list)
     rate_limit_per_minute: int = Field(default=6, ge=0)  # 0 = no limit
     max_text_chars: int = Field(default=300, ge=10)
-    max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=100_000)
+    # A photo travels base64-encoded in one gRPC message, and puppet-service gateways take at
+    # most 4 MiB a message: 3 MB of JPEG is the most that fits. Bigger photos go as a copy.
+    max_image_bytes: int = Field(default=2 * 1024 * 1024, ge=100_000, le=3_000_000)
 
 
 class Settings(BaseSettings):

@@ -22,7 +22,7 @@ from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.embed import SentenceTransformerEmbedder
-from index.errors import LibraryNotFound
+from index.errors import IndexBusy, LibraryNotFound
 from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.lock import IndexLock
@@ -118,7 +118,12 @@ class PeiTu:
     def recommend(
         self, text: str, top_k: int | None = None, *, rerank: bool = True
     ) -> RecommendResult:
-        return self.recommender.recommend(text, top_k, rerank=rerank)
+        """Best photos for `text`; raises `IndexBusy` when the index is empty because a job is
+        (re)building it, so the person hears "try again soon" rather than "index your photos"."""
+        result = self.recommender.recommend(text, top_k, rerank=rerank)
+        if not result.results and self.store.count() == 0 and self.lock.busy():
+            raise IndexBusy(self.lock.holder())
+        return result
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image: describe it, then search by that description."""

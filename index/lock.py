@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,10 +38,8 @@ class IndexLock:
     def _file_lock(self, job_id: str) -> Iterator[None]:
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise IndexBusy(self.holder()) from None
+            if not _take_exclusive(fd):
+                raise IndexBusy(self.holder())
             os.ftruncate(fd, 0)
             os.write(fd, job_id.encode())
             yield
@@ -49,14 +48,17 @@ class IndexLock:
 
     def busy(self) -> bool:
         """True when some thread or process holds the lock now."""
+        if self._thread_lock.locked():
+            return True
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A shared probe: it conflicts only with a holder, never with another probe.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
         finally:
             os.close(fd)
-        return self._thread_lock.locked()
+        return False
 
     def holder(self) -> str | None:
         """The job id last written by a holder (meaningful while `busy()`)."""
@@ -64,3 +66,18 @@ class IndexLock:
             return self._path.read_text().strip() or None
         except OSError:
             return None
+
+
+def _take_exclusive(fd: int, patience_s: float = 0.5) -> bool:
+    """Take the exclusive flock, waiting out a `busy()` probe's brief shared hold.
+
+    A real holder keeps the lock for the whole job, so giving up after `patience_s` is safe."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
 from index.app import PeiTu
-from server.auth import require_admin
+from server.auth import ApiGuard, require_admin
 from server.context import ServerContext
 from server.errors import UploadTooLarge, install_error_handlers
 from server.jobs import JobManager
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 UPLOAD_PATHS = frozenset({"/api/photos", "/api/search/similar"})
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+MAX_JSON_BODY_BYTES = 64 * 1024  # {"text": ...} and {"mode": ...} are tiny
 
 
 def create_app(app: PeiTu, settings: Settings) -> FastAPI:
@@ -48,6 +49,7 @@ def create_app(app: PeiTu, settings: Settings) -> FastAPI:
     api.state.ctx = ctx
     install_error_handlers(api)
     api.add_middleware(UploadSizeLimit, max_body_bytes=ctx.max_upload_bytes + _MULTIPART_OVERHEAD)
+    api.add_middleware(ApiGuard, expected=ctx.admin_token)  # outside the size limit: 401 first
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     api.include_router(health.router)
     api.include_router(_api_router())
@@ -77,19 +79,30 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
 
 
 class UploadSizeLimit:
-    """Refuses upload bodies over the limit with 413, before they are spooled to disk."""
+    """Refuses bodies over the limit with 413 before they are read in or spooled to disk:
+    uploads up to the upload limit, any other `/api` body (JSON) up to `MAX_JSON_BODY_BYTES`."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self._app = app
         self._max = max_body_bytes
 
+    def _limit(self, path: str) -> tuple[int, HTTPException] | None:
+        if path in UPLOAD_PATHS:
+            return self._max, UploadTooLarge(self._max - _MULTIPART_OVERHEAD)
+        if path.startswith("/api"):
+            return MAX_JSON_BODY_BYTES, HTTPException(
+                413, f"the request body is larger than {MAX_JSON_BODY_BYTES // 1024} KB"
+            )
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in UPLOAD_PATHS:
+        limit = self._limit(str(scope["path"])) if scope["type"] == "http" else None
+        if limit is None:
             await self._app(scope, receive, send)
             return
+        most, too_large = limit
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._max:
-            too_large = UploadTooLarge(self._max - _MULTIPART_OVERHEAD)
+        if declared.isdigit() and int(declared) > most:
             response = JSONResponse({"detail": too_large.detail}, status_code=413)
             await response(scope, receive, send)
             return
@@ -99,8 +112,8 @@ class UploadSizeLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self._max:  # a chunked body that does not say its length
-                raise UploadTooLarge(self._max - _MULTIPART_OVERHEAD)
+            if seen > most:  # a chunked body that does not say its length
+                raise too_large
             return dict(message)
 
         await self._app(scope, counted, send)

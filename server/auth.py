@@ -6,9 +6,12 @@ import hmac
 import ipaddress
 import logging
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +39,85 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+def auth_problem(
+    expected: str | None,
+    authorization: str | None,
+    client: str,
+    host_header: str,
+    origin: str | None,
+) -> str | None:
+    """Why a request to `/api` is refused, or None when it may go on.
+
+    With a token: the bearer token must match. Without one (a loopback-only server): the client,
+    the Host it asked for and any Origin must all be this machine, so neither another machine nor
+    a web page the user visits (cross-site request, DNS rebinding) can drive the admin API."""
+    if expected is None:
+        local = is_loopback(client) and is_loopback(_host_name(host_header))
+        if not local or (origin is not None and not _origin_is_loopback(origin)):
+            return "no admin token is configured: /api answers this machine's own clients only"
+        return None
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "missing bearer token: send 'Authorization: Bearer <PEITU_ADMIN_TOKEN>'"
+    if not token_matches(given.strip(), expected):
+        log.warning("wrong admin token from %s", client or "?")
+        return "wrong admin token"
+    return None
+
+
+def _host_name(host_header: str) -> str:
+    """The host part of a Host header ("127.0.0.1:8000", "[::1]:8000", "localhost")."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
+
+
+def _origin_is_loopback(origin: str) -> bool:
+    return is_loopback(_host_name(urlsplit(origin).netloc)) if origin != "null" else False
+
+
 def require_admin(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Dependency of every `/api` route: the admin token, or a loopback client when none is set."""
-    expected: str | None = request.app.state.ctx.admin_token
-    if expected is None:
-        client = request.client.host if request.client else ""
-        if not is_loopback(client):  # main.run refuses this setup; this is the second line
-            raise _unauthorized("no admin token is configured: /api answers loopback clients only")
-        return
-    if credentials is None:
-        raise _unauthorized(
-            "missing bearer token: send 'Authorization: Bearer <PEITU_ADMIN_TOKEN>'"
+    """Dependency of every `/api` route (`_credentials` puts the bearer scheme in OpenAPI);
+    `ApiGuard` has already refused bad requests before their body was read: a second line."""
+    problem = auth_problem(
+        request.app.state.ctx.admin_token,
+        request.headers.get("authorization"),
+        request.client.host if request.client else "",
+        request.headers.get("host", ""),
+        request.headers.get("origin"),
+    )
+    if problem is not None:
+        raise _unauthorized(problem)
+
+
+class ApiGuard:
+    """Refuses unauthorised `/api` requests with 401 before their body is read, so nobody
+    without the token can make the server take in a large body."""
+
+    def __init__(self, app: ASGIApp, expected: str | None) -> None:
+        self._app = app
+        self._expected = expected
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope["path"]).startswith("/api"):
+            await self._app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        client = scope.get("client")
+        problem = auth_problem(
+            self._expected,
+            headers.get("authorization"),
+            client[0] if client else "",
+            headers.get("host", ""),
+            headers.get("origin"),
         )
-    if not token_matches(credentials.credentials, expected):
-        log.warning("wrong admin token from %s", request.client.host if request.client else "?")
-        raise _unauthorized("wrong admin token")
+        if problem is None:
+            await self._app(scope, receive, send)
+            return
+        response = JSONResponse(
+            {"detail": problem}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+        await response(scope, receive, send)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -163,6 +164,24 @@ def test_status_text() -> None:
     assert text == "相册里已索引 1234 张照片。\n上次索引：2024-05-01 14:30"
     busy = status_text(FakeStatus(photos=0, last_index_at=None, indexing=True))
     assert "还没有索引过" in busy and "正在索引中" in busy
+
+
+def test_status_time_is_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        text = status_text(
+            FakeStatus(photos=1, last_index_at=datetime(2024, 5, 1, 22, 30, tzinfo=UTC))
+        )
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert text.endswith("上次索引：2024-05-02 06:30")
+
+
+def test_recommend_text_with_reranking_switched_off_has_no_note() -> None:
+    text = recommend_text(_result(["蓝天"], reranked=False, message=None))
+    assert text.splitlines() == ["为「今天蓝天白云」挑了 1 张照片：", "1. 蓝天"]
 
 
 def test_help_usage_unknown_use_the_prefix() -> None:

@@ -163,3 +163,13 @@ def test_config_file_is_read(tmp_path: Path, m3e_path: Path) -> None:
     config.write_text("top_k_initial = 3\ntop_k_final = 4\n", encoding="utf-8")
     proc = peitu(_env(tmp_path, m3e_path), "--config", str(config), "status")
     assert proc.returncode == 2 and "top_k_final (4) cannot exceed top_k_initial (3)" in proc.stderr
+
+
+@pytest.mark.parametrize("port", ["70000", "0", "http"])
+def test_serve_refuses_a_port_out_of_range(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", port])
+    assert exited.value.code == 2
+    assert f"{port!r} is not a port number (1 to 65535)" in capsys.readouterr().err

@@ -132,6 +132,16 @@ def test_empty_index_says_so(
     assert result.results == [] and result.message is not None and "peitu index" in result.message
 
 
+def test_an_index_being_built_from_nothing_is_busy_not_empty(
+    make_settings: SettingsFactory, embedder: SentenceTransformerEmbedder
+) -> None:
+    app = build_app(make_settings(), embedder=embedder)
+    with app.lock.hold("first-run"), pytest.raises(IndexBusy) as raised:
+        app.recommend("今天蓝天白云", rerank=False)
+    assert raised.value.running_job_id == "first-run"
+    app.close()
+
+
 def test_missing_library_is_a_clear_error(
     make_settings: SettingsFactory, tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> None:

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response, status
 
-from server.context import Ctx
+from index.app import IndexStatus
+from server.context import Ctx, ServerContext
 from server.jobs import JobView
 from server.schemas import BusyOut, ErrorOut, JobCreatedOut, JobIn, JobListOut, JobOut, StatusOut
 
@@ -70,12 +71,10 @@ async def cancel_job(job_id: str, ctx: Ctx) -> JobOut:
     return JobOut.of(job)
 
 
-@router.get("/status", response_model=StatusOut, responses={409: {"model": ErrorOut}})
+@router.get("/status", response_model=StatusOut)
 async def index_status(ctx: Ctx) -> StatusOut:
     """How many photos are indexed, when the last run was, whether one runs now."""
-    current = await asyncio.to_thread(ctx.app.status)
-    running = ctx.jobs.running()
-    holder = running.job_id if running else (ctx.app.lock.holder() if current.indexing else None)
+    current, holder = await asyncio.to_thread(_status_and_holder, ctx)
     return StatusOut(
         photos=current.photos,
         files=current.files,
@@ -85,3 +84,11 @@ async def index_status(ctx: Ctx) -> StatusOut:
         running_job_id=holder,
         next_scheduled_index_at=ctx.scheduler.next_run_at(),
     )
+
+
+def _status_and_holder(ctx: ServerContext) -> tuple[IndexStatus, str | None]:
+    """The index status and the id of the job running now (ours, or another process's)."""
+    current = ctx.app.status()
+    running = ctx.jobs.running()
+    holder = running.job_id if running else (ctx.app.lock.holder() if current.indexing else None)
+    return current, holder

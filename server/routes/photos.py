@@ -64,7 +64,7 @@ async def upload_photo(
     ctx: Ctx,
 ) -> UploadOut:
     """Save a photo into `<library>/uploads/` and start indexing it."""
-    library = _library(ctx)
+    library = await asyncio.to_thread(_library, ctx)
     data = await read_upload(file, ctx.max_upload_bytes)
     max_pixels = ctx.settings.indexing.max_pixels
     image = await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
@@ -125,7 +125,7 @@ async def get_thumbnail(
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    path = _photo_path(ctx, photo_id)
+    path = await asyncio.to_thread(_photo_path, ctx, photo_id)
     limits = ctx.settings.indexing
     max_bytes = int(limits.max_file_mb * 1024 * 1024)
     jpeg = await asyncio.to_thread(

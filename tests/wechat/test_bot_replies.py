@@ -11,6 +11,7 @@ from PIL import Image
 
 from bot.commands import NOTE_NOT_RERANKED, SORRY
 from bot.handler import Outcome
+from config.settings import WechatSettings
 from index.errors import IndexBusy, IndexMismatch
 from tests.support.badfiles import encode, noise_image
 from tests.wechat.conftest import StartWechat
@@ -59,6 +60,22 @@ def test_photos_are_sent_in_order_and_converted_when_needed(
     assert Image.open(photos["webp"]).format == "WEBP"
 
 
+def test_a_phone_sized_photo_arrives_within_the_default_limit(
+    start_wechat: StartWechat, tmp_path: Path
+) -> None:
+    """A 6 MB camera JPEG would break the gateway's 4 MiB gRPC message limit if sent as is."""
+    big = write(
+        tmp_path / "camera.jpg", encode(noise_image(2000, 1500, seed=4), "JPEG", quality=97)
+    )
+    assert big.stat().st_size > 4 * 1024 * 1024
+    default_limit = WechatSettings().max_image_bytes
+    chat = start_wechat(FakeFinder(files=[big]))
+    chat.say("/配图 海边")
+    _, files = chat.reply(photos=1)
+    assert files[0]["fileName"] == "camera.jpg" and files[0]["magic"].startswith("ffd8ff")
+    assert files[0]["bytes"] <= default_limit
+
+
 def test_a_photo_gone_from_the_library_is_left_out(
     start_wechat: StartWechat, photos: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -73,7 +90,8 @@ def test_a_photo_gone_from_the_library_is_left_out(
 def test_vector_order_answer_carries_a_note(
     start_wechat: StartWechat, photos: dict[str, Path]
 ) -> None:
-    chat = start_wechat(FakeFinder(files=[photos["small"]], reranked=False))
+    failed = "智能排序暂不可用，已按相似度排列（timed out）"
+    chat = start_wechat(FakeFinder(files=[photos["small"]], reranked=False, message=failed))
     chat.say("/配图 海边")
     text, _ = chat.reply(photos=1)
     assert text["text"].endswith(NOTE_NOT_RERANKED)
