@@ -64,6 +64,7 @@ class Incoming(Protocol):
 
 class Outcome(StrEnum):
     IGNORED = "ignored"  # not a command, or a room message without the needed @-mention
+    OWN_MESSAGE = "own_message"  # sent by the bot's account itself: never answered
     NOT_ALLOWED = "not_allowed"
     IMAGE_KEPT = "image_kept"  # remembered for a later /相似
     REPLIED = "replied"

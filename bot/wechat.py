@@ -165,8 +165,9 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
         outcome = Outcome.FAILED
         try:
             if msg.is_self():  # the bot's own replies come back as messages too
-                return
-            outcome = await self._handler.handle(await WechatIncoming.read(msg))
+                outcome = Outcome.OWN_MESSAGE
+            else:
+                outcome = await self._handler.handle(await WechatIncoming.read(msg))
         except Exception:  # a broken connection or payload: log it, keep serving others
             log.exception("could not handle message %s", msg.message_id)
         if self._on_handled is not None:

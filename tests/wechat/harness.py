@@ -79,6 +79,7 @@ class WechatHarness:
         self.log_path = log_path
         self.events: queue.Queue[Event] = queue.Queue()
         self.outcomes: queue.Queue[Outcome] = queue.Queue()
+        self.own_messages: queue.Queue[Outcome] = queue.Queue()
         self.bot: PeiTuBot | None = None
         self.ids: Event = {}
         self.port = 0
@@ -153,7 +154,8 @@ class WechatHarness:
             )
 
     def _handled(self, _message_id: str, outcome: Outcome) -> None:
-        self.outcomes.put(outcome)
+        # The bot's own messages (its replies among them) are counted apart from people's.
+        (self.own_messages if outcome is Outcome.OWN_MESSAGE else self.outcomes).put(outcome)
 
     def close(self) -> None:
         """Stop the bot (cancel its task), close the gateway's stdin, stop the loop thread."""
@@ -208,9 +210,13 @@ class WechatHarness:
         file: Path | None = None,
         room: bool = False,
         mention: bool = False,
+        as_bot: bool = False,
     ) -> None:
-        """A person sends text or an image file, in a 1:1 chat or in the room "Family"."""
+        """A person sends text or an image file, in a 1:1 chat or in the room "Family"; with
+        `as_bot` the bot's own account writes it (to `sender`, or in the room)."""
         command: Event = {"cmd": "say", "from": sender, "room": room, "mention": mention}
+        if as_bot:
+            command["self"] = True
         if file is not None:
             command["file"] = str(file)
         else:

@@ -200,6 +200,20 @@ def test_not_on_the_allow_list_gets_nothing(start_wechat: StartWechat, peitu: Pe
     assert chat.bot_said() == []
 
 
+def test_the_bots_own_messages_are_never_answered(start_wechat: StartWechat, peitu: PeiTu) -> None:
+    chat = start_wechat(peitu)
+    chat.say(f"/配图 {SEA}", as_bot=True)  # e.g. typed on the account's phone
+    chat.say(f"/配图 {SEA}", as_bot=True, room=True, mention=True)
+    for _ in range(2):
+        assert chat.own_messages.get(timeout=60) is Outcome.OWN_MESSAGE
+    chat.say("/帮助")
+    assert chat.next_outcome() is Outcome.REPLIED  # the first message from a person
+    said = chat.bot_said()  # the two messages themselves, then the one reply to Alice
+    assert [e.get("text", "").endswith(f"/配图 {SEA}") for e in said] == [True, True, False]
+    assert "/配图" in said[-1]["text"] and said[-1]["to"] == chat.ids["aliceId"]
+    assert not any(e.get("fileName") for e in said)
+
+
 def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: PeiTu) -> None:
     chat = start_wechat(peitu, allow_rooms=["Family"])
     chat.say("/帮助", sender="Bob")

@@ -3,6 +3,7 @@
 // stdout: one JSON object per line (events). stdin: one JSON command per line.
 //   {"cmd": "say", "from": "Alice", "text": "...", "room": true, "mention": true}
 //   {"cmd": "say", "from": "Bob", "file": "/abs/path/photo.jpg"}
+//   {"cmd": "say", "from": "Alice", "text": "...", "self": true}   (the bot's account to Alice)
 //   {"cmd": "quit"}
 // events: ready, mock-login, injected, bot-said (text, or fileName/mediaType/bytes/magic/sha256)
 'use strict'
@@ -83,8 +84,9 @@ function handle (line) {
   let cmd
   try { cmd = JSON.parse(line) } catch (e) { return out({ event: 'error', error: String(e) }) }
   if (cmd.cmd === 'say') {           // a human user sends something to the bot
-    const who = contactNamed(cmd.from || 'Anon')
-    const to = cmd.room ? room : bot
+    // "self": the bot's own account writes (from another device) to the person "from"
+    const who = cmd.self ? bot : contactNamed(cmd.from || 'Anon')
+    const to = cmd.room ? room : (cmd.self ? contactNamed(cmd.from || 'Anon') : bot)
     // mock caches toJSON() of the box: File boxes are not JSON-serialisable, Base64 ones are
     const what = cmd.file
       ? FileBox.fromBase64(fs.readFileSync(cmd.file).toString('base64'), path.basename(cmd.file))
