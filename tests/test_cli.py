@@ -135,6 +135,44 @@ def test_recommend_falls_back_when_the_llm_answers_garbage(
     assert result["results"] and openai_server.calls["rerank"] >= 1
 
 
+def test_recommend_batch_prints_one_object_per_text_and_no_rerank_skips_the_llm(
+    tmp_path: Path, m3e_path: Path, small_library: SmallLibrary, openai_server: FakeOpenAIServer
+) -> None:
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(small_library.root))
+    _json(peitu(env, "index", "--descriptions", str(small_library.descriptions), "--json"))
+    env.update(
+        PEITU_RERANK__ENABLED="true",
+        PEITU_RERANK__BASE_URL=openai_server.base_url,
+        PEITU_RERANK__MODEL="fake-chat",
+        PEITU_SIMILARITY_THRESHOLD="0",
+    )
+    wanted = [small_library.photos[n] for n in (2, 7, 11)]
+    batch = tmp_path / "texts.txt"
+    batch.write_text("\n".join([wanted[0].captions[4], "", *(w.captions[4] for w in wanted[1:])]))
+
+    for flags, rerank_calls in (((), 3), (("--no-rerank",), 0)):
+        before = openai_server.calls["rerank"]
+        proc = peitu(env, "recommend", "--batch", str(batch), "--top-k", "5", *flags)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert [line["query"] for line in lines] == [w.captions[4] for w in wanted]  # blank skipped
+        assert all(line["reranked"] is (rerank_calls > 0) for line in lines)
+        assert openai_server.calls["rerank"] - before == rerank_calls
+        found = sum(
+            w.rel_path in [r["path"] for r in line["results"]]
+            for w, line in zip(wanted, lines, strict=True)
+        )
+        assert found >= 2  # another caption of the photo finds it in the top 5
+
+
+def test_recommend_batch_with_a_missing_file_is_a_clear_error(
+    tmp_path: Path, m3e_path: Path
+) -> None:
+    proc = peitu(_env(tmp_path, m3e_path), "recommend", "--batch", str(tmp_path / "none.txt"))
+    assert proc.returncode == 1
+    assert "batch file not found" in proc.stderr
+
+
 def test_bad_setting_stops_with_one_clear_line(tmp_path: Path, m3e_path: Path) -> None:
     proc = peitu(_env(tmp_path, m3e_path, PEITU_TOP_K_INITIAL="many"), "recommend", "海边")
     assert proc.returncode == 2

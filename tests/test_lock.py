@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -46,50 +48,45 @@ def test_busy_follows_a_holder_in_this_process(tmp_path: Path) -> None:
     assert not lock.busy()
 
 
-def test_a_holder_in_another_process_is_seen_and_refused(tmp_path: Path) -> None:
-    path = tmp_path / "index.lock"
+@contextmanager
+def child_process(script: str, lock_path: Path, says: str) -> Iterator[None]:
+    """Run `script` over the lock in another process until the block ends (its stdin closes)."""
     child = subprocess.Popen(
-        [sys.executable, "-c", HOLD_IN_CHILD, str(path), str(REPO)],
+        [sys.executable, "-c", script, str(lock_path), str(REPO)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        assert child.stdout is not None and child.stdout.readline().strip() == says
+        yield
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+
+
+def test_a_holder_in_another_process_is_seen_and_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.lock"
+    with child_process(HOLD_IN_CHILD, path, "held"):
         lock = IndexLock(path)
         assert lock.busy()
         with pytest.raises(IndexBusy) as raised, lock.hold("mine"):
             pass
         assert raised.value.running_job_id == "child-job"
-    finally:
-        assert child.stdin is not None
-        child.stdin.write("\n")
-        child.stdin.close()
-        child.wait(timeout=30)
     assert not IndexLock(path).busy()
 
 
 def test_status_probes_never_make_a_job_fail(tmp_path: Path) -> None:
     """`busy()` is polled by /readyz, /metrics, the page and other processes while jobs start."""
     path = tmp_path / "index.lock"
-    prober = subprocess.Popen(
-        [sys.executable, "-c", PROBE_IN_CHILD, str(path), str(REPO)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
     lock = IndexLock(path)
     failures = 0
-    try:
-        assert prober.stdout is not None and prober.stdout.readline().strip() == "probing"
+    with child_process(PROBE_IN_CHILD, path, "probing"):
         for number in range(2000):
             try:
                 with lock.hold(f"job-{number}"):
                     pass
             except IndexBusy:
                 failures += 1
-    finally:
-        assert prober.stdin is not None
-        prober.stdin.close()
-        prober.wait(timeout=30)
     assert failures == 0
