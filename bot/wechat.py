@@ -57,6 +57,23 @@ def puppet_options(settings: WechatSettings) -> PuppetOptions:
     return PuppetOptions(end_point=endpoint, token=token)
 
 
+async def _check_reachable(endpoint: str, timeout_s: float = 3.0) -> None:
+    """Raise `OSError` unless a TCP connection to the endpoint opens in time.
+
+    wechaty-puppet-service checks this itself with a blocking telnet call, which would stall
+    every reply in progress; `wx_compat` turns that check off and this one runs instead."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout_s
+        )
+    except TimeoutError:
+        raise OSError(f"no answer from {endpoint} within {timeout_s:g} s") from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
 def _check_host_port(endpoint: str) -> None:
     host, _, port = endpoint.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -198,6 +215,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
         before it closes the connection.
         """
         try:
+            await _check_reachable(self.endpoint)
             await self.init_puppet()
             await self.init_puppet_event_bridge(self.puppet)
             await self.puppet.start()  # returns when the event stream ends

@@ -65,6 +65,10 @@ class _QuietWechaty(logging.Filter):
         return True
 
 
+def _reachable_checked_elsewhere(end_point: str) -> bool:
+    return True
+
+
 def _patch() -> None:
     os.environ.setdefault("CACHE_DIR", _default_cache_dir())
     os.environ.setdefault("WECHATY_LOG", "warn")
@@ -77,6 +81,11 @@ def _patch() -> None:
     if not hasattr(urllib3, "get_host"):
         urllib3.get_host = _get_host  # type: ignore[attr-defined]
     import wechaty_puppet.schemas.puppet as puppet_schema
+    import wechaty_puppet_service.puppet as puppet_service
+
+    # Its blocking telnet reachability check would stall the event loop on every (re)connect:
+    # bot.wechat checks the endpoint asynchronously before each connection instead.
+    puppet_service.ping_endpoint = _reachable_checked_elsewhere  # type: ignore[attr-defined]
 
     puppet_schema.PuppetOptions.__hash__ = object.__hash__
 
