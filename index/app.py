@@ -22,7 +22,7 @@ from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexBusy, LibraryNotFound
+from index.errors import IndexBusy, IndexMismatch, LibraryNotFound
 from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.lock import IndexLock
@@ -118,9 +118,15 @@ class PeiTu:
     def recommend(
         self, text: str, top_k: int | None = None, *, rerank: bool = True
     ) -> RecommendResult:
-        """Best photos for `text`; raises `IndexBusy` when the index is empty because a job is
-        (re)building it, so the person hears "try again soon" rather than "index your photos"."""
-        result = self.recommender.recommend(text, top_k, rerank=rerank)
+        """Best photos for `text`. Raises `IndexBusy` when the index cannot answer yet because
+        a job is building it (empty, or built with another model and being rebuilt), so the
+        person hears "try again soon" rather than "index your photos" or "rebuild"."""
+        try:
+            result = self.recommender.recommend(text, top_k, rerank=rerank)
+        except IndexMismatch:
+            if self.lock.busy():
+                raise IndexBusy(self.lock.holder()) from None
+            raise
         if not result.results and self.store.count() == 0 and self.lock.busy():
             raise IndexBusy(self.lock.holder())
         return result

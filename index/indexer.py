@@ -80,18 +80,30 @@ class Indexer:
             raise self._store.mismatch
         run_id = self._catalog.start_run(mode)
         report = IndexReport()
+        # A rebuild fills a new collection while the current one goes on answering queries.
+        target = self._store.start_rebuild() if mode == "rebuild" else self._store
         if mode == "rebuild":
-            self._store.reset()
             self._catalog.forget_embedded()
         photos = self._scan(library, report, report_progress)
-        self._remove_missing(photos, report)
+        self._remove_missing(target, photos, report)
         if not stop.is_set():
             self._describe_missing(photos, report, report_progress, stop)
         if not stop.is_set():
-            self._embed_changed(photos, report, report_progress, stop)
+            self._embed_changed(target, photos, report, report_progress, stop)
         report.cancelled = stop.is_set()
+        if target is not self._store:
+            self._finish_rebuild(target, report.cancelled)
         self._catalog.finish_run(run_id, report)
         return report
+
+    def _finish_rebuild(self, rebuilt: ChromaStore, cancelled: bool) -> None:
+        """Swap the rebuilt collection in; after a cancel keep the old one (the catalog has
+        forgotten its vectors, so the next run embeds them again: no vision call)."""
+        if cancelled:
+            rebuilt.drop()
+            self._catalog.forget_embedded()
+            return
+        self._store.adopt(rebuilt)
 
     # --- scan --------------------------------------------------------------------------------
     def _scan(
@@ -136,11 +148,13 @@ class Indexer:
         report.removed = len(old_ids - seen)
         report.skipped = dict(Counter(result.skipped))
 
-    def _remove_missing(self, photos: dict[str, PhotoFile], report: IndexReport) -> None:
+    def _remove_missing(
+        self, store: ChromaStore, photos: dict[str, PhotoFile], report: IndexReport
+    ) -> None:
         stale = sorted(set(self._catalog.embedded()) - set(photos))
-        stale += sorted(self._store.ids() - set(photos) - set(stale))
+        stale += sorted(store.ids() - set(photos) - set(stale))
         if stale:
-            self._store.delete(stale)
+            store.delete(stale)
             self._catalog.forget_embedded(stale)
             log.info("removed %d photos that left the library", len(stale))
 
@@ -192,6 +206,7 @@ class Indexer:
     # --- embed -------------------------------------------------------------------------------
     def _embed_changed(
         self,
+        store: ChromaStore,
         photos: dict[str, PhotoFile],
         report: IndexReport,
         progress: ProgressCallback,
@@ -209,17 +224,21 @@ class Indexer:
             ):
                 todo.append(d)
             elif record.rel_path != photos[d.photo_id].rel_path:
-                self._update_path(photos[d.photo_id], d)
+                self._update_path(store, photos[d.photo_id], d)
         progress("embed", 0, len(todo))
         for start in range(0, len(todo), _EMBED_BATCH):
             if stop.is_set():
                 return
             batch = todo[start : start + _EMBED_BATCH]
-            report.embedded += self._embed_batch(batch, photos, model)
+            report.embedded += self._embed_batch(store, batch, photos, model)
             progress("embed", min(start + _EMBED_BATCH, len(todo)), len(todo))
 
     def _embed_batch(
-        self, batch: list[StoredDescription], photos: dict[str, PhotoFile], model: str
+        self,
+        store: ChromaStore,
+        batch: list[StoredDescription],
+        photos: dict[str, PhotoFile],
+        model: str,
     ) -> int:
         excluded = self._catalog.excluded_ids()  # a photo deleted while this run went on
         batch = [d for d in batch if d.photo_id not in excluded]
@@ -232,14 +251,16 @@ class Indexer:
             )
             for d, vector in zip(batch, vectors, strict=True)
         ]
-        self._store.upsert(items)
+        store.upsert(items)
         triples = [(d.photo_id, d.description, photos[d.photo_id].rel_path) for d in batch]
         self._catalog.mark_embedded(triples, model)
         return len(batch)
 
-    def _update_path(self, photo: PhotoFile, description: StoredDescription) -> None:
+    def _update_path(
+        self, store: ChromaStore, photo: PhotoFile, description: StoredDescription
+    ) -> None:
         """A moved photo keeps its vector; only the stored path changes."""
-        self._store.update_metadata(photo.photo_id, _metadata(photo, description))
+        store.update_metadata(photo.photo_id, _metadata(photo, description))
         self._catalog.move_embedded(photo.photo_id, photo.rel_path)
 
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _BATCH = 500
+# A rebuild fills NAME__rebuild, then it takes NAME's place; the old one passes by NAME__retired.
+REBUILD_SUFFIX = "__rebuild"
+RETIRED_SUFFIX = "__retired"
 
 
 def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
@@ -104,11 +107,38 @@ class ChromaStore:
 
     def reset(self) -> None:
         """Drop the collection and create it anew with the configured model's identity."""
-        try:
-            self._client.delete_collection(self._name)
-        except Exception:  # chromadb raises NotFoundError/ValueError by version
-            log.debug("collection %s did not exist", self._name)
+        _drop_collection(self._client, self._name)
         self._collection = self._open()
+
+    def start_rebuild(self) -> ChromaStore:
+        """An empty collection beside this one, with the configured identity, to rebuild into
+        while this one goes on answering queries (see `adopt`)."""
+        shadow = self._name + REBUILD_SUFFIX
+        _drop_collection(self._client, shadow)  # left over from a rebuild that never finished
+        identity = self._identity
+        return ChromaStore(
+            self._client,
+            shadow,
+            identity["embedding_model"],
+            identity["dimension"],
+            identity["document_encoding"],
+        )
+
+    def adopt(self, rebuilt: ChromaStore) -> None:
+        """Put a collection from `start_rebuild` in this one's place, under this one's name.
+
+        The old collection is renamed away before the new one takes the name, and the handle
+        queries use is swapped last, so a query never finds no collection."""
+        retired = self._name + RETIRED_SUFFIX
+        _drop_collection(self._client, retired)
+        self._collection.modify(name=retired)
+        rebuilt._collection.modify(name=self._name)
+        self._collection, self._mismatch = rebuilt._collection, None
+        _drop_collection(self._client, retired)
+
+    def drop(self) -> None:
+        """Delete this collection (a rebuild that was cancelled)."""
+        _drop_collection(self._client, self._name)
 
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):
@@ -154,6 +184,13 @@ class ChromaStore:
             self._client.heartbeat()
         except Exception as error:  # any transport failure means "unreachable"
             raise ModelUnavailable(f"the vector store is unreachable: {error}") from error
+
+
+def _drop_collection(client: ClientAPI, name: str) -> None:
+    try:
+        client.delete_collection(name)
+    except Exception:  # chromadb raises NotFoundError/ValueError by version
+        log.debug("collection %s did not exist", name)
 
 
 def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -182,9 +183,53 @@ def test_other_embedding_model_is_refused_until_rebuild(
         other.recommend("海边", rerank=False)
     with pytest.raises(IndexMismatch):
         other.index()
+    with other.lock.hold("rebuilding"), pytest.raises(IndexBusy):  # while a rebuild runs
+        other.recommend("海边", rerank=False)
     report = other.index("rebuild")
     assert (report.described, report.embedded) == (0, 30)
     assert other.recommend("海边", rerank=False).results
+
+
+def test_a_rebuild_keeps_answering_from_the_old_index_until_it_is_done(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    target = small_library.photos[4]
+    during: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "embed" and done == 0:  # nothing is in the new collection yet
+            found = app.recommend(target.captions[4], 30, rerank=False).results
+            during.append(len(found))
+
+    report = app.index("rebuild", progress=progress)
+    assert report.embedded == 30 and during == [30]
+    after = app.recommend(target.captions[4], rerank=False).results
+    assert target.rel_path in [r.path for r in after]
+    assert app.store.count() == 30
+
+
+def test_a_cancelled_rebuild_keeps_the_old_index_and_the_next_run_completes_it(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    cancel = threading.Event()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "embed":  # cancelled as embedding starts (one batch holds all 30)
+            cancel.set()
+
+    report = app.index("rebuild", progress=progress, cancel=cancel)
+    assert report.cancelled and report.embedded == 0
+    assert app.store.count() == 30 and app.recommend("海边", rerank=False).results
+    follow_up = app.index()
+    assert (follow_up.described, follow_up.embedded, app.store.count()) == (0, 30, 30)
 
 
 def test_a_second_job_is_refused_while_one_runs(

@@ -90,6 +90,32 @@ def test_other_model_is_refused_until_reset(make_store: StoreFactory) -> None:
     assert other.mismatch is None and other.count() == 0
 
 
+def test_a_rebuild_fills_a_new_collection_while_the_old_one_answers(
+    make_store: StoreFactory,
+) -> None:
+    make_store().upsert(_items())
+    store = make_store("bge-small-zh", 4)  # another model: the old vectors cannot be used
+    rebuilt = store.start_rebuild()
+    rebuilt.upsert([StoredVector("c", _unit(0, 0, 1, 0), "雪地", {"path": "c.jpg"})])
+    assert make_store().ids() == {"a", "b", "c"}  # the old collection is untouched meanwhile
+    store.adopt(rebuilt)
+    assert store.mismatch is None and store.ids() == {"c"}
+    assert store.query(_unit(0, 0, 1, 0), 1)[0].path == "c.jpg"
+    reopened = make_store("bge-small-zh", 4)  # the new collection has the old one's name
+    assert reopened.mismatch is None and reopened.ids() == {"c"}
+
+
+def test_an_unfinished_rebuild_leaves_the_old_collection(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    left_over = store.start_rebuild()
+    left_over.upsert(_items()[:1])
+    fresh = store.start_rebuild()  # the next rebuild starts from nothing
+    assert fresh.count() == 0
+    fresh.drop()
+    assert store.ids() == {"a", "b", "c"}
+
+
 def test_ping(make_store: StoreFactory) -> None:
     make_store().ping()
 
