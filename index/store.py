@@ -7,20 +7,23 @@ model) must never run, so collections are opened with `embedding_function=None`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import chromadb
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaClientSettings
+from chromadb.errors import NotFoundError
 
 from index.errors import IndexMismatch, ModelUnavailable
 from index.models import Candidate
 from index.ports import StoredVector
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 1
 _BATCH = 500
@@ -81,13 +84,47 @@ class ChromaStore:
 
     @property
     def mismatch(self) -> IndexMismatch | None:
-        """Set when the collection was built with another model; only `reset` clears it."""
+        """Set while the collection was built with another model (until it is rebuilt, here
+        or by another process sharing the store)."""
+        if self._mismatch is not None:
+            self._reopen()  # looked at again: maybe rebuilt elsewhere since
         return self._mismatch
 
+    def _reopen(self, tries: int = 20) -> None:
+        """Open the collection now under our name, never creating one: another process may be
+        between the two renames of `adopt`, and a collection made then would take its name."""
+        for attempt in range(tries):
+            try:
+                collection = self._client.get_collection(self._name, embedding_function=None)
+            except NotFoundError:
+                if attempt == tries - 1:
+                    raise ModelUnavailable(
+                        f"the vector collection {self._name} is missing; "
+                        "run `peitu index --rebuild`"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            self._collection = collection
+            self._mismatch = self._identity_mismatch(collection.metadata or {})
+            return
+
     def _ready(self) -> Any:
-        if self._mismatch is not None:
-            raise self._mismatch
+        mismatch = self.mismatch
+        if mismatch is not None:
+            raise mismatch
         return self._collection
+
+    def _on_collection(self, use: Callable[[Any], _T]) -> _T:
+        """`use(collection)`; once more on the collection now under our name if ours is gone,
+        as when another process (the server, `peitu index`) rebuilt the index meanwhile."""
+        try:
+            return use(self._ready())
+        except NotFoundError:
+            log.info(
+                "collection %s was replaced by another process; opening the new one", self._name
+            )
+            self._reopen()
+            return use(self._ready())
 
     def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
         stored = {key: found.get(key) for key in self._identity}
@@ -143,16 +180,20 @@ class ChromaStore:
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):
             batch = items[start : start + _BATCH]
-            self._ready().upsert(
-                ids=[i.photo_id for i in batch],
-                embeddings=[list(map(float, i.vector)) for i in batch],
-                documents=[i.document for i in batch],
-                metadatas=[_clean_metadata(i.metadata) for i in batch],
+            self._on_collection(
+                lambda c, batch=batch: c.upsert(  # type: ignore[misc]
+                    ids=[i.photo_id for i in batch],
+                    embeddings=[list(map(float, i.vector)) for i in batch],
+                    documents=[i.document for i in batch],
+                    metadatas=[_clean_metadata(i.metadata) for i in batch],
+                )
             )
 
     def update_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
-        self._ready().update(ids=[photo_id], metadatas=[_clean_metadata(metadata)])
+        self._on_collection(
+            lambda c: c.update(ids=[photo_id], metadatas=[_clean_metadata(metadata)])
+        )
 
     def query(
         self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
@@ -160,24 +201,27 @@ class ChromaStore:
         count = self.count()
         if count == 0:
             return []
-        found = self._ready().query(
-            query_embeddings=[list(map(float, vector))],
-            n_results=min(k, count),
-            where=where or None,
-            include=["distances", "documents", "metadatas"],
+        found = self._on_collection(
+            lambda c: c.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=min(k, count),
+                where=where or None,
+                include=["distances", "documents", "metadatas"],
+            )
         )
         return _candidates(found)
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         ids = list(photo_ids)
         for start in range(0, len(ids), _BATCH):
-            self._ready().delete(ids=ids[start : start + _BATCH])
+            chunk = ids[start : start + _BATCH]
+            self._on_collection(lambda c, chunk=chunk: c.delete(ids=chunk))  # type: ignore[misc]
 
     def ids(self) -> set[str]:
-        return set(self._ready().get(include=[])["ids"])
+        return set(self._on_collection(lambda c: c.get(include=[]))["ids"])
 
     def count(self) -> int:
-        return int(self._ready().count())
+        return int(self._on_collection(lambda c: c.count()))
 
     def ping(self) -> None:
         try:

@@ -116,6 +116,31 @@ def test_an_unfinished_rebuild_leaves_the_old_collection(make_store: StoreFactor
     assert store.ids() == {"a", "b", "c"}
 
 
+def test_another_process_follows_a_rebuild_made_elsewhere(make_store: StoreFactory) -> None:
+    """The bot keeps its store open while the server (or `peitu index`) rebuilds the index."""
+    reader = make_store()
+    reader.upsert(_items())
+    writer = make_store()
+    rebuilt = writer.start_rebuild()
+    rebuilt.upsert([StoredVector("d", _unit(0, 0, 0, 1), "夜景", {"path": "d.jpg"})])
+    writer.adopt(rebuilt)
+    assert [c.photo_id for c in reader.query(_unit(0, 0, 0, 1), 3)] == ["d"]
+    assert reader.ids() == {"d"} and reader.count() == 1
+
+
+def test_a_store_refused_for_its_model_opens_once_rebuilt_elsewhere(
+    make_store: StoreFactory,
+) -> None:
+    make_store().upsert(_items())
+    waiting = make_store("bge-small-zh", 4)  # e.g. the bot, configured with the new model
+    assert waiting.mismatch is not None
+    writer = make_store("bge-small-zh", 4)
+    rebuilt = writer.start_rebuild()
+    rebuilt.upsert(_items()[:1])
+    writer.adopt(rebuilt)
+    assert waiting.mismatch is None and waiting.ids() == {"a"}
+
+
 def test_ping(make_store: StoreFactory) -> None:
     make_store().ping()
 
