@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 HandledHook = Callable[[str, Outcome], None]  # (message id, outcome), e.g. for tests
 _FIRST_RETRY_S = 1.0
 _MAX_RETRY_S = 60.0
+_STOP_TIMEOUT_S = 5.0
 _ENV_TOKENS = ("WECHATY_PUPPET_SERVICE_TOKEN", "TOKEN", "token")
 # What a dropped or refused connection looks like from grpclib, sockets and wechaty.
 _CONNECTION_ERRORS = (StreamTerminatedError, GRPCError, OSError, WechatyPuppetError)
@@ -55,6 +56,11 @@ def puppet_options(settings: WechatSettings) -> PuppetOptions:
         log.warning("PEITU_WECHAT__TOKEN is not set: python-wechaty will send $%s", names[0])
     # Never reuse the default instance of WechatyOptions: it is shared by every bot.
     return PuppetOptions(end_point=endpoint, token=token)
+
+
+def _retrieve_quietly(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("event stream ended: %r", task.exception())
 
 
 async def _check_reachable(endpoint: str, timeout_s: float = 3.0) -> None:
@@ -147,6 +153,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
         super().__init__(options)
         self.endpoint = settings.endpoint
         self.logged_in = asyncio.Event()
+        self._keepalive_s = settings.keepalive_s
         self._handler = handler
         self._on_handled = on_handled
         self._stopping = False
@@ -218,8 +225,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
             await _check_reachable(self.endpoint)
             await self.init_puppet()
             await self.init_puppet_event_bridge(self.puppet)
-            await self.puppet.start()  # returns when the event stream ends
-            return "event stream ended"
+            return await self._listen_while_alive()
         except GRPCError as error:
             if error.status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
                 raise BotConfigError(
@@ -230,12 +236,46 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
         except _CONNECTION_ERRORS as error:
             return f"{type(error).__name__}: {error}"
 
+    async def _listen_while_alive(self) -> str:
+        """Listen until the event stream ends or the gateway stops answering keep-alive pings."""
+        stream = asyncio.create_task(self.puppet.start())  # returns when the event stream ends
+        # Cancelled from outside (shutdown), this coroutine leaves the stream to end when the
+        # connection closes; its error then is expected and must not be logged as unretrieved.
+        stream.add_done_callback(_retrieve_quietly)
+        if self._keepalive_s <= 0:
+            await stream
+            return "event stream ended"
+        watchdog = asyncio.create_task(self._keep_alive())
+        try:
+            await asyncio.wait({stream, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watchdog.cancel()
+        if not stream.done():  # the watchdog gave up: the connection is dead, stop listening
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *_CONNECTION_ERRORS):
+                await stream
+            return watchdog.result()
+        stream.result()  # raises what ended the stream, for the caller to sort
+        return "event stream ended"
+
+    async def _keep_alive(self) -> str:
+        """Ping the gateway every `keepalive_s`; return why once it fails to answer in time."""
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            try:
+                await asyncio.wait_for(self.puppet.ding("peitu-keepalive"), self._keepalive_s)
+            except TimeoutError:
+                return f"no answer to a keep-alive ping within {self._keepalive_s:g} s"
+            except _CONNECTION_ERRORS as error:
+                return f"keep-alive ping failed: {type(error).__name__}: {error}"
+
     async def _close_puppet(self) -> None:
         async with self._closing:
             puppet = self._puppet
             if puppet is not None:
-                with contextlib.suppress(*_CONNECTION_ERRORS):
-                    await puppet.stop()
+                # A gateway that stopped answering would leave stop() waiting for ever.
+                with contextlib.suppress(TimeoutError, *_CONNECTION_ERRORS):
+                    await asyncio.wait_for(puppet.stop(), _STOP_TIMEOUT_S)
             # wechaty starts its scheduler on every login; the login fails if it already runs.
             if self._scheduler.running:
                 self._scheduler.shutdown(wait=False)

@@ -116,6 +116,9 @@ class WechatSettings(BaseModel):
     # A photo travels base64-encoded in one gRPC message, and puppet-service gateways take at
     # most 4 MiB a message: 3 MB of JPEG is the most that fits. Bigger photos go as a copy.
     max_image_bytes: int = Field(default=2 * 1024 * 1024, ge=100_000, le=3_000_000)
+    # Every so many seconds the bot pings the gateway and reconnects when no answer comes
+    # within as long again: a gateway gone without closing the connection is noticed (0 = off).
+    keepalive_s: float = Field(default=60.0, ge=0)
 
 
 class Settings(BaseSettings):

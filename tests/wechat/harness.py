@@ -127,11 +127,20 @@ class WechatHarness:
         self._call(self._start_bot(finder, settings, cache_dir))
         self.ids = self.expect(lambda e: e.get("event") == "mock-login", 5.0, "mock login")
 
-    def wait_logged_in(self, timeout: float = LOGIN_TIMEOUT_S) -> None:
-        """Wait for the bot to be logged in (again, after a reconnect)."""
+    def wait_logged_in(
+        self, timeout: float = LOGIN_TIMEOUT_S, *, expect_mock_login: bool = True
+    ) -> None:
+        """Wait for the bot to be logged in (again, after a reconnect); a gateway started anew
+        logs its mock account in again, one that kept running does not."""
         assert self.bot is not None
         self._call(asyncio.wait_for(self.bot.logged_in.wait(), timeout), timeout + 1.0)
-        self.ids = self.expect(lambda e: e.get("event") == "mock-login", 5.0, "mock login")
+        if expect_mock_login:
+            self.ids = self.expect(lambda e: e.get("event") == "mock-login", 5.0, "mock login")
+
+    def gateway_process(self) -> subprocess.Popen[bytes]:
+        """The running gateway (to freeze it, say)."""
+        assert self._gateway is not None
+        return self._gateway
 
     def _pump(self, stdout: IO[bytes]) -> None:
         for line in stdout:

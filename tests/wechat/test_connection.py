@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,26 @@ def test_reconnects_after_the_gateway_comes_back(
     assert text["to"] == chat.ids["aliceId"] and "/配图" in text["text"]
     assert chat.next_outcome() is Outcome.REPLIED
     assert "lost puppet service" in caplog.text and "reconnecting" in caplog.text
+
+
+def test_a_gateway_that_stops_answering_is_noticed_and_reconnected(
+    start_wechat: StartWechat, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frozen gateway keeps its TCP connection open: only the keep-alive ping can tell."""
+    caplog.set_level(logging.INFO, logger="bot.wechat")
+    chat = start_wechat(FakeFinder(), keepalive_s=1.0)
+    gateway = chat.gateway_process()
+    gateway.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while "no answer to a keep-alive ping" not in caplog.text:
+            assert time.monotonic() < deadline, "the frozen gateway was never noticed"
+            time.sleep(0.1)
+    finally:
+        gateway.send_signal(signal.SIGCONT)
+    assert chat.bot is not None
+    chat.wait_logged_in(expect_mock_login=False)
+    chat.say("/帮助")
+    text, _ = chat.reply()
+    assert "/配图" in text["text"]
+    assert chat.next_outcome() is Outcome.REPLIED
