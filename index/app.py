@@ -71,6 +71,8 @@ class PeiTu:
     ) -> None:
         self.library = library
         self.catalog = catalog
+        self._catalog_version = catalog.data_version()
+        self._version_lock = threading.Lock()
         self.store = store
         self.embedder = embedder
         self.describer = describer
@@ -121,6 +123,7 @@ class PeiTu:
         """Best photos for `text`. Raises `IndexBusy` when the index cannot answer yet because
         a job is building it (empty, or built with another model and being rebuilt), so the
         person hears "try again soon" rather than "index your photos" or "rebuild"."""
+        self._follow_other_processes()
         try:
             result = self.recommender.recommend(text, top_k, rerank=rerank)
         except IndexMismatch:
@@ -134,6 +137,7 @@ class PeiTu:
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image: describe it, then search by that description."""
         description = self.describer.describe_bytes(data)
+        self._follow_other_processes()
         same_photo = hashlib.sha256(data).hexdigest()
         result = self.recommender.recommend(
             description, top_k, rerank=False, exclude=[same_photo], understand=False
@@ -141,6 +145,7 @@ class PeiTu:
         return result
 
     def status(self) -> IndexStatus:
+        self._follow_other_processes()
         mismatch = self.store.mismatch
         return IndexStatus(
             photos=0 if mismatch else self.store.count(),
@@ -149,6 +154,19 @@ class PeiTu:
             indexing=self.lock.busy(),
             problem=str(mismatch) if mismatch else None,
         )
+
+    def _follow_other_processes(self) -> None:
+        """Read the index again when another process (the server, the bot, `peitu index`)
+        changed the catalog since we last looked: its new vectors are not in our copy."""
+        with self._version_lock:
+            version = self.catalog.data_version()
+            if version == self._catalog_version:
+                return
+            self._catalog_version = version
+        log.info("the index was changed by another process; reading it again")
+        self.store.reload()
+        if self.keywords is not None:
+            self.keywords.refresh()
 
     def photo_path(self, photo_id: str) -> Path | None:
         """Absolute path of a file holding the photo, or None when it is not in the library."""
@@ -260,14 +278,17 @@ def build_app(
         device=settings.embedding.device,
         batch_size=settings.embedding.batch_size,
     )
-    client = make_chroma_client(settings.chroma.url, data_dir)
+    url = settings.chroma.url
     retrieval = _retrieval_config(settings)
     store = ChromaStore(
-        client,
+        make_chroma_client(url, data_dir),
         settings.chroma.collection,
         model.model_name,
         model.dimension,
         retrieval.encoder.identity,
+        # A Chroma server is shared live; an embedded one must be read again after another
+        # process (the server, the bot, `peitu index`) wrote to it.
+        reconnect=None if url else (lambda: make_chroma_client("", data_dir)),
     )
     return PeiTu(
         library=settings.library,

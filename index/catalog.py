@@ -228,6 +228,11 @@ class Catalog:
                 (_now(), json.dumps(report.to_dict(), ensure_ascii=False), run_id),
             )
 
+    def data_version(self) -> int:
+        """Changes whenever another connection (another process) has committed a change."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def last_finished_run(self) -> datetime | None:
         with self._lock:
             row = self._db.execute("SELECT MAX(finished_at) FROM runs").fetchone()

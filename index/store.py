@@ -6,9 +6,11 @@ model) must never run, so collections are opened with `embedding_function=None`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -67,8 +69,11 @@ class ChromaStore:
         model: str,
         dimension: int,
         document_encoding: str = "whole",
+        reconnect: Callable[[], ClientAPI] | None = None,
     ) -> None:
         self._client = client
+        self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
+        self._access = _ReadWriteLock()  # operations share it; `reload` takes it alone
         self._name = name
         self._identity = _identity(model, dimension, document_encoding)
         self._mismatch: IndexMismatch | None = None
@@ -117,6 +122,10 @@ class ChromaStore:
     def _on_collection(self, use: Callable[[Any], _T]) -> _T:
         """`use(collection)`; once more on the collection now under our name if ours is gone,
         as when another process (the server, `peitu index`) rebuilt the index meanwhile."""
+        with self._access.shared():
+            return self._use_or_reopen(use)
+
+    def _use_or_reopen(self, use: Callable[[Any], _T]) -> _T:
         try:
             return use(self._ready())
         except NotFoundError:
@@ -146,6 +155,19 @@ class ChromaStore:
         """Drop the collection and create it anew with the configured model's identity."""
         _drop_collection(self._client, self._name)
         self._collection = self._open()
+
+    def reload(self) -> None:
+        """Read the index afresh (embedded Chroma only): another process wrote to it, and this
+        process's copy of the vector index is stale until it is opened again."""
+        if self._reconnect is None:
+            return
+        with self._access.alone():
+            close = getattr(self._client, "close", None)  # Client has it; the ClientAPI type not
+            with contextlib.suppress(Exception):  # a client that cannot close is dropped anyway
+                if close is not None:
+                    close()
+            self._client = self._reconnect()
+            self._reopen()
 
     def start_rebuild(self) -> ChromaStore:
         """An empty collection beside this one, with the configured identity, to rebuild into
@@ -228,6 +250,39 @@ class ChromaStore:
             self._client.heartbeat()
         except Exception as error:  # any transport failure means "unreachable"
             raise ModelUnavailable(f"the vector store is unreachable: {error}") from error
+
+
+class _ReadWriteLock:
+    """Many holders of `shared()` at once, or one of `alone()`."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._sharing = 0
+        self._alone = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._alone)
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._sharing -= 1
+                self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._alone and self._sharing == 0)
+            self._alone = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._alone = False
+                self._changed.notify_all()
 
 
 def _drop_collection(client: ClientAPI, name: str) -> None:

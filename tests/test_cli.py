@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support.core_fixtures import SmallLibrary
+from index.app import build_app
+from index.embed import SentenceTransformerEmbedder
+from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer
 
 INDEX_KEYS = {
@@ -211,3 +213,23 @@ def test_serve_refuses_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
         main(["serve", "--port", port])
     assert exited.value.code == 2
     assert f"{port!r} is not a port number (1 to 65535)" in capsys.readouterr().err
+
+
+def test_a_running_app_finds_what_another_process_indexed(
+    tmp_path: Path,
+    m3e_path: Path,
+    small_library: SmallLibrary,
+    make_settings: SettingsFactory,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """The bot (or server) keeps its embedded index open while `peitu index` runs elsewhere."""
+    settings = make_settings(library=small_library.root, data_dir=tmp_path / "data")
+    running = build_app(settings, embedder=embedder)
+    target = small_library.photos[5]
+    assert running.recommend(target.captions[4], rerank=False).results == []
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(small_library.root))
+    _json(peitu(env, "index", "--descriptions", str(small_library.descriptions), "--json"))
+    found = running.recommend(target.captions[4], 5, rerank=False).results
+    assert target.rel_path in [r.path for r in found]
+    assert running.status().photos == 30
+    running.close()
