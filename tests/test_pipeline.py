@@ -24,6 +24,18 @@ def _app(
     )
 
 
+@pytest.fixture
+def indexed_app(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> PeiTu:
+    """The small library indexed from its sidecar descriptions."""
+    app = _app(make_settings, small_library, embedder)
+    app.index()
+    return app
+
+
 def test_first_index_describes_and_embeds_every_photo(
     make_settings: SettingsFactory,
     small_library: SmallLibrary,
@@ -54,12 +66,9 @@ def test_second_index_of_unchanged_library_does_nothing(
 
 
 def test_query_from_another_caption_finds_the_photo_in_top5(
-    make_settings: SettingsFactory,
-    small_library: SmallLibrary,
-    embedder: SentenceTransformerEmbedder,
+    indexed_app: PeiTu, small_library: SmallLibrary
 ) -> None:
-    app = _app(make_settings, small_library, embedder)
-    app.index()
+    app = indexed_app
     hits = 0
     for photo in small_library.photos:
         result = app.recommend(photo.captions[4], rerank=False)
@@ -68,13 +77,8 @@ def test_query_from_another_caption_finds_the_photo_in_top5(
     assert hits >= 24, f"only {hits}/30 photos found in the top 5 by their fifth caption"
 
 
-def test_result_fields_and_ranks(
-    make_settings: SettingsFactory,
-    small_library: SmallLibrary,
-    embedder: SentenceTransformerEmbedder,
-) -> None:
-    app = _app(make_settings, small_library, embedder)
-    app.index()
+def test_result_fields_and_ranks(indexed_app: PeiTu, small_library: SmallLibrary) -> None:
+    app = indexed_app
     result = app.recommend("海边玩耍的孩子", top_k=3, rerank=False)
     assert [r.rank for r in result.results] == [1, 2, 3]
     sims = [r.similarity for r in result.results]
@@ -84,13 +88,8 @@ def test_result_fields_and_ranks(
     assert app.photo_path(result.results[0].photo_id) == small_library.root / result.results[0].path
 
 
-def test_moved_and_removed_photos(
-    make_settings: SettingsFactory,
-    small_library: SmallLibrary,
-    embedder: SentenceTransformerEmbedder,
-) -> None:
-    app = _app(make_settings, small_library, embedder)
-    app.index()
+def test_moved_and_removed_photos(indexed_app: PeiTu, small_library: SmallLibrary) -> None:
+    app = indexed_app
     first, second = small_library.photos[0].rel_path, small_library.photos[1].rel_path
     (small_library.root / "album").mkdir()
     shutil.move(small_library.root / first, small_library.root / "album" / "renamed.jpg")
@@ -191,12 +190,9 @@ def test_other_embedding_model_is_refused_until_rebuild(
 
 
 def test_a_rebuild_keeps_answering_from_the_old_index_until_it_is_done(
-    make_settings: SettingsFactory,
-    small_library: SmallLibrary,
-    embedder: SentenceTransformerEmbedder,
+    indexed_app: PeiTu, small_library: SmallLibrary
 ) -> None:
-    app = _app(make_settings, small_library, embedder)
-    app.index()
+    app = indexed_app
     target = small_library.photos[4]
     during: list[int] = []
 
@@ -213,12 +209,9 @@ def test_a_rebuild_keeps_answering_from_the_old_index_until_it_is_done(
 
 
 def test_a_cancelled_rebuild_keeps_the_old_index_and_the_next_run_completes_it(
-    make_settings: SettingsFactory,
-    small_library: SmallLibrary,
-    embedder: SentenceTransformerEmbedder,
+    indexed_app: PeiTu, small_library: SmallLibrary
 ) -> None:
-    app = _app(make_settings, small_library, embedder)
-    app.index()
+    app = indexed_app
     cancel = threading.Event()
 
     def progress(phase: str, done: int, total: int) -> None:
