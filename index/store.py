@@ -201,15 +201,17 @@ class ChromaStore:
 
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):
-            batch = items[start : start + _BATCH]
-            self._on_collection(
-                lambda c, batch=batch: c.upsert(  # type: ignore[misc]
-                    ids=[i.photo_id for i in batch],
-                    embeddings=[list(map(float, i.vector)) for i in batch],
-                    documents=[i.document for i in batch],
-                    metadatas=[_clean_metadata(i.metadata) for i in batch],
-                )
+            self._upsert_batch(items[start : start + _BATCH])
+
+    def _upsert_batch(self, batch: Sequence[StoredVector]) -> None:
+        self._on_collection(
+            lambda c: c.upsert(
+                ids=[i.photo_id for i in batch],
+                embeddings=[list(map(float, i.vector)) for i in batch],
+                documents=[i.document for i in batch],
+                metadatas=[_clean_metadata(i.metadata) for i in batch],
             )
+        )
 
     def update_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
@@ -236,8 +238,10 @@ class ChromaStore:
     def delete(self, photo_ids: Sequence[str]) -> None:
         ids = list(photo_ids)
         for start in range(0, len(ids), _BATCH):
-            chunk = ids[start : start + _BATCH]
-            self._on_collection(lambda c, chunk=chunk: c.delete(ids=chunk))  # type: ignore[misc]
+            self._delete_batch(ids[start : start + _BATCH])
+
+    def _delete_batch(self, ids: list[str]) -> None:
+        self._on_collection(lambda c: c.delete(ids=ids))
 
     def ids(self) -> set[str]:
         return set(self._on_collection(lambda c: c.get(include=[]))["ids"])
