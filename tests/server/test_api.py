@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
 from server.auth import is_loopback, token_matches
-from tests.server.conftest import Served, metric
+from tests.server.conftest import Served, ServerFactory, metric
+from tests.support.chroma_server import chroma_server
+from tests.support.core_fixtures import SettingsFactory
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -206,3 +209,16 @@ def test_token_comparison() -> None:
     assert token_matches("s3cret-令牌", "s3cret-令牌")
     assert not token_matches("s3cret", "s3cret-令牌")
     assert not token_matches("", "x")
+
+
+def test_readyz_is_503_when_the_chroma_server_goes_away(
+    start_server: ServerFactory, make_settings: SettingsFactory, tmp_path: Path
+) -> None:
+    with chroma_server(tmp_path / "chroma-server") as url:
+        served = start_server(make_settings(library=None, chroma={"url": url}))
+        with served.client() as client:
+            served.wait_ready(client)
+    with served.client() as client:  # the Chroma server has stopped
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["detail"].startswith("not ready: the vector store is unreachable")

@@ -58,6 +58,34 @@ def test_two_overlapping_triggers_run_one_job(
     assert "scheduled index skipped: the previous scheduled run is still going" in caplog.text
 
 
+def test_the_interval_and_the_cron_trigger_firing_together_run_one_job(
+    start_server: ServerFactory,
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    openai_server: FakeOpenAIServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="server.scheduler")
+    openai_server.set_mode("vision", delay_s=0.1)
+    both = {"schedule_minutes": 60, "schedule_cron": "0 3 * * *"}
+    settings = make_settings(
+        library=small_library.root, vision=vision_settings(openai_server), indexing=both
+    )
+    served = start_server(settings)
+    scheduler = served.ctx.scheduler
+    with served.client() as client:
+        scheduler.trigger_now("interval")
+        wait_for(lambda: served.ctx.jobs.running() is not None, "the interval's job")
+        running = served.ctx.jobs.running()
+        assert running is not None
+        scheduler.trigger_now("cron")  # its own first run, while the interval's job goes on
+        wait_for(lambda: _skipped(client) == 1, "the cron trigger to be skipped")
+        (job,) = _jobs(client)
+        finished = served.wait_job(client, str(job["job_id"]))
+    assert finished["state"] == "succeeded" and openai_server.calls["vision"] == 30
+    assert f"scheduled index skipped: job {running.job_id} is running" in caplog.text
+
+
 def test_a_trigger_during_an_api_job_is_skipped_not_an_error(
     slow_server: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
