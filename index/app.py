@@ -127,12 +127,16 @@ class PeiTu:
         try:
             result = self.recommender.recommend(text, top_k, rerank=rerank)
         except IndexMismatch:
-            if self.lock.busy():
-                raise IndexBusy(self.lock.holder()) from None
+            self._refuse_while_indexing()
             raise
-        if not result.results and self.store.count() == 0 and self.lock.busy():
-            raise IndexBusy(self.lock.holder())
+        if not result.results and self.store.count() == 0:
+            self._refuse_while_indexing()
         return result
+
+    def _refuse_while_indexing(self) -> None:
+        """Raise `IndexBusy` when an indexing job holds the lock now."""
+        if self.lock.busy():
+            raise IndexBusy(self.lock.holder())
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image: describe it, then search by that description."""

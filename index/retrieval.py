@@ -232,8 +232,9 @@ class HybridRetriever:
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """The first stage as configured (`Settings.retrieval`, whose defaults are the measured
-    winner). These defaults are the old first stage, matching `ChromaStore`'s default identity."""
+    """The first stage as built from `Settings.retrieval` (whose defaults are the measured
+    winner). The defaults here are the plain old first stage (whole text, dense only), which
+    matches `ChromaStore`'s default identity, for a `PeiTu` built without settings."""
 
     encoder: DocumentEncoder = DocumentEncoder()
     fusion: FusionParams = FusionParams(weight=0.0)
