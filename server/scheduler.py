@@ -8,10 +8,17 @@ that fails is recorded like any job; the schedule goes on.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    JobEvent,
+    JobSubmissionEvent,
+)
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
@@ -60,10 +67,22 @@ class IndexScheduler:
         self._triggers = dict(triggers)
         self._on_skip = on_skip
         self._scheduler = BackgroundScheduler()
+        self._runs_ended = 0
+        self._runs_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
         return bool(self._triggers)
+
+    @property
+    def runs_ended(self) -> int:
+        """Scheduled runs that have returned, skipped ones included.
+
+        APScheduler counts a run as over (so the same trigger may fire again) only after
+        `run_once` has returned, a moment after its job is seen as finished.
+        """
+        with self._runs_lock:
+            return self._runs_ended
 
     def start(self) -> None:
         """Start the triggers (a no-op when none is configured)."""
@@ -81,6 +100,7 @@ class IndexScheduler:
                 misfire_grace_time=_MISFIRE_GRACE_S,
             )
         self._scheduler.add_listener(self._skipped_by_scheduler, EVENT_JOB_MAX_INSTANCES)
+        self._scheduler.add_listener(self._run_ended, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self._scheduler.start()
         log.info("scheduled indexing: %s", ", ".join(f"{n} {t}" for n, t in self._triggers.items()))
 
@@ -114,6 +134,10 @@ class IndexScheduler:
             return None
         times = [job.next_run_time for job in self._scheduler.get_jobs() if job.next_run_time]
         return min(times, default=None)
+
+    def _run_ended(self, event: JobEvent) -> None:
+        with self._runs_lock:
+            self._runs_ended += 1
 
     def _skipped_by_scheduler(self, event: JobSubmissionEvent) -> None:
         self._skip("the previous scheduled run is still going")

@@ -111,6 +111,7 @@ def test_the_schedule_survives_a_failed_run(
     with served.client() as client:
         served.ctx.scheduler.trigger_now()
         wait_for(lambda: [j["state"] for j in _jobs(client)] == ["failed"], "the failed run")
+        wait_for(lambda: served.ctx.scheduler.runs_ended == 1, "the failed run to return")
         hidden.rename(small_library.root)
         served.ctx.scheduler.trigger_now()
         wait_for(lambda: len(_jobs(client)) == 2, "the next scheduled run")
