@@ -65,15 +65,17 @@ class AllowList:
     When either list is set, a message is served when its sender is a listed contact, or when
     it comes from a listed room. So `contacts=["me"]` alone keeps the bot (and the photos) out of
     every room a stranger might add it to, and `rooms=["Family"]` alone serves only that room.
+    With `by_name=False` only ids count: anyone can rename themselves or a room they are in.
     """
 
     contacts: frozenset[str] = frozenset()
     rooms: frozenset[str] = frozenset()
+    by_name: bool = True
 
     @classmethod
-    def of(cls, contacts: Iterable[str], rooms: Iterable[str]) -> AllowList:
+    def of(cls, contacts: Iterable[str], rooms: Iterable[str], by_name: bool = True) -> AllowList:
         """An allow-list from the configured names/ids (blank entries ignored)."""
-        return cls(_clean(contacts), _clean(rooms))
+        return cls(_clean(contacts), _clean(rooms), by_name)
 
     def allows(
         self,
@@ -85,9 +87,13 @@ class AllowList:
         """True when the bot may answer this sender in this room (None: a 1:1 chat)."""
         if not self.contacts and not self.rooms:
             return True
-        if {talker_id, talker_name} & self.contacts:
+        talker = {talker_id, talker_name} if self.by_name else {talker_id}
+        if talker & self.contacts:
             return True
-        return room_id is not None and bool({room_id, room_topic or ""} & self.rooms)
+        if room_id is None:
+            return False
+        room = {room_id, room_topic or ""} if self.by_name else {room_id}
+        return bool(room & self.rooms)
 
 
 def _clean(names: Iterable[str]) -> frozenset[str]:

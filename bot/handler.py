@@ -87,13 +87,17 @@ class MessageHandler:
         self._settings = settings
         self._photos = photos
         self._prefix = settings.command_prefix
-        self._allow = AllowList.of(settings.allow_contacts, settings.allow_rooms)
+        self._allow = AllowList.of(
+            settings.allow_contacts, settings.allow_rooms, by_name=settings.allow_names
+        )
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self._images: RecentItems[ImageLoader] = RecentItems(RECENT_IMAGE_MINUTES * 60, clock)
 
     async def handle(self, msg: Incoming) -> Outcome:
         """Answer `msg` if it is a command for the bot; say what happened."""
         if not self._allow.allows(msg.talker_id, msg.talker_name, msg.room_id, msg.room_topic):
+            if not msg.is_image and self._command_in(msg) is not None:
+                _log_refused(msg)
             return Outcome.NOT_ALLOWED
         if msg.is_image:
             self._images.put(_chat_key(msg), msg.image_bytes)
@@ -214,3 +218,15 @@ class MessageHandler:
 def _chat_key(msg: Incoming) -> str:
     """Images are remembered per person per chat: an image in a room is not for a 1:1 /相似."""
     return f"{msg.room_id or ''}/{msg.talker_id}"
+
+
+def _log_refused(msg: Incoming) -> None:
+    """A command from someone not on the allow-list: say who, by id, so they can be listed."""
+    where = f" in room {msg.room_topic!r} (id {msg.room_id})" if msg.room_id else ""
+    log.info(
+        "ignored a command from %r (id %s)%s: not on the allow-list "
+        "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)",
+        msg.talker_name,
+        msg.talker_id,
+        where,
+    )

@@ -111,6 +111,7 @@ class WechatSettings(BaseModel):
     group_requires_mention: bool = True
     allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
     allow_rooms: list[str] = Field(default_factory=list)
+    allow_names: bool = True  # False: the lists match ids only (names and topics can be changed)
     rate_limit_per_minute: int = Field(default=6, ge=0)  # 0 = no limit
     max_text_chars: int = Field(default=300, ge=10)
     # A photo travels base64-encoded in one gRPC message, and puppet-service gateways take at

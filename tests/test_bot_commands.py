@@ -263,6 +263,14 @@ def test_allow_list_rooms_serve_everyone_in_them_only() -> None:
     assert not allow.allows("wxid_c", "Carol")  # 1:1 chats are closed once a list is set
 
 
+def test_allow_list_by_id_only_ignores_names_and_topics() -> None:
+    allow = AllowList.of(["Alice", "wxid_bob"], ["Family", "r1@chatroom"], by_name=False)
+    assert allow.allows("wxid_bob", "Bobby")
+    assert not allow.allows("wxid_eve", "Alice")  # Eve renamed herself "Alice"
+    assert allow.allows("wxid_c", "Carol", "r1@chatroom", "Anything")
+    assert not allow.allows("wxid_c", "Carol", "r2@chatroom", "Family")  # a room renamed "Family"
+
+
 def test_recent_items_expire_and_stay_bounded() -> None:
     clock = FakeClock()
     recent: RecentItems[str] = RecentItems(300, clock, max_keys=2)

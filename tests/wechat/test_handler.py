@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from bot.commands import IMAGE_GONE
 from bot.errors import ImageDownloadFailed
@@ -106,3 +109,21 @@ def test_images_from_people_not_allowed_are_not_kept(tmp_path: Path) -> None:
     handler = MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000))
     stranger = FakeMessage(is_image=True, talker_id="wxid_eve", talker_name="Eve")
     assert handle(handler, stranger) is Outcome.NOT_ALLOWED
+
+
+def test_a_refused_command_is_logged_with_the_ids_to_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.handler")
+    settings = WechatSettings(allow_contacts=["wxid_alice"], allow_names=False)
+    handler = MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000))
+    impostor = FakeMessage("/配图 海边", talker_id="wxid_eve", talker_name="wxid_alice")
+    chatter = FakeMessage("今天好热", talker_id="wxid_eve", room_id="r@chatroom", room_topic="家")
+    assert handle(handler, impostor) is Outcome.NOT_ALLOWED and impostor.said == []
+    assert handle(handler, chatter) is Outcome.NOT_ALLOWED
+    refused = [r.getMessage() for r in caplog.records if "not on the allow-list" in r.getMessage()]
+    assert refused == [
+        "ignored a command from 'wxid_alice' (id wxid_eve): not on the allow-list "
+        "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)"
+    ]
+    assert handle(handler, FakeMessage("/帮助")) is Outcome.REPLIED
