@@ -33,7 +33,8 @@ def _add_index(sub: Any) -> None:
         choices=("auto", "vision", "offline"),
         default="auto",
         help="offline: OCR + ImageNet tags + EXIF, no model endpoint; auto (default): offline "
-        "only when no vision API key is configured. --descriptions wins over both",
+        "only when the vision endpoint is DashScope and no API key is set (a local Ollama or "
+        "vLLM needs no key). --descriptions wins over both",
     )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
