@@ -107,7 +107,7 @@ class MessageHandler:
             return Outcome.IGNORED
         started = time.perf_counter()
         outcome = await self._answer(msg, command)
-        where = f" in {msg.room_topic or msg.room_id}" if msg.room_id else ""
+        where = _where(msg)
         elapsed_ms = (time.perf_counter() - started) * 1000
         log.info(
             "%s from %s%s: %s in %.0f ms", command.kind, msg.talker_name, where, outcome, elapsed_ms
@@ -222,11 +222,15 @@ def _chat_key(msg: Incoming) -> str:
 
 def _log_refused(msg: Incoming) -> None:
     """A command from someone not on the allow-list: say who, by id, so they can be listed."""
-    where = f" in room {msg.room_topic!r} (id {msg.room_id})" if msg.room_id else ""
     log.info(
         "ignored a command from %r (id %s)%s: not on the allow-list "
         "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)",
         msg.talker_name,
         msg.talker_id,
-        where,
+        _where(msg),
     )
+
+
+def _where(msg: Incoming) -> str:
+    """Where a message came from, for the log: the room's topic and id, or nothing (1:1)."""
+    return f" in room {msg.room_topic!r} (id {msg.room_id})" if msg.room_id else ""
