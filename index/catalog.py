@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from index.errors import CatalogTooNew
 from index.models import IndexReport, PhotoFile
 
-SCHEMA = """
+# Ordered migrations: MIGRATIONS[n] brings a catalog from user_version n to n + 1. Append new
+# steps at the end, never edit a released one: data folders made by older versions upgrade in
+# place on open. Version 1 is the schema before versioning (its IF NOT EXISTS makes it a no-op
+# on those older, unversioned catalogs, which report user_version 0).
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS files (
     rel_path TEXT PRIMARY KEY,
     photo_id TEXT NOT NULL,
@@ -57,6 +62,23 @@ CREATE TABLE IF NOT EXISTS excluded (
 );
 """
 
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> None:
+    """Bring the catalog to SCHEMA_VERSION; refuse one written by a newer PeiTu."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise CatalogTooNew(
+            f"{path} was written by a newer PeiTu (catalog schema {version}, this version reads "
+            f"up to {SCHEMA_VERSION}): upgrade PeiTu, or point PEITU_DATA_DIR at another folder"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        # executescript commits first; the version bump rides in the same script so a crash
+        # never leaves a half-applied step marked as done.
+        db.executescript(f"BEGIN;\n{MIGRATIONS[step]}\nPRAGMA user_version={step + 1};\nCOMMIT;")
+
 
 def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -90,7 +112,7 @@ class Catalog:
         self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        migrate(self._db, path)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

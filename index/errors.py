@@ -47,3 +47,7 @@ class LibraryNotFound(PeiTuError):
 
 class InvalidQuery(PeiTuError):
     """The recommendation text is empty or otherwise unusable."""
+
+
+class CatalogTooNew(PeiTuError):
+    """The data folder's catalog was written by a newer PeiTu with a schema this one lacks."""
