@@ -24,7 +24,7 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
-        report = app.index(mode, progress=progress)
+        report = app.index(mode, progress=progress, redescribe=args.redescribe)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
@@ -122,11 +122,16 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     status = build_app(settings).status()
     last = status.last_index_at.isoformat() if status.last_index_at else "从未"
     print(f"已索引 {status.photos} 张（图库中 {status.files} 张），上次索引：{last}")
+    if status.tiers:
+        print("描述来源：" + "，".join(f"{_TIER_NAMES[t]} {n}" for t, n in status.tiers.items()))
     if status.indexing:
         print("正在索引中")
     if status.problem:
         print(status.problem)
     return 0
+
+
+_TIER_NAMES = {"imported": "导入", "vision": "视觉模型", "offline": "离线", "none": "未描述"}
 
 
 def run_bot(args: argparse.Namespace, settings: Settings) -> int:

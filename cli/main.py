@@ -36,6 +36,13 @@ def _add_index(sub: Any) -> None:
         "only when the vision endpoint is DashScope and no API key is set (a local Ollama or "
         "vLLM needs no key). --descriptions wins over both",
     )
+    p.add_argument(
+        "--redescribe",
+        action="store_true",
+        help="describe every photo again with the chosen describer and use that description, "
+        "even over better ones (imported captions > vision model > offline); without it a run "
+        "never replaces a description by a worse tier and never repeats one",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 

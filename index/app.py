@@ -11,7 +11,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -21,6 +21,7 @@ from config.settings import DASHSCOPE_BASE_URL
 from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
+from index.descriptions import TIERS
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexBusy, IndexMismatch, LibraryNotFound
 from index.indexer import Indexer, IndexMode, ScanLimits
@@ -48,6 +49,9 @@ class IndexStatus:
     last_index_at: datetime | None
     indexing: bool
     problem: str | None = None  # e.g. the index was built with another embedding model
+    # photos of the library by the tier of the description used ("imported", "vision",
+    # "offline"; "none" = not described yet)
+    tiers: dict[str, int] = field(default_factory=dict)
 
 
 class PeiTu:
@@ -104,15 +108,27 @@ class PeiTu:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         job_id: str | None = None,
+        redescribe: bool = False,
+        describer: Describer | None = None,
     ) -> IndexReport:
-        """Run one indexing job; raises `IndexBusy` if another is running anywhere."""
+        """Run one indexing job; raises `IndexBusy` if another is running anywhere.
+
+        `redescribe` describes every photo again (with `describer`, default the app's) and
+        makes that description the one used, whatever the tier of the one before."""
         root = library or self.library
         if root is None:
             raise LibraryNotFound(
                 "no photo library configured: pass --library or set PEITU_LIBRARY"
             )
         with self.lock.hold(job_id or uuid.uuid4().hex[:12]):
-            report = self.indexer.run(root.expanduser().resolve(), mode, progress, cancel)
+            report = self.indexer.run(
+                root.expanduser().resolve(),
+                mode,
+                progress,
+                cancel,
+                redescribe=redescribe,
+                describer=describer,
+            )
         if self.keywords is not None:
             self.keywords.refresh()
         return report
@@ -157,7 +173,14 @@ class PeiTu:
             last_index_at=self.catalog.last_finished_run(),
             indexing=self.lock.busy(),
             problem=str(mismatch) if mismatch else None,
+            tiers=self.tier_counts(),
         )
+
+    def tier_counts(self) -> dict[str, int]:
+        """Photos of the library by the tier of their description, best tier first."""
+        counts = self.catalog.tier_counts(self.catalog.photo_ids())
+        ordered = {tier: counts[tier] for tier in TIERS if counts.get(tier)}
+        return ordered | ({"none": counts[None]} if counts.get(None) else {})
 
     def _follow_other_processes(self) -> None:
         """Read the index again when another process (the server, the bot, `peitu index`)
@@ -214,7 +237,7 @@ def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
 
 def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:
     """photo_id -> description of every photo with a vector: the keyword index's documents."""
-    stored = catalog.latest_descriptions(catalog.embedded())
+    stored = catalog.best_descriptions(catalog.embedded())
     return {photo_id: d.description for photo_id, d in stored.items()}
 
 
@@ -255,6 +278,11 @@ def _describer(
     from index.describe_vision import VisionDescriber
 
     return VisionDescriber(settings.vision)
+
+
+def make_describer(settings: Settings, choice: DescriberChoice = "auto") -> Describer:
+    """The vision or offline describer for a job that asks for one (see `_describer`)."""
+    return _describer(settings, None, choice)
 
 
 def _reranker(settings: Settings) -> Reranker | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from index.descriptions import DescriptionRow, Tier, best_of, tier_of
 from index.errors import CatalogTooNew
 from index.models import IndexReport, PhotoFile
 
@@ -62,7 +63,12 @@ CREATE TABLE IF NOT EXISTS excluded (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1,)
+# v2: a description written by `index --redescribe` supersedes the photo's others (tiers).
+SCHEMA_V2_SUPERSEDED = """
+ALTER TABLE descriptions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_SUPERSEDED)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -101,6 +107,10 @@ class StoredDescription:
     describer_key: str
     description: str
 
+    @property
+    def tier(self) -> Tier:
+        return tier_of(self.describer_key)
+
 
 class Catalog:
     """SQLite-backed catalog. Safe to share between threads (one connection, one lock)."""
@@ -132,6 +142,11 @@ class Catalog:
                 (rel_path, size, mtime),
             ).fetchone()
         return None if row is None else _row_to_photo(row)
+
+    def photo_ids(self) -> set[str]:
+        """Every distinct photo recorded in the library."""
+        with self._lock:
+            return {str(row[0]) for row in self._db.execute("SELECT DISTINCT photo_id FROM files")}
 
     def files(self) -> dict[str, str]:
         """rel_path -> photo_id for every file recorded."""
@@ -170,12 +185,53 @@ class Catalog:
             ).fetchone()
         return row is not None
 
-    def save_description(self, photo_id: str, describer_key: str, description: str) -> None:
+    def save_description(
+        self, photo_id: str, describer_key: str, description: str, *, supersede: bool = False
+    ) -> None:
+        """Store a description; `supersede` (a redescribe) makes it win over the photo's others."""
         with self._tx() as db:
+            if supersede:
+                db.execute("UPDATE descriptions SET superseded=1 WHERE photo_id=?", (photo_id,))
             db.execute(
-                "INSERT OR REPLACE INTO descriptions VALUES (?,?,?,?)",
+                "INSERT OR REPLACE INTO descriptions "
+                "(photo_id, describer_key, description, created_at, superseded) VALUES (?,?,?,?,0)",
                 (photo_id, describer_key, description, _now()),
             )
+
+    def description_rows(self, photo_ids: Iterable[str]) -> dict[str, list[DescriptionRow]]:
+        """Every stored description of the given photos, oldest first."""
+        wanted = set(photo_ids)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT photo_id, describer_key, description, created_at, superseded "
+                "FROM descriptions ORDER BY rowid"
+            ).fetchall()
+        out: dict[str, list[DescriptionRow]] = {}
+        for photo_id, key, text, created, superseded in rows:
+            if photo_id in wanted:
+                row = DescriptionRow(photo_id, key, text, created, bool(superseded))
+                out.setdefault(photo_id, []).append(row)
+        return out
+
+    def best_descriptions(self, photo_ids: Iterable[str]) -> dict[str, StoredDescription]:
+        """For each photo, the description that counts (see `index.descriptions`)."""
+        best: dict[str, StoredDescription] = {}
+        for photo_id, rows in self.description_rows(photo_ids).items():
+            row = best_of(rows)
+            if row is not None:
+                best[photo_id] = StoredDescription(photo_id, row.describer_key, row.description)
+        return best
+
+    def tier_counts(self, photo_ids: Iterable[str]) -> dict[Tier | None, int]:
+        """How many of the photos are described at each tier (None: not described yet)."""
+        wanted = set(photo_ids)
+        best = self.best_descriptions(wanted)
+        counts: dict[Tier | None, int] = {}
+        for photo_id in wanted:
+            stored = best.get(photo_id)
+            tier = stored.tier if stored else None
+            counts[tier] = counts.get(tier, 0) + 1
+        return counts
 
     def latest_descriptions(self, photo_ids: Iterable[str]) -> dict[str, StoredDescription]:
         """For each photo, its most recent description (whichever describer wrote it)."""

@@ -3,7 +3,8 @@
 For a library indexed before a vision endpoint is configured (or without one at all). What it
 writes is shorter and much weaker than a vision model's description, and says so on its last
 line (`OFFLINE_MARK`). Descriptions are stored under their describer's key, and the index embeds
-each photo's most recent description, so a later run with the vision model replaces these.
+each photo's best description (`index.descriptions`: imported > vision > offline), so a
+later run with the vision model replaces these.
 
 - Text: RapidOCR (PP-OCRv4 detection + Chinese/English recognition, ONNX models shipped inside
   the `rapidocr-onnxruntime` wheel).

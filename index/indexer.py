@@ -18,6 +18,7 @@ from typing import Literal
 from index.catalog import Catalog, StoredDescription, text_sha
 from index.dedup import METADATA_KEY as PHASH_KEY
 from index.dedup import perceptual_hash
+from index.descriptions import should_describe
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.filters import wall_clock_ts
 from index.geo import place_at
@@ -37,6 +38,14 @@ _EMBED_BATCH = 64
 class ScanLimits:
     max_file_bytes: int
     max_pixels: int
+
+
+@dataclass(frozen=True)
+class _Describing:
+    """Who describes in this run, and whether on purpose again (`--redescribe`)."""
+
+    describer: Describer
+    redescribe: bool = False
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -70,8 +79,15 @@ class Indexer:
         mode: IndexMode = "incremental",
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        *,
+        redescribe: bool = False,
+        describer: Describer | None = None,
     ) -> IndexReport:
-        """Index the library. Callers hold the index lock; see `PeiTu.index`."""
+        """Index the library. Callers hold the index lock; see `PeiTu.index`.
+
+        An ordinary run describes only photos that no describer of the same or a better tier
+        has described (see `index.descriptions`); `redescribe` describes every photo again
+        with `describer` (default: the indexer's) and makes that description the one used."""
         report_progress = progress or _no_progress
         stop = cancel or threading.Event()
         if not library.is_dir():
@@ -87,7 +103,8 @@ class Indexer:
         photos = self._scan(library, report, report_progress)
         self._remove_missing(target, photos, report)
         if not stop.is_set():
-            self._describe_missing(photos, report, report_progress, stop)
+            chosen = _Describing(describer or self._describer, redescribe)
+            self._describe_missing(chosen, photos, report, report_progress, stop)
         if not stop.is_set():
             self._embed_changed(target, photos, report, report_progress, stop)
         report.cancelled = stop.is_set()
@@ -161,15 +178,16 @@ class Indexer:
     # --- describe ----------------------------------------------------------------------------
     def _describe_missing(
         self,
+        describing: _Describing,
         photos: dict[str, PhotoFile],
         report: IndexReport,
         progress: ProgressCallback,
         stop: threading.Event,
     ) -> None:
-        key = self._describer.key
-        todo = [p for p in photos.values() if not self._catalog.has_description(p.photo_id, key)]
+        todo = self._to_describe(describing, photos)
         progress("describe", 0, len(todo))
-        for done, (photo, error) in enumerate(self._describe_all(todo, stop), start=1):
+        described = self._describe_all(describing, todo, stop)
+        for done, (photo, error) in enumerate(described, start=1):
             if error is None:
                 report.described += 1
             else:
@@ -178,8 +196,17 @@ class Indexer:
                 log.warning("could not describe %s: %s", photo.rel_path, error)
             progress("describe", done, len(todo))
 
+    def _to_describe(
+        self, describing: _Describing, photos: dict[str, PhotoFile]
+    ) -> list[PhotoFile]:
+        if describing.redescribe:
+            return list(photos.values())
+        rows = self._catalog.description_rows(photos)
+        key = describing.describer.key
+        return [p for p in photos.values() if should_describe(rows.get(p.photo_id, []), key)]
+
     def _describe_all(
-        self, todo: list[PhotoFile], stop: threading.Event
+        self, describing: _Describing, todo: list[PhotoFile], stop: threading.Event
     ) -> Iterable[tuple[PhotoFile, str | None]]:
         """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
         pending: dict[Future[None], PhotoFile] = {}
@@ -190,18 +217,21 @@ class Indexer:
                     photo = next(queue, None)
                     if photo is None:
                         break
-                    pending[pool.submit(self._describe_one, photo)] = photo
+                    pending[pool.submit(self._describe_one, describing, photo)] = photo
                 if not pending:
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     yield pending.pop(future), _error_text(future)
 
-    def _describe_one(self, photo: PhotoFile) -> None:
-        text = self._describer.describe(photo).strip()
+    def _describe_one(self, describing: _Describing, photo: PhotoFile) -> None:
+        describer = describing.describer
+        text = describer.describe(photo).strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
-        self._catalog.save_description(photo.photo_id, self._describer.key, text)
+        self._catalog.save_description(
+            photo.photo_id, describer.key, text, supersede=describing.redescribe
+        )
 
     # --- embed -------------------------------------------------------------------------------
     def _embed_changed(
@@ -214,7 +244,7 @@ class Indexer:
     ) -> None:
         model = self._embedder.model_name
         embedded = self._catalog.embedded()
-        descriptions = self._catalog.latest_descriptions(photos)
+        descriptions = self._catalog.best_descriptions(photos)
         todo: list[StoredDescription] = []
         for d in descriptions.values():
             record = embedded.get(d.photo_id)

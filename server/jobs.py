@@ -21,6 +21,7 @@ from typing import Any, Literal
 from index.app import PeiTu
 from index.errors import IndexBusy, PeiTuError
 from index.indexer import IndexMode
+from index.ports import Describer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class _Job:
     finished_at: datetime | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
+    redescribe: bool = False
+    describer: Describer | None = None  # None: the app's
 
     def view(self) -> JobView:
         copied = (f.name for f in dataclasses.fields(JobView))
@@ -99,11 +102,20 @@ class JobManager:
         self._follow_up = False
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peitu-index")
 
-    def start(self, mode: IndexMode = "incremental", trigger: str = "api") -> JobView:
+    def start(
+        self,
+        mode: IndexMode = "incremental",
+        trigger: str = "api",
+        *,
+        redescribe: bool = False,
+        describer: Describer | None = None,
+    ) -> JobView:
         """Queue a job; raises `IndexBusy` with the running job's id if one runs anywhere."""
         with self._lock:
             self._refuse_if_busy()
-            job = _Job(uuid.uuid4().hex[:12], mode, trigger)
+            job = _Job(
+                uuid.uuid4().hex[:12], mode, trigger, redescribe=redescribe, describer=describer
+            )
             self._jobs.append(job)
             self._active = job
             self._worker.submit(self._run, job)
@@ -217,6 +229,8 @@ class JobManager:
                 progress=lambda *p: self._progress(job, *p),
                 cancel=job.cancel,
                 job_id=job.job_id,
+                redescribe=job.redescribe,
+                describer=job.describer,
             )
         except PeiTuError as error:
             log.warning("index job %s failed: %s", job.job_id, error)

@@ -46,6 +46,14 @@ class RecommendOut(BaseModel):
 
 class JobIn(BaseModel):
     mode: Literal["incremental", "rebuild"] = "incremental"
+    redescribe: bool = Field(
+        default=False,
+        description="describe every photo again and use that description, even over a better "
+        "tier (imported > vision > offline); like `peitu index --redescribe`",
+    )
+    describer: Literal["auto", "vision", "offline"] | None = Field(
+        default=None, description="describer for this job (default: the server's)"
+    )
 
 
 class JobCreatedOut(BaseModel):
@@ -118,6 +126,11 @@ class StatusOut(BaseModel):
     problem: str | None
     running_job_id: str | None
     next_scheduled_index_at: datetime | None
+    tiers: dict[str, int] = Field(
+        default_factory=dict,
+        description="photos by the tier of the description used: imported, vision, offline, "
+        "none (not described yet)",
+    )
 
 
 class PhotoOut(BaseModel):
@@ -131,6 +144,7 @@ class PhotoOut(BaseModel):
     gps_lon: float | None
     description: str | None
     describer: str | None
+    describer_tier: Literal["imported", "vision", "offline"] | None = None
     indexed: bool = Field(description="has a vector, i.e. can be recommended")
 
 

@@ -112,6 +112,10 @@ def test_index_and_recommend_through_the_vision_and_rerank_endpoints(
     second = _json(peitu(env, "index", "--json"))
     assert (second["described"], second["embedded"], second["unchanged"]) == (0, 0, 4)
     assert openai_server.calls["vision"] == 4  # a second run makes no vision call
+    again = _json(peitu(env, "index", "--redescribe", "--json"))
+    assert (again["described"], openai_server.calls["vision"]) == (4, 8)
+    status = peitu(env, "status")
+    assert status.returncode == 0 and "描述来源：视觉模型 4" in status.stdout
     result = _json(peitu(env, "recommend", "蓝天大海，海边度假", "--top-k", "2", "--json"))
     assert result["reranked"] is True and openai_server.calls["rerank"] == 1
     results = result["results"]

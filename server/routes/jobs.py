@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response, status
 
-from index.app import IndexStatus
+from index.app import IndexStatus, make_describer
 from server.context import Ctx, ServerContext
 from server.jobs import JobView
 from server.schemas import BusyOut, ErrorOut, JobCreatedOut, JobIn, JobListOut, JobOut, StatusOut
@@ -33,10 +33,15 @@ async def start_job(
     ctx: Ctx, response: Response, body: Annotated[JobIn | None, Body()] = None
 ) -> JobCreatedOut:
     """Start an indexing job; 409 with the running job's id if one runs (here or in the CLI)."""
-    mode = body.mode if body is not None else "incremental"
-    job = await asyncio.to_thread(ctx.jobs.start, mode, "api")
+    options = body if body is not None else JobIn()
+    job = await asyncio.to_thread(_start, ctx, options)
     response.headers["Location"] = f"/api/index/jobs/{job.job_id}"
     return JobCreatedOut(job_id=job.job_id, state=job.state)
+
+
+def _start(ctx: ServerContext, options: JobIn) -> JobView:
+    describer = make_describer(ctx.settings, options.describer) if options.describer else None
+    return ctx.jobs.start(options.mode, "api", redescribe=options.redescribe, describer=describer)
 
 
 @router.get("/index/jobs", response_model=JobListOut)
@@ -83,6 +88,7 @@ async def index_status(ctx: Ctx) -> StatusOut:
         problem=current.problem,
         running_job_id=holder,
         next_scheduled_index_at=ctx.scheduler.next_run_at(),
+        tiers=current.tiers,
     )
 
 

@@ -136,3 +136,30 @@ def test_unknown_mode_is_422(
     with served.client() as client:
         response = client.post("/api/index/jobs", json=body)
     assert response.status_code == 422 and "mode" in response.json()["detail"]
+
+
+def test_a_job_with_redescribe_replaces_imported_captions_on_purpose(
+    start_server: ServerFactory,
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    vision = vision_settings(openai_server)
+    settings = make_settings(library=small_library.root, vision=vision)
+    served = start_server(settings, descriptions=small_library.descriptions)
+    with served.client() as client:
+        served.wait_job(client, client.post("/api/index/jobs").json()["job_id"])
+        photo_id = next(iter(served.app.catalog.photo_ids()))
+        before = client.get(f"/api/photos/{photo_id}").json()
+        plain = client.post("/api/index/jobs", json={"describer": "vision"}).json()["job_id"]
+        plain_job = served.wait_job(client, plain)
+        calls_after_plain = openai_server.calls["vision"]
+        body = {"redescribe": True, "describer": "vision"}
+        again = served.wait_job(client, client.post("/api/index/jobs", json=body).json()["job_id"])
+        after = client.get(f"/api/photos/{photo_id}").json()
+        status = client.get("/api/status").json()
+    assert before["describer_tier"] == "imported" and before["describer"].startswith("sidecar:")
+    assert plain_job["counts"]["described"] == 0 and calls_after_plain == 0
+    assert again["counts"]["described"] == 30 and openai_server.calls["vision"] == 30
+    assert after["describer_tier"] == "vision" and after["describer"].startswith("fake-vl@")
+    assert status["tiers"] == {"vision": 30}
