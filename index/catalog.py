@@ -86,6 +86,9 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         db.executescript(f"BEGIN;\n{MIGRATIONS[step]}\nPRAGMA user_version={step + 1};\nCOMMIT;")
 
 
+_FEW = 500  # up to this many photo ids are looked up by id, more by one scan
+
+
 def text_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -201,11 +204,14 @@ class Catalog:
     def description_rows(self, photo_ids: Iterable[str]) -> dict[str, list[DescriptionRow]]:
         """Every stored description of the given photos, oldest first."""
         wanted = set(photo_ids)
+        query = (
+            "SELECT photo_id, describer_key, description, created_at, superseded FROM descriptions"
+        )
+        few = sorted(wanted) if len(wanted) <= _FEW else []  # a batch while indexing: ask for it
+        if few:
+            query += f" WHERE photo_id IN ({','.join('?' * len(few))})"
         with self._lock:
-            rows = self._db.execute(
-                "SELECT photo_id, describer_key, description, created_at, superseded "
-                "FROM descriptions ORDER BY rowid"
-            ).fetchall()
+            rows = self._db.execute(query + " ORDER BY rowid", few).fetchall()
         out: dict[str, list[DescriptionRow]] = {}
         for photo_id, key, text, created, superseded in rows:
             if photo_id in wanted:

@@ -1,7 +1,9 @@
 """The indexing run: scan → describe what is new → embed what changed → drop what left.
 
 A run can be interrupted at any point (crash, SIGKILL, cancel): descriptions are committed one
-by one and vectors batch by batch, so the next run continues where this one stopped.
+by one and vectors batch by batch, so the next run continues where this one stopped. New
+descriptions are embedded in small batches while the describing goes on, so what a cancelled or
+interrupted run described is already searchable.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 IndexMode = Literal["incremental", "rebuild"]
 _EMBED_BATCH = 64
+_LIVE_BATCH = 16  # descriptions embedded at once while describing
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class Indexer:
         self._remove_missing(target, photos, report)
         if not stop.is_set():
             chosen = _Describing(describer or self._describer, redescribe)
-            self._describe_missing(chosen, photos, report, report_progress, stop)
+            self._describe_missing(chosen, target, photos, report, report_progress, stop)
         if not stop.is_set():
             self._embed_changed(target, photos, report, report_progress, stop)
         report.cancelled = stop.is_set()
@@ -179,22 +182,40 @@ class Indexer:
     def _describe_missing(
         self,
         describing: _Describing,
+        store: ChromaStore,
         photos: dict[str, PhotoFile],
         report: IndexReport,
         progress: ProgressCallback,
         stop: threading.Event,
     ) -> None:
+        """Describe what needs it; every `_LIVE_BATCH` new descriptions are embedded at once,
+        so photos become searchable while the run goes on and a cancel or Ctrl-C keeps them."""
         todo = self._to_describe(describing, photos)
         progress("describe", 0, len(todo))
-        described = self._describe_all(describing, todo, stop)
-        for done, (photo, error) in enumerate(described, start=1):
-            if error is None:
-                report.described += 1
-            else:
-                report.failed += 1
-                report.errors.append(f"{photo.rel_path}: {error}")
-                log.warning("could not describe %s: %s", photo.rel_path, error)
-            progress("describe", done, len(todo))
+        fresh: list[str] = []
+        try:
+            described = self._describe_all(describing, todo, stop)
+            for done, (photo, error) in enumerate(described, start=1):
+                if error is None:
+                    report.described += 1
+                    fresh.append(photo.photo_id)
+                else:
+                    report.failed += 1
+                    report.errors.append(f"{photo.rel_path}: {error}")
+                    log.warning("could not describe %s: %s", photo.rel_path, error)
+                if len(fresh) >= _LIVE_BATCH:
+                    report.embedded += self._embed_now(store, photos, fresh)
+                    fresh = []
+                progress("describe", done, len(todo))
+        finally:  # also on KeyboardInterrupt: what was described stays searchable
+            report.embedded += self._embed_now(store, photos, fresh)
+
+    def _embed_now(self, store: ChromaStore, photos: dict[str, PhotoFile], ids: list[str]) -> int:
+        """Embed the best descriptions of these photos (those that changed); how many."""
+        if not ids:
+            return 0
+        todo = self._stale_descriptions(store, {i: photos[i] for i in ids})
+        return self._embed_batch(store, todo, photos, self._embedder.model_name)
 
     def _to_describe(
         self, describing: _Describing, photos: dict[str, PhotoFile]
@@ -243,10 +264,25 @@ class Indexer:
         stop: threading.Event,
     ) -> None:
         model = self._embedder.model_name
+        todo = self._stale_descriptions(store, photos)
+        already = report.embedded  # embedded while describing, counted in the phase's progress
+        progress("embed", already, already + len(todo))
+        for start in range(0, len(todo), _EMBED_BATCH):
+            if stop.is_set():
+                return
+            batch = todo[start : start + _EMBED_BATCH]
+            report.embedded += self._embed_batch(store, batch, photos, model)
+            progress("embed", already + min(start + _EMBED_BATCH, len(todo)), already + len(todo))
+
+    def _stale_descriptions(
+        self, store: ChromaStore, photos: dict[str, PhotoFile]
+    ) -> list[StoredDescription]:
+        """Best descriptions whose vector is missing or out of date; moved photos get their
+        new path on the spot."""
+        model = self._embedder.model_name
         embedded = self._catalog.embedded()
-        descriptions = self._catalog.best_descriptions(photos)
         todo: list[StoredDescription] = []
-        for d in descriptions.values():
+        for d in self._catalog.best_descriptions(photos).values():
             record = embedded.get(d.photo_id)
             if record is None or (record.text_sha, record.model) != (
                 text_sha(d.description),
@@ -255,13 +291,7 @@ class Indexer:
                 todo.append(d)
             elif record.rel_path != photos[d.photo_id].rel_path:
                 self._update_path(store, photos[d.photo_id], d)
-        progress("embed", 0, len(todo))
-        for start in range(0, len(todo), _EMBED_BATCH):
-            if stop.is_set():
-                return
-            batch = todo[start : start + _EMBED_BATCH]
-            report.embedded += self._embed_batch(store, batch, photos, model)
-            progress("embed", min(start + _EMBED_BATCH, len(todo)), len(todo))
+        return todo
 
     def _embed_batch(
         self,

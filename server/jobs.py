@@ -93,7 +93,14 @@ JobListener = Callable[[JobView], None]
 class JobManager:
     """Runs indexing jobs on one worker thread and remembers the most recent ones."""
 
-    def __init__(self, app: PeiTu, *, history: int = 50, listener: JobListener | None = None):
+    def __init__(
+        self,
+        app: PeiTu,
+        *,
+        history: int = 50,
+        listener: JobListener | None = None,
+        external_poll_s: float = 2.0,
+    ):
         self._app = app
         self._listener = listener
         self._lock = threading.Lock()
@@ -101,6 +108,9 @@ class JobManager:
         self._active: _Job | None = None
         self._follow_up = False
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peitu-index")
+        self._external_poll_s = external_poll_s
+        self._watcher: threading.Thread | None = None
+        self._closing = threading.Event()
 
     def start(
         self,
@@ -133,9 +143,29 @@ class JobManager:
         except IndexBusy as busy:
             with self._lock:
                 if self._active is None:
+                    self._watch_external_locked()
                     return "busy", busy.running_job_id
                 self._follow_up = True
                 return "queued", self._active.job_id
+
+    def _watch_external_locked(self) -> None:
+        """Start a follow-up job by itself once the other process's job has ended."""
+        if self._watcher is not None and self._watcher.is_alive():
+            return
+        self._watcher = threading.Thread(
+            target=self._follow_external, name="peitu-index-follow", daemon=True
+        )
+        self._watcher.start()
+
+    def _follow_external(self) -> None:
+        while not self._closing.wait(self._external_poll_s):
+            try:
+                self.start("incremental", "follow-up")
+                return
+            except IndexBusy:
+                with self._lock:
+                    if self._active is not None:  # a job of ours runs now: it scans afresh
+                        return
 
     def _refuse_if_busy(self) -> None:
         if self._active is not None:
@@ -203,6 +233,7 @@ class JobManager:
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Cancel the running job and wait (up to `timeout`) for the worker to stop."""
+        self._closing.set()
         with self._lock:
             self._follow_up = False
             active = self._active

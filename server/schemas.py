@@ -155,7 +155,7 @@ class UploadOut(BaseModel):
     height: int
     status: UploadIndexing = Field(
         description="started: a job indexes it now; queued: a job runs after the current one; "
-        "busy: another process is indexing, the next run picks it up"
+        "busy: another process is indexing; a job starts by itself when it ends"
     )
     job_id: str | None = Field(description="the job that was started, or the one running")
     indexed: bool = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from config.settings import VisionSettings
@@ -101,3 +102,26 @@ def test_a_vision_run_replaces_offline_descriptions(
     assert (report.described, report.embedded, openai_server.calls["vision"]) == (3, 3, 3)
     assert vision.status().tiers == {"vision": 3}
     assert offline.index().described == 0  # offline never comes back over vision
+
+
+def test_photos_are_searchable_while_the_first_index_still_describes(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = make_settings(library=small_library.root, vision={"concurrency": 1})
+    app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    cancel = threading.Event()
+    searchable_at: list[int] = []
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "describe" and done == 20:
+            searchable_at.append(app.store.count())  # 16 embedded while describing goes on
+            cancel.set()
+
+    report = app.index(progress=progress, cancel=cancel)
+    assert report.cancelled and report.described == 20
+    assert searchable_at == [16]
+    assert report.embedded == app.store.count() == 20  # the cancel embedded the rest
+    described = set(app.catalog.best_descriptions(app.catalog.photo_ids()))
+    assert app.store.ids() == described

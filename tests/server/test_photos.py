@@ -12,6 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from index.lock import IndexLock
 from server.uploads import UPLOADS_FOLDER, safe_file_name
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
@@ -319,3 +320,23 @@ def test_an_upload_during_a_job_is_indexed_by_a_follow_up_job(
     assert (body["status"], body["job_id"]) == ("queued", running)
     assert follow_up["trigger"] == "follow-up" and follow_up["state"] == "succeeded"
     assert photo["indexed"] is True
+
+
+def test_an_upload_while_another_process_indexes_gets_indexed_when_it_ends(
+    vision_server: Served, empty_library: Path
+) -> None:
+    other_process = IndexLock(vision_server.settings.data_dir / "index.lock")  # its own flock
+    with vision_server.client() as client:
+        with other_process.hold("cli-job-1"):
+            body = upload(client, "while-busy.jpg", jpeg_of((30, 90, 220))).json()
+            assert client.get(f"/api/photos/{body['photo_id']}").status_code == 404
+        wait_for(
+            lambda: (
+                client.get(f"/api/photos/{body['photo_id']}").status_code == 200
+                and client.get(f"/api/photos/{body['photo_id']}").json()["indexed"]
+            ),
+            "the upload indexed by a job that started by itself",
+        )
+        jobs = client.get("/api/index/jobs").json()["jobs"]
+    assert (body["status"], body["job_id"]) == ("busy", "cli-job-1")
+    assert [j["trigger"] for j in jobs] == ["follow-up"]
