@@ -28,7 +28,7 @@
 #   E2E_ROOT=${TMPDIR:-/tmp}/peitu-docker-e2e/project   logs/ and results.txt stay after the run
 #   DOCKER_CACHE=     a folder kept between runs for the daemon's images and build cache (the
 #                     base image and unchanged layers are reused); empty: a build from scratch
-#   N_PHOTOS=20       photos copied from PHOTOS_SRC (default ../shared/eval/images)
+#   N_PHOTOS=20       photos copied from PHOTOS_SRC (default $PEITU_EVAL_DIR/images, ../shared/eval)
 #   CHROMA=1          0: skip the `--profile chroma` part      STANDALONE_BOT=1   0: skip step 5
 #   KEEP=0            1: leave everything running (the last lines say how to tear it down)
 #   TORCH_WHEEL=      path of a local torch-2.13.0+cpu wheel (default: what pip finds here);
@@ -38,7 +38,7 @@ set -uo pipefail
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
 E2E_ROOT=${E2E_ROOT:-${TMPDIR:-/tmp}/peitu-docker-e2e/project}
 DOCKER_CACHE=${DOCKER_CACHE:-}
-PHOTOS_SRC=${PHOTOS_SRC:-$PROJECT/../shared/eval/images}
+PHOTOS_SRC=${PHOTOS_SRC:-${PEITU_EVAL_DIR:-$PROJECT/../shared/eval}/images}
 N_PHOTOS=${N_PHOTOS:-20}
 CHROMA=${CHROMA:-1}
 STANDALONE_BOT=${STANDALONE_BOT:-1}
@@ -141,7 +141,8 @@ teardown() {
   [ -n "$DOCKER_CACHE" ] && unmount_under "$DOCKER_CACHE"
   kill -0 "$DOCKERD_PID" 2>/dev/null || net_cleanup
   rm -rf "$E2E_ROOT/dockerd" "$E2E_ROOT/base" "$E2E_ROOT/data" "$E2E_ROOT/photos" \
-    "$E2E_ROOT/localindex" "$E2E_ROOT/pkgs" "$E2E_ROOT/gateway" "$SRC" "$DOCKER_CONFIG" "$RUN_DIR"
+    "$E2E_ROOT/localindex" "$E2E_ROOT/pkgs" "$E2E_ROOT/gateway" "$E2E_ROOT/chroma-image" \
+    "$E2E_ROOT/daemon.json" "$SRC" "$DOCKER_CONFIG" "$RUN_DIR"
   [ -f "$RESULTS" ] && { say "results ($RESULTS)"; cat "$RESULTS"; }
   [ "$rc" = 0 ] && [ "$FAILED" -gt 0 ] && rc=1
   exit "$rc"
@@ -359,10 +360,11 @@ else
 fi
 
 events_count() { wc -l <"$GW/events.jsonl"; }
-wait_login() {  # wait_login AFTER_LINE: seconds until the gateway saw a bot log in, or nothing
-  local after=$1 t0=$2
+wait_login() {  # wait_login AFTER_LINE T0: seconds from T0 to the bot's login at the gateway
+  local after=$1 t0=$2 login
   for _ in $(seq 1 240); do
-    tail -n +"$((after + 1))" "$GW/events.jsonl" | grep -q '"event":"mock-login"' && { since "$t0"; return 0; }
+    login=$(tail -n +"$((after + 1))" "$GW/events.jsonl" | grep -m1 '"event":"mock-login"')
+    [ -n "$login" ] && { python3 -c "import json,sys; print(f'{json.loads(sys.argv[1])[\"at\"] / 1000 - float(sys.argv[2]):.1f}')" "$login" "$t0"; return 0; }
     sleep 0.5
   done
   return 1

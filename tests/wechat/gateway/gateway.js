@@ -20,7 +20,7 @@ const PORT = process.env.GW_PORT || '8788'
 const HOST = process.env.GW_HOST || '127.0.0.1'  // scripts/docker_e2e.sh: 0.0.0.0, for a bot in a container
 const TOKEN = process.env.GW_TOKEN || 'insecure_local_test_token'
 
-const out = obj => process.stdout.write(JSON.stringify({ ms: Date.now() - t0, ...obj }) + '\n')
+const out = obj => process.stdout.write(JSON.stringify({ ms: Date.now() - t0, at: Date.now(), ...obj }) + '\n')
 
 const mocker = new mock.Mocker()
 const puppet = new PuppetMock({ mocker })
