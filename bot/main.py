@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 
 from bot.errors import BotConfigError
 from bot.ports import PhotoFinder
+from bot.server_client import ServerFinder, ServerRefused, ServerUnavailable
 from bot.wechat import puppet_options, run_bot
 from config import Settings
 from config.settings import WechatSettings
-from index.app import build_app
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,33 @@ def run(settings: Settings) -> int:
     except BotConfigError as error:
         log.error("peitu bot: %s", error)
         return EXIT_REFUSED
-    app = build_app(settings)
+    finder, close = build_finder(settings)
     try:
-        _log_index_status(app)
-        return asyncio.run(serve_until_stopped(app, settings.wechat))
+        _log_index_status(finder)
+        return asyncio.run(serve_until_stopped(finder, settings.wechat))
+    except ServerRefused as error:
+        log.error("peitu bot: %s", error)
+        return EXIT_REFUSED
     finally:
-        app.close()
+        close()
+
+
+def build_finder(settings: Settings) -> tuple[PhotoFinder, Callable[[], None]]:
+    """The bot's finder and how to close it: the PeiTu server at `bot.server_url`, or the core
+    itself (the index opened and the model loaded in this process)."""
+    url = settings.bot.server_url
+    if url:
+        token = settings.bot.server_token or settings.admin_token
+        server = ServerFinder(
+            url, token.get_secret_value() if token else None, timeout_s=settings.bot.timeout_s
+        )
+        log.info("peitu bot: asks the PeiTu server at %s (no index or model of its own)", url)
+        return server, server.close
+    # Imported here: the core brings Chroma and PyTorch, which a bot asking a server never needs.
+    from index.app import build_app
+
+    app = build_app(settings)
+    return app, app.close
 
 
 async def serve_until_stopped(app: PhotoFinder, settings: WechatSettings) -> int:
@@ -53,8 +75,15 @@ async def serve_until_stopped(app: PhotoFinder, settings: WechatSettings) -> int
     return EXIT_OK
 
 
-def _log_index_status(app: PhotoFinder) -> None:
-    status = app.status()
+def _log_index_status(finder: PhotoFinder) -> None:
+    """Say at start-up what the bot can offer; a server not up yet is only a warning."""
+    try:
+        status = finder.status()
+    except ServerRefused:
+        raise
+    except ServerUnavailable as error:
+        log.warning("the PeiTu server does not answer yet (%s): replies wait for it", error)
+        return
     if status.problem:
         log.warning("index problem: %s", status.problem)
     if status.photos == 0:

@@ -65,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index(sub)
     _add_recommend(sub)
     add_eval_parser(sub)
-    sub.add_parser("bot", help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT)")
+    sub.add_parser(
+        "bot",
+        help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT; with PEITU_BOT__SERVER_URL it "
+        "asks that PeiTu server instead of opening the index itself)",
+    )
     serve = sub.add_parser("serve", help="run the admin HTTP server and web page")
     serve.add_argument("--host", help="bind address (default: PEITU_SERVER__HOST)")
     serve.add_argument("--port", type=_port, help="port (default: PEITU_SERVER__PORT)")

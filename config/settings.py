@@ -122,6 +122,23 @@ class WechatSettings(BaseModel):
     keepalive_s: float = Field(default=60.0, ge=0)
 
 
+class BotSettings(BaseModel):
+    """How `peitu bot` finds photos: on its own, or by asking a PeiTu server over HTTP."""
+
+    # e.g. http://server:8000: the bot asks that server's /api (recommend, similar, status,
+    # photo files) and opens no index and loads no model itself; empty: it does both itself.
+    server_url: str = ""
+    server_token: SecretStr | None = None  # the server's admin token; empty: PEITU_ADMIN_TOKEN
+    timeout_s: float = Field(default=120.0, gt=0)  # a reply may wait on the vision model
+
+    @field_validator("server_url")
+    @classmethod
+    def _http_url_or_empty(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty (the bot opens the index itself) or an http(s):// URL")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PEITU_",
@@ -146,6 +163,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
+    bot: BotSettings = Field(default_factory=BotSettings)
 
     @field_validator("library", "data_dir")
     @classmethod

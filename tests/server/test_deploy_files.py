@@ -34,7 +34,8 @@ NON_SETTING_VARIABLES = {
     "DASHSCOPE_API_KEY",  # config/settings.py fills the vision and rerank keys from it
     "PHOTOS_DIR",  # docker-compose.yml: the host's photo folder
     "DATA_DIR",  # docker-compose.yml: the host's data folder
-    "PEITU_SETUP_RUNTIME_ONLY",  # scripts/setup.sh: skip test tooling in the image
+    "PEITU_SETUP_RUNTIME_ONLY",  # scripts/setup.sh: skip test tooling
+    "PEITU_CI_DOCKER",  # .ci/run: 0 skips the Docker deployment test, 1 requires it
 }
 _ASSIGNMENT = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$")
 
@@ -133,15 +134,35 @@ def test_env_example_names_the_docker_host_for_local_models() -> None:
     assert "host.docker.internal:host-gateway" in extra_hosts
 
 
-def test_dockerfile_installs_through_setup_script() -> None:
-    runs = dockerfile_instructions("RUN")
-    assert any(re.search(r"\bbash scripts/setup\.sh\b", run) for run in runs)
+def test_dockerfile_needs_no_registry_and_pins_cpu_torch() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert not text.startswith("# syntax="), "BuildKit would fetch the frontend from Docker Hub"
     assert dockerfile_instructions("FROM") == ["python:3.11-slim"]
-    env = dockerfile_env()
-    assert env["PEITU_SETUP_RUNTIME_ONLY"] == "1"
-    assert "download.pytorch.org/whl/cpu" in DOCKERFILE.read_text(encoding="utf-8")
+    torch_pin = re.search(r'"torch==([\d.]+)"', (REPO / "pyproject.toml").read_text())
+    assert torch_pin and f"ARG TORCH_SPEC=torch=={torch_pin.group(1)}+cpu" in text
+    # An empty PIP_EXTRA_INDEX_URL falls back to the CPU index instead of PyPI's CUDA build.
+    assert '"${PIP_EXTRA_INDEX_URL:-https://download.pytorch.org/whl/cpu}"' in text
     users = dockerfile_instructions("USER")
     assert users and users[-1] not in {"root", "0"}
+
+
+def test_dockerfile_installs_the_projects_dependencies_before_its_code() -> None:
+    runs = dockerfile_instructions("RUN")
+    copies = dockerfile_instructions("COPY")
+    assert any("tomllib" in run and "['project']['dependencies']" in run for run in runs)
+    assert any("opencv-python-headless" in run for run in runs), "no GUI libraries in the image"
+    assert copies[0].split()[-2:] == ["pyproject.toml", "/app/"]  # the dependency layer's input
+    assert copies[-1].split()[-2:] == [".", "/app"]  # code last: a change rebuilds only that
+    assert any("bash scripts/fetch_m3e_small.sh" in run for run in runs)
+
+
+def test_home_and_cache_folders_belong_to_the_user_the_containers_run_as() -> None:
+    runs = " ".join(dockerfile_instructions("RUN"))
+    assert "useradd --uid 1000" in runs and "/home/peitu/.cache" in runs
+    assert "chown peitu:peitu /app /data /photos /home/peitu/.cache" in runs
+    # A build cache mounted under the home folder would leave ~/.cache owned by root.
+    assert "target=/home" not in runs
+    assert dockerfile_env()["XDG_CACHE_HOME"] == "/home/peitu/.cache"
 
 
 def test_setup_script_honours_runtime_only_switch() -> None:
@@ -157,8 +178,10 @@ def test_dockerfile_paths_match_compose_volumes() -> None:
     assert env["PEITU_LIBRARY"] == "/photos"
     volumes = dockerfile_instructions("VOLUME")
     assert volumes and {"/data", "/photos"} <= set(re.findall(r"/\w+", volumes[0]))
-    mounted = {volume.rsplit(":", 1)[-1] for volume in compose()["x-peitu"]["volumes"]}
+    services = compose()["services"]
+    mounted = {volume.rsplit(":", 1)[-1] for volume in services["server"]["volumes"]}
     assert mounted == {"/data", "/photos"}
+    assert "volumes" not in services["bot"]  # it asks the server: no index, no library of its own
 
 
 def _parses_as_peitu(command: list[str]) -> None:
@@ -202,8 +225,18 @@ def test_chroma_profile_is_wired_to_the_chroma_url() -> None:
     assert pinned and chroma["image"].endswith(":" + pinned.group(1))
     url = env_example_assignments(include_commented=True)["PEITU_CHROMA__URL"]
     assert url == "http://chroma:8000"
-    for name in ("server", "bot"):
-        assert services[name]["depends_on"]["chroma"]["required"] is False
+    assert services["server"]["depends_on"]["chroma"]["required"] is False
+    assert "chroma" not in services["bot"]["depends_on"]  # only the server opens the index
+
+
+def test_bot_service_asks_the_server() -> None:
+    bot = compose()["services"]["bot"]
+    assert (
+        bot["environment"]["PEITU_BOT__SERVER_URL"] == "http://server:${PEITU_SERVER__PORT:-8000}"
+    )
+    assert bot["depends_on"]["server"]["condition"] == "service_started"
+    url = bot["environment"]["PEITU_BOT__SERVER_URL"].replace("${PEITU_SERVER__PORT:-8000}", "8000")
+    assert load_settings(bot={"server_url": url}).bot.server_url == "http://server:8000"
 
 
 def test_healthcheck_asks_a_real_route() -> None:
@@ -230,6 +263,9 @@ def test_deploy_doc_matches_the_files() -> None:
         "catalog.sqlite3",
         "PHOTOS_DIR",
         "DATA_DIR",
+        "PEITU_BOT__SERVER_URL",
+        "Compose v2.20",
+        "scripts/docker_e2e.sh",
     ):
         assert needle in doc, f"docs/deploy.md does not mention {needle}"
     for name in re.findall(r"\bPEITU_[A-Z0-9_]*[A-Z0-9]", doc):

@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 
 from bot.ports import PhotoFinder
+from bot.server_client import ServerFinder
 from config.settings import Settings, WechatSettings, load_settings
 from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
+from server.app import create_app
+from tests.server.conftest import TOKEN as ADMIN_TOKEN
+from tests.server.conftest import serving
 from tests.support.core_fixtures import SmallLibrary, build_small_library, m3e_small_path
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.harness import WechatHarness, require_gateway, running_harness
@@ -97,6 +101,28 @@ def peitu(
     app = build_app(core_settings(indexed_library, openai_server.base_url), embedder=embedder)
     yield app
     app.close()
+
+
+@pytest.fixture(params=["core", "server"])
+def bot_finder(
+    request: pytest.FixtureRequest,
+    peitu: PeiTu,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+) -> Iterator[PhotoFinder]:
+    """What the bot asks, in both of its modes: the core in its own process (`peitu bot` alone),
+    or `ServerFinder` over HTTP to the real FastAPI app around that same core on a real port
+    (`PEITU_BOT__SERVER_URL`). A test compares the bot's replies with what `peitu` answers."""
+    if request.param == "core":
+        yield peitu
+        return
+    settings = core_settings(indexed_library, openai_server.base_url, admin_token=ADMIN_TOKEN)
+    with serving(create_app(peitu, settings)) as url:
+        finder = ServerFinder(url, ADMIN_TOKEN, timeout_s=30)
+        try:
+            yield finder
+        finally:
+            finder.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,6 +1,8 @@
 """The bot end to end: real gateway, real python-wechaty client, real core on 30 real photos.
 
-Rerank and vision go through the real `openai` client to the local fake OpenAI server. The
+Tests that ask the core run twice (`bot_finder`): with the core in the bot's own process, and
+with the bot asking a real PeiTu server over HTTP (`PEITU_BOT__SERVER_URL`); the replies must
+be the same. Rerank and vision go through the real `openai` client to the local fake OpenAI server. The
 photos a reply carries are checked by SHA-256 against the files the core recommends.
 """
 
@@ -13,6 +15,7 @@ import pytest
 
 from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import Outcome
+from bot.ports import PhotoFinder
 from index.app import PeiTu
 from index.models import RecommendResult
 from tests.support.openai_server import FakeOpenAIServer
@@ -55,16 +58,20 @@ def assert_answer(chat: WechatHarness, peitu: PeiTu, query: str) -> tuple[Event,
     return text, files
 
 
-def test_peitu_in_private_chat(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu)
+def test_peitu_in_private_chat(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder)
     chat.say(f"/配图 {SEA}")
     text, _ = assert_answer(chat, peitu, SEA)
     assert text["to"] == chat.ids["aliceId"]
     assert f"为「{SEA}」" in text["text"] and NOTE_NOT_RERANKED not in text["text"]
 
 
-def test_peitu_in_room_with_mention(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu)
+def test_peitu_in_room_with_mention(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder)
     chat.say(f"/配图 {SEA}", room=True, mention=True)
     text, files = assert_answer(chat, peitu, SEA)
     assert text["to"] == chat.ids["roomId"] and all(f["to"] == chat.ids["roomId"] for f in files)
@@ -72,9 +79,9 @@ def test_peitu_in_room_with_mention(start_wechat: StartWechat, peitu: PeiTu) -> 
 
 @pytest.mark.parametrize("typed", ["／配图 {q}", "配图：{q}", "配图:{q}", "/配图{q}"])
 def test_other_ways_to_write_the_command(
-    start_wechat: StartWechat, peitu: PeiTu, typed: str
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu, typed: str
 ) -> None:
-    chat = start_wechat(peitu)
+    chat = start_wechat(bot_finder)
     chat.say(typed.format(q=SEA))
     assert_answer(chat, peitu, SEA)
 
@@ -102,6 +109,7 @@ def test_room_without_mention_when_mention_not_required(
 
 def test_similar_after_an_incoming_image(
     start_wechat: StartWechat,
+    bot_finder: PhotoFinder,
     peitu: PeiTu,
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
@@ -110,7 +118,7 @@ def test_similar_after_an_incoming_image(
     openai_server.vision_fn = lambda _image: "".join(photo.captions[:4])
     image = indexed_library.library.root / photo.rel_path
     expected = peitu.similar_to_image(image.read_bytes())
-    chat = start_wechat(peitu)
+    chat = start_wechat(bot_finder)
     chat.say(file=image)
     assert chat.next_outcome() is Outcome.IMAGE_KEPT
     chat.say("/相似")
@@ -123,13 +131,14 @@ def test_similar_after_an_incoming_image(
 
 def test_similar_in_room_after_image_and_mention(
     start_wechat: StartWechat,
+    bot_finder: PhotoFinder,
     peitu: PeiTu,
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
 ) -> None:
     photo = indexed_library.library.photos[1]
     openai_server.vision_fn = lambda _image: "".join(photo.captions[:4])
-    chat = start_wechat(peitu)
+    chat = start_wechat(bot_finder)
     chat.say(file=indexed_library.library.root / photo.rel_path, room=True)
     assert chat.next_outcome() is Outcome.IMAGE_KEPT
     chat.say("/相似", room=True, mention=True)
@@ -146,12 +155,13 @@ def test_similar_without_an_image_asks_for_one(start_wechat: StartWechat, peitu:
 
 def test_similar_when_the_vision_model_fails(
     start_wechat: StartWechat,
+    bot_finder: PhotoFinder,
     peitu: PeiTu,
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
 ) -> None:
     openai_server.set_mode("vision", fail_status=500, fail_times=100)
-    chat = start_wechat(peitu)
+    chat = start_wechat(bot_finder)
     chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
     chat.say("/相似")
     text, _ = chat.reply()
@@ -160,18 +170,23 @@ def test_similar_when_the_vision_model_fails(
 
 
 def test_llm_timeout_still_gives_an_answer_with_a_note(
-    start_wechat: StartWechat, peitu: PeiTu, openai_server: FakeOpenAIServer
+    start_wechat: StartWechat,
+    bot_finder: PhotoFinder,
+    peitu: PeiTu,
+    openai_server: FakeOpenAIServer,
 ) -> None:
     openai_server.set_mode("rerank", delay_s=3.0)  # the rerank timeout is 1.5 s
-    chat = start_wechat(peitu)
+    chat = start_wechat(bot_finder)
     chat.say(f"/配图 {SEA}")
     text, files = chat.reply(photos=1)
     assert NOTE_NOT_RERANKED in text["text"]
     assert numbered_lines(text["text"]) and files[0]["fileName"].endswith(".jpg")
 
 
-def test_over_the_rate_limit_is_told_once(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu, rate_limit_per_minute=2)
+def test_over_the_rate_limit_is_told_once(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder, rate_limit_per_minute=2)
     for _ in range(2):
         chat.say(f"/配图 {SEA}")
         chat.reply(photos=1)
@@ -188,8 +203,10 @@ def test_over_the_rate_limit_is_told_once(start_wechat: StartWechat, peitu: PeiT
     assert "帮助" in text["text"] and text["to"] != chat.ids["aliceId"]
 
 
-def test_not_on_the_allow_list_gets_nothing(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu, allow_contacts=["Alice"])
+def test_not_on_the_allow_list_gets_nothing(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder, allow_contacts=["Alice"])
     chat.say(f"/配图 {SEA}", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
     chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
@@ -223,8 +240,10 @@ def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: Pe
     assert text["to"] == chat.ids["roomId"]
 
 
-def test_help_status_unknown_and_empty(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu)
+def test_help_status_unknown_and_empty(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder)
     chat.say("/帮助")
     assert "/相似" in chat.reply()[0]["text"]
     chat.say("/状态")
@@ -239,8 +258,10 @@ def test_help_status_unknown_and_empty(start_wechat: StartWechat, peitu: PeiTu) 
     assert "请在 /配图 后面写上文案" in chat.reply()[0]["text"]
 
 
-def test_long_text_is_trimmed_and_says_so(start_wechat: StartWechat, peitu: PeiTu) -> None:
-    chat = start_wechat(peitu, max_text_chars=20)
+def test_long_text_is_trimmed_and_says_so(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    chat = start_wechat(bot_finder, max_text_chars=20)
     chat.say("/配图 " + SEA * 10)
     text, _ = chat.reply(photos=1)
     assert "文字超过 20 字，只用了前 20 字" in text["text"]

@@ -17,9 +17,10 @@ const { PuppetMock, mock } = require('wechaty-puppet-mock')
 const { FileBox } = require('file-box')
 
 const PORT = process.env.GW_PORT || '8788'
+const HOST = process.env.GW_HOST || '127.0.0.1'  // scripts/docker_e2e.sh: 0.0.0.0, for a bot in a container
 const TOKEN = process.env.GW_TOKEN || 'insecure_local_test_token'
 
-const out = obj => process.stdout.write(JSON.stringify({ ms: Date.now() - t0, ...obj }) + '\n')
+const out = obj => process.stdout.write(JSON.stringify({ ms: Date.now() - t0, at: Date.now(), ...obj }) + '\n')
 
 const mocker = new mock.Mocker()
 const puppet = new PuppetMock({ mocker })
@@ -67,7 +68,7 @@ puppet.on('message', async ({ messageId }) => {
 puppet.messageImage = async (messageId, _imageType) => puppet.messageFile(messageId)
 
 const server = new PuppetServer({
-  endpoint: `127.0.0.1:${PORT}`, puppet, token: TOKEN, tls: { disable: true },
+  endpoint: `${HOST}:${PORT}`, puppet, token: TOKEN, tls: { disable: true },
 })
 
 let quitting = false
@@ -101,6 +102,6 @@ function handle (line) {
 }
 
 server.start().then(
-  () => out({ event: 'ready', endpoint: `127.0.0.1:${PORT}`, token: TOKEN }),
+  () => out({ event: 'ready', endpoint: `${HOST}:${PORT}`, token: TOKEN }),
   e => { out({ event: 'error', error: String(e) }); process.exit(1) },
 )

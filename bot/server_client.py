@@ -1,0 +1,224 @@
+"""The bot's `PhotoFinder` over HTTP: a PeiTu server answers, the bot holds no index and no model.
+
+With `PEITU_BOT__SERVER_URL` set, one process (`peitu serve`) owns the catalog, the Chroma index
+and the embedding model; the bot asks its `/api` the same questions it would ask the core and
+gets the same answers: `POST /api/recommend`, `POST /api/search/similar`, `GET /api/status`, and
+the photo files it sends (`GET /api/photos/{id}` and `/file`, kept in a small cache folder).
+The server's error answers become the core's own exceptions again, so every reply stays the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, fields
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import httpx
+
+from index.errors import (
+    DescribeFailed,
+    IndexBusy,
+    IndexMismatch,
+    InvalidQuery,
+    LibraryNotFound,
+    ModelUnavailable,
+    PeiTuError,
+    PhotoUnreadable,
+)
+from index.models import Recommendation, RecommendResult
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT_S = 5.0
+_CACHED_PHOTOS = 200  # downloaded originals kept for the next reply that sends them again
+_UNREADABLE_REASON = re.compile(r"not a readable image \((\w+)\)")
+
+
+class ServerUnavailable(PeiTuError):
+    """The PeiTu server did not answer, or answered something the bot cannot use."""
+
+
+class PhotoGone(ServerUnavailable):
+    """404 from the server: no such photo in its index, or its file left the library."""
+
+
+class ServerRefused(ServerUnavailable):
+    """The server refused the bot's token (401/403): a setting to fix, not a moment to wait."""
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """`GET /api/status` as the bot reports it (`bot.ports.IndexStatusView`)."""
+
+    photos: int
+    last_index_at: datetime | None
+    indexing: bool
+    problem: str | None
+
+
+class ServerFinder:
+    """`bot.ports.PhotoFinder` answered by a PeiTu server. Blocking, thread-safe: call it in a
+    thread, like the core."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s, connect=_CONNECT_TIMEOUT_S),
+            transport=transport,
+            trust_env=False,  # the server is next door: never through an HTTP(S)_PROXY
+        )
+        self._cache = Path(tempfile.mkdtemp(prefix="peitu-bot-photos-"))
+
+    def recommend(
+        self, text: str, top_k: int | None = None, *, rerank: bool = True
+    ) -> RecommendResult:
+        """`POST /api/recommend`; raises what the core would (`InvalidQuery`, ...)."""
+        body = {"text": text, "top_k": top_k, "rerank": rerank}
+        return _result(self._call("POST", "/api/recommend", json=body))
+
+    def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
+        """`POST /api/search/similar` with the image as an upload."""
+        files = {"file": ("image", data, "application/octet-stream")}
+        params = {"top_k": top_k} if top_k is not None else None
+        return _result(self._call("POST", "/api/search/similar", files=files, params=params))
+
+    def status(self) -> ServerStatus:
+        """`GET /api/status`: photos findable, last index run, whether one runs, any problem."""
+        answer = self._call("GET", "/api/status")
+        try:
+            last = answer["last_index_at"]
+            return ServerStatus(
+                photos=int(answer["photos"]),
+                last_index_at=datetime.fromisoformat(last) if last else None,
+                indexing=bool(answer["indexing"]),
+                problem=answer["problem"],
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ServerUnavailable(f"unexpected /api/status answer: {error!r}") from error
+
+    def photo_path(self, photo_id: str) -> Path | None:
+        """A local copy of the photo's original file, or None when it left the library."""
+        folder = self._cache / photo_id
+        cached = next(folder.iterdir(), None) if folder.is_dir() else None
+        if cached is not None:  # a photo id is its content: a copy never goes stale
+            return cached
+        try:
+            photo = self._call("GET", f"/api/photos/{photo_id}")
+        except PhotoGone:
+            return None
+        name = PurePosixPath(str(photo.get("path", ""))).name or photo_id
+        target = folder / name
+        if not self._download(f"/api/photos/{photo_id}/file", target):
+            return None
+        self._forget_oldest()
+        return target
+
+    def close(self) -> None:
+        """Close the connections and remove the downloaded copies."""
+        self._client.close()
+        shutil.rmtree(self._cache, ignore_errors=True)
+
+    def _call(self, method: str, path: str, **request: Any) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, **request)
+        except httpx.HTTPError as error:
+            raise ServerUnavailable(f"PeiTu server {self.base_url}: {error!r}") from error
+        if response.status_code != 200:
+            raise error_for(response.status_code, _json_or_empty(response))
+        answer = _json_or_empty(response)
+        if not answer and response.content.strip() != b"{}":
+            raise ServerUnavailable(f"{method} {path}: the answer is not a JSON object")
+        return answer
+
+    def _download(self, path: str, target: Path) -> bool:
+        """Stream a file into `target` (atomically); False when the server says 404."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, part = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        try:
+            with os.fdopen(handle, "wb") as out, self._client.stream("GET", path) as response:
+                if response.status_code == 404:
+                    return False
+                if response.status_code != 200:
+                    response.read()
+                    raise error_for(response.status_code, _json_or_empty(response))
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+            os.replace(part, target)
+            return True
+        except httpx.HTTPError as error:
+            raise ServerUnavailable(f"PeiTu server {self.base_url}: {error!r}") from error
+        finally:
+            Path(part).unlink(missing_ok=True)
+
+    def _forget_oldest(self) -> None:
+        folders = sorted(self._cache.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in folders[_CACHED_PHOTOS:]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def error_for(status: int, body: dict[str, Any]) -> PeiTuError:
+    """The core's exception for an error answer of the server (see `server/errors.py`)."""
+    detail = str(body.get("detail") or f"HTTP {status}")
+    if status in (401, 403):
+        return ServerRefused(
+            f"the server refused the bot's token ({status}: {detail}): set PEITU_BOT__SERVER_TOKEN "
+            "or PEITU_ADMIN_TOKEN to the server's PEITU_ADMIN_TOKEN"
+        )
+    if status == 400:
+        return InvalidQuery(detail)
+    if status == 409:
+        if "job_id" in body:
+            return IndexBusy(body["job_id"])
+        return LibraryNotFound(detail) if "library" in detail.lower() else IndexMismatch(detail)
+    if status == 404:
+        return PhotoGone(f"not found ({detail}); is PEITU_BOT__SERVER_URL a PeiTu server?")
+    if status in (413, 415):
+        reason = _UNREADABLE_REASON.search(detail)
+        return PhotoUnreadable("image", reason.group(1) if reason else "unreadable", detail)
+    if status == 502:
+        return DescribeFailed(detail)
+    if status == 503:
+        return ModelUnavailable(detail)
+    return ServerUnavailable(f"HTTP {status}: {detail}")
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _result(answer: dict[str, Any]) -> RecommendResult:
+    """A `RecommendResult` from the JSON of `/api/recommend` (extra keys are ignored)."""
+    try:
+        names = [field.name for field in fields(Recommendation)]
+        results = [
+            Recommendation(**{name: item[name] for name in names}) for item in answer["results"]
+        ]
+        return RecommendResult(
+            query=answer["query"],
+            reranked=bool(answer["reranked"]),
+            message=answer["message"],
+            results=results,
+            timings_ms=dict(answer.get("timings_ms") or {}),
+        )
+    except (KeyError, TypeError) as error:
+        raise ServerUnavailable(f"unexpected recommendation answer: {error!r}") from error

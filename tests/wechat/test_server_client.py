@@ -1,0 +1,140 @@
+"""`ServerFinder`, the bot's `PhotoFinder` over HTTP, against the real FastAPI app on a real port.
+
+Its answers must be the core's answers, and the server's error answers the core's exceptions,
+so that the bot replies the same whichever way it finds photos.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot.server_client import (
+    PhotoGone,
+    ServerFinder,
+    ServerRefused,
+    ServerUnavailable,
+    error_for,
+)
+from index.app import PeiTu
+from index.errors import (
+    DescribeFailed,
+    IndexBusy,
+    IndexMismatch,
+    InvalidQuery,
+    LibraryNotFound,
+    ModelUnavailable,
+    PeiTuError,
+    PhotoUnreadable,
+)
+from server.app import create_app
+from tests.server.conftest import TOKEN, serving
+from tests.support.openai_server import FakeOpenAIServer
+from tests.wechat.conftest import IndexedLibrary, core_settings
+from tests.wechat.harness import free_port
+
+SEA = "带孩子去海边玩水，好开心"
+
+
+@pytest.fixture
+def server_url(
+    peitu: PeiTu, indexed_library: IndexedLibrary, openai_server: FakeOpenAIServer
+) -> Iterator[str]:
+    settings = core_settings(indexed_library, openai_server.base_url, admin_token=TOKEN)
+    with serving(create_app(peitu, settings)) as url:
+        yield url
+
+
+@pytest.fixture
+def finder(server_url: str) -> Iterator[ServerFinder]:
+    finder = ServerFinder(server_url, TOKEN, timeout_s=30)
+    yield finder
+    finder.close()
+
+
+def without_timings(answer: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in answer.items() if key != "timings_ms"}
+
+
+def test_recommend_and_status_are_the_cores_answers(finder: ServerFinder, peitu: PeiTu) -> None:
+    over_http = finder.recommend(SEA)
+    assert over_http.results
+    assert without_timings(over_http.to_dict()) == without_timings(peitu.recommend(SEA).to_dict())
+    status, core = finder.status(), peitu.status()
+    assert (status.photos, status.indexing, status.problem) == (30, core.indexing, core.problem)
+    assert status.last_index_at == core.last_index_at
+
+
+def test_photo_path_is_a_copy_of_the_original(finder: ServerFinder, peitu: PeiTu) -> None:
+    photo_id = peitu.recommend(SEA).results[0].photo_id
+    original = peitu.photo_path(photo_id)
+    assert original is not None
+    copy = finder.photo_path(photo_id)
+    assert copy is not None and copy != original
+    assert copy.name == original.name and copy.read_bytes() == original.read_bytes()
+    assert finder.photo_path(photo_id) == copy  # the second send reuses the copy
+    assert finder.photo_path("0" * 64) is None  # not in the index
+
+
+def test_a_photo_whose_file_left_the_library_is_none(finder: ServerFinder, peitu: PeiTu) -> None:
+    result = peitu.recommend(SEA).results[-1]
+    original = peitu.photo_path(result.photo_id)
+    assert original is not None
+    moved = original.with_name(original.name + ".away")
+    original.rename(moved)
+    try:
+        assert finder.photo_path(result.photo_id) is None
+    finally:
+        moved.rename(original)
+
+
+def test_empty_text_is_the_cores_invalid_query(finder: ServerFinder) -> None:
+    with pytest.raises(InvalidQuery):
+        finder.recommend("   ")
+
+
+def test_a_wrong_token_is_refused(server_url: str) -> None:
+    finder = ServerFinder(server_url, "wrong-token")
+    try:
+        with pytest.raises(ServerRefused, match="PEITU_BOT__SERVER_TOKEN"):
+            finder.status()
+    finally:
+        finder.close()
+
+
+def test_no_server_is_server_unavailable() -> None:
+    finder = ServerFinder(f"http://127.0.0.1:{free_port()}", TOKEN, timeout_s=5)
+    try:
+        with pytest.raises(ServerUnavailable):
+            finder.recommend(SEA)
+    finally:
+        finder.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (400, {"detail": "empty text"}, InvalidQuery),
+        (409, {"detail": "an indexing job is already running (j1)", "job_id": "j1"}, IndexBusy),
+        (409, {"detail": "photo library not found or not a folder: /x"}, LibraryNotFound),
+        (409, {"detail": "the index was built with another model"}, IndexMismatch),
+        (413, {"detail": "not a readable image (too_large): 9 MB"}, PhotoUnreadable),
+        (415, {"detail": "not a readable image (not_an_image): ?"}, PhotoUnreadable),
+        (502, {"detail": "vision model failed"}, DescribeFailed),
+        (503, {"detail": "model loading"}, ModelUnavailable),
+        (401, {"detail": "wrong admin token"}, ServerRefused),
+        (404, {"detail": "Not Found"}, PhotoGone),
+        (500, {"detail": "internal server error"}, ServerUnavailable),
+    ],
+)
+def test_error_answers_become_the_cores_exceptions(
+    status: int, body: dict[str, Any], expected: type[PeiTuError]
+) -> None:
+    error = error_for(status, body)
+    assert type(error) is expected
+    if isinstance(error, IndexBusy):
+        assert error.running_job_id == "j1"
+    if isinstance(error, PhotoUnreadable):
+        assert error.reason in {"too_large", "not_an_image"}
