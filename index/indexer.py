@@ -22,6 +22,7 @@ from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.filters import wall_clock_ts
 from index.geo import place_at
 from index.models import IndexReport, PhotoFile, ProgressCallback
+from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector
 from index.retrieval import DocumentEncoder
 from index.scan import ScanResult, scan_library
@@ -174,7 +175,7 @@ class Indexer:
                 report.described += 1
             else:
                 report.failed += 1
-                report.errors.append(f"{photo.rel_path}: {error}")
+                report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
                 log.warning("could not describe %s: %s", photo.rel_path, error)
             progress("describe", done, len(todo))
 
@@ -267,7 +268,7 @@ class Indexer:
 def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, object]:
     place = place_at(photo.gps_lat, photo.gps_lon)
     return {
-        "path": photo.rel_path,
+        "path": readable_path(photo.rel_path),  # the catalog keeps the exact name
         "width": photo.width,
         "height": photo.height,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
