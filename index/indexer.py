@@ -77,6 +77,7 @@ class Indexer:
         stop = cancel or threading.Event()
         if not library.is_dir():
             raise LibraryNotFound(f"photo library not found or not a folder: {library}")
+        self._store.recover()  # a rebuild a killed run left half swapped in
         if mode == "incremental" and self._store.mismatch is not None:
             raise self._store.mismatch
         run_id = self._catalog.start_run(mode)
