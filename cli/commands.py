@@ -15,6 +15,7 @@ from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
 from index.indexer import IndexMode
 from index.models import IndexReport, ProgressCallback, RecommendResult
+from index.names import readable_path
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
@@ -112,7 +113,7 @@ def _human(result: RecommendResult, app: PeiTu) -> str:
     if result.message:
         lines.append(result.message)
     for r in result.results:
-        path = app.photo_path(r.photo_id) or r.path
+        path = readable_path(str(app.photo_path(r.photo_id) or r.path))
         lines.append(f"{r.rank}. {path}  (得分 {r.score:.2f}, 相似度 {r.similarity:.2f})")
         lines.append(f"   {r.reason}")
     return "\n".join(lines)

@@ -312,6 +312,7 @@ def build_app(
     )
     url = settings.chroma.url
     retrieval = _retrieval_config(settings)
+    lock = IndexLock(data_dir / "index.lock")
     store = ChromaStore(
         make_chroma_client(url, data_dir),
         settings.chroma.collection,
@@ -321,6 +322,9 @@ def build_app(
         # A Chroma server is shared live; an embedded one must be read again after another
         # process (the server, the bot, `peitu index`) wrote to it.
         reconnect=None if url else (lambda: make_chroma_client("", data_dir)),
+        # A rebuild swap left half done by a killed process is finished by the next reader,
+        # unless an indexing job runs now: that job may be the one swapping.
+        may_recover=lambda: not lock.busy(),
     )
     return PeiTu(
         library=settings.library,
@@ -335,7 +339,7 @@ def build_app(
         scan_limits=ScanLimits(
             int(settings.indexing.max_file_mb * 1024 * 1024), settings.indexing.max_pixels
         ),
-        lock=IndexLock(data_dir / "index.lock"),
+        lock=lock,
         concurrency=settings.vision.concurrency,
         retrieval=retrieval,
         now=now,

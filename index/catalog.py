@@ -2,12 +2,16 @@
 
 Descriptions are the expensive part (a vision-model call each), so each one is committed the
 moment it arrives: a crash loses at most the photos being described at that instant.
+
+Paths (`rel_path` columns) are stored losslessly: as TEXT when they are valid UTF-8, else as the
+file name's raw bytes in a BLOB (`os.fsencode`), read back with `os.fsdecode` (see `index.names`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -19,6 +23,7 @@ from pathlib import Path
 from index.descriptions import DescriptionRow, Tier, best_of, tier_of
 from index.errors import CatalogTooNew
 from index.models import IndexReport, PhotoFile
+from index.names import is_lossless_text
 
 # Ordered migrations: MIGRATIONS[n] brings a catalog from user_version n to n + 1. Append new
 # steps at the end, never edit a released one: data folders made by older versions upgrade in
@@ -142,7 +147,7 @@ class Catalog:
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM files WHERE rel_path=? AND size=? AND mtime=?",
-                (rel_path, size, mtime),
+                (db_path(rel_path), size, mtime),
             ).fetchone()
         return None if row is None else _row_to_photo(row)
 
@@ -154,7 +159,8 @@ class Catalog:
     def files(self) -> dict[str, str]:
         """rel_path -> photo_id for every file recorded."""
         with self._lock:
-            return dict(self._db.execute("SELECT rel_path, photo_id FROM files").fetchall())
+            rows = self._db.execute("SELECT rel_path, photo_id FROM files").fetchall()
+        return {path_from_db(rel_path): str(photo_id) for rel_path, photo_id in rows}
 
     def replace_files(self, photos: Iterable[PhotoFile]) -> None:
         """Make the files table exactly the given photos (one transaction)."""
@@ -177,7 +183,7 @@ class Catalog:
 
     def remove_file(self, rel_path: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM files WHERE rel_path=?", (rel_path,))
+            db.execute("DELETE FROM files WHERE rel_path=?", (db_path(rel_path),))
 
     # --- descriptions ------------------------------------------------------------------------
     def has_description(self, photo_id: str, describer_key: str) -> bool:
@@ -258,17 +264,20 @@ class Catalog:
         """What the vector store holds for each photo, as we last wrote it."""
         with self._lock:
             rows = self._db.execute("SELECT photo_id, text_sha, model, rel_path FROM embedded")
-            return {row[0]: EmbeddedRecord(row[1], row[2], row[3]) for row in rows.fetchall()}
+            found = rows.fetchall()
+        return {row[0]: EmbeddedRecord(row[1], row[2], path_from_db(row[3])) for row in found}
 
     def mark_embedded(self, items: Iterable[tuple[str, str, str]], model: str) -> None:
         """Record (photo_id, embedded text, rel_path) triples as stored with `model`."""
-        rows = [(photo_id, text_sha(text), model, rel) for photo_id, text, rel in items]
+        rows = [(photo_id, text_sha(text), model, db_path(rel)) for photo_id, text, rel in items]
         with self._tx() as db:
             db.executemany("INSERT OR REPLACE INTO embedded VALUES (?,?,?,?)", rows)
 
     def move_embedded(self, photo_id: str, rel_path: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE embedded SET rel_path=? WHERE photo_id=?", (rel_path, photo_id))
+            db.execute(
+                "UPDATE embedded SET rel_path=? WHERE photo_id=?", (db_path(rel_path), photo_id)
+            )
 
     def forget_embedded(self, photo_ids: Iterable[str] | None = None) -> None:
         """Forget that photos were embedded (all of them when None)."""
@@ -283,7 +292,7 @@ class Catalog:
         """Keep a photo out of the index for good; returns the paths it was recorded at."""
         with self._tx() as db:
             rows = db.execute("SELECT rel_path FROM files WHERE photo_id=?", (photo_id,))
-            paths = sorted(str(row[0]) for row in rows.fetchall())
+            paths = sorted(path_from_db(row[0]) for row in rows.fetchall())
             db.execute("INSERT OR REPLACE INTO excluded VALUES (?, ?)", (photo_id, _now()))
             db.execute("DELETE FROM files WHERE photo_id=?", (photo_id,))
             db.execute("DELETE FROM embedded WHERE photo_id=?", (photo_id,))
@@ -323,17 +332,38 @@ class Catalog:
         return datetime.fromisoformat(row[0]) if row and row[0] else None
 
 
+def db_path(rel_path: str) -> str | bytes:
+    """How a path is stored: the text itself, or its raw bytes when it is not valid UTF-8."""
+    return rel_path if is_lossless_text(rel_path) else os.fsencode(rel_path)
+
+
+def path_from_db(value: object) -> str:
+    """The path as Python names the file again (surrogate-escaped when not UTF-8)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
+
+
 def _photo_to_row(p: PhotoFile) -> tuple[object, ...]:
     taken = p.taken_at.isoformat() if p.taken_at else None
-    return (p.rel_path, p.photo_id, p.size, p.mtime, p.width, p.height, taken, p.gps_lat, p.gps_lon)
+    return (
+        db_path(p.rel_path),
+        p.photo_id,
+        p.size,
+        p.mtime,
+        p.width,
+        p.height,
+        taken,
+        p.gps_lat,
+        p.gps_lon,
+    )
 
 
 def _row_to_photo(row: tuple[object, ...]) -> PhotoFile:
-    rel_path, photo_id, size, mtime, width, height, taken, lat, lon = row
+    stored_path, photo_id, size, mtime, width, height, taken, lat, lon = row
+    rel_path = path_from_db(stored_path)
     return PhotoFile(
         photo_id=str(photo_id),
-        path=Path(str(rel_path)),  # relative here; the indexer resolves it against the library
-        rel_path=str(rel_path),
+        path=Path(rel_path),  # relative here; the indexer resolves it against the library
+        rel_path=rel_path,
         size=int(str(size)),
         mtime=float(str(mtime)),
         width=int(str(width)),

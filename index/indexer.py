@@ -25,6 +25,7 @@ from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.filters import wall_clock_ts
 from index.geo import place_at
 from index.models import IndexReport, PhotoFile, ProgressCallback
+from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector
 from index.retrieval import DocumentEncoder
 from index.scan import ScanResult, scan_library
@@ -95,6 +96,7 @@ class Indexer:
         stop = cancel or threading.Event()
         if not library.is_dir():
             raise LibraryNotFound(f"photo library not found or not a folder: {library}")
+        self._store.recover()  # a rebuild a killed run left half swapped in
         if mode == "incremental" and self._store.mismatch is not None:
             raise self._store.mismatch
         run_id = self._catalog.start_run(mode)
@@ -201,7 +203,7 @@ class Indexer:
                     fresh.append(photo.photo_id)
                 else:
                     report.failed += 1
-                    report.errors.append(f"{photo.rel_path}: {error}")
+                    report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
                     log.warning("could not describe %s: %s", photo.rel_path, error)
                 if len(fresh) >= _LIVE_BATCH:
                     report.embedded += self._embed_now(store, photos, fresh)
@@ -327,7 +329,7 @@ class Indexer:
 def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, object]:
     place = place_at(photo.gps_lat, photo.gps_lon)
     return {
-        "path": photo.rel_path,
+        "path": readable_path(photo.rel_path),  # the catalog keeps the exact name
         "width": photo.width,
         "height": photo.height,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,

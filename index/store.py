@@ -32,6 +32,21 @@ _BATCH = 500
 # A rebuild fills NAME__rebuild, then it takes NAME's place; the old one passes by NAME__retired.
 REBUILD_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired"
+# Set in a rebuilt collection's metadata once it is complete, before the swap starts.
+REBUILT_KEY = "rebuild_complete"
+SwapHook = Callable[[str], None]  # told each step of `adopt` as it is done: "marked", ...
+
+
+def _always() -> bool:
+    return True
+
+
+def _never() -> bool:
+    return False
+
+
+def _no_hook(step: str) -> None:
+    return None
 
 
 def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
@@ -60,7 +75,17 @@ def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
 
 
 class ChromaStore:
-    """One collection holding one vector per photo, tagged with the model that made them."""
+    """One collection holding one vector per photo, tagged with the model that made them.
+
+    The collection is made by the first write (or `reset`/`start_rebuild`), never by a read:
+    `peitu status` or `recommend` on a fresh data folder leave Chroma as they found it.
+
+    A rebuild is swapped in by `adopt` in steps (mark the rebuilt collection complete, rename
+    the old one away, rename the rebuilt one in, drop the old one). Each step is one Chroma
+    write, and a process killed between two of them is recovered from by the next store that
+    opens the collection (`_recover_swap`): the complete rebuild takes the name. Readers recover
+    only while `may_recover()` says no indexing job runs, since that job may be swapping now.
+    """
 
     def __init__(
         self,
@@ -70,20 +95,27 @@ class ChromaStore:
         dimension: int,
         document_encoding: str = "whole",
         reconnect: Callable[[], ClientAPI] | None = None,
+        *,
+        may_recover: Callable[[], bool] | None = None,
+        swap_hook: SwapHook | None = None,
     ) -> None:
         self._client = client
         self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
         self._access = _ReadWriteLock()  # operations share it; `reload` takes it alone
         self._name = name
         self._identity = _identity(model, dimension, document_encoding)
+        self._may_recover = may_recover or _always
+        self._swap_hook = swap_hook or _no_hook  # tests: called after each step of `adopt`
         self._mismatch: IndexMismatch | None = None
-        self._collection = self._open()
+        self._collection: Any | None = None  # None while no collection has our name
+        self._lookup(tries=1)
 
-    def _open(self) -> Any:
+    def _create(self) -> Any:
         metadata = {"hnsw:space": "cosine", **self._identity}
         collection = self._client.get_or_create_collection(
             self._name, metadata=metadata, embedding_function=None
         )
+        self._collection = collection
         self._mismatch = self._identity_mismatch(collection.metadata or {})
         return collection
 
@@ -92,48 +124,87 @@ class ChromaStore:
         """Set while the collection was built with another model (until it is rebuilt, here
         or by another process sharing the store)."""
         if self._mismatch is not None:
-            self._reopen()  # looked at again: maybe rebuilt elsewhere since
+            self._lookup()  # looked at again: maybe rebuilt elsewhere since
         return self._mismatch
 
-    def _reopen(self, tries: int = 20) -> None:
-        """Open the collection now under our name, never creating one: another process may be
-        between the two renames of `adopt`, and a collection made then would take its name."""
+    def _lookup(self, tries: int = 20) -> None:
+        """Open the collection now under our name, never creating one. While an indexing job
+        may be between the two renames of `adopt` (`may_recover()` false), a missing name is
+        waited for; otherwise an interrupted swap is finished first (`_recover_swap`)."""
         for attempt in range(tries):
-            try:
-                collection = self._client.get_collection(self._name, embedding_function=None)
-            except NotFoundError:
-                if attempt == tries - 1:
-                    raise ModelUnavailable(
-                        f"the vector collection {self._name} is missing; "
-                        "run `peitu index --rebuild`"
-                    ) from None
+            recover = self._may_recover()
+            if recover:
+                self._recover_swap()
+            collection = _get_collection(self._client, self._name)
+            if collection is not None:
+                self._collection = collection
+                self._mismatch = self._identity_mismatch(collection.metadata or {})
+                return
+            if recover:
+                break  # nobody is swapping: the collection does not exist (yet)
+            if attempt < tries - 1:
                 time.sleep(0.05)
-                continue
-            self._collection = collection
-            self._mismatch = self._identity_mismatch(collection.metadata or {})
-            return
+        self._collection, self._mismatch = None, None
 
-    def _ready(self) -> Any:
+    def recover(self) -> None:
+        """Finish a swap a killed process left half done, and open the result. For the holder
+        of the index lock (nobody else can be swapping then)."""
+        with self._access.shared():
+            self._recover_swap()
+            self._lookup(tries=1)
+
+    def _recover_swap(self) -> None:
+        client, name, retired_name = self._client, self._name, self._name + RETIRED_SUFFIX
+        current = _get_collection(client, name)
+        retired = _get_collection(client, retired_name)
+        shadow = _get_collection(client, name + REBUILD_SUFFIX)
+        if shadow is not None and _swap_started(shadow, current, retired):
+            log.warning("finishing the swap of a rebuilt index that was interrupted")
+            if current is not None:
+                _drop_collection(client, retired_name)
+                current.modify(name=retired_name)
+            shadow.modify(name=name)
+        elif current is None and retired is not None:
+            log.warning("restoring the index that an interrupted rebuild had renamed away")
+            retired.modify(name=name)
+            return
+        elif retired is None:
+            return
+        _drop_collection(client, retired_name)
+
+    def _ready(self) -> Any | None:
+        if self._collection is None:
+            self._lookup(tries=1)  # made since by a write here or in another process?
         mismatch = self.mismatch
         if mismatch is not None:
             raise mismatch
         return self._collection
 
-    def _on_collection(self, use: Callable[[Any], _T]) -> _T:
+    def _read(self, use: Callable[[Any], _T], empty: _T) -> _T:
+        """`use(collection)`, or `empty` while there is no collection (nothing indexed)."""
+        with self._access.shared():
+            return self._use_or_reopen(use, lambda: empty)
+
+    def _write(self, use: Callable[[Any], _T]) -> _T:
+        """`use(collection)`, making the collection first when there is none."""
+        with self._access.shared():
+            return self._use_or_reopen(use, lambda: use(self._create()))
+
+    def _use_or_reopen(self, use: Callable[[Any], _T], missing: Callable[[], _T]) -> _T:
         """`use(collection)`; once more on the collection now under our name if ours is gone,
         as when another process (the server, `peitu index`) rebuilt the index meanwhile."""
-        with self._access.shared():
-            return self._use_or_reopen(use)
-
-    def _use_or_reopen(self, use: Callable[[Any], _T]) -> _T:
+        collection = self._ready()
+        if collection is None:
+            return missing()
         try:
-            return use(self._ready())
+            return use(collection)
         except NotFoundError:
             log.info(
                 "collection %s was replaced by another process; opening the new one", self._name
             )
-            self._reopen()
-            return use(self._ready())
+            self._lookup()
+            collection = self._ready()
+            return missing() if collection is None else use(collection)
 
     def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
         stored = {key: found.get(key) for key in self._identity}
@@ -154,7 +225,7 @@ class ChromaStore:
     def reset(self) -> None:
         """Drop the collection and create it anew with the configured model's identity."""
         _drop_collection(self._client, self._name)
-        self._collection = self._open()
+        self._create()
 
     def reload(self) -> None:
         """Read the index afresh (embedded Chroma only): another process wrote to it, and this
@@ -166,8 +237,11 @@ class ChromaStore:
             with contextlib.suppress(Exception):  # a client that cannot close is dropped anyway
                 if close is not None:
                     close()
+            # The old handle belongs to the closed client: never used again, even when the
+            # lookup below finds nothing (its calls would fail inside Chroma's bindings).
+            self._collection, self._mismatch = None, None
             self._client = self._reconnect()
-            self._reopen()
+            self._lookup()
 
     def start_rebuild(self) -> ChromaStore:
         """An empty collection beside this one, with the configured identity, to rebuild into
@@ -175,25 +249,37 @@ class ChromaStore:
         shadow = self._name + REBUILD_SUFFIX
         _drop_collection(self._client, shadow)  # left over from a rebuild that never finished
         identity = self._identity
-        return ChromaStore(
+        rebuilt = ChromaStore(
             self._client,
             shadow,
             identity["embedding_model"],
             identity["dimension"],
             identity["document_encoding"],
+            may_recover=_never,  # its name is not one that is swapped
         )
+        rebuilt._create()
+        return rebuilt
 
     def adopt(self, rebuilt: ChromaStore) -> None:
         """Put a collection from `start_rebuild` in this one's place, under this one's name.
 
         The old collection is renamed away before the new one takes the name, and the handle
-        queries use is swapped last, so a query never finds no collection."""
+        queries use is swapped last, so a query never finds no collection. A kill between any
+        two steps is finished by the next open (`_recover_swap`)."""
+        new = rebuilt._collection if rebuilt._collection is not None else rebuilt._create()
         retired = self._name + RETIRED_SUFFIX
+        new.modify(metadata={**self._identity, REBUILT_KEY: True})
+        self._swap_hook("marked")
         _drop_collection(self._client, retired)
-        self._collection.modify(name=retired)
-        rebuilt._collection.modify(name=self._name)
-        self._collection, self._mismatch = rebuilt._collection, None
+        current = _get_collection(self._client, self._name)
+        if current is not None:
+            current.modify(name=retired)
+        self._swap_hook("retired")
+        new.modify(name=self._name)
+        self._swap_hook("renamed")
+        self._collection, self._mismatch = new, None
         _drop_collection(self._client, retired)
+        self._swap_hook("dropped")
 
     def drop(self) -> None:
         """Delete this collection (a rebuild that was cancelled)."""
@@ -204,7 +290,7 @@ class ChromaStore:
             self._upsert_batch(items[start : start + _BATCH])
 
     def _upsert_batch(self, batch: Sequence[StoredVector]) -> None:
-        self._on_collection(
+        self._write(
             lambda c: c.upsert(
                 ids=[i.photo_id for i in batch],
                 embeddings=[list(map(float, i.vector)) for i in batch],
@@ -215,9 +301,7 @@ class ChromaStore:
 
     def update_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
-        self._on_collection(
-            lambda c: c.update(ids=[photo_id], metadatas=[_clean_metadata(metadata)])
-        )
+        self._read(lambda c: c.update(ids=[photo_id], metadatas=[_clean_metadata(metadata)]), None)
 
     def query(
         self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
@@ -225,15 +309,16 @@ class ChromaStore:
         count = self.count()
         if count == 0:
             return []
-        found = self._on_collection(
+        found = self._read(
             lambda c: c.query(
                 query_embeddings=[list(map(float, vector))],
                 n_results=min(k, count),
                 where=where or None,
                 include=["distances", "documents", "metadatas"],
-            )
+            ),
+            None,
         )
-        return _candidates(found)
+        return [] if found is None else _candidates(found)
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         ids = list(photo_ids)
@@ -241,13 +326,13 @@ class ChromaStore:
             self._delete_batch(ids[start : start + _BATCH])
 
     def _delete_batch(self, ids: list[str]) -> None:
-        self._on_collection(lambda c: c.delete(ids=ids))
+        self._read(lambda c: c.delete(ids=ids), None)  # nothing to delete from no collection
 
     def ids(self) -> set[str]:
-        return set(self._on_collection(lambda c: c.get(include=[]))["ids"])
+        return set(self._read(lambda c: c.get(include=[])["ids"], []))
 
     def count(self) -> int:
-        return int(self._on_collection(lambda c: c.count()))
+        return int(self._read(lambda c: c.count(), 0))
 
     def ping(self) -> None:
         try:
@@ -287,6 +372,21 @@ class _ReadWriteLock:
             with self._changed:
                 self._alone = False
                 self._changed.notify_all()
+
+
+def _swap_started(shadow: Any, current: Any | None, retired: Any | None) -> bool:
+    """True when `adopt` had begun with this rebuilt collection: it is complete. The old
+    collection is renamed away only then, so a missing name beside a retired one says so too
+    (for a swap an older PeiTu began, which did not mark the collection)."""
+    marked = bool((shadow.metadata or {}).get(REBUILT_KEY))
+    return marked or (current is None and retired is not None)
+
+
+def _get_collection(client: ClientAPI, name: str) -> Any | None:
+    try:
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        return None
 
 
 def _drop_collection(client: ClientAPI, name: str) -> None:

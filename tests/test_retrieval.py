@@ -132,7 +132,7 @@ def test_encoding_identity_names_the_mixture_weight() -> None:
 
 def test_index_built_with_another_encoding_is_refused(tmp_path: Path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "chroma"))
-    ChromaStore(client, "photos", "m3e-small", 512, "whole")
+    ChromaStore(client, "photos", "m3e-small", 512, "whole").reset()  # made by a write
     other = ChromaStore(client, "photos", "m3e-small", 512, "mixture-0.3")
     assert other.mismatch is not None
     with pytest.raises(IndexMismatch, match=r"document encoding 'whole'.*peitu index --rebuild"):

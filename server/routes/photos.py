@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse
 
 from index.errors import LibraryNotFound
 from index.imaging import thumbnail_jpeg
+from index.names import readable_path
 from server.context import Ctx, ServerContext
 from server.schemas import DeletedOut, ErrorOut, PhotoOut, UploadOut
 from server.uploads import UPLOADS_FOLDER, check_image, read_upload, safe_file_name, save_new_file
@@ -90,7 +91,7 @@ def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
     stored = ctx.app.catalog.best_descriptions([photo_id]).get(photo_id)
     return PhotoOut(
         photo_id=photo_id,
-        path=photo.rel_path,
+        path=readable_path(photo.rel_path),
         size=photo.size,
         width=photo.width,
         height=photo.height,
@@ -145,7 +146,10 @@ async def get_file(photo_id: PhotoId, ctx: Ctx) -> FileResponse:
     path = await asyncio.to_thread(_photo_path, ctx, photo_id)
     media_type = _MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "application/octet-stream")
     return FileResponse(
-        path, media_type=media_type, filename=path.name, content_disposition_type="inline"
+        path,
+        media_type=media_type,
+        filename=readable_path(path.name),
+        content_disposition_type="inline",
     )
 
 
@@ -154,7 +158,7 @@ def _delete(ctx: ServerContext, photo_id: str, delete_file: bool) -> DeletedOut:
         raise HTTPException(404, f"no photo {photo_id} in the index")
     deleted = ctx.app.delete_photo(photo_id, delete_files=delete_file)
     root = _library(ctx) if deleted else Path()
-    relative = [path.relative_to(root).as_posix() for path in deleted]
+    relative = [readable_path(path.relative_to(root).as_posix()) for path in deleted]
     return DeletedOut(photo_id=photo_id, removed_from_index=True, files_deleted=relative)
 
 

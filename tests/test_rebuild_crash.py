@@ -1,0 +1,72 @@
+"""A rebuild killed (SIGKILL) at each step of the collection swap leaves a searchable index."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import chromadb
+import pytest
+from chromadb.config import Settings as ChromaClientSettings
+
+from index.app import build_app
+from index.embed import SentenceTransformerEmbedder
+from tests.support.core_fixtures import REPO, SettingsFactory, SmallLibrary
+from tests.support.swap_crash import COLLECTION
+
+
+def _collections(data_dir: Path) -> list[str]:
+    client = chromadb.PersistentClient(
+        path=str(data_dir / "chroma"), settings=ChromaClientSettings(anonymized_telemetry=False)
+    )
+    return sorted(c.name for c in client.list_collections())
+
+
+def test_status_and_recommend_on_a_fresh_data_folder_create_no_collection(
+    make_settings: SettingsFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    app = build_app(make_settings(), embedder=embedder)
+    assert app.status().photos == 0
+    assert app.recommend("海边的日落", rerank=False).results == []
+    app.close()
+    assert _collections(tmp_path / "data") == []
+
+
+@pytest.mark.parametrize("step", ["marked", "retired", "renamed", "dropped"])
+def test_a_rebuild_killed_at_each_step_of_the_swap_leaves_a_searchable_index(
+    step: str,
+    tmp_path: Path,
+    m3e_path: Path,
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    old = make_settings(library=small_library.root, retrieval={"document_encoding": "whole"})
+    build_app(old, descriptions=small_library.descriptions, embedder=embedder).index()
+    settings = make_settings(library=small_library.root)  # "mixture": needs the rebuild
+    reader = build_app(settings, embedder=embedder)  # a long-lived bot or server
+    assert reader.status().problem is not None
+    target = small_library.photos[7]
+    paths = (settings.data_dir, small_library.root, small_library.descriptions, m3e_path)
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.support.swap_crash", *map(str, paths), step],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    # The long-lived reader follows: no missing collection, no error from a closed client.
+    assert reader.status().photos == 30 and reader.status().problem is None
+    found = reader.recommend(target.captions[4], 5, rerank=False).results
+    assert target.rel_path in [r.path for r in found]
+    # The next command, a read-only one, finds the whole rebuilt index too.
+    fresh = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    assert (fresh.status().photos, fresh.status().problem) == (30, None)
+    assert _collections(settings.data_dir) == [COLLECTION]
+    report = fresh.index()  # and the next run has nothing left to do
+    assert (report.described, report.embedded, fresh.status().photos) == (0, 0, 30)
+    reader.close()
+    fresh.close()
