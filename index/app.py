@@ -100,7 +100,9 @@ class PeiTu:
             collapse=collapse_near_duplicates,
         )
         self.visual = visual
-        self.similar = SimilarPhotos(visual, catalog, limits.top_k_final) if visual else None
+        self.similar = (
+            SimilarPhotos(visual, catalog, self.photo_path, limits.top_k_final) if visual else None
+        )
         self.indexer = Indexer(
             catalog,
             store,
