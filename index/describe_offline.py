@@ -114,11 +114,11 @@ class ImageNetTagger:
         self, labels_file: Path = LABELS_FILE, network: EfficientNetLite0 | None = None
     ) -> None:
         self._labels = read_labels(labels_file)
-        self._network = network or bundled_network()
+        self.network = network or bundled_network()
 
     def tags(self, image: Image.Image) -> list[tuple[str, float]]:
         """Every class with its probability, most likely first."""
-        logits = self._network.logits(tag_input(image))[0]
+        logits = self.network.logits(tag_input(image))[0]
         exp = np.exp(logits - logits.max())
         probabilities = (exp / exp.sum()).tolist()
         ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])

@@ -23,7 +23,7 @@ class EfficientNetVisualEmbedder:
     """`VisualEmbedder` on the process's shared EfficientNet-Lite0 (see `bundled_network`)."""
 
     def __init__(self, network: EfficientNetLite0 | None = None) -> None:
-        self._network = network or bundled_network()
+        self.network = network or bundled_network()
 
     @property
     def identity(self) -> str:
@@ -36,7 +36,7 @@ class EfficientNetVisualEmbedder:
     def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
         if not images:
             return np.zeros((0, FEATURE_DIMENSION), dtype=np.float32)
-        return normalised(self._network.pooled_features(stack(images)))
+        return normalised(self.network.pooled_features(stack(images)))
 
 
 def normalised(vectors: Vectors) -> Vectors:
