@@ -31,7 +31,7 @@ def test_job_progress_reaches_done_with_the_index_counts(
         found = client.post("/api/recommend", json={"text": small_library.photos[3].captions[4]})
     assert job["state"] == "succeeded" and job["error"] is None and job["errors"] == []
     assert job["counts"] == ALL_NEW
-    assert job["progress"] == {"phase": "embed", "done": 30, "total": 30}
+    assert job["progress"] == {"phase": "visual", "done": 30, "total": 30}  # the last phase
     assert job["trigger"] == "api" and job["mode"] == "incremental"
     assert job["started_at"] <= job["finished_at"]
     assert [j["job_id"] for j in listing] == [job_id]
