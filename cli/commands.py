@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +58,7 @@ def _progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
             bar.close()
 
 
-_PHASES = {"scan": "扫描", "describe": "描述", "embed": "向量化"}
+_PHASES = {"scan": "扫描", "describe": "描述", "embed": "向量化", "visual": "视觉特征"}
 
 
 def _log_progress(phase: str, done: int, total: int) -> None:
@@ -74,6 +75,8 @@ def _summary(report: IndexReport) -> str:
         f"移动 {report.moved}，移除 {report.removed}",
         f"描述 {report.described} 张，向量化 {report.embedded} 张，失败 {report.failed} 张",
     ]
+    if report.visual_embedded or report.visual_failed:
+        lines.append(f"视觉特征 {report.visual_embedded} 张，失败 {report.visual_failed} 张")
     if report.skipped:
         skipped = "，".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items()))
         lines.append(f"跳过：{skipped}")
@@ -92,6 +95,28 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
     result = app.recommend(args.text, args.top_k, rerank=not args.no_rerank)
     print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
     return 0
+
+
+def run_similar(args: argparse.Namespace, settings: Settings) -> int:
+    """`peitu similar FILE|PHOTO_ID`: a file that exists wins over a photo id of that name."""
+    if args.top_k is not None and args.top_k < 1:
+        raise InvalidQuery("--top-k must be at least 1")
+    app = build_app(settings)
+    query = Path(args.query).expanduser()
+    if query.is_file():
+        result = app.similar_to_image(query.read_bytes(), args.top_k)
+    elif _PHOTO_ID.fullmatch(args.query):
+        found = app.similar_to_photo(args.query, args.top_k)
+        if found is None:
+            raise InvalidQuery(f"no photo {args.query} in the library")
+        result = found
+    else:
+        raise InvalidQuery(f"not an image file nor a photo id: {args.query}")
+    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
+    return 0
+
+
+_PHOTO_ID = re.compile("[0-9a-f]{64}")
 
 
 def _recommend_batch(app: PeiTu, batch: Path, top_k: int | None, rerank: bool) -> int:

@@ -57,6 +57,13 @@ def _add_recommend(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _add_similar(sub: Any) -> None:
+    p = sub.add_parser("similar", help="photos that look like an image file or a library photo")
+    p.add_argument("query", help="an image file, or the photo_id (sha256) of a library photo")
+    p.add_argument("--top-k", type=int, help="how many photos (default: PEITU_TOP_K_FINAL)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peitu", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML settings file (or PEITU_CONFIG)")
@@ -64,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_index(sub)
     _add_recommend(sub)
+    _add_similar(sub)
     add_eval_parser(sub)
     sub.add_parser(
         "bot",
@@ -91,6 +99,7 @@ def _handlers() -> dict[str, Handler]:
     return {
         "index": commands.run_index,
         "recommend": commands.run_recommend,
+        "similar": commands.run_similar,
         "bot": commands.run_bot,
         "serve": commands.run_serve,
         "status": commands.run_status,

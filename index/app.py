@@ -16,6 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from chromadb.api import ClientAPI
+
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL
 from index.catalog import Catalog
@@ -28,7 +30,7 @@ from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
-from index.ports import Describer, Embedder, Reranker
+from index.ports import Describer, Embedder, Reranker, VisualEmbedder
 from index.query import RuleBasedUnderstanding
 from index.recommend import Recommender, RecommendLimits
 from index.retrieval import (
@@ -38,6 +40,10 @@ from index.retrieval import (
     make_retriever,
 )
 from index.store import ChromaStore, make_chroma_client
+from index.visual_index import VisualIndex, VisualLimits
+from index.visual_search import SimilarPhotos
+from index.visual_store import SUFFIX as VISUAL_SUFFIX
+from index.visual_store import VisualStore
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,7 @@ class PeiTu:
         concurrency: int = 4,
         retrieval: RetrievalConfig | None = None,
         now: Callable[[], datetime] = datetime.now,
+        visual: VisualIndex | None = None,
     ) -> None:
         self.library = library
         self.catalog = catalog
@@ -96,8 +103,19 @@ class PeiTu:
             understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
             collapse=collapse_near_duplicates,
         )
+        self.visual = visual
+        self.similar = (
+            SimilarPhotos(visual, catalog, self.photo_path, limits.top_k_final) if visual else None
+        )
         self.indexer = Indexer(
-            catalog, store, embedder, describer, scan_limits, concurrency, first_stage.encoder
+            catalog,
+            store,
+            embedder,
+            describer,
+            scan_limits,
+            concurrency,
+            first_stage.encoder,
+            visual=visual,
         )
 
     def index(
@@ -155,7 +173,43 @@ class PeiTu:
             raise IndexBusy(self.lock.holder())
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
-        """Photos like the given image: describe it, then search by that description."""
+        """Photos that look like the given image (visual vectors), or, with the visual index
+        switched off, found by a description of it. Raises `PhotoUnreadable`; `IndexBusy`
+        while a job fills an empty visual index."""
+        if self.similar is None:
+            return self.similar_by_description(data, top_k)
+        self._follow_other_processes()
+        result = self.similar.for_image(data, top_k)
+        self._busy_if_empty(result)
+        return result
+
+    def similar_to_photo(self, photo_id: str, top_k: int | None = None) -> RecommendResult | None:
+        """Photos that look like one of the library's; None when it is not in the library."""
+        path = self.photo_path(photo_id)
+        if path is None:
+            return None
+        if self.similar is None:  # no visual index: search by the photo's own description
+            return self._similar_by_stored_description(photo_id, top_k)
+        self._follow_other_processes()
+        result = self.similar.for_photo(photo_id, path, top_k)
+        self._busy_if_empty(result)
+        return result
+
+    def _busy_if_empty(self, result: RecommendResult) -> None:
+        if not result.results and self.visual is not None and self.visual.store.count() == 0:
+            self._refuse_while_indexing()
+
+    def _similar_by_stored_description(self, photo_id: str, top_k: int | None) -> RecommendResult:
+        stored = self.catalog.latest_descriptions([photo_id]).get(photo_id)
+        if stored is None:
+            return RecommendResult(photo_id, False, "这张照片还没有描述", [], {})
+        self._follow_other_processes()
+        return self.recommender.recommend(
+            stored.description, top_k, rerank=False, exclude=[photo_id], understand=False
+        )
+
+    def similar_by_description(self, data: bytes, top_k: int | None = None) -> RecommendResult:
+        """Photos like the given image the old way: describe it, then search by that text."""
         description = self.describer.describe_bytes(data)
         self._follow_other_processes()
         same_photo = hashlib.sha256(data).hexdigest()
@@ -191,7 +245,11 @@ class PeiTu:
                 return
             self._catalog_version = version
         log.info("the index was changed by another process; reading it again")
-        self.store.reload()
+        if self.visual is None:
+            self.store.reload()
+        else:
+            with self.visual.store.reconnecting():  # one engine per folder: close both first
+                self.store.reload()
         if self.keywords is not None:
             self.keywords.refresh()
 
@@ -210,6 +268,8 @@ class PeiTu:
         rel_paths = self.catalog.exclude_photo(photo_id)
         if self.store.mismatch is None:  # a mismatched index is rebuilt without it anyway
             self.store.delete([photo_id])
+        if self.visual is not None and self.visual.store.mismatch is None:
+            self.visual.forget(photo_id)
         if self.keywords is not None:
             self.keywords.refresh()
         if not delete_files or self.library is None:
@@ -293,6 +353,35 @@ def _reranker(settings: Settings) -> Reranker | None:
     return LLMReranker(settings.rerank)
 
 
+def _visual_index(
+    settings: Settings,
+    catalog: Catalog,
+    client: ClientAPI,
+    reconnect: Callable[[], ClientAPI] | None,
+    embedder: VisualEmbedder | None,
+) -> VisualIndex | None:
+    """The visual collection and its model, unless switched off (`PEITU_VISUAL__BACKEND=off`)."""
+    if settings.visual.backend == "off":
+        return None
+    if embedder is None:
+        from index.visual_embed import EfficientNetVisualEmbedder
+
+        embedder = EfficientNetVisualEmbedder()  # the offline tagger's network: loaded once
+    store = VisualStore(
+        client,
+        settings.chroma.collection + VISUAL_SUFFIX,
+        embedder.identity,
+        embedder.dimension,
+        reconnect=reconnect,
+    )
+    limits = VisualLimits(
+        int(settings.indexing.max_file_mb * 1024 * 1024),
+        settings.indexing.max_pixels,
+        settings.visual.batch_size,
+    )
+    return VisualIndex(catalog, store, embedder, limits)
+
+
 def build_app(
     settings: Settings,
     *,
@@ -300,9 +389,11 @@ def build_app(
     embedder: Embedder | None = None,
     describer: DescriberChoice = "auto",
     now: Callable[[], datetime] = datetime.now,
+    visual_embedder: VisualEmbedder | None = None,
 ) -> PeiTu:
     """Compose the pipeline from settings. `descriptions` selects the captions-file describer,
-    `describer` the vision model or the offline one (see `_describer`)."""
+    `describer` the vision model or the offline one (see `_describer`); `visual_embedder`
+    replaces the bundled image model (a CLIP encoder, say: see `index.ports.VisualEmbedder`)."""
     data_dir = settings.data_dir.expanduser()
     data_dir.mkdir(parents=True, exist_ok=True)
     model = embedder or SentenceTransformerEmbedder(
@@ -313,22 +404,26 @@ def build_app(
     url = settings.chroma.url
     retrieval = _retrieval_config(settings)
     lock = IndexLock(data_dir / "index.lock")
+    # A Chroma server is shared live; an embedded one must be read again after another
+    # process (the server, the bot, `peitu index`) wrote to it.
+    reconnect = None if url else (lambda: make_chroma_client("", data_dir))
     store = ChromaStore(
         make_chroma_client(url, data_dir),
         settings.chroma.collection,
         model.model_name,
         model.dimension,
         retrieval.encoder.identity,
-        # A Chroma server is shared live; an embedded one must be read again after another
-        # process (the server, the bot, `peitu index`) wrote to it.
-        reconnect=None if url else (lambda: make_chroma_client("", data_dir)),
+        reconnect=reconnect,
         # A rebuild swap left half done by a killed process is finished by the next reader,
         # unless an indexing job runs now: that job may be the one swapping.
         may_recover=lambda: not lock.busy(),
     )
+    catalog = Catalog(data_dir / "catalog.sqlite3")
+    visual_client = make_chroma_client(url, data_dir)
+    visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
     return PeiTu(
         library=settings.library,
-        catalog=Catalog(data_dir / "catalog.sqlite3"),
+        catalog=catalog,
         store=store,
         embedder=model,
         describer=_describer(settings, descriptions, describer),
@@ -343,4 +438,5 @@ def build_app(
         concurrency=settings.vision.concurrency,
         retrieval=retrieval,
         now=now,
+        visual=visual,
     )

@@ -73,7 +73,15 @@ SCHEMA_V2_SUPERSEDED = """
 ALTER TABLE descriptions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_SUPERSEDED)
+# Photos whose pixels are in the visual collection, and with which visual model (issue 14).
+VISUAL_EMBEDDED = """
+CREATE TABLE IF NOT EXISTS visual_embedded (
+    photo_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_SUPERSEDED, VISUAL_EMBEDDED)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -307,6 +315,27 @@ class Catalog:
     def excluded_ids(self) -> set[str]:
         with self._lock:
             return {str(row[0]) for row in self._db.execute("SELECT photo_id FROM excluded")}
+
+    # --- visual_embedded (photos whose pixels are in the visual collection) ----------------
+    def visual_embedded(self) -> dict[str, str]:
+        """photo_id -> the visual model identity its vector was made with."""
+        with self._lock:
+            rows = self._db.execute("SELECT photo_id, model FROM visual_embedded").fetchall()
+        return {str(photo_id): str(model) for photo_id, model in rows}
+
+    def mark_visual_embedded(self, photo_ids: Iterable[str], model: str) -> None:
+        rows = [(photo_id, model) for photo_id in photo_ids]
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO visual_embedded VALUES (?,?)", rows)
+
+    def forget_visual_embedded(self, photo_ids: Iterable[str] | None = None) -> None:
+        """Forget that photos have a visual vector (all of them when None)."""
+        with self._tx() as db:
+            if photo_ids is None:
+                db.execute("DELETE FROM visual_embedded")
+            else:
+                rows = [(p,) for p in photo_ids]
+                db.executemany("DELETE FROM visual_embedded WHERE photo_id=?", rows)
 
     # --- runs --------------------------------------------------------------------------------
     def start_run(self, mode: str) -> int:

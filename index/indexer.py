@@ -30,6 +30,7 @@ from index.ports import Describer, Embedder, StoredVector
 from index.retrieval import DocumentEncoder
 from index.scan import ScanResult, scan_library
 from index.store import ChromaStore
+from index.visual_index import VisualIndex
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,9 @@ class Indexer:
         limits: ScanLimits,
         concurrency: int = 4,
         encoder: DocumentEncoder | None = None,
+        visual: VisualIndex | None = None,
     ) -> None:
+        self._visual = visual
         self._catalog = catalog
         self._store = store
         self._embedder = embedder
@@ -112,6 +115,7 @@ class Indexer:
             self._describe_missing(chosen, target, photos, report, report_progress, stop)
         if not stop.is_set():
             self._embed_changed(target, photos, report, report_progress, stop)
+        self._visual_phase(photos, report, report_progress, stop)
         report.cancelled = stop.is_set()
         if target is not self._store:
             self._finish_rebuild(target, report.cancelled)
@@ -126,6 +130,18 @@ class Indexer:
             self._catalog.forget_embedded()
             return
         self._store.adopt(rebuilt)
+
+    def _visual_phase(
+        self,
+        photos: dict[str, PhotoFile],
+        report: IndexReport,
+        progress: ProgressCallback,
+        stop: threading.Event,
+    ) -> None:
+        """Pixels into the visual collection (similar-photo search); its own identity and
+        catalog record, so a text rebuild leaves it alone and a visual model change only it."""
+        if self._visual is not None and not stop.is_set():
+            self._visual.sync(photos, report, progress, stop)
 
     # --- scan --------------------------------------------------------------------------------
     def _scan(

@@ -111,6 +111,8 @@ class IndexReport:
     described: int = 0
     embedded: int = 0
     failed: int = 0
+    visual_embedded: int = 0  # photos whose pixels got a vector (similar-photo search)
+    visual_failed: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     cancelled: bool = False
@@ -125,6 +127,8 @@ class IndexReport:
             "described",
             "embedded",
             "failed",
+            "visual_embedded",
+            "visual_failed",
         )
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["skipped"] = dict(self.skipped)

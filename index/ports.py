@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 from index.models import Candidate, Judgement, ParsedQuery, PhotoFile, QueryFilters
 
@@ -107,3 +108,26 @@ class QueryUnderstanding(Protocol):
     """Splits social text into semantic words and time/place filters."""
 
     def parse(self, text: str) -> ParsedQuery: ...
+
+
+class VisualEmbedder(Protocol):
+    """Turns images into L2-normalised vectors of what they look like (photo → similar photos).
+
+    The bundled one is EfficientNet-Lite0 features (`index.visual_embed`); a CLIP or
+    Chinese-CLIP image encoder (a local model folder, or an HTTP service such as Immich's
+    machine learning) fits the same port. Vectors of two identities are never mixed.
+    """
+
+    @property
+    def identity(self) -> str:
+        """Model and preprocessing version, e.g. "efficientnet-lite0/avgpool@v1": the visual
+        collection is rebuilt when it changes."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        """One unit-length row per image (upright, any mode and size). Raises
+        `ModelUnavailable` when the model cannot be loaded or reached."""
+        ...

@@ -78,6 +78,8 @@ class CountsOut(BaseModel):
     described: int
     embedded: int
     failed: int
+    visual_embedded: int = Field(default=0, description="photos whose pixels got a vector")
+    visual_failed: int = 0
     skipped: dict[str, int]
 
 

@@ -25,6 +25,8 @@ INDEX_KEYS = {
     "described",
     "embedded",
     "failed",
+    "visual_embedded",
+    "visual_failed",
     "skipped",
 }
 RESULT_KEYS = {"rank", "photo_id", "path", "similarity", "score", "reason", "description"}

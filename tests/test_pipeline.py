@@ -51,6 +51,8 @@ def test_first_index_describes_and_embeds_every_photo(
         "described": 30,
         "embedded": 30,
         "failed": 0,
+        "visual_embedded": 30,
+        "visual_failed": 0,
         "skipped": {},
     }
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import Path as PathParam
 
 from server.context import Ctx
 from server.schemas import ErrorOut, RecommendIn, RecommendOut
@@ -35,9 +36,27 @@ async def similar(
     ctx: Ctx,
     top_k: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> dict[str, Any]:
-    """Photos like the uploaded one: it is described, then searched for by that description."""
+    """Photos that look like the uploaded one (visual vectors); copies and bursts of one moment
+    come once, the copy of the upload itself first."""
     data = await read_upload(file, ctx.max_upload_bytes)
     max_pixels = ctx.settings.indexing.max_pixels
     await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
     result = await asyncio.to_thread(ctx.app.similar_to_image, data, top_k)
+    return result.to_dict()
+
+
+@router.get(
+    "/photos/{photo_id}/similar",
+    response_model=RecommendOut,
+    responses={**_ERRORS, 404: {"model": ErrorOut}},
+)
+async def similar_to_photo(
+    photo_id: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of the file")],
+    ctx: Ctx,
+    top_k: Annotated[int | None, Query(ge=1, le=100)] = None,
+) -> dict[str, Any]:
+    """Photos that look like one of the library's (not the photo itself)."""
+    result = await asyncio.to_thread(ctx.app.similar_to_photo, photo_id, top_k)
+    if result is None:
+        raise HTTPException(404, f"no photo {photo_id} in the library")
     return result.to_dict()

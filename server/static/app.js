@@ -8,7 +8,7 @@ const FINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
 const STATE_NAMES = {
   queued: "排队中", running: "进行中", succeeded: "已完成", failed: "失败", cancelled: "已取消",
 };
-const PHASE_NAMES = { scan: "扫描", describe: "描述", embed: "向量化" };
+const PHASE_NAMES = { scan: "扫描", describe: "描述", embed: "向量化", visual: "视觉特征" };
 const COUNT_NAMES = {
   scanned: "扫描", new: "新增", unchanged: "未变", moved: "移动", removed: "移除",
   described: "描述", embedded: "向量化", failed: "失败",

@@ -21,7 +21,7 @@ from index.errors import (
 from index.ports import Vectors
 from server.app import create_app
 from server.errors import status_for
-from tests.server.conftest import Served, metric, serving
+from tests.server.conftest import Served, ServerFactory, metric, serving
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
 
@@ -45,11 +45,16 @@ def test_status_for_core_errors(error: PeiTuError, status: int) -> None:
     assert status_for(error) == status
 
 
-def test_similar_search_with_a_describer_that_cannot_is_502(indexed_server: Served) -> None:
-    library = indexed_server.library
-    assert library is not None
-    data = (library.root / library.photos[0].rel_path).read_bytes()
-    with indexed_server.client() as client:
+def test_similar_search_by_description_with_a_describer_that_cannot_is_502(
+    start_server: ServerFactory, make_settings: SettingsFactory, small_library: SmallLibrary
+) -> None:
+    """With the visual index off, a photo is described to be searched for: the sidecar
+    describer cannot describe a new image."""
+    settings = make_settings(library=small_library.root, visual={"backend": "off"})
+    served = start_server(settings, descriptions=small_library.descriptions)
+    served.app.index()
+    data = (small_library.root / small_library.photos[0].rel_path).read_bytes()
+    with served.client() as client:
         response = client.post("/api/search/similar", files={"file": ("q.jpg", data)})
     assert response.status_code == 502
     assert "cannot describe a new image" in response.json()["detail"]

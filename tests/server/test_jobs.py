@@ -11,7 +11,8 @@ from tests.support.openai_server import FakeOpenAIServer
 
 ALL_NEW = {
     "scanned": 30, "new": 30, "unchanged": 0, "moved": 0, "removed": 0,
-    "described": 30, "embedded": 30, "failed": 0, "skipped": {},
+    "described": 30, "embedded": 30, "failed": 0, "visual_embedded": 30, "visual_failed": 0,
+    "skipped": {},
 }  # fmt: skip
 
 
@@ -30,7 +31,7 @@ def test_job_progress_reaches_done_with_the_index_counts(
         found = client.post("/api/recommend", json={"text": small_library.photos[3].captions[4]})
     assert job["state"] == "succeeded" and job["error"] is None and job["errors"] == []
     assert job["counts"] == ALL_NEW
-    assert job["progress"] == {"phase": "embed", "done": 30, "total": 30}
+    assert job["progress"] == {"phase": "visual", "done": 30, "total": 30}  # the last phase
     assert job["trigger"] == "api" and job["mode"] == "incremental"
     assert job["started_at"] <= job["finished_at"]
     assert [j["job_id"] for j in listing] == [job_id]

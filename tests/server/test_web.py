@@ -248,7 +248,7 @@ def test_admin_starts_a_job_and_follows_it_to_the_end(
     for key, value in expected.items():
         assert job["counts"][key] == value, key
         assert page.inner_text(f"#job-counts tr[data-count={key}] td") == str(value), key
-    assert job["progress"]["phase"] == "embed"
+    assert job["progress"]["phase"] == "visual"  # the last phase: pixels for similar photos
     assert (job["progress"]["done"], job["progress"]["total"]) == (count, count)
     assert page.inner_text("#job-progress-text") == f"{count} / {count}"
     assert page.eval_on_selector("#job-progress", f"p => p.value === p.max && p.max === {count}")

@@ -1,0 +1,45 @@
+"""The bundled `VisualEmbedder`: EfficientNet-Lite0's last feature map, averaged over space.
+
+Not a CLIP model: the vectors know what photos look like (a dog on grass, a beach, snow), not
+what words mean, so they serve photo → similar photos only. Measured on 2,000 eval photos:
+among the 10 nearest, 85 % show a dog when the query does (base rate 24 %).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from index.efficientnet import FEATURE_DIMENSION, NAME, EfficientNetLite0, bundled_network, stack
+from index.ports import Vectors
+
+# Bump when the preprocessing or pooling changes: stored vectors are then made again.
+PREPROCESSING_VERSION = "avgpool-256c224@v1"
+
+
+class EfficientNetVisualEmbedder:
+    """`VisualEmbedder` on the process's shared EfficientNet-Lite0 (see `bundled_network`)."""
+
+    def __init__(self, network: EfficientNetLite0 | None = None) -> None:
+        self.network = network or bundled_network()
+
+    @property
+    def identity(self) -> str:
+        return f"{NAME}/{PREPROCESSING_VERSION}"
+
+    @property
+    def dimension(self) -> int:
+        return FEATURE_DIMENSION
+
+    def embed_images(self, images: Sequence[Image.Image]) -> Vectors:
+        if not images:
+            return np.zeros((0, FEATURE_DIMENSION), dtype=np.float32)
+        return normalised(self.network.pooled_features(stack(images)))
+
+
+def normalised(vectors: Vectors) -> Vectors:
+    """Rows scaled to unit length (an all-zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
