@@ -75,9 +75,10 @@ class VisionDescriber:
         """Identity of (model, prompt version): descriptions are cached under it."""
         return f"{self._settings.model}@{PROMPT_VERSION}"
 
-    def describe(self, photo: PhotoFile) -> str:
-        """Describe the photo file. Raises `DescribeFailed` or `PhotoUnreadable`."""
-        jpeg = encode_for_vision(photo.path, self._settings.max_side)
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        """Describe the photo (its `data` when given). Raises `DescribeFailed` or
+        `PhotoUnreadable`."""
+        jpeg = encode_for_vision(photo.path if data is None else data, self._settings.max_side)
         return self._describe_jpeg(jpeg, str(photo.path))
 
     def describe_bytes(self, data: bytes) -> str:

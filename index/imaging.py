@@ -134,14 +134,15 @@ def open_image(
     return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=None)
 
 
-def probe_image(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
-    """Check that a photo decodes completely and read its displayed size, time and place.
+def probe_image(source: ImageSource, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
+    """Check that a photo (a path or its bytes) decodes completely and read its displayed size,
+    time and place.
 
     Cheaper than `open_image`: JPEGs decode at reduced scale, which still reads every byte and
     so still catches truncation. Raises `PhotoUnreadable` like `open_image`.
     """
-    label = str(path)
-    with _stream(path, label, max_bytes) as stream, _decode_errors(label):
+    label = _label(source)
+    with _stream(source, label, max_bytes) as stream, _decode_errors(label):
         img = _open_header(stream, label, max_pixels)
         width, height = img.size
         img.draft(None, _PROBE_DRAFT_BOX)

@@ -25,7 +25,7 @@ from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector
 from index.retrieval import DocumentEncoder
-from index.scan import ScanResult, scan_library
+from index.scan import ScanResult, read_unchanged, scan_library
 from index.store import ChromaStore
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class Indexer:
                     yield pending.pop(future), _error_text(future)
 
     def _describe_one(self, photo: PhotoFile) -> None:
-        text = self._describer.describe(photo).strip()
+        text = self._describer.describe(photo, read_unchanged(photo)).strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
         self._catalog.save_description(photo.photo_id, self._describer.key, text)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.errors import LibraryNotFound, PhotoUnreadable
+from index.errors import LibraryNotFound, PhotoChanged, PhotoUnreadable
 from index.imaging import Reason, check_image_file, has_image_extension, probe_image
 from index.models import PhotoFile
 
@@ -139,9 +139,11 @@ def _photo_file(rel_path: str, path: Path, limits: _Limits, known: KnownLookup |
     cached = known(rel_path, info.st_size, info.st_mtime) if known is not None else None
     if cached is not None:
         return dataclasses.replace(cached, path=path, rel_path=rel_path)
-    image = probe_image(path, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
+    # One read: the id is the hash of the very bytes whose size, time and place are recorded.
+    data = read_file(path)
+    image = probe_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
     return PhotoFile(
-        photo_id=file_sha256(path),
+        photo_id=hashlib.sha256(data).hexdigest(),
         path=path,
         rel_path=rel_path,
         size=info.st_size,
@@ -154,14 +156,25 @@ def _photo_file(rel_path: str, path: Path, limits: _Limits, known: KnownLookup |
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks. Raises `PhotoUnreadable` on an OS error."""
+def read_file(path: Path) -> bytes:
+    """A file's bytes. Raises `PhotoUnreadable` on an OS error."""
     try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return path.read_bytes()
     except OSError as error:
         reason = Reason.PERMISSION_DENIED if isinstance(error, PermissionError) else Reason.IO_ERROR
         raise PhotoUnreadable(str(path), reason.value, error.strerror or str(error)) from error
+
+
+def read_unchanged(photo: PhotoFile) -> bytes:
+    """The photo's file content, when it still is the content the scan hashed: a sync tool may
+    have replaced the file since (atomic rename), and a description must be of `photo_id`.
+    Raises `PhotoChanged` (the next scan picks the new version up) or `PhotoUnreadable`."""
+    data = read_file(photo.path)
+    if hashlib.sha256(data).hexdigest() != photo.photo_id:
+        raise PhotoChanged(
+            f"{photo.rel_path} changed after it was scanned; the next run indexes the new version"
+        )
+    return data
 
 
 def _is_ignored(name: str) -> bool:
