@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from config.settings import VisionSettings
 from index.errors import DescribeFailed, ModelUnavailable, PhotoUnreadable
+from index.imaging import eight_bit
 from index.llm import Sleep, chat, make_client
 from index.models import PhotoFile
 
@@ -161,7 +162,9 @@ def _open(source: Path | bytes) -> Image.Image:
 
 
 def _rgb(image: Image.Image) -> Image.Image:
-    """Flatten onto white: a transparent PNG would otherwise turn black."""
+    """Flatten onto white: a transparent PNG would otherwise turn black. 16-bit grey is
+    scaled to 8 bits first (`convert` would clip it to white)."""
+    image = eight_bit(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

@@ -185,10 +185,26 @@ def thumbnail_jpeg(
         img = _decode(
             source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=(max_side, max_side)
         )
-    small = _to_rgb(_fit_within(img, max_side))
+    small = _to_rgb(_fit_within(eight_bit(img), max_side))
     out = io.BytesIO()
     small.save(out, "JPEG", quality=85, icc_profile=img.info.get("icc_profile"))
     return out.getvalue()
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """`img` with 8 bits a channel, 16-bit values scaled rather than clipped.
+
+    A 16-bit greyscale PNG or TIFF opens in mode "I;16" (or "I"), and Pillow's `convert("L")`
+    or `convert("RGB")` clips every value above 255: the photo would turn all white. 16-bit RGB
+    opens as "RGB" already scaled by Pillow. Other modes are returned as they are.
+    """
+    if img.mode.startswith("I;16"):
+        return img.convert("I").point(lambda value: value / 257).convert("L")
+    if img.mode == "I":
+        _, high = img.getextrema()
+        scale = 1 / 257 if isinstance(high, int | float) and high > 255 else 1
+        return img.point(lambda value: value * scale).convert("L")
+    return img
 
 
 def _decode(
