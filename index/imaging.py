@@ -49,6 +49,7 @@ class Reason(StrEnum):
     SYMLINK_LOOP = "symlink_loop"
     NOT_A_FILE = "not_a_file"
     NOT_FOUND = "not_found"  # vanished between listing and reading
+    OUTSIDE_LIBRARY = "outside_library"  # a symlink whose target is outside the library
     IO_ERROR = "io_error"  # any other OS error (a flaky disk or network share)
 
 

@@ -38,6 +38,7 @@ _EMBED_BATCH = 64
 class ScanLimits:
     max_file_bytes: int
     max_pixels: int
+    follow_external_links: bool = False  # symlinks may lead outside the library
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -118,6 +119,7 @@ class Indexer:
             max_pixels=self._limits.max_pixels,
             known=self._catalog.known_file,
             progress=lambda done, total: progress("scan", done, total),
+            follow_external_links=self._limits.follow_external_links,
         )
         self._drop_excluded(result)
         self._count_changes(before, result, report)
