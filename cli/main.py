@@ -96,13 +96,29 @@ def _handlers() -> dict[str, Handler]:
     }
 
 
+# Libraries that log every request or model load at INFO: only their warnings are shown.
+QUIET_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "urllib3",
+    "openai",
+    "chromadb",
+    "sentence_transformers",
+    "transformers",
+    "huggingface_hub",
+    "filelock",
+    "PIL",
+)
+
+
 def _configure_logging(level: str, verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3", "httpcore"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -54,10 +54,11 @@ class Reason(StrEnum):
 
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "heic", "heif"}
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "heic", "heif", "tif", "tiff"}
 )
 # Pillow format names for those extensions. Multi-picture camera JPEGs (MPO) come in as JPEG.
-_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF")
+# TIFF (scans) gives its first page; 16-bit scans are scaled to 8 bits (`eight_bit`).
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF", "TIFF")
 # Exceptions Pillow and its plugins raise on bad data. A bad file must never escape as anything
 # but `PhotoUnreadable`; MemoryError and KeyboardInterrupt are deliberately not in this list.
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (

@@ -18,6 +18,7 @@ from index.describe_offline import OfflineDescriber
 from index.describe_vision import encode_for_vision
 from index.imaging import thumbnail_jpeg
 from index.models import PhotoFile
+from index.scan import scan_library
 
 GREY_16 = 30000  # 30000 / 65535 of full scale: 117 in 8 bits
 GREY_8 = GREY_16 / 257
@@ -102,3 +103,19 @@ def test_the_perceptual_hash_of_a_16_bit_gradient_is_that_of_its_8_bit_copy(
     Image.fromarray(ramp).save(tmp_path / "ramp16.png")
     Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "ramp8.png")
     assert perceptual_hash(tmp_path / "ramp16.png") == perceptual_hash(tmp_path / "ramp8.png")
+
+
+def test_tiff_scans_are_indexed_16_bit_grey_and_multi_page_included(tmp_path: Path) -> None:
+    library = tmp_path / "scans"
+    library.mkdir()
+    Image.new("RGB", (64, 48), (40, 90, 220)).save(library / "colour.tif")
+    Image.fromarray(np.full((48, 64), GREY_16, dtype=np.uint16)).save(library / "grey16.tiff")
+    pages = [Image.new("RGB", (32, 24), rgb) for rgb in ((200, 30, 30), (30, 200, 30))]
+    pages[0].save(library / "pages.TIF", save_all=True, append_images=pages[1:])
+    result = scan_library(library, max_file_bytes=10_000_000, max_pixels=10_000_000)
+    assert [p.rel_path for p in result.photos] == ["colour.tif", "grey16.tiff", "pages.TIF"]
+    assert result.skipped == {}
+    grey = _mean(thumbnail_jpeg(library / "grey16.tiff", 32, max_pixels=10_000_000))
+    assert grey == pytest.approx([GREY_8] * 3, abs=3)
+    first_page = _mean(thumbnail_jpeg(library / "pages.TIF", 32, max_pixels=10_000_000))
+    assert first_page == pytest.approx([200, 30, 30], abs=4)
