@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from config import Settings
@@ -135,14 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
     command: list[str] = []  # the command's name, once the arguments are read
     try:
-        return _run(argv, command)
+        code = _run(argv, command)
     except KeyboardInterrupt:
         reason = _INTERRUPTED.get(command[0] if command else "", "interrupted")
         print(f"peitu: {reason}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
         if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
+            _exit_now()  # the interpreter's shutdown, where a second Ctrl-C would kill us
+        return EXIT_INTERRUPTED
+    if in_main_thread:
+        signal.signal(signal.SIGINT, previous)
+    return code
 
 
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -157,6 +160,17 @@ def _on_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _quit_now(signum: int, frame: FrameType | None) -> None:
     os.write(2, b"peitu: interrupted again; quitting now\n")
+    _exit_now()
+
+
+def _exit_now() -> NoReturn:
+    """Exit 130 without the interpreter's shutdown. After a Ctrl-C the command has unwound and
+    everything it wrote is committed; what is left is tearing down native libraries, which
+    takes a while, aborts while their threads run, and dies of a Ctrl-C that lands meanwhile
+    (exit 134, or a death by SIGINT, instead of 130)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing to flush to
+            stream.flush()
     os._exit(EXIT_INTERRUPTED)
 
 

@@ -119,3 +119,24 @@ def test_ctrl_c_stops_the_server_without_the_indexing_message(
     assert proc.returncode == 130, stderr
     _assert_clean(stderr)
     assert stderr.rstrip().endswith("peitu: stopped") and "next run" not in stderr
+
+
+def test_two_sigints_during_offline_describing_exit_130_not_134(
+    tmp_path: Path, m3e_path: Path, small_library: SmallLibrary
+) -> None:
+    """The offline describer runs onnxruntime and torch threads: an interpreter shutdown under
+    them aborted ("terminate called without an active exception", exit 134)."""
+    env = _env(tmp_path, m3e_path, PEITU_LIBRARY=str(small_library.root))
+    proc = _start(env, "index", "--describer", "offline")
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.rstrip().endswith("describe: 30 to do"):
+            break
+    else:
+        raise AssertionError("the describe phase never started")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 130, rest
+    _assert_clean(rest)
