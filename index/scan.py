@@ -177,9 +177,7 @@ def read_unchanged(photo: PhotoFile) -> bytes:
     Raises `PhotoChanged` (the next scan picks the new version up) or `PhotoUnreadable`."""
     data = read_file(photo.path)
     if hashlib.sha256(data).hexdigest() != photo.photo_id:
-        raise PhotoChanged(
-            f"{photo.rel_path} changed after it was scanned; the next run indexes the new version"
-        )
+        raise PhotoChanged("the file changed after it was scanned; the next run indexes it again")
     return data
 
 
