@@ -95,6 +95,7 @@ def bench_settings(library: Path, data_dir: Path, rerank_url: str) -> Settings:
         rerank={"base_url": rerank_url, "model": "fake-chat", "max_retries": 0, "timeout_s": 30},
         similarity_threshold=-1.0,  # every request reaches the reranker
         admin_token=TOKEN,
+        indexing={"follow_external_links": True},  # the library is links to ../shared/eval
     )
 
 
@@ -152,6 +153,7 @@ def _server_env(settings: Settings, rerank_url: str, port: int) -> dict[str, str
         PEITU_RERANK__MAX_RETRIES="0",
         PEITU_SIMILARITY_THRESHOLD="-1.0",
         PEITU_ADMIN_TOKEN=TOKEN,
+        PEITU_INDEXING__FOLLOW_EXTERNAL_LINKS="true",
         PEITU_SERVER__PORT=str(port),
         PEITU_LOG_LEVEL="WARNING",
     )

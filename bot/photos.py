@@ -15,6 +15,7 @@ from pathlib import Path
 
 from index.errors import PhotoUnreadable
 from index.imaging import thumbnail_jpeg
+from index.names import readable_path
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ _MIN_SIDE = 320
 @dataclass(frozen=True)
 class OutgoingPhoto:
     path: Path  # the file to send: the original, or a converted copy in the cache
-    name: str  # the file name the recipient sees
+    name: str  # the file name the recipient sees (valid UTF-8: see index.names)
     converted: bool
 
 
@@ -50,12 +51,12 @@ class PhotoPreparer:
         """The photo as it will be sent. Blocking; raises `PhotoUnreadable`."""
         size = _size(path)
         if size <= self.max_bytes and _has_sendable_format(path):
-            return OutgoingPhoto(path, path.name, converted=False)
+            return OutgoingPhoto(path, readable_path(path.name), converted=False)
         copy = self.cache_dir / f"{_cache_key(path, size, self.max_side, self.max_bytes)}.jpg"
         if not copy.is_file():
             _write_atomically(copy, self._small_jpeg(path))
             log.info("sending %s as a %d-byte JPEG copy", path.name, copy.stat().st_size)
-        return OutgoingPhoto(copy, f"{path.stem}.jpg", converted=True)
+        return OutgoingPhoto(copy, readable_path(f"{path.stem}.jpg"), converted=True)
 
     def _small_jpeg(self, path: Path) -> bytes:
         """A JPEG within `max_bytes`: shrink the long side until it fits."""
@@ -90,7 +91,7 @@ def _cache_key(path: Path, size: int, max_side: int, max_bytes: int) -> str:
     except OSError as error:  # gone between the size check and now
         raise PhotoUnreadable(str(path), "not_found", str(error)) from error
     text = f"{path.resolve()}|{size}|{mtime_ns}|{max_side}|{max_bytes}"
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -6,16 +6,14 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from cli.progress import progress_output
 from config import Settings
 from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
 from index.indexer import IndexMode
-from index.models import IndexReport, ProgressCallback, RecommendResult
+from index.models import IndexReport, RecommendResult
 from index.names import readable_path
 
 
@@ -25,48 +23,13 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
         settings = settings.model_copy(update={"library": library.expanduser().resolve()})
     app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
-    with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
+    with progress_output(terminal=not args.json and sys.stderr.isatty()) as progress:
         report = app.index(mode, progress=progress, redescribe=args.redescribe)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(_summary(report))
     return 0 if report.failed == 0 else 3
-
-
-@contextmanager
-def _progress_bars(enabled: bool) -> Iterator[ProgressCallback | None]:
-    if not enabled:
-        yield _log_progress
-        return
-    from tqdm import tqdm
-
-    bars: dict[str, Any] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        bar = bars.get(phase)
-        if bar is None:
-            bar = bars[phase] = tqdm(total=total, desc=_PHASES.get(phase, phase), unit="张")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        for bar in bars.values():
-            bar.close()
-
-
-_PHASES = {"scan": "扫描", "describe": "描述", "embed": "向量化", "visual": "视觉特征"}
-
-
-def _log_progress(phase: str, done: int, total: int) -> None:
-    step = max(1, total // 10)
-    if total and (done == total or done % step == 0) and done:
-        import logging
-
-        logging.getLogger("peitu.index").info("%s %d/%d", phase, done, total)
 
 
 def _summary(report: IndexReport) -> str:

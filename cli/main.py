@@ -1,22 +1,30 @@
 """`peitu`: index a photo library, recommend photos for a text, run the bot or the server."""
 
+# Only the standard library at module level: the `peitu` script imports this module before
+# `main` can take over Ctrl-C, and a Ctrl-C while pydantic, torch or chromadb load must end in
+# one line, not a traceback. Everything else is imported inside `main`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from cli.eval import add_eval_parser
-from config import Settings, SettingsInvalid, load_settings
-from index.errors import PeiTuError
+if TYPE_CHECKING:
+    from config import Settings
 
 log = logging.getLogger("peitu")
+EXIT_INTERRUPTED = 130
 
-Handler = Callable[[argparse.Namespace, Settings], int]
+Handler = Callable[[argparse.Namespace, "Settings"], int]
 
 
 def _add_index(sub: Any) -> None:
@@ -65,6 +73,8 @@ def _add_similar(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cli.eval import add_eval_parser
+
     parser = argparse.ArgumentParser(prog="peitu", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML settings file (or PEITU_CONFIG)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -107,18 +117,89 @@ def _handlers() -> dict[str, Handler]:
     }
 
 
+# Libraries that log every request or model load at INFO: only their warnings are shown.
+QUIET_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "urllib3",
+    "openai",
+    "chromadb",
+    "sentence_transformers",
+    "transformers",
+    "huggingface_hub",
+    "filelock",
+    "PIL",
+)
+
+
 def _configure_logging(level: str, verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3", "httpcore"):
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+_INTERRUPTED = {
+    "index": "interrupted; the next run continues where this one stopped",
+    "serve": "stopped",
+    "bot": "stopped",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit codes 0, 1 (an error), 2 (bad settings), 130 (Ctrl-C)."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
+    command: list[str] = []  # the command's name, once the arguments are read
+    try:
+        code = _run(argv, command)
+    except KeyboardInterrupt:
+        reason = _INTERRUPTED.get(command[0] if command else "", "interrupted")
+        print(f"peitu: {reason}", file=sys.stderr)
+        if in_main_thread:
+            _exit_now()  # the interpreter's shutdown, where a second Ctrl-C would kill us
+        return EXIT_INTERRUPTED
+    if in_main_thread:
+        signal.signal(signal.SIGINT, previous)
+    return code
+
+
+def _on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C stops the command as Python does (KeyboardInterrupt: threads finish
+    the photo they are on, everything committed stays). A second one quits at once, without
+    running the interpreter's shutdown: native threads (onnxruntime, torch) still running then
+    would abort it ("terminate called without an active exception", exit 134). Every
+    description and vector batch is committed as it is made, so nothing is lost."""
+    signal.signal(signal.SIGINT, _quit_now)
+    raise KeyboardInterrupt
+
+
+def _quit_now(signum: int, frame: FrameType | None) -> None:
+    os.write(2, b"peitu: interrupted again; quitting now\n")
+    _exit_now()
+
+
+def _exit_now() -> NoReturn:
+    """Exit 130 without the interpreter's shutdown. After a Ctrl-C the command has unwound and
+    everything it wrote is committed; what is left is tearing down native libraries, which
+    takes a while, aborts while their threads run, and dies of a Ctrl-C that lands meanwhile
+    (exit 134, or a death by SIGINT, instead of 130)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing to flush to
+            stream.flush()
+    os._exit(EXIT_INTERRUPTED)
+
+
+def _run(argv: Sequence[str] | None, command: list[str]) -> int:
+    from config import SettingsInvalid, load_settings
+    from index.errors import PeiTuError
+
     args = build_parser().parse_args(argv)
+    command.append(args.command)
     try:
         settings = load_settings(args.config)
     except SettingsInvalid as error:
@@ -130,9 +211,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeiTuError as error:
         print(f"peitu: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("peitu: interrupted; the next run continues where this one stopped", file=sys.stderr)
-        return 130
 
 
 def emit_json(payload: dict[str, Any]) -> None:

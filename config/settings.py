@@ -80,6 +80,9 @@ class IndexingSettings(BaseModel):
     max_pixels: int = Field(default=120_000_000, ge=1_000_000)
     schedule_minutes: float = Field(default=0.0, ge=0)  # 0 = no periodic indexing
     schedule_cron: str = ""  # e.g. "0 3 * * *"
+    # Symlinks (files or folders) whose target is outside the library are skipped, counted as
+    # "outside_library", unless this is true. Links within the library are always followed.
+    follow_external_links: bool = False
 
 
 class RetrievalSettings(BaseModel):

@@ -432,7 +432,9 @@ def build_app(
             settings.top_k_initial, settings.similarity_threshold, settings.top_k_final
         ),
         scan_limits=ScanLimits(
-            int(settings.indexing.max_file_mb * 1024 * 1024), settings.indexing.max_pixels
+            int(settings.indexing.max_file_mb * 1024 * 1024),
+            settings.indexing.max_pixels,
+            settings.indexing.follow_external_links,
         ),
         lock=lock,
         concurrency=settings.vision.concurrency,

@@ -20,7 +20,7 @@ from pathlib import Path
 import imagehash
 from PIL import Image, ImageOps
 
-from index.imaging import register_heif
+from index.imaging import eight_bit, register_heif
 from index.models import Candidate
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def perceptual_hash(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.draft("RGB", _DRAFT_BOX)
-            return str(imagehash.phash(ImageOps.exif_transpose(image)))
+            return str(imagehash.phash(eight_bit(ImageOps.exif_transpose(image))))
     except _DECODE_ERRORS as error:
         log.warning("no perceptual hash for %s: %s", path, error)
         return None

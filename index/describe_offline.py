@@ -160,9 +160,10 @@ class OfflineDescriber:
     def key(self) -> str:
         return KEY
 
-    def describe(self, photo: PhotoFile) -> str:
-        """Describe a scanned photo; its time and place come from the scan's EXIF reading."""
-        image = self._working_image(photo.path)
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        """Describe a scanned photo (its `data` when given); its time and place come from the
+        scan's EXIF reading."""
+        image = self._working_image(photo.path if data is None else data)
         place = place_at(photo.gps_lat, photo.gps_lon)
         return self._description(image, photo.taken_at, place, str(photo.path))
 
@@ -173,7 +174,7 @@ class OfflineDescriber:
         working = self._working_image(image)
         return self._description(working, taken_at, place_at(lat, lon), "<image bytes>")
 
-    def _working_image(self, source: Path | Image.Image) -> Image.Image:
+    def _working_image(self, source: Path | bytes | Image.Image) -> Image.Image:
         jpeg = thumbnail_jpeg(
             source, _WORKING_SIDE, max_pixels=self._max_pixels, max_bytes=self._max_bytes
         )

@@ -32,7 +32,8 @@ class SidecarDescriber:
     def key(self) -> str:
         return self._key
 
-    def describe(self, photo: PhotoFile) -> str:
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        """The description written for the photo's path (its content plays no part)."""
         rel = PurePosixPath(photo.rel_path).as_posix()
         text = self._by_path.get(rel) or self._by_name.get(PurePosixPath(rel).name)
         if not text:

@@ -23,6 +23,7 @@ from PIL import Image, ImageOps
 
 from config.settings import VisionSettings
 from index.errors import DescribeFailed, ModelUnavailable, PhotoUnreadable
+from index.imaging import eight_bit
 from index.llm import Sleep, chat, make_client
 from index.models import PhotoFile
 
@@ -75,9 +76,10 @@ class VisionDescriber:
         """Identity of (model, prompt version): descriptions are cached under it."""
         return f"{self._settings.model}@{PROMPT_VERSION}"
 
-    def describe(self, photo: PhotoFile) -> str:
-        """Describe the photo file. Raises `DescribeFailed` or `PhotoUnreadable`."""
-        jpeg = encode_for_vision(photo.path, self._settings.max_side)
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        """Describe the photo (its `data` when given). Raises `DescribeFailed` or
+        `PhotoUnreadable`."""
+        jpeg = encode_for_vision(photo.path if data is None else data, self._settings.max_side)
         return self._describe_jpeg(jpeg, str(photo.path))
 
     def describe_bytes(self, data: bytes) -> str:
@@ -160,7 +162,9 @@ def _open(source: Path | bytes) -> Image.Image:
 
 
 def _rgb(image: Image.Image) -> Image.Image:
-    """Flatten onto white: a transparent PNG would otherwise turn black."""
+    """Flatten onto white: a transparent PNG would otherwise turn black. 16-bit grey is
+    scaled to 8 bits first (`convert` would clip it to white)."""
+    image = eight_bit(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))

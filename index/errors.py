@@ -25,6 +25,10 @@ class DescribeFailed(PeiTuError):
     """The describer gave up on one photo after its retries."""
 
 
+class PhotoChanged(DescribeFailed):
+    """The file no longer holds the bytes it was scanned with (replaced while indexing)."""
+
+
 class RerankFailed(PeiTuError):
     """The reranking LLM timed out, errored or answered something we cannot use."""
 

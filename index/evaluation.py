@@ -206,6 +206,8 @@ def eval_settings(
             "chroma": ChromaSettings(url="", collection="peitu_eval"),
             "rerank": settings.rerank.model_copy(update={"enabled": rerank}),
             "retrieval": retrieval,
+            # The library is links to the evaluation images, which live elsewhere.
+            "indexing": settings.indexing.model_copy(update={"follow_external_links": True}),
         }
     )
 

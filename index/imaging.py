@@ -49,14 +49,16 @@ class Reason(StrEnum):
     SYMLINK_LOOP = "symlink_loop"
     NOT_A_FILE = "not_a_file"
     NOT_FOUND = "not_found"  # vanished between listing and reading
+    OUTSIDE_LIBRARY = "outside_library"  # a symlink whose target is outside the library
     IO_ERROR = "io_error"  # any other OS error (a flaky disk or network share)
 
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "heic", "heif"}
+    {"jpg", "jpeg", "png", "webp", "bmp", "gif", "heic", "heif", "tif", "tiff"}
 )
 # Pillow format names for those extensions. Multi-picture camera JPEGs (MPO) come in as JPEG.
-_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF")
+# TIFF (scans) gives its first page; 16-bit scans are scaled to 8 bits (`eight_bit`).
+_ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF", "TIFF")
 # Exceptions Pillow and its plugins raise on bad data. A bad file must never escape as anything
 # but `PhotoUnreadable`; MemoryError and KeyboardInterrupt are deliberately not in this list.
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (
@@ -134,14 +136,15 @@ def open_image(
     return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=None)
 
 
-def probe_image(path: Path | str, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
-    """Check that a photo decodes completely and read its displayed size, time and place.
+def probe_image(source: ImageSource, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
+    """Check that a photo (a path or its bytes) decodes completely and read its displayed size,
+    time and place.
 
     Cheaper than `open_image`: JPEGs decode at reduced scale, which still reads every byte and
     so still catches truncation. Raises `PhotoUnreadable` like `open_image`.
     """
-    label = str(path)
-    with _stream(path, label, max_bytes) as stream, _decode_errors(label):
+    label = _label(source)
+    with _stream(source, label, max_bytes) as stream, _decode_errors(label):
         img = _open_header(stream, label, max_pixels)
         width, height = img.size
         img.draft(None, _PROBE_DRAFT_BOX)
@@ -184,10 +187,26 @@ def thumbnail_jpeg(
         img = _decode(
             source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=(max_side, max_side)
         )
-    small = _to_rgb(_fit_within(img, max_side))
+    small = _to_rgb(_fit_within(eight_bit(img), max_side))
     out = io.BytesIO()
     small.save(out, "JPEG", quality=85, icc_profile=img.info.get("icc_profile"))
     return out.getvalue()
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """`img` with 8 bits a channel, 16-bit values scaled rather than clipped.
+
+    A 16-bit greyscale PNG or TIFF opens in mode "I;16" (or "I"), and Pillow's `convert("L")`
+    or `convert("RGB")` clips every value above 255: the photo would turn all white. 16-bit RGB
+    opens as "RGB" already scaled by Pillow. Other modes are returned as they are.
+    """
+    if img.mode.startswith("I;16"):
+        return img.convert("I").point(lambda value: value / 257).convert("L")
+    if img.mode == "I":
+        _, high = img.getextrema()
+        scale = 1 / 257 if isinstance(high, int | float) and high > 255 else 1
+        return img.point(lambda value: value * scale).convert("L")
+    return img
 
 
 def _decode(

@@ -28,7 +28,7 @@ from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector
 from index.retrieval import DocumentEncoder
-from index.scan import ScanResult, scan_library
+from index.scan import ScanResult, read_unchanged, scan_library
 from index.store import ChromaStore
 from index.visual_index import VisualIndex
 
@@ -43,6 +43,7 @@ _LIVE_BATCH = 16  # descriptions embedded at once while describing
 class ScanLimits:
     max_file_bytes: int
     max_pixels: int
+    follow_external_links: bool = False  # symlinks may lead outside the library
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Indexer:
             max_pixels=self._limits.max_pixels,
             known=self._catalog.known_file,
             progress=lambda done, total: progress("scan", done, total),
+            follow_external_links=self._limits.follow_external_links,
         )
         self._drop_excluded(result)
         self._count_changes(before, result, report)
@@ -265,7 +267,7 @@ class Indexer:
 
     def _describe_one(self, describing: _Describing, photo: PhotoFile) -> None:
         describer = describing.describer
-        text = describer.describe(photo).strip()
+        text = describer.describe(photo, read_unchanged(photo)).strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
         self._catalog.save_description(

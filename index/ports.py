@@ -27,8 +27,11 @@ class Describer(Protocol):
         """Identity of (model, prompt version): descriptions are cached under it."""
         ...
 
-    def describe(self, photo: PhotoFile) -> str:
-        """Describe the photo. Raises `DescribeFailed` or `PhotoUnreadable`; never returns ''."""
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        """Describe the photo. Raises `DescribeFailed` or `PhotoUnreadable`; never returns ''.
+
+        `data`, when given, is the file's content already read and checked against
+        `photo.photo_id`: describe those bytes, not the file, which may have changed since."""
         ...
 
     def describe_bytes(self, data: bytes) -> str:

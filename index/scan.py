@@ -6,6 +6,10 @@ reached a second time through a symlink (its photos are listed under their real 
 What is counted in `ScanResult.skipped`: every image-extension file that cannot be read (keys are
 `index.imaging.Reason` values), every broken or looping symlink whatever its name, and every
 directory that cannot be listed (permission_denied / io_error).
+
+Symlinks are followed while their real target lies inside the library. A link (to a file with an
+image extension, or to a folder) that leads outside is not followed and is counted as
+"outside_library", unless `follow_external_links` says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.errors import LibraryNotFound, PhotoUnreadable
+from index.errors import LibraryNotFound, PhotoChanged, PhotoUnreadable
 from index.imaging import Reason, check_image_file, has_image_extension, probe_image
 from index.models import PhotoFile
 
@@ -79,6 +83,7 @@ def scan_library(
     max_pixels: int,
     known: KnownLookup | None = None,
     progress: ScanProgress | None = None,
+    follow_external_links: bool = False,
 ) -> ScanResult:
     """List the readable photos under `root`, hashing each file's bytes for its `photo_id`.
 
@@ -86,12 +91,13 @@ def scan_library(
     file at that relative path with that size and mtime, or None. A file it knows is taken as
     unchanged and is not opened at all; its record is reused with `path` set to where it is now.
     `progress(done, total)` is called once before the first file and after each file.
+    `follow_external_links` lets symlinks lead outside `root` (they are skipped otherwise).
     Raises `LibraryNotFound` when `root` is missing, not a folder, or cannot be listed: an
     unreadable root must not look like an empty library, which would drop every photo.
     """
     root = _checked_root(root)
     result = ScanResult()
-    candidates = _LibraryWalk(root, result).files()
+    candidates = _LibraryWalk(root, result, follow_external_links).files()
     limits = _Limits(max_file_bytes, max_pixels)
     _report(progress, 0, len(candidates))
     for done, (rel_path, path) in enumerate(candidates, start=1):
@@ -139,9 +145,11 @@ def _photo_file(rel_path: str, path: Path, limits: _Limits, known: KnownLookup |
     cached = known(rel_path, info.st_size, info.st_mtime) if known is not None else None
     if cached is not None:
         return dataclasses.replace(cached, path=path, rel_path=rel_path)
-    image = probe_image(path, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
+    # One read: the id is the hash of the very bytes whose size, time and place are recorded.
+    data = read_file(path)
+    image = probe_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
     return PhotoFile(
-        photo_id=file_sha256(path),
+        photo_id=hashlib.sha256(data).hexdigest(),
         path=path,
         rel_path=rel_path,
         size=info.st_size,
@@ -154,14 +162,23 @@ def _photo_file(rel_path: str, path: Path, limits: _Limits, known: KnownLookup |
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in chunks. Raises `PhotoUnreadable` on an OS error."""
+def read_file(path: Path) -> bytes:
+    """A file's bytes. Raises `PhotoUnreadable` on an OS error."""
     try:
-        with path.open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
+        return path.read_bytes()
     except OSError as error:
         reason = Reason.PERMISSION_DENIED if isinstance(error, PermissionError) else Reason.IO_ERROR
         raise PhotoUnreadable(str(path), reason.value, error.strerror or str(error)) from error
+
+
+def read_unchanged(photo: PhotoFile) -> bytes:
+    """The photo's file content, when it still is the content the scan hashed: a sync tool may
+    have replaced the file since (atomic rename), and a description must be of `photo_id`.
+    Raises `PhotoChanged` (the next scan picks the new version up) or `PhotoUnreadable`."""
+    data = read_file(photo.path)
+    if hashlib.sha256(data).hexdigest() != photo.photo_id:
+        raise PhotoChanged("the file changed after it was scanned; the next run indexes it again")
+    return data
 
 
 def _is_ignored(name: str) -> bool:
@@ -175,8 +192,10 @@ class _LibraryWalk:
     is listed under its real path and an alias to a folder already walked adds nothing.
     """
 
-    def __init__(self, root: Path, result: ScanResult) -> None:
+    def __init__(self, root: Path, result: ScanResult, follow_external_links: bool) -> None:
         self._result = result
+        self._real_root = os.path.realpath(root)
+        self._follow_external_links = follow_external_links
         self._visited: set[_DirKey] = set()
         root_key = _dir_key(root.stat())
         self._real: list[_PendingDir] = [_PendingDir(root, "", root_key, frozenset({root_key}))]
@@ -225,11 +244,23 @@ class _LibraryWalk:
         except OSError:
             self._skip_unreachable(entry, rel_path)
             return None
-        if stat.S_ISDIR(info.st_mode):
+        is_dir = stat.S_ISDIR(info.st_mode)
+        if not is_dir and not has_image_extension(entry.name):
+            return None
+        if entry.is_symlink() and not self._may_follow(entry):
+            detail = "a link to outside the library (PEITU_INDEXING__FOLLOW_EXTERNAL_LINKS)"
+            self._result.record_skip(rel_path, Reason.OUTSIDE_LIBRARY.value, detail)
+            return None
+        if is_dir:
             return self._subdir(entry, rel_path, info, parent)
-        if has_image_extension(entry.name):
-            self._files.append((rel_path, Path(entry.path)))
+        self._files.append((rel_path, Path(entry.path)))
         return None
+
+    def _may_follow(self, link: os.DirEntry[str]) -> bool:
+        if self._follow_external_links:
+            return True
+        target = os.path.realpath(link.path)
+        return os.path.commonpath([target, self._real_root]) == self._real_root
 
     def _subdir(
         self, entry: os.DirEntry[str], rel_path: str, info: os.stat_result, parent: _PendingDir

@@ -154,6 +154,12 @@ class ChromaStore:
             self._lookup(tries=1)
 
     def _recover_swap(self) -> None:
+        try:
+            self._finish_swap()
+        except Exception as error:  # chromadb raises several types; another process won the race
+            log.info("another process is finishing the interrupted swap (%s)", error)
+
+    def _finish_swap(self) -> None:
         client, name, retired_name = self._client, self._name, self._name + RETIRED_SUFFIX
         current = _get_collection(client, name)
         retired = _get_collection(client, retired_name)

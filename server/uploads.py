@@ -29,6 +29,7 @@ _EXTENSIONS = {
     "BMP": ("bmp",),
     "GIF": ("gif",),
     "HEIF": ("heic", "heif"),
+    "TIFF": ("tif", "tiff"),
 }
 _MAX_STEM_BYTES = 150  # leaves room for a suffix and the extension within the usual 255
 _UNSAFE = re.compile(r"[^\w\-.()]+")  # \w is Unicode-aware: 中文 names are kept

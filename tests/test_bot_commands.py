@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -313,6 +314,17 @@ def test_other_formats_get_a_jpeg_copy_and_the_original_is_untouched(tmp_path: P
         assert copy.format == "JPEG" and copy.size == (300, 200)
     assert _digest(photo) == before
     assert preparer.prepare(photo).path == prepared.path  # reused, not made again
+
+
+def test_a_file_name_that_is_not_utf8_is_sent_readably(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/" + "海边拍照".encode("gbk")
+    preparer = PhotoPreparer(tmp_path / "cache", 100_000)
+    as_is, converted = Path(os.fsdecode(raw + b".jpg")), Path(os.fsdecode(raw + b".webp"))
+    as_is.write_bytes(encode(noise_image(40, 30), "JPEG"))
+    converted.write_bytes(encode(noise_image(40, 30), "WEBP"))
+    assert preparer.prepare(as_is).name == "海边拍照.jpg"
+    assert preparer.prepare(converted).name == "海边拍照.jpg"
+    assert preparer.prepare(converted).converted
 
 
 def test_a_jpeg_named_png_is_judged_by_content(tmp_path: Path) -> None:

@@ -127,9 +127,9 @@ def test_unreadable_file_is_permission_denied(library: Path) -> None:
 
 
 def test_an_image_format_we_do_not_accept_is_corrupt(tmp_path: Path) -> None:
-    tiff = tmp_path / "scan.jpg"  # a TIFF under an image name: decoders are limited on purpose
-    tiff.write_bytes(encode(Image.new("RGB", (8, 8)), "TIFF"))
-    assert reason_for(tiff) == "corrupt"
+    ppm = tmp_path / "scan.jpg"  # a PPM under an image name: decoders are limited on purpose
+    ppm.write_bytes(encode(Image.new("RGB", (8, 8)), "PPM"))
+    assert reason_for(ppm) == "corrupt"
 
 
 def test_read_metadata_returns_time_and_position(library: Path) -> None:

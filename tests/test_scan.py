@@ -164,17 +164,50 @@ def test_each_skip_is_logged_with_its_relative_path(
     assert any(m.startswith("skipped bad/bomb.png: too_many_pixels") for m in messages)
 
 
-def test_folder_symlinked_from_outside_the_library_is_walked(tmp_path: Path) -> None:
+def _library_with_links_out(tmp_path: Path) -> Path:
+    """A library with a folder link and a file link leading outside, and links within."""
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (outside / "trip.png").write_bytes(encode(Image.new("RGB", (12, 10)), "PNG"))
+    (outside / "secret.txt").write_text("not a photo")
     root = tmp_path / "library"
-    root.mkdir()
+    (root / "real").mkdir(parents=True)
+    (root / "real" / "home.png").write_bytes(encode(Image.new("RGB", (8, 6)), "PNG"))
     (root / "trips").symlink_to(outside, target_is_directory=True)
     (root / "trips_again").symlink_to(outside, target_is_directory=True)
-    result = scan(root)
-    assert [photo.rel_path for photo in result.photos] == ["trips/trip.png"]
-    assert result.skipped == {}
+    (root / "stolen.png").symlink_to(outside / "trip.png")
+    (root / "notes.txt").symlink_to(outside / "secret.txt")  # no image extension: ignored
+    (root / "up").symlink_to(tmp_path, target_is_directory=True)  # above the library
+    (root / "inside").symlink_to("real", target_is_directory=True)  # within: fine
+    (root / "home_again.png").symlink_to("real/home.png")
+    return root
+
+
+def test_symlinks_out_of_the_library_are_skipped_and_counted(tmp_path: Path) -> None:
+    result = scan(_library_with_links_out(tmp_path))
+    assert [photo.rel_path for photo in result.photos] == ["home_again.png", "real/home.png"]
+    assert result.skipped == {"outside_library": 4}
+    assert [path for path, _ in result.skipped_paths] == [
+        "stolen.png",
+        "trips",
+        "trips_again",
+        "up",
+    ]
+
+
+def test_symlinks_out_of_the_library_are_walked_when_the_setting_says_so(tmp_path: Path) -> None:
+    root = _library_with_links_out(tmp_path)
+    result = scan_library(
+        root, max_file_bytes=MAX_FILE_BYTES, max_pixels=MAX_PIXELS, follow_external_links=True
+    )
+    paths = [photo.rel_path for photo in result.photos]
+    assert paths == [
+        "home_again.png",
+        "real/home.png",
+        "stolen.png",
+        "trips/trip.png",  # trips_again and up/elsewhere: the same folder, walked once
+    ]
+    assert result.skipped == {"symlink_loop": 1}  # up/library leads back to the library
 
 
 def test_missing_root_raises_library_not_found(tmp_path: Path) -> None:

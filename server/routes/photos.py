@@ -27,6 +27,7 @@ _UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
 _MEDIA_TYPES = {
     "jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp",
     "bmp": "image/bmp", "gif": "image/gif", "heic": "image/heic", "heif": "image/heif",
+    "tif": "image/tiff", "tiff": "image/tiff",
 }  # fmt: skip
 _UPLOAD_MESSAGES = {
     "started": "照片已保存，索引任务 {job} 已开始",
