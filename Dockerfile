@@ -5,11 +5,6 @@
 # system packages -> user -> Python dependencies (from pyproject.toml) -> model -> the code.
 FROM python:3.11-slim
 
-# torch must be the CPU build: `torch==2.13.0+cpu` is asked for by name (PyPI has only the CUDA
-# build, gigabytes bigger), from this index; an empty value (`--build-arg PIP_EXTRA_INDEX_URL=`)
-# falls back to PyTorch's CPU index too, so the CUDA build never gets in by accident.
-ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG TORCH_SPEC=torch==2.13.0+cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1
@@ -32,6 +27,13 @@ ENV HOME=/home/peitu \
 
 WORKDIR /app
 USER peitu
+
+# torch must be the CPU build: `torch==2.13.0+cpu` is asked for by name (PyPI has only the CUDA
+# build, gigabytes bigger), from this index; an empty value (`--build-arg PIP_EXTRA_INDEX_URL=`)
+# falls back to PyTorch's CPU index too, so the CUDA build never gets in by accident.
+# Declared here, not at the top: a build argument is part of the cache key of every RUN after it.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_SPEC=torch==2.13.0+cpu
 
 # Python dependencies only (no project code yet), so this layer survives code changes.
 # rapidocr-onnxruntime asks for opencv-python, whose GUI build needs libGL, glib and X11 client

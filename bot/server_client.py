@@ -148,8 +148,8 @@ class ServerFinder:
 
     def _download(self, path: str, target: Path) -> bool:
         """Stream a file into `target` (atomically); False when the server says 404."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, part = tempfile.mkstemp(dir=target.parent, suffix=".part")
+        # The part file waits beside the photo folders, so a folder only ever holds whole files.
+        handle, part = tempfile.mkstemp(dir=self._cache, suffix=".part")
         try:
             with os.fdopen(handle, "wb") as out, self._client.stream("GET", path) as response:
                 if response.status_code == 404:
@@ -159,6 +159,7 @@ class ServerFinder:
                     raise error_for(response.status_code, _json_or_empty(response))
                 for chunk in response.iter_bytes():
                     out.write(chunk)
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, target)
             return True
         except httpx.HTTPError as error:
@@ -167,9 +168,18 @@ class ServerFinder:
             Path(part).unlink(missing_ok=True)
 
     def _forget_oldest(self) -> None:
-        folders = sorted(self._cache.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+        folders = sorted(
+            (path for path in self._cache.iterdir() if path.is_dir()), key=_mtime, reverse=True
+        )
         for old in folders[_CACHED_PHOTOS:]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed by another reply's clean-up meanwhile
+        return 0.0
 
 
 def error_for(status: int, body: dict[str, Any]) -> PeiTuError:

@@ -33,6 +33,7 @@
 #   KEEP=0            1: leave everything running (the last lines say how to tear it down)
 #   TORCH_WHEEL=      path of a local torch-2.13.0+cpu wheel (default: what pip finds here);
 #                     none: the build takes torch from PyTorch's CPU index
+#   INDEX_PORT=8765   loopback port of the one-package index serving that wheel (a free one if taken)
 set -uo pipefail
 
 PROJECT=$(cd "$(dirname "$0")/.." && pwd)
@@ -257,7 +258,9 @@ if [ -z "${TORCH_WHEEL+set}" ]; then
 fi
 BUILD_ARGS=()
 if [ -n "$TORCH_WHEEL" ]; then
-  INDEX_PORT=$(free_port)
+  # The index's URL is a build argument, part of the layer cache's key: keep it the same.
+  INDEX_PORT=${INDEX_PORT:-8765}
+  ss -ltnH "( sport = :$INDEX_PORT )" | grep -q . && INDEX_PORT=$(free_port)
   mkdir -p "$E2E_ROOT/localindex/simple/torch" "$E2E_ROOT/localindex/files"
   ln -s "$TORCH_WHEEL" "$E2E_ROOT/localindex/files/"
   name=$(basename "$TORCH_WHEEL")

@@ -10,7 +10,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch first and pinned: a bare requirement would pull the CUDA build (gigabytes).
 .venv/bin/pip install --quiet "torch==2.13.0"
-# PEITU_SETUP_RUNTIME_ONLY=1 (the Docker image): no test tooling (dev extra, node, browser).
+# PEITU_SETUP_RUNTIME_ONLY=1 (a machine that only runs PeiTu): no test tooling (dev extra, node,
+# browser). The Docker image installs the same pins its own way, in cached layers (Dockerfile).
 runtime_only=${PEITU_SETUP_RUNTIME_ONLY:-0}
 if [ "$runtime_only" = 1 ]; then
   .venv/bin/pip install --quiet -e .

@@ -167,7 +167,7 @@ def test_home_and_cache_folders_belong_to_the_user_the_containers_run_as() -> No
 
 def test_setup_script_honours_runtime_only_switch() -> None:
     setup = (REPO / "scripts" / "setup.sh").read_text(encoding="utf-8")
-    assert "PEITU_SETUP_RUNTIME_ONLY" in setup, "scripts/setup.sh must skip test tooling in Docker"
+    assert "PEITU_SETUP_RUNTIME_ONLY" in setup, "scripts/setup.sh must be able to skip test tooling"
     browser = (REPO / "scripts" / "setup_browser.sh").read_text(encoding="utf-8")
     assert "PEITU_SETUP_RUNTIME_ONLY" in browser
 
