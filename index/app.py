@@ -7,6 +7,7 @@ reads settings or environment variables.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import threading
 import uuid
@@ -24,7 +25,7 @@ from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexBusy, IndexMismatch, LibraryNotFound
+from index.errors import IndexBusy, IndexMismatch, LibraryNotFound, ModelUnavailable
 from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.lock import IndexLock
@@ -335,6 +336,8 @@ def _visual_index(
     """The visual collection and its model, unless switched off (`PEITU_VISUAL__BACKEND=off`)."""
     if settings.visual.backend == "off":
         return None
+    if embedder is None and settings.visual.embedder:
+        embedder = _plugged_visual_embedder(settings.visual.embedder)
     if embedder is None:
         from index.visual_embed import EfficientNetVisualEmbedder
 
@@ -352,6 +355,19 @@ def _visual_index(
         settings.visual.batch_size,
     )
     return VisualIndex(catalog, store, embedder, limits)
+
+
+def _plugged_visual_embedder(import_path: str) -> VisualEmbedder:
+    """`PEITU_VISUAL__EMBEDDER=package.module:factory`: the user's own image model."""
+    module_name, _, name = import_path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ModelUnavailable(
+            f"cannot load the visual embedder {import_path} (PEITU_VISUAL__EMBEDDER): {error}"
+        ) from error
+    embedder: VisualEmbedder = factory()
+    return embedder
 
 
 def build_app(

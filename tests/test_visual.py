@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from config import SettingsInvalid
 from index.app import PeiTu, build_app
 from index.describe_offline import ImageNetTagger
 from index.efficientnet import FEATURE_DIMENSION, bundled_network
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexMismatch
+from index.errors import IndexMismatch, ModelUnavailable
 from index.ports import Vectors, VisualEmbedder
 from index.visual_embed import EfficientNetVisualEmbedder, normalised
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
@@ -218,3 +219,20 @@ def test_peitu_similar_and_a_running_app_see_what_another_process_indexed(
     assert len(by_id["results"]) == 3 and photo_id not in [r["photo_id"] for r in by_id["results"]]
     assert found and found[0].path == target.rel_path
     running.close()
+
+
+def test_an_image_model_named_in_the_settings_is_used(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = make_settings(
+        library=small_library.root, visual={"embedder": "tests.test_visual:ColourHistogram"}
+    )
+    app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    assert app.visual is not None and app.visual.embedder.identity == ColourHistogram.identity
+    with pytest.raises(SettingsInvalid, match="PEITU_VISUAL__EMBEDDER"):
+        make_settings(visual={"embedder": "no colon here"})
+    missing = make_settings(visual={"embedder": "tests.nowhere:Model"})
+    with pytest.raises(ModelUnavailable, match=r"cannot load the visual embedder tests\.nowhere"):
+        build_app(missing, embedder=embedder)
