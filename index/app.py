@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from chromadb.api import ClientAPI
+from PIL import Image
 
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL
@@ -179,6 +180,11 @@ class PeiTu:
         result = self.similar.for_photo(photo_id, path, top_k)
         self._busy_if_empty(result)
         return result
+
+    def warm_up_visual(self) -> None:
+        """Load the image model and run it once (the first run of a batch size is slow)."""
+        if self.visual is not None:
+            self.visual.embed_one(Image.new("RGB", (256, 256), (128, 128, 128)))
 
     def _busy_if_empty(self, result: RecommendResult) -> None:
         if not result.results and self.visual is not None and self.visual.store.count() == 0:
