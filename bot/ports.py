@@ -35,7 +35,9 @@ class PhotoFinder(Protocol):
         ...
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
-        """Photos like the image; raises `DescribeFailed` or `PhotoUnreadable`."""
+        """Photos that look like the image (visual index); raises `PhotoUnreadable`, or
+        `IndexBusy` / `IndexMismatch` while the visual index is being filled or rebuilt
+        (`DescribeFailed` with the visual index off)."""
         ...
 
     def status(self) -> IndexStatusView:

@@ -111,6 +111,17 @@ class VisualSettings(BaseModel):
 
     backend: Literal["bundled", "off"] = "bundled"
     batch_size: int = Field(default=16, ge=1, le=256)
+    # "package.module:factory" of your own VisualEmbedder, called with no arguments (wins
+    # over "bundled"); the module must be importable (PYTHONPATH).
+    embedder: str = ""
+
+    @field_validator("embedder")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        module, colon, name = value.partition(":")
+        if value and not (colon and module and name.isidentifier()):
+            raise ValueError("must be empty or 'package.module:factory'")
+        return value
 
 
 class ServerSettings(BaseModel):

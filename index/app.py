@@ -7,6 +7,7 @@ reads settings or environment variables.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import logging
 import threading
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from chromadb.api import ClientAPI
+from PIL import Image
 
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL
@@ -25,7 +27,7 @@ from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.descriptions import TIERS
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexBusy, IndexMismatch, LibraryNotFound
+from index.errors import IndexBusy, IndexMismatch, LibraryNotFound, ModelUnavailable
 from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.lock import IndexLock
@@ -195,6 +197,11 @@ class PeiTu:
         self._busy_if_empty(result)
         return result
 
+    def warm_up_visual(self) -> None:
+        """Load the image model and run it once (the first run of a batch size is slow)."""
+        if self.visual is not None:
+            self.visual.embed_one(Image.new("RGB", (256, 256), (128, 128, 128)))
+
     def _busy_if_empty(self, result: RecommendResult) -> None:
         if not result.results and self.visual is not None and self.visual.store.count() == 0:
             self._refuse_while_indexing()
@@ -363,6 +370,8 @@ def _visual_index(
     """The visual collection and its model, unless switched off (`PEITU_VISUAL__BACKEND=off`)."""
     if settings.visual.backend == "off":
         return None
+    if embedder is None and settings.visual.embedder:
+        embedder = _plugged_visual_embedder(settings.visual.embedder)
     if embedder is None:
         from index.visual_embed import EfficientNetVisualEmbedder
 
@@ -380,6 +389,19 @@ def _visual_index(
         settings.visual.batch_size,
     )
     return VisualIndex(catalog, store, embedder, limits)
+
+
+def _plugged_visual_embedder(import_path: str) -> VisualEmbedder:
+    """`PEITU_VISUAL__EMBEDDER=package.module:factory`: the user's own image model."""
+    module_name, _, name = import_path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as error:
+        raise ModelUnavailable(
+            f"cannot load the visual embedder {import_path} (PEITU_VISUAL__EMBEDDER): {error}"
+        ) from error
+    embedder: VisualEmbedder = factory()
+    return embedder
 
 
 def build_app(

@@ -11,12 +11,15 @@ each of its 3 visually nearest different photos never share more than 7.
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 MIN_INLIERS = 15
 _SIDE = 320  # long side the keypoints are found at: about 5 ms a photo
@@ -33,8 +36,24 @@ class Keypoints:
     descriptors: Any
 
 
+@functools.cache
+def _opencv() -> Any:
+    """OpenCV, or None where it cannot load (a slim container without libGL): copies of the
+    query are then only found by perceptual hash and vector, as other near-duplicates are."""
+    try:
+        import cv2
+    except ImportError as error:
+        log.warning("OpenCV unavailable (%s): edited copies are not matched by keypoints", error)
+        return None
+    return cv2
+
+
 def keypoints(image: Image.Image) -> Keypoints:
-    """ORB keypoints of the image scaled to a long side of 320 pixels, in grey."""
+    """ORB keypoints of the image scaled to a long side of 320 pixels, in grey (none without
+    OpenCV)."""
+    cv2 = _opencv()
+    if cv2 is None:
+        return Keypoints([], None)
     grey = np.asarray(image.convert("L"))
     scale = _SIDE / max(grey.shape)
     size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
@@ -45,7 +64,8 @@ def keypoints(image: Image.Image) -> Keypoints:
 
 def consistent_matches(first: Keypoints, second: Keypoints) -> int:
     """How many keypoint matches one homography explains (0 when there is nothing to match)."""
-    if first.descriptors is None or second.descriptors is None:
+    cv2 = _opencv()
+    if cv2 is None or first.descriptors is None or second.descriptors is None:
         return 0
     if min(len(first.points), len(second.points)) < _MIN_MATCHES:
         return 0

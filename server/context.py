@@ -52,6 +52,7 @@ class ServerContext:
         """Load the embedding model now, so the first request does not wait for it (blocking)."""
         try:
             self.app.embedder.embed([_WARM_UP_TEXT])
+            self.app.warm_up_visual()
         except (PeiTuError, OSError) as error:
             log.error("the embedding model is not available: %s", error)
             self.readiness.set(False, str(error))

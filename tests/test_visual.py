@@ -3,22 +3,29 @@ descriptions; one EfficientNet per process; a port other image models fit."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from config import SettingsInvalid
 from index.app import PeiTu, build_app
 from index.describe_offline import ImageNetTagger
 from index.efficientnet import FEATURE_DIMENSION, bundled_network
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexMismatch
+from index.errors import IndexMismatch, ModelUnavailable
 from index.ports import Vectors, VisualEmbedder
 from index.visual_embed import EfficientNetVisualEmbedder, normalised
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
+from tests.support.edits import edited_copy
 
 
 class ColourHistogram:
@@ -161,3 +168,71 @@ def test_an_image_with_an_exact_copy_in_the_library_gets_the_copy_first(
     assert found[0].path == small_library.photos[4].rel_path
     assert found[0].reason.startswith("和这张图是同一个画面")
     assert data != copy.read_bytes()
+
+
+def _peitu(tmp_path: Path, m3e_path: Path, library: Path, *args: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        PEITU_DATA_DIR=str(tmp_path / "data"),
+        PEITU_EMBEDDING__MODEL=str(m3e_path),
+        PEITU_RERANK__ENABLED="false",
+        PEITU_LIBRARY=str(library),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload: dict[str, Any] = json.loads(proc.stdout)
+    return payload
+
+
+def test_peitu_similar_and_a_running_app_see_what_another_process_indexed(
+    tmp_path: Path,
+    m3e_path: Path,
+    small_library: SmallLibrary,
+    make_settings: SettingsFactory,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """The server keeps the visual collection open while `peitu index` fills it elsewhere."""
+    settings = make_settings(library=small_library.root, data_dir=tmp_path / "data")
+    running = build_app(settings, embedder=embedder)
+    target = small_library.photos[3]
+    edited = tmp_path / "edited.jpg"
+    edited.write_bytes(edited_copy((small_library.root / target.rel_path).read_bytes()))
+    assert running.similar_to_image(edited.read_bytes()).results == []
+    root = small_library.root
+    report = _peitu(
+        tmp_path, m3e_path, root, "index", "--descriptions", str(small_library.descriptions)
+    )
+    by_file = _peitu(tmp_path, m3e_path, root, "similar", str(edited))
+    photo_id = by_file["results"][0]["photo_id"]
+    by_id = _peitu(tmp_path, m3e_path, root, "similar", photo_id, "--top-k", "3")
+    found = running.similar_to_image(edited.read_bytes()).results
+    assert report["visual_embedded"] == 30
+    assert by_file["results"][0]["path"] == target.rel_path and len(by_file["results"]) == 5
+    assert len(by_id["results"]) == 3 and photo_id not in [r["photo_id"] for r in by_id["results"]]
+    assert found and found[0].path == target.rel_path
+    running.close()
+
+
+def test_an_image_model_named_in_the_settings_is_used(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = make_settings(
+        library=small_library.root, visual={"embedder": "tests.test_visual:ColourHistogram"}
+    )
+    app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
+    assert app.visual is not None and app.visual.embedder.identity == ColourHistogram.identity
+    with pytest.raises(SettingsInvalid, match="PEITU_VISUAL__EMBEDDER"):
+        make_settings(visual={"embedder": "no colon here"})
+    missing = make_settings(visual={"embedder": "tests.nowhere:Model"})
+    with pytest.raises(ModelUnavailable, match=r"cannot load the visual embedder tests\.nowhere"):
+        build_app(missing, embedder=embedder)

@@ -48,7 +48,7 @@ async def similar(
 @router.get(
     "/photos/{photo_id}/similar",
     response_model=RecommendOut,
-    responses={**_ERRORS, 404: {"model": ErrorOut}},
+    responses={**_ERRORS, **{code: {"model": ErrorOut} for code in (404, 413, 415)}},
 )
 async def similar_to_photo(
     photo_id: Annotated[str, PathParam(pattern="^[0-9a-f]{64}$", description="sha256 of the file")],

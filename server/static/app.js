@@ -184,7 +184,11 @@ function resultCard(item) {
   head.append(el("span", "rank", `#${item.rank}`), el("span", "score", `得分 ${Number(item.score).toFixed(2)}`),
     el("span", "similarity muted", `相似度 ${Number(item.similarity).toFixed(2)}`));
   const body = el("div", "card-body");
-  body.append(head, el("p", "reason", item.reason), el("p", "path muted", item.path));
+  const similar = el("button", "find-similar", "找相似");
+  similar.type = "button";
+  similar.title = "找图库里看起来像这张的照片";
+  similar.addEventListener("click", () => searchLike(item));
+  body.append(head, el("p", "reason", item.reason), el("p", "path muted", item.path), similar);
   if (item.description) {
     const more = el("details", "description");
     more.append(el("summary", null, "照片描述"), el("p", null, item.description));
@@ -194,7 +198,25 @@ function resultCard(item) {
   return card;
 }
 
-function showResults(data, imageName) {
+// The photo searched with, shown beside its similar photos: an upload or a library photo.
+function queryPhoto(source) {
+  const img = el("img", "query-photo");
+  img.alt = "查询的照片";
+  if (source instanceof Blob) {
+    img.src = URL.createObjectURL(source);
+    blobUrls.push(img.src);
+  } else {
+    loadThumbnail(img, source);
+  }
+  return img;
+}
+
+function searchLike(item) {
+  const path = `/api/photos/${encodeURIComponent(item.photo_id)}/similar`;
+  runSearch(() => request("GET", path), item.path, item.photo_id);
+}
+
+function showResults(data, imageName, querySource) {
   releaseBlobs();
   const grid = $("results");
   const info = $("search-info");
@@ -206,18 +228,19 @@ function showResults(data, imageName) {
     notes.push("大模型精排未启用或暂不可用，以下按向量相似度排序。");
   }
   if (!data.results.length && !data.message) notes.push("没有找到合适的照片。");
-  info.replaceChildren(...notes.map((text) => el("p", null, text)));
-  info.hidden = notes.length === 0;
+  const preview = querySource ? [queryPhoto(querySource)] : [];
+  info.replaceChildren(...preview, ...notes.map((text) => el("p", null, text)));
+  info.hidden = notes.length === 0 && preview.length === 0;
   grid.replaceChildren(...data.results.map(resultCard));
 }
 
-async function runSearch(action, imageName) {
+async function runSearch(action, imageName, querySource) {
   const button = $("search-button");
   hideBox($("search-error"));
   button.disabled = true;
   document.body.classList.add("busy");
   try {
-    showResults(await action(), imageName);
+    showResults(await action(), imageName, querySource);
   } catch (err) {
     showError($("search-error"), err);
   } finally {
@@ -241,7 +264,7 @@ function initSearch() {
     if (!file) return;
     const form = new FormData();
     form.append("file", file);
-    runSearch(() => request("POST", "/api/search/similar", form), file.name);
+    runSearch(() => request("POST", "/api/search/similar", form), file.name, file);
     event.target.value = "";
   });
 }

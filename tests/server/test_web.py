@@ -199,7 +199,21 @@ def test_reranked_search_and_search_by_image(
     widths = loaded_thumbnails(page, "#results .card img")
     assert widths and all(w > 0 for w in widths)
     assert "与「蓝.png」相似的照片" in page.inner_text("#search-info")
+    assert loaded_thumbnails(page, "#search-info img.query-photo")[0] > 0  # the query photo
     screenshot(page, "similar", tmp_path)
+
+    first = similar["results"][0]
+    with page.expect_response(f"**/api/photos/{first['photo_id']}/similar") as response:
+        page.locator("#results .card").first.get_by_role("button", name="找相似").click()
+    like: dict[str, Any] = response.value.json()
+    assert response.value.status == 200 and like["results"], like
+    assert first["photo_id"] not in [r["photo_id"] for r in like["results"]]
+    page.wait_for_function(
+        "ids => [...document.querySelectorAll('#results .card')].map(c => c.dataset.photoId)"
+        ".join() === ids.join()",
+        arg=[r["photo_id"] for r in like["results"]],
+    )
+    assert loaded_thumbnails(page, "#search-info img.query-photo")[0] > 0
 
 
 def test_model_text_is_shown_as_text_not_markup(

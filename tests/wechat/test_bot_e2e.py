@@ -16,10 +16,11 @@ import pytest
 from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
-from index.app import PeiTu
+from index.app import PeiTu, build_app
+from index.embed import SentenceTransformerEmbedder
 from index.models import RecommendResult
 from tests.support.openai_server import FakeOpenAIServer
-from tests.wechat.conftest import IndexedLibrary, StartWechat
+from tests.wechat.conftest import IndexedLibrary, StartWechat, core_settings
 from tests.wechat.harness import Event, WechatHarness
 
 pytestmark = pytest.mark.e2e
@@ -126,7 +127,7 @@ def test_similar_after_an_incoming_image(
     assert "相似的照片" in text["text"]
     assert sent_files(files) == expected_files(peitu, expected)
     assert fingerprint(image) not in sent_files(files)  # not the very photo it was sent
-    assert len(openai_server.requests_of("vision")) == 2  # ours above, and the bot's
+    assert openai_server.requests_of("vision") == []  # found by its pixels, not described
 
 
 def test_similar_in_room_after_image_and_mention(
@@ -160,11 +161,30 @@ def test_similar_when_the_vision_model_fails(
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
 ) -> None:
+    """/相似 searches by pixels: a vision model that is down does not matter."""
     openai_server.set_mode("vision", fail_status=500, fail_times=100)
     chat = start_wechat(bot_finder)
     chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
     chat.say("/相似")
+    text, files = chat.reply(photos=5)
+    assert "相似的照片" in text["text"] and len(files) == 5
+
+
+def test_similar_by_description_when_the_vision_model_fails(
+    start_wechat: StartWechat,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """With the visual index off the photo is described first, and that can fail."""
+    settings = core_settings(indexed_library, openai_server.base_url, visual={"backend": "off"})
+    peitu = build_app(settings, embedder=embedder)
+    openai_server.set_mode("vision", fail_status=500, fail_times=100)
+    chat = start_wechat(peitu)
+    chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
+    chat.say("/相似")
     text, _ = chat.reply()
+    peitu.close()
     assert "看不懂这张图片" in text["text"]
     assert chat.bot_said() == []
 
