@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from config import Settings
 from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
 from index.indexer import IndexMode
+from index.journal import JobJournal
 from index.models import IndexReport, ProgressCallback, RecommendResult
 
 
@@ -24,12 +26,40 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with _progress_bars(enabled=not args.json and sys.stderr.isatty()) as progress:
-        report = app.index(mode, progress=progress)
+        report = _journaled_index(app, settings, mode, progress)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(_summary(report))
     return 0 if report.failed == 0 else 3
+
+
+def _journaled_index(
+    app: PeiTu, settings: Settings, mode: IndexMode, progress: ProgressCallback | None
+) -> IndexReport:
+    """Index, writing progress to the data folder so a server (the web page) shows it live."""
+    journal = JobJournal(settings.data_dir.expanduser())
+    job_id = uuid.uuid4().hex[:12]
+
+    def both(phase: str, done: int, total: int) -> None:
+        if not started:  # the lock is held once progress comes: the journal is ours
+            journal.start(job_id, mode, "cli")
+            started.append(True)
+        journal.progress(phase, done, total)
+        if progress is not None:
+            progress(phase, done, total)
+
+    started: list[bool] = []
+    try:
+        report = app.index(mode, progress=both, job_id=job_id)
+    except BaseException as error:
+        journal.finish(
+            "cancelled" if isinstance(error, KeyboardInterrupt) else "failed", None, str(error)
+        )
+        raise
+    state = "cancelled" if report.cancelled else "succeeded"
+    journal.finish(state, report.to_dict(), None)
+    return report
 
 
 @contextmanager
@@ -143,3 +173,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         server = settings.server.model_copy(update=overrides)
         settings = settings.model_copy(update={"server": server})
     return run(settings)
+
+
+def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per check with its fix; 1 when any check failed."""
+    from index.doctor import doctor_lines, run_checks
+
+    checks = run_checks(settings)
+    for line in doctor_lines(checks):
+        print(line)
+    failed = sum(c.level == "fail" for c in checks)
+    print("全部正常。" if not failed else f"有 {failed} 项需要处理，见上面 ✗ 的行。")
+    return 1 if failed else 0

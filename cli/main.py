@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.eval import add_eval_parser
-from config import Settings, SettingsInvalid, load_settings
+from config import ServerSettings, Settings, SettingsInvalid, load_settings
 from index.errors import PeiTuError
 
 log = logging.getLogger("peitu")
@@ -58,12 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_index(sub)
     _add_recommend(sub)
     add_eval_parser(sub)
-    sub.add_parser("bot", help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT)")
-    serve = sub.add_parser("serve", help="run the admin HTTP server and web page")
-    serve.add_argument("--host", help="bind address (default: PEITU_SERVER__HOST)")
-    serve.add_argument("--port", type=_port, help="port (default: PEITU_SERVER__PORT)")
-    sub.add_parser("status", help="how many photos are indexed and when the last run was")
+    sub.add_parser(
+        "bot",
+        help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT)",
+        description="Connect to a Wechaty puppet service (PEITU_WECHAT__ENDPOINT, "
+        "PEITU_WECHAT__TOKEN) and answer /配图, /相似, /状态 and /帮助 until interrupted.",
+    )
+    _add_serve(sub)
+    sub.add_parser(
+        "status",
+        help="how many photos are indexed and when the last run was",
+        description="Print how many photos are findable, how many are in the library, when the "
+        "last index run ended and whether one runs now. Read-only.",
+    )
+    sub.add_parser(
+        "doctor",
+        help="check the library, models, endpoints, token and data folder, with fixes",
+        description="One line per check (library readable, embedding model present or "
+        "downloadable, vision and LLM endpoints answer, admin token set, data folder "
+        "writable), each with what to do. Exit code 1 when a check failed.",
+    )
     return parser
+
+
+def _add_serve(sub: Any) -> None:
+    defaults = ServerSettings()
+    p = sub.add_parser(
+        "serve",
+        help="run the admin HTTP server and web page",
+        description="Serve the web page (/) and the admin API (/api, docs at /docs) until "
+        "interrupted. Listening beyond 127.0.0.1 needs PEITU_ADMIN_TOKEN.",
+    )
+    p.add_argument("--host", help=f"bind address (default: {defaults.host}, or PEITU_SERVER__HOST)")
+    p.add_argument(
+        "--port", type=_port, help=f"port (default: {defaults.port}, or PEITU_SERVER__PORT)"
+    )
 
 
 def _port(text: str) -> int:
@@ -83,6 +112,7 @@ def _handlers() -> dict[str, Handler]:
         "bot": commands.run_bot,
         "serve": commands.run_serve,
         "status": commands.run_status,
+        "doctor": commands.run_doctor,
         "eval": run_eval,
     }
 

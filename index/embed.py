@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from index.errors import ModelUnavailable
+from index.model_source import ensure_model_obtainable
 from index.ports import Vectors
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         log.info("loading embedding model %s", self._name_or_path)
+        ensure_model_obtainable(self._name_or_path)  # no network: one line now, not in 20 s
         try:
             return SentenceTransformer(self._name_or_path, device=self._device)
         except (OSError, ValueError) as error:
