@@ -43,7 +43,7 @@ def _journaled_index(
 
     def both(phase: str, done: int, total: int) -> None:
         if not started:  # the lock is held once progress comes: the journal is ours
-            journal.start(job_id, mode, "cli")
+            journal.start(job_id, mode, "external")
             started.append(True)
         journal.progress(phase, done, total)
         if progress is not None:

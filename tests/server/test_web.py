@@ -200,6 +200,8 @@ def test_reranked_search_and_search_by_image(
     widths = loaded_thumbnails(page, "#results .card img")
     assert widths and all(w > 0 for w in widths)
     assert "与「蓝.png」相似的照片" in page.inner_text("#search-info")
+    assert loaded_thumbnails(page, "#query-photo-img") == [120]  # the query photo, beside
+    assert "蓝.png" in page.inner_text("#query-photo")
     screenshot(page, "similar", tmp_path)
 
 
@@ -321,7 +323,9 @@ def test_a_second_job_is_refused_and_the_running_one_is_shown(
     enter_token(page, TOKEN)
     page.wait_for_selector("#status-indexing:has-text('否')")
     with peitu.lock.hold("cli-job-1"):  # as if `peitu index` ran in another process
-        page.click("#index-start")
+        # A click made before the page's status poll saw the other job (the button is then
+        # disabled, which is the point of following jobs live); the server refuses it.
+        page.evaluate("() => startIndex('incremental')")
         page.locator("#admin-error").wait_for()
         assert "已有索引任务在运行" in page.inner_text("#admin-error")
         page.wait_for_selector("#job[data-state=running]")
