@@ -128,6 +128,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)

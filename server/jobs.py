@@ -22,6 +22,7 @@ from index.app import PeiTu
 from index.errors import IndexBusy, PeiTuError
 from index.indexer import IndexMode
 from index.journal import JobJournal
+from index.models import IndexReport
 from server.messages import INTERNAL, message_for_error
 
 log = logging.getLogger(__name__)
@@ -366,6 +367,16 @@ def _record_of_view(view: JobView) -> dict[str, Any]:
     return record
 
 
+_COUNT_KEYS = frozenset(IndexReport().to_dict())
+
+
+def _complete_counts(counts: object) -> dict[str, Any] | None:
+    """The counts of a journal record when they have every field (else an older format)."""
+    if isinstance(counts, dict) and counts.keys() >= _COUNT_KEYS:
+        return counts
+    return None
+
+
 def _view_of_record(record: dict[str, Any]) -> JobView:
     """A job from the journal (another process, or an earlier run of this server)."""
 
@@ -383,7 +394,7 @@ def _view_of_record(record: dict[str, Any]) -> JobView:
         phase=record.get("phase"),
         done=int(record.get("done") or 0),
         total=int(record.get("total") or 0),
-        counts=record.get("counts"),
+        counts=_complete_counts(record.get("counts")),
         errors=tuple(str(e) for e in record.get("errors") or ()),
         error=record.get("error"),
         cancel_requested=bool(record.get("cancel_requested", False)),
