@@ -767,6 +767,11 @@ function initAdmin() {
 
 // ---- upload ---------------------------------------------------------------
 
+const UPLOAD_OUTCOMES = {
+  started: "已保存，正在建立索引，稍后就能找到。",
+  queued: "已保存；正在运行的索引任务结束后，会再索引一次新照片。",
+  busy: "已保存；另一个进程正在索引，新照片会在下一次索引时加入。",
+};
 const uploadQueue = [];
 let uploading = false;
 
@@ -790,7 +795,8 @@ function uploadItem(file) {
   const item = el("li", "upload-item");
   item.dataset.state = "waiting";
   const preview = el("img", "upload-thumb");
-  preview.alt = file.name;
+  preview.alt = "";
+  preview.addEventListener("error", () => preview.classList.add("broken"));  // not an image
   preview.src = URL.createObjectURL(file);  // the server has a thumbnail only once indexed
   const info = el("div", "upload-info");
   const bar = el("progress", "upload-progress");
@@ -811,7 +817,7 @@ function setUploadState(item, state, text) {
 function uploadDone(item, data) {
   const bar = item.querySelector(".upload-progress");
   bar.value = 1;
-  setUploadState(item, "done", data.message || "已保存");
+  setUploadState(item, "done", UPLOAD_OUTCOMES[data.status] || "已保存到图库。");
   item.dataset.photoId = data.photo_id;
   const facts = el("dl", "facts upload-facts");
   fillFacts(facts, [["保存位置", `图库/${data.path}`], ["尺寸", `${data.width} × ${data.height}`],
