@@ -42,11 +42,21 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+# Copies of the hub models on ModelScope (mainland China), for the hint.
+MODELSCOPE_COPIES = {"moka-ai/m3e-base": "xrunda/m3e-base"}
+
+
 def how_to_get(name: str) -> str:
     """The fix, in one Chinese line: the four ways to get the model."""
+    copy = MODELSCOPE_COPIES.get(name)
+    modelscope = (
+        f"modelscope download --model {copy} --local_dir 文件夹"
+        if copy
+        else f"在 ModelScope 找 {name.split('/')[-1]} 下载到本地文件夹"
+    )
     return (
         f"可以：① 设 HF_ENDPOINT={MIRROR_HINT} 用国内镜像下载；"
-        f"② 用 ModelScope 下载 {name.split('/')[-1]} 到本地文件夹；"
+        f"② 用 ModelScope：{modelscope}；"
         "③ 把已下载的模型文件夹设为 PEITU_EMBEDDING__MODEL（并设 HF_HUB_OFFLINE=1）；"
         "④ 用自带的离线小模型 PEITU_EMBEDDING__MODEL=models/m3e-small。"
     )
