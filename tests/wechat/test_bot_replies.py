@@ -101,7 +101,8 @@ def test_no_match_names_the_closest(start_wechat: StartWechat) -> None:
     message = "没有找到足够相关的照片。最接近的是「海边的孩子」（相似度 0.41）。"
     chat = start_wechat(FakeFinder(message=message))
     chat.say("/配图 火星基地")
-    assert chat.reply()[0]["text"] == message
+    first, hint = chat.reply()[0]["text"].splitlines()
+    assert first == message and hint.startswith("还可以试试：")
     assert chat.next_outcome() is Outcome.REPLIED
     assert chat.bot_said() == []
 
