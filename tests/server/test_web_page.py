@@ -458,8 +458,9 @@ def test_a_job_started_by_the_cli_in_another_process_is_shown_live(
             "() => /^[1-9]\\d* \\/ 30$/.test(document.querySelector('#job-progress-text').textContent)"
         )
         assert page.inner_text("#job-kind") == "命令行索引"
-        assert page.inner_text("#status-indexing") == "是"  # the status card follows the job
-        assert "速度" in page.inner_text("#job-times") or "已用时" in page.inner_text("#job-times")
+        page.wait_for_selector("#status-indexing:has-text('是')")  # the status card follows
+        times = page.inner_text("#job-times")
+        assert "开始于" in times and "已用时" in times
         assert page.is_disabled("#index-start")
         screenshot(page, "cli-job", tmp_path)
         openai_server.set_mode("vision", delay_s=0.0)
