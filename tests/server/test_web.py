@@ -281,6 +281,7 @@ def test_upload_saves_and_indexes_the_photo(
 
     page.click(".upload-item .upload-job")  # follow the indexing job the upload started
     page.wait_for_selector("#job[data-state=succeeded]")
+    assert page.inner_text("#job-kind") == "上传后索引"
     assert page.inner_text("#job-counts tr[data-count=embedded] td") == "1"
     page.goto(server.url + "/#search")
     result = search(page, "橙色的夕阳天空")
