@@ -382,7 +382,10 @@ def _view_of_record(record: dict[str, Any]) -> JobView:
 
     def moment(name: str) -> datetime | None:
         value = record.get(name)
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
     created = moment("created_at") or moment("started_at") or _now()
     state = record.get("state", "running")
