@@ -57,6 +57,8 @@ _ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
 _NAME_LIMIT = 20
 REASON_CHARS = 60
 NOTE_NOT_RERANKED = "（智能排序暂不可用，按相似度排列）"
+# A best match below this cosine similarity is a weak answer: the reply adds `try_hint`.
+WEAK_SIMILARITY = 0.6
 # The core's own rerank-failure note starts so; its detail is for the log, NOTE_NOT_RERANKED
 # says it in the chat.
 _CORE_RERANK_NOTE = "智能排序暂不可用"
@@ -122,16 +124,26 @@ def _peitu(argument: str, max_text_chars: int) -> Command:
 
 
 def help_text(prefix: str = "/") -> str:
-    """What the bot can do."""
+    """What the bot can do, and every form a person may type."""
+    wide = _full_width(prefix)
     return "\n".join(
         [
             "我可以从相册里为你的文案挑照片：",
-            f"{prefix}配图 <文案> — 为一段文字推荐照片，例如：{prefix}配图 今天蓝天白云",
-            f"{prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
-            f"{prefix}状态 — 相册里已索引了多少张照片",
-            f"{prefix}帮助 — 显示这段说明",
-            "在群里使用时请先 @我。",
+            f"1. {prefix}配图 <文案> — 为一段文字挑照片，例如：{prefix}配图 今天蓝天白云",
+            f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图：今天蓝天白云",
+            f"2. {prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
+            f"3. {prefix}状态 — 相册里已索引了多少张照片",
+            f"4. {prefix}帮助（或 {prefix}help）— 显示这段说明",
+            "在群里使用时请先 @我，例如：@配图 " + f"{prefix}配图 周末爬山",
         ]
+    )
+
+
+def try_hint(prefix: str = "/") -> str:
+    """The short hint after a weak answer: how to ask so that better photos come back."""
+    return (
+        f"还可以试试：写得具体些（人物、地点、颜色、心情），例如「{prefix}配图 傍晚海边的橙色晚霞」；"
+        f"或发一张图片再发 {prefix}相似。"
     )
 
 
@@ -162,18 +174,25 @@ def trimmed_note(max_text_chars: int) -> str:
 
 
 def recommend_text(
-    result: RecommendResult, *, similar: bool = False, trimmed_to: int | None = None
+    result: RecommendResult,
+    *,
+    similar: bool = False,
+    trimmed_to: int | None = None,
+    prefix: str = "/",
 ) -> str:
     """The text reply for a recommendation: a title and one numbered line per photo.
 
     `result.results` must be exactly the photos that will be sent, in order. A 配图 answer the
     LLM did not rank gets a note; with no photos the core's message (naming the closest
     subject) is the answer. The core's other notes (e.g. a time condition it had to drop)
-    follow the list.
+    follow the list. A weak 配图 answer (nothing, or a best match under `WEAK_SIMILARITY`) ends
+    with a short "还可以试试" hint.
     """
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
     if not result.results:
         lines.append(result.message or "没有找到相关的照片。")
+        if not similar:
+            lines.append(try_hint(prefix))
         return "\n".join(lines)
     count = len(result.results)
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
@@ -186,6 +205,8 @@ def recommend_text(
     # Only a failed rerank is worth a note: with reranking switched off, vector order is the plan.
     if not similar and not result.reranked and len(notes) < len(parts):
         lines.append(NOTE_NOT_RERANKED)
+    if not similar and max(r.similarity for r in result.results) < WEAK_SIMILARITY:
+        lines.append(try_hint(prefix))
     return "\n".join(lines)
 
 
@@ -195,15 +216,15 @@ def status_text(status: IndexStatusView) -> str:
     lines.append(f"上次索引：{_when(status.last_index_at)}")
     if status.indexing:
         lines.append("正在索引中，新照片稍后才能找到。")
-    if status.problem:
-        lines.append("索引需要管理员处理：" + _short(status.problem, 80))
+    if status.problem:  # the core's English detail is for the admin's log, not the chat
+        lines.append("相册索引需要重建，请联系管理员（网页「索引管理」里点「重建索引」）。")
     return "\n".join(lines)
 
 
 _ERROR_TEXTS: dict[type[PeiTuError], str] = {
     InvalidQuery: "请写上要配图的文案。",
     IndexBusy: "正在整理相册（索引中），请稍后再试。",
-    IndexMismatch: "相册索引需要重建，请联系管理员运行 peitu index --rebuild。",
+    IndexMismatch: "相册索引需要重建，请联系管理员（网页「索引管理」里点「重建索引」）。",
     DescribeFailed: "暂时看不懂这张图片（识图服务不可用），请稍后再试。",
     PhotoUnreadable: "这张图片打不开，换一张试试？",
     ModelUnavailable: "模型暂时不可用，请稍后再试。",

@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import sys
+import uuid
 from pathlib import Path
 
 from cli.progress import progress_output
@@ -13,7 +14,9 @@ from config import Settings
 from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
 from index.indexer import IndexMode
-from index.models import IndexReport, RecommendResult
+from index.journal import JobJournal
+from index.model_source import ensure_model_obtainable
+from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.names import readable_path
 
 
@@ -21,15 +24,48 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     library = args.library or settings.library
     if library is not None:
         settings = settings.model_copy(update={"library": library.expanduser().resolve()})
+    ensure_model_obtainable(settings.embedding.model)  # before describing a single photo
     app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with progress_output(terminal=not args.json and sys.stderr.isatty()) as progress:
-        report = app.index(mode, progress=progress, redescribe=args.redescribe)
+        report = _journaled_index(app, settings, mode, progress, redescribe=args.redescribe)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:
         print(_summary(report))
     return 0 if report.failed == 0 else 3
+
+
+def _journaled_index(
+    app: PeiTu,
+    settings: Settings,
+    mode: IndexMode,
+    progress: ProgressCallback | None,
+    redescribe: bool = False,
+) -> IndexReport:
+    """Index, writing progress to the data folder so a server (the web page) shows it live."""
+    journal = JobJournal(settings.data_dir.expanduser())
+    job_id = uuid.uuid4().hex[:12]
+
+    def both(phase: str, done: int, total: int) -> None:
+        if not started:  # the lock is held once progress comes: the journal is ours
+            journal.start(job_id, mode, "external")
+            started.append(True)
+        journal.progress(phase, done, total)
+        if progress is not None:
+            progress(phase, done, total)
+
+    started: list[bool] = []
+    try:
+        report = app.index(mode, progress=both, job_id=job_id, redescribe=redescribe)
+    except BaseException as error:
+        journal.finish(
+            "cancelled" if isinstance(error, KeyboardInterrupt) else "failed", None, str(error)
+        )
+        raise
+    state = "cancelled" if report.cancelled else "succeeded"
+    journal.finish(state, report.to_dict(), None)
+    return report
 
 
 def _summary(report: IndexReport) -> str:
@@ -52,6 +88,7 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidQuery("--top-k must be at least 1")
     if args.batch is None and not args.text:
         raise InvalidQuery("give the text to find photos for, or --batch FILE")
+    ensure_model_obtainable(settings.embedding.model)
     app = build_app(settings)
     if args.batch is not None:
         return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank)
@@ -137,3 +174,15 @@ def run_serve(args: argparse.Namespace, settings: Settings) -> int:
         server = settings.server.model_copy(update=overrides)
         settings = settings.model_copy(update={"server": server})
     return run(settings)
+
+
+def run_doctor(args: argparse.Namespace, settings: Settings) -> int:
+    """One line per check with its fix; 1 when any check failed."""
+    from index.doctor import doctor_lines, run_checks
+
+    checks = run_checks(settings)
+    for line in doctor_lines(checks):
+        print(line)
+    failed = sum(c.level == "fail" for c in checks)
+    print("全部正常。" if not failed else f"有 {failed} 项需要处理，见上面 ✗ 的行。")
+    return 1 if failed else 0

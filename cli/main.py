@@ -87,12 +87,40 @@ def build_parser() -> argparse.ArgumentParser:
         "bot",
         help="run the WeChat bot (needs PEITU_WECHAT__ENDPOINT; with PEITU_BOT__SERVER_URL it "
         "asks that PeiTu server instead of opening the index itself)",
+        description="Connect to a Wechaty puppet service (PEITU_WECHAT__ENDPOINT, "
+        "PEITU_WECHAT__TOKEN) and answer /配图, /相似, /状态 and /帮助 until interrupted.",
     )
-    serve = sub.add_parser("serve", help="run the admin HTTP server and web page")
-    serve.add_argument("--host", help="bind address (default: PEITU_SERVER__HOST)")
-    serve.add_argument("--port", type=_port, help="port (default: PEITU_SERVER__PORT)")
-    sub.add_parser("status", help="how many photos are indexed and when the last run was")
+    _add_serve(sub)
+    sub.add_parser(
+        "status",
+        help="how many photos are indexed and when the last run was",
+        description="Print how many photos are findable, how many are in the library, when the "
+        "last index run ended and whether one runs now. Read-only.",
+    )
+    sub.add_parser(
+        "doctor",
+        help="check the library, models, endpoints, token and data folder, with fixes",
+        description="One line per check (library readable, embedding model present or "
+        "downloadable, vision and LLM endpoints answer, admin token set, data folder "
+        "writable), each with what to do. Exit code 1 when a check failed.",
+    )
     return parser
+
+
+def _add_serve(sub: Any) -> None:
+    from config import ServerSettings  # pydantic: after main has taken over Ctrl-C
+
+    defaults = ServerSettings()
+    p = sub.add_parser(
+        "serve",
+        help="run the admin HTTP server and web page",
+        description="Serve the web page (/) and the admin API (/api, docs at /docs) until "
+        "interrupted. Listening beyond 127.0.0.1 needs PEITU_ADMIN_TOKEN.",
+    )
+    p.add_argument("--host", help=f"bind address (default: {defaults.host}, or PEITU_SERVER__HOST)")
+    p.add_argument(
+        "--port", type=_port, help=f"port (default: {defaults.port}, or PEITU_SERVER__PORT)"
+    )
 
 
 def _port(text: str) -> int:
@@ -113,6 +141,7 @@ def _handlers() -> dict[str, Handler]:
         "bot": commands.run_bot,
         "serve": commands.run_serve,
         "status": commands.run_status,
+        "doctor": commands.run_doctor,
         "eval": run_eval,
     }
 

@@ -8,6 +8,7 @@ Environment variables win over the file.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,18 @@ DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 _CONFIG_FILE_ENV = "PEITU_CONFIG"
 
 
+# Keys copied unchanged from .env.example or a tutorial ("sk-your-dashscope-key", "sk-xxx",
+# "<your key>", "sk-..."): counted as no key, so the offline paths apply instead of 4 retries.
+_PLACEHOLDER_KEY = re.compile(
+    r"your|xxxx?|\.\.\.|…|<.*>|change.?me|placeholder|example|^sk-?$|^\s*$", re.IGNORECASE
+)
+
+
+def is_placeholder_key(key: str) -> bool:
+    """True for an API key that is obviously a placeholder, never a real one."""
+    return bool(_PLACEHOLDER_KEY.search(key))
+
+
 class SettingsInvalid(ValueError):
     """A setting is missing or nonsensical; the message names it and says why, on one line."""
 
@@ -35,6 +48,13 @@ class ModelEndpoint(BaseModel):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("api_key")
+    @classmethod
+    def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and is_placeholder_key(value.get_secret_value()):
+            return None
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -212,7 +232,7 @@ class Settings(BaseSettings):
                 f"top_k_final ({self.top_k_final}) cannot exceed top_k_initial ({self.top_k_initial})"
             )
         dashscope_key = os.environ.get("DASHSCOPE_API_KEY")
-        if dashscope_key:
+        if dashscope_key and not is_placeholder_key(dashscope_key):
             for endpoint in (self.vision, self.rerank):
                 if endpoint.api_key is None:
                     endpoint.api_key = SecretStr(dashscope_key)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from index.errors import ModelUnavailable
+from index.model_source import ensure_model_obtainable
 from index.ports import Vectors
 
 if TYPE_CHECKING:
@@ -69,9 +70,12 @@ class SentenceTransformerEmbedder:
             return self._model
 
     def _load_model(self) -> SentenceTransformer:
+        log.info("loading embedding model %s", self._name_or_path)
+        # No network and nothing downloaded: one line now, not a traceback after retries (and
+        # before importing torch, which alone takes seconds).
+        ensure_model_obtainable(self._name_or_path)
         from sentence_transformers import SentenceTransformer
 
-        log.info("loading embedding model %s", self._name_or_path)
         try:
             return SentenceTransformer(self._name_or_path, device=self._device)
         except (OSError, ValueError) as error:

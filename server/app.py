@@ -15,12 +15,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
 from index.app import PeiTu
+from index.journal import JobJournal
 from server.auth import ApiGuard, require_admin
 from server.context import ServerContext
 from server.errors import UploadTooLarge, install_error_handlers
 from server.jobs import JobManager
+from server.messages import message_for_status
 from server.metrics import Metrics, MetricsMiddleware
-from server.routes import health, jobs, photos, recommend
+from server.routes import doctor, health, jobs, photos, recommend
 from server.scheduler import IndexScheduler, schedule_triggers
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ MAX_JSON_BODY_BYTES = 64 * 1024  # {"text": ...} and {"mode": ...} are tiny
 def create_app(app: PeiTu, settings: Settings) -> FastAPI:
     """The HTTP API over an already built `PeiTu` (the composition root builds it once)."""
     metrics = Metrics()
-    job_manager = JobManager(app, listener=metrics.job_finished)
+    journal = JobJournal(settings.data_dir.expanduser())
+    job_manager = JobManager(app, listener=metrics.job_finished, journal=journal)
     scheduler = IndexScheduler(
         job_manager, schedule_triggers(settings.indexing), on_skip=metrics.schedule_skipped.inc
     )
@@ -60,7 +63,7 @@ def create_app(app: PeiTu, settings: Settings) -> FastAPI:
 
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
-    for module in (recommend, jobs, photos):
+    for module in (recommend, jobs, photos, doctor):
         router.include_router(module.router)
     return router
 
@@ -103,7 +106,8 @@ class UploadSizeLimit:
         most, too_large = limit
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > most:
-            response = JSONResponse({"detail": too_large.detail}, status_code=413)
+            body = {"detail": too_large.detail, "message": message_for_status(413)}
+            response = JSONResponse(body, status_code=413)
             await response(scope, receive, send)
             return
         seen = 0

@@ -1,4 +1,8 @@
-"""The only place core exceptions become HTTP status codes. Every error body is `{"detail": str}`."""
+"""The only place core exceptions become HTTP status codes.
+
+Every error body is `{"detail": str, "message": str}`: `detail` in English for developers,
+`message` the Chinese line for a person (server/messages.py); the web page shows only `message`.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from index.errors import (
     RerankFailed,
 )
 from index.imaging import Reason
+from server.messages import INTERNAL, message_for_error, message_for_status
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ _STATUS: tuple[tuple[type[PeiTuError], int], ...] = (
     (RerankFailed, 502),
 )
 _TOO_BIG = frozenset({Reason.TOO_LARGE.value, Reason.TOO_MANY_PIXELS.value})
-_INTERNAL = {"detail": "internal server error; see the server log"}
+_INTERNAL = {"detail": "internal server error; see the server log", "message": INTERNAL}
 
 
 class UploadTooLarge(HTTPException):
@@ -57,12 +62,14 @@ def status_for(error: PeiTuError) -> int:
 
 
 def error_body(error: PeiTuError) -> dict[str, Any]:
-    """`{"detail": message}`, plus the running job's id for `IndexBusy`."""
+    """`{"detail", "message"}`, plus the running job's id for `IndexBusy`."""
+    message = message_for_error(error)
     if isinstance(error, IndexBusy):
-        return {"detail": str(error), "job_id": error.running_job_id}
+        return {"detail": str(error), "message": message, "job_id": error.running_job_id}
     if isinstance(error, PhotoUnreadable):
-        return {"detail": f"not a readable image ({error.reason}): {error.detail or error.reason}"}
-    return {"detail": str(error)}
+        detail = f"not a readable image ({error.reason}): {error.detail or error.reason}"
+        return {"detail": detail, "message": message}
+    return {"detail": str(error), "message": message}
 
 
 async def _core_error(request: Request, error: Exception) -> JSONResponse:
@@ -82,12 +89,14 @@ async def _core_error(request: Request, error: Exception) -> JSONResponse:
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
     detail = error.detail if isinstance(error.detail, str) else str(error.detail)
-    return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
+    body = {"detail": detail, "message": message_for_status(error.status_code)}
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 async def _validation_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    return JSONResponse({"detail": validation_message(error)}, status_code=422)
+    body = {"detail": validation_message(error), "message": message_for_status(422)}
+    return JSONResponse(body, status_code=422)
 
 
 def validation_message(error: RequestValidationError) -> str:

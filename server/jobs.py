@@ -21,13 +21,25 @@ from typing import Any, Literal
 from index.app import PeiTu
 from index.errors import IndexBusy, PeiTuError
 from index.indexer import IndexMode
+from index.journal import JobJournal
+from index.models import IndexReport
 from index.ports import Describer
+from server.messages import INTERNAL, message_for_error
 
 log = logging.getLogger(__name__)
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 UploadIndexing = Literal["started", "queued", "busy"]
+JobKind = Literal["incremental", "rebuild", "upload", "scheduled", "cli", "follow-up"]
+_KIND_OF_TRIGGER: dict[str, JobKind] = {
+    "upload": "upload",
+    "schedule": "scheduled",
+    "external": "cli",
+    "cli": "cli",
+    "follow-up": "follow-up",
+}
+HISTORY_SHOWN = 20
 
 
 def _now() -> datetime:
@@ -52,10 +64,41 @@ class JobView:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    phase_started_at: datetime | None = None
+    error_message: str | None = None  # `error` in Chinese, for a person
 
     @property
     def finished(self) -> bool:
         return self.state in FINAL_STATES
+
+    @property
+    def kind(self) -> JobKind:
+        """What started the job, as a person names it: a rebuild, an upload, the CLI, ..."""
+        if self.mode == "rebuild":
+            return "rebuild"
+        return _KIND_OF_TRIGGER.get(self.trigger, "incremental")
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        return max(0.0, ((self.finished_at or _now()) - self.started_at).total_seconds())
+
+    @property
+    def rate_per_s(self) -> float | None:
+        """Photos per second in the current (or, once finished, the last) phase."""
+        if self.phase_started_at is None or self.done <= 0:
+            return None
+        seconds = ((self.finished_at or _now()) - self.phase_started_at).total_seconds()
+        return self.done / seconds if seconds > 0 else None
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left in the current phase at the current speed; None when unknown."""
+        rate = self.rate_per_s
+        if self.finished or rate is None or self.total <= 0:
+            return None
+        return max(0, self.total - self.done) / rate
 
 
 _DERIVED = frozenset({"errors", "cancel_requested"})
@@ -76,6 +119,8 @@ class _Job:
     created_at: datetime = field(default_factory=_now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    phase_started_at: datetime | None = None
+    error_message: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     redescribe: bool = False
@@ -100,9 +145,11 @@ class JobManager:
         history: int = 50,
         listener: JobListener | None = None,
         external_poll_s: float = 2.0,
+        journal: JobJournal | None = None,
     ):
         self._app = app
         self._listener = listener
+        self._journal = journal
         self._lock = threading.Lock()
         self._jobs: deque[_Job] = deque(maxlen=history)
         self._active: _Job | None = None
@@ -184,6 +231,9 @@ class JobManager:
     def _external(self, job_id: str) -> JobView | None:
         if not self._app.lock.busy() or self._app.lock.holder() != job_id:
             return None
+        record = self._journal.current() if self._journal is not None else None
+        if record is not None and record.get("job_id") == job_id:
+            return _view_of_record(record)
         return JobView(
             job_id=job_id,
             mode="incremental",
@@ -202,9 +252,32 @@ class JobManager:
         )
 
     def recent(self) -> list[JobView]:
-        """Jobs of this server, newest first."""
+        """The last `HISTORY_SHOWN` jobs, newest first: this server's, the CLI's and those of
+        earlier runs of the server (from the journal)."""
         with self._lock:
-            return [job.view() for job in reversed(self._jobs)]
+            ours = [job.view() for job in reversed(self._jobs)]
+        others = self._journal_views({job.job_id for job in ours})
+        merged = sorted(ours + others, key=lambda job: job.created_at, reverse=True)
+        return merged[:HISTORY_SHOWN]
+
+    def _journal_views(self, known: set[str]) -> list[JobView]:
+        if self._journal is None:
+            return []
+        records = self._journal.history()
+        holder = self._app.lock.holder() if self._app.lock.busy() else None
+        current = self._journal.current()
+        if current is not None and current.get("job_id") == holder:
+            records.insert(0, current)
+        views = []
+        for record in records:
+            if record.get("job_id") in known:
+                continue
+            try:
+                views.append(_view_of_record(record))
+            except (KeyError, TypeError, ValueError):
+                continue  # a line from another version; not worth failing the list over
+            known.add(str(record["job_id"]))
+        return views
 
     def running(self) -> JobView | None:
         with self._lock:
@@ -245,7 +318,8 @@ class JobManager:
 
     # --- the worker ------------------------------------------------------------------------
     def _run(self, job: _Job) -> None:
-        self._update(job, state="running", started_at=_now())
+        started = _now()
+        self._update(job, state="running", started_at=started, phase_started_at=started)
         outcome: dict[str, Any] = {"state": "failed", "error": "internal error"}
         try:
             outcome = self._index(job)
@@ -265,16 +339,25 @@ class JobManager:
             )
         except PeiTuError as error:
             log.warning("index job %s failed: %s", job.job_id, error)
-            return {"state": "failed", "error": str(error)}
+            return {
+                "state": "failed",
+                "error": str(error),
+                "error_message": message_for_error(error),
+            }
         except Exception as error:  # a bug: record it and keep the worker alive
             log.exception("index job %s crashed", job.job_id)
-            return {"state": "failed", "error": f"internal error: {type(error).__name__}"}
+            failed = f"internal error: {type(error).__name__}"
+            return {"state": "failed", "error": failed, "error_message": INTERNAL}
         state: JobState = "cancelled" if report.cancelled else "succeeded"
         log.info("index job %s %s: %s", job.job_id, state, report.to_dict())
         return {"state": state, "counts": report.to_dict(), "errors": list(report.errors)}
 
     def _progress(self, job: _Job, phase: str, done: int, total: int) -> None:
-        self._update(job, phase=phase, done=done, total=total)
+        with self._lock:
+            changes: dict[str, Any] = {"phase": phase, "done": done, "total": total}
+            if phase != job.phase:
+                changes["phase_started_at"] = _now()
+            self._update_locked(job, changes)
 
     def _update(self, job: _Job, **changes: Any) -> None:
         with self._lock:
@@ -290,6 +373,8 @@ class JobManager:
         try:
             if self._listener is not None:
                 self._listener(view)
+            if self._journal is not None:
+                self._journal.append(_record_of_view(view))
         finally:
             with self._lock:
                 self._update_locked(job, final)
@@ -309,3 +394,55 @@ class JobManager:
             self.start("incremental", "follow-up")
         except IndexBusy as busy:
             log.info("follow-up index skipped: job %s is running", busy.running_job_id)
+
+
+def _record_of_view(view: JobView) -> dict[str, Any]:
+    """A finished job as one line of the journal's history."""
+    record = dataclasses.asdict(view)
+    record["errors"] = list(view.errors)[:20]
+    for name in ("created_at", "started_at", "finished_at", "phase_started_at"):
+        moment = record[name]
+        record[name] = moment.isoformat() if moment is not None else None
+    return record
+
+
+_COUNT_KEYS = frozenset(IndexReport().to_dict())
+
+
+def _complete_counts(counts: object) -> dict[str, Any] | None:
+    """The counts of a journal record when they have every field (else an older format)."""
+    if isinstance(counts, dict) and counts.keys() >= _COUNT_KEYS:
+        return counts
+    return None
+
+
+def _view_of_record(record: dict[str, Any]) -> JobView:
+    """A job from the journal (another process, or an earlier run of this server)."""
+
+    def moment(name: str) -> datetime | None:
+        value = record.get(name)
+        if not isinstance(value, str):
+            return None
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+    created = moment("created_at") or moment("started_at") or _now()
+    state = record.get("state", "running")
+    return JobView(
+        job_id=str(record["job_id"]),
+        mode="rebuild" if record.get("mode") == "rebuild" else "incremental",
+        trigger=str(record.get("trigger", "cli")),
+        state=state if state in ("queued", "running", *FINAL_STATES) else "failed",
+        phase=record.get("phase"),
+        done=int(record.get("done") or 0),
+        total=int(record.get("total") or 0),
+        counts=_complete_counts(record.get("counts")),
+        errors=tuple(str(e) for e in record.get("errors") or ()),
+        error=record.get("error"),
+        cancel_requested=bool(record.get("cancel_requested", False)),
+        created_at=created,
+        started_at=moment("started_at"),
+        finished_at=moment("finished_at"),
+        phase_started_at=moment("phase_started_at"),
+        error_message=record.get("error_message"),
+    )

@@ -7,11 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from server.jobs import JobState, JobView, UploadIndexing
+from server.jobs import JobKind, JobState, JobView, UploadIndexing
 
 
 class ErrorOut(BaseModel):
-    detail: str = Field(description="what went wrong, for a person to read")
+    detail: str = Field(description="what went wrong, in English, for a developer")
+    message: str = Field(
+        default="", description="the same in Chinese, short and actionable, for a person"
+    )
 
 
 class BusyOut(ErrorOut):
@@ -96,6 +99,14 @@ class JobOut(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    kind: JobKind = Field(
+        default="incremental",
+        description="incremental, rebuild, upload, scheduled, cli (another process) or follow-up",
+    )
+    elapsed_s: float | None = Field(default=None, description="seconds since it started")
+    rate_per_s: float | None = Field(default=None, description="photos per second, this phase")
+    eta_s: float | None = Field(default=None, description="seconds left in this phase")
+    error_message: str | None = Field(default=None, description="`error` in Chinese")
 
     @classmethod
     def of(cls, job: JobView) -> JobOut:
@@ -113,11 +124,18 @@ class JobOut(BaseModel):
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
+            kind=job.kind,
+            elapsed_s=job.elapsed_s,
+            rate_per_s=job.rate_per_s,
+            eta_s=job.eta_s,
+            error_message=job.error_message,
         )
 
 
 class JobListOut(BaseModel):
-    jobs: list[JobOut] = Field(description="this server's recent jobs, newest first")
+    jobs: list[JobOut] = Field(
+        description="the last 20 jobs, newest first: this server's and other processes' (CLI)"
+    )
 
 
 class StatusOut(BaseModel):

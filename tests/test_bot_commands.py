@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -14,6 +15,7 @@ from PIL import Image
 from bot.commands import (
     NOTE_NOT_RERANKED,
     SORRY,
+    WEAK_SIMILARITY,
     Command,
     Kind,
     error_text,
@@ -23,6 +25,7 @@ from bot.commands import (
     recommend_text,
     status_text,
     strip_mentions,
+    try_hint,
     unknown_command_text,
     usage_text,
 )
@@ -151,8 +154,37 @@ def test_similar_text_has_no_rerank_note() -> None:
 
 def test_no_match_uses_the_core_message_naming_the_closest() -> None:
     message = "没有找到足够相关的照片。最接近的是「海边的孩子」（相似度 0.41）。"
-    assert recommend_text(_result([], reranked=False, message=message)) == message
-    assert recommend_text(_result([], reranked=False)) == "没有找到相关的照片。"
+    text = recommend_text(_result([], reranked=False, message=message), prefix="#")
+    assert text.splitlines() == [message, try_hint("#")]
+    assert recommend_text(_result([], reranked=False)).splitlines()[0] == "没有找到相关的照片。"
+
+
+def test_a_weak_answer_ends_with_a_hint_a_good_one_does_not() -> None:
+    weak = _result(["有点像"])
+    weak.results[0] = dataclasses.replace(weak.results[0], similarity=WEAK_SIMILARITY - 0.01)
+    lines = recommend_text(weak).splitlines()
+    assert lines[:2] == ["为「今天蓝天白云」挑了 1 张照片：", "1. 有点像"]
+    assert lines[-1].startswith("还可以试试：") and "/配图 " in lines[-1] and "/相似" in lines[-1]
+    assert "还可以试试" not in recommend_text(_result(["蓝天"]))  # similarity 0.8
+    assert "还可以试试" not in recommend_text(weak, similar=True)  # 以图找图: nothing to reword
+
+
+def test_help_lists_every_form_a_person_may_type() -> None:
+    text = help_text("/")
+    for form in (
+        "/配图 今天蓝天白云",
+        "/配图今天蓝天白云",
+        "／配图 今天蓝天白云",
+        "配图：今天蓝天白云",
+        "/相似",
+        "/状态",
+        "/帮助",
+        "/help",
+        "@",
+    ):
+        assert form in text, form
+    for form in ("/配图今天蓝天白云", "／配图 今天蓝天白云", "配图：今天蓝天白云", "/help"):
+        assert parse_command(form) is not None, form  # what help shows is understood
 
 
 def test_trimmed_note_comes_first() -> None:

@@ -46,8 +46,9 @@ def _start(ctx: ServerContext, options: JobIn) -> JobView:
 
 @router.get("/index/jobs", response_model=JobListOut)
 async def list_jobs(ctx: Ctx) -> JobListOut:
-    """This server's recent jobs, newest first."""
-    return JobListOut(jobs=[JobOut.of(job) for job in ctx.jobs.recent()])
+    """The last 20 jobs, newest first: this server's and the CLI's (from the data folder)."""
+    recent = await asyncio.to_thread(ctx.jobs.recent)  # reads the journal in the data folder
+    return JobListOut(jobs=[JobOut.of(job) for job in recent])
 
 
 @router.get("/index/jobs/{job_id}", response_model=JobOut, responses=_NOT_FOUND)

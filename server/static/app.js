@@ -1,18 +1,41 @@
-// PeiTu admin page: search, index jobs, upload. Plain JS, no build step.
+// PeiTu admin page: search, index jobs, upload, checks. Plain JS, no build step.
 // All server and model text goes into the page through textContent, never innerHTML.
+// A person reads only Chinese: an error shows the server's Chinese `message` (or a Chinese line
+// chosen by status code), never the English `detail`, which is for developers and the log.
 "use strict";
 
 const TOKEN_KEY = "peitu.adminToken";
 const POLL_MS = 500;
+const STATUS_POLL_MS = 2000;
 const FINAL_STATES = new Set(["succeeded", "failed", "cancelled"]);
 const STATE_NAMES = {
   queued: "排队中", running: "进行中", succeeded: "已完成", failed: "失败", cancelled: "已取消",
 };
-const PHASE_NAMES = { scan: "扫描", describe: "描述", embed: "向量化", visual: "视觉特征" };
-const COUNT_NAMES = {
-  scanned: "扫描", new: "新增", unchanged: "未变", moved: "移动", removed: "移除",
-  described: "描述", embedded: "向量化", failed: "失败",
+const KIND_NAMES = {
+  incremental: "增量索引", rebuild: "重建索引", upload: "上传后索引", scheduled: "定时索引",
+  cli: "命令行索引", "follow-up": "补充索引",
 };
+const PHASE_NAMES = { scan: "扫描", describe: "描述", embed: "向量化", visual: "视觉特征" };
+const SKIP_NAMES = {
+  empty: "空文件", truncated: "文件不完整", corrupt: "已损坏或不是照片", too_many_pixels: "像素太多",
+  permission_denied: "没有读取权限", too_large: "文件太大", broken_symlink: "失效的链接",
+  symlink_loop: "循环链接", not_a_file: "不是文件", not_found: "已不存在", io_error: "读取出错",
+};
+const STATUS_MESSAGES = {
+  0: "连不上服务器：请检查网络，或服务是否在运行。",
+  400: "请求内容有误，请检查后再试。",
+  401: "管理令牌不对或没填：请在页面顶部的「管理令牌」里填写并保存。",
+  403: "管理令牌不对：请在页面顶部的「管理令牌」里重新填写。",
+  404: "找不到这张照片或这个任务，可能已被删除：请重新索引后再试。",
+  409: "现在不能这样做，请稍后再试。",
+  413: "文件太大，超过了服务器允许的大小。",
+  415: "不支持的文件类型：请选择 JPEG、PNG、WebP、HEIC 等照片。",
+  422: "请求内容有误，请检查后再试。",
+  429: "请求太频繁了，请稍等一会儿再试。",
+  502: "模型服务返回了错误，请稍后再试。",
+  503: "服务暂时不可用，请稍后再试。",
+};
+const HAS_CJK = /[\u4e00-\u9fff]/;
 
 const $ = (id) => document.getElementById(id);
 
@@ -26,38 +49,29 @@ class ApiError extends Error {
   }
 }
 
-function authHeaders() {
-  const token = localStorage.getItem(TOKEN_KEY);
-  return token ? { Authorization: `Bearer ${token}` } : {};
+function isAuthError(err) {
+  return err instanceof ApiError && (err.status === 401 || err.status === 403);
 }
 
-function detailText(body) {
-  if (!body || body.detail === undefined) return "";
-  if (typeof body.detail === "string") return body.detail;
-  if (Array.isArray(body.detail)) {
-    return body.detail.map((d) => (d && d.msg) || JSON.stringify(d)).join("；");
-  }
-  return JSON.stringify(body.detail);
+function authHeaders(token) {
+  const sent = token === undefined ? localStorage.getItem(TOKEN_KEY) : token;
+  return sent ? { Authorization: `Bearer ${sent}` } : {};
 }
 
 function errorMessage(status, body) {
-  const detail = detailText(body);
-  const withDetail = (text) => (detail ? `${text}（${detail}）` : text);
-  if (status === 401 || status === 403) return withDetail("管理令牌无效或未填写：请在右上角填写正确的令牌");
-  if (status === 409 && body && body.job_id) return withDetail("已有索引任务在运行，请等它结束");
-  if (status === 409) return withDetail("现在无法执行这个操作");
-  if (status === 413) return withDetail("文件太大，超过了服务器允许的大小");
-  if (status === 415) return withDetail("不支持的文件类型，请选择 JPEG、PNG、HEIC 等照片");
-  if (status === 422 || status === 400) return withDetail("请求内容有误");
-  if (status === 404) return withDetail("找不到");
-  if (status === 502) return withDetail("模型服务返回了错误，请稍后再试");
-  if (status === 503) return withDetail("模型服务或向量库暂时不可用，请稍后再试");
-  if (status >= 500) return withDetail(`服务器出错了（${status}），请稍后再试或查看服务器日志`);
-  return withDetail(`请求失败（${status}）`);
+  // The server's Chinese line when it sent one; the status code's line otherwise.
+  if (body && typeof body.message === "string" && HAS_CJK.test(body.message)) return body.message;
+  if (STATUS_MESSAGES[status]) return STATUS_MESSAGES[status];
+  return status >= 500 ? "服务器出错了，请稍后再试；仍不行请查看服务器日志。" : "请求没有成功，请稍后再试。";
 }
 
-async function request(method, url, body) {
-  const init = { method, headers: authHeaders() };
+async function readBody(response) {
+  const type = response.headers.get("content-type") || "";
+  return type.includes("application/json") ? response.json().catch(() => null) : null;
+}
+
+async function request(method, url, body, token) {
+  const init = { method, headers: authHeaders(token) };
   if (body instanceof FormData) {
     init.body = body;
   } else if (body !== undefined) {
@@ -68,19 +82,31 @@ async function request(method, url, body) {
   try {
     response = await fetch(url, init);
   } catch (err) {
-    throw new ApiError(0, "无法连接服务器，请检查网络或服务是否在运行", null);
+    throw new ApiError(0, STATUS_MESSAGES[0], null);
   }
-  const type = response.headers.get("content-type") || "";
-  const data = type.includes("application/json") ? await response.json().catch(() => null) : null;
-  if (!response.ok) throw new ApiError(response.status, errorMessage(response.status, data), data);
+  const data = await readBody(response);
+  if (!response.ok) throw failure(new ApiError(response.status, errorMessage(response.status, data), data));
   return data;
 }
 
-async function fetchBlobUrl(url) {
+async function fetchBlob(url) {
   // <img src> cannot send the bearer token, so images come through fetch as blobs.
-  const response = await fetch(url, { headers: authHeaders() });
-  if (!response.ok) throw new ApiError(response.status, errorMessage(response.status, null), null);
-  return URL.createObjectURL(await response.blob());
+  let response;
+  try {
+    response = await fetch(url, { headers: authHeaders() });
+  } catch (err) {
+    throw new ApiError(0, STATUS_MESSAGES[0], null);
+  }
+  if (!response.ok) {
+    const data = await readBody(response);
+    throw failure(new ApiError(response.status, errorMessage(response.status, data), data));
+  }
+  return response.blob();
+}
+
+function failure(err) {
+  if (isAuthError(err)) authFailed();
+  return err;
 }
 
 // ---- small DOM helpers ----------------------------------------------------
@@ -92,8 +118,15 @@ function el(tag, className, text) {
   return node;
 }
 
+function button(text, className, onClick) {
+  const node = el("button", className, text);
+  node.type = "button";
+  node.addEventListener("click", onClick);
+  return node;
+}
+
 function showError(box, err) {
-  box.textContent = err instanceof ApiError || err instanceof Error ? err.message : String(err);
+  box.textContent = err instanceof Error ? err.message : String(err);
   box.hidden = false;
 }
 
@@ -105,14 +138,35 @@ function hideBox(box) {
 function formatTime(value) {
   if (!value) return "从未";
   const date = new Date(value);
-  return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString("zh-CN");
+  return Number.isNaN(date.getTime()) ? "–" : date.toLocaleString("zh-CN", { hour12: false });
+}
+
+function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} 秒`;
+  if (s < 3600) return `${Math.floor(s / 60)} 分 ${s % 60} 秒`;
+  return `${Math.floor(s / 3600)} 小时 ${Math.floor((s % 3600) / 60)} 分`;
 }
 
 function fillFacts(dl, pairs) {
   dl.replaceChildren();
-  for (const [label, value] of pairs) {
-    dl.append(el("dt", null, label), el("dd", null, value));
-  }
+  for (const [label, value] of pairs) dl.append(el("dt", null, label), el("dd", null, value));
+}
+
+function baseName(path) {
+  return String(path || "photo").split("/").pop() || "photo";
+}
+
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a");
+  link.href = url;
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 // ---- views ----------------------------------------------------------------
@@ -124,10 +178,37 @@ function showView() {
   for (const tab of document.querySelectorAll(".tabs a")) {
     tab.classList.toggle("active", tab.dataset.view === known);
   }
-  if (known === "admin") refreshStatus();
+  if (known === "admin") {
+    refreshStatus();
+    refreshHistory();
+    if (!$("doctor").children.length) runDoctor();
+  }
+  if (known === "search") fitGrid();
 }
 
 // ---- token ----------------------------------------------------------------
+
+let authBroken = false;
+
+function authFailed() {
+  // Whatever was shown was fetched with a token that no longer works: take it all away.
+  authBroken = true;
+  releaseResults();
+  $("token-state").textContent = localStorage.getItem(TOKEN_KEY) ? "令牌无效" : "请填写令牌";
+  $("token-state").className = "bad";
+  clearAdminFacts();
+}
+
+function clearAdminFacts() {
+  for (const id of ["status-photos", "status-files", "status-last", "status-indexing", "status-next"]) {
+    $(id).textContent = "–";
+  }
+  $("history").tBodies[0].replaceChildren();
+  $("history").hidden = true;
+  $("history-empty").hidden = false;
+  $("doctor").replaceChildren();
+  $("live-job").hidden = true;
+}
 
 function initToken() {
   const input = $("token-input");
@@ -135,112 +216,222 @@ function initToken() {
   $("token-state").textContent = input.value ? "已保存" : "";
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const token = input.value.trim();
-    if (token) localStorage.setItem(TOKEN_KEY, token);
-    else localStorage.removeItem(TOKEN_KEY);
-    $("token-state").textContent = token ? "已保存" : "已清除";
-    for (const box of document.querySelectorAll(".error[role=alert]")) hideBox(box);
-    if (!$("view-admin").hidden) refreshStatus();
+    saveToken(input.value.trim());
   });
+}
+
+async function saveToken(token) {
+  const state = $("token-state");
+  for (const box of document.querySelectorAll(".error[role=alert]")) hideBox(box);
+  state.className = "muted";
+  state.textContent = "正在验证…";
+  try {
+    await request("GET", "/api/status", undefined, token);  // proves the token works
+  } catch (err) {
+    if (isAuthError(err)) {
+      localStorage.removeItem(TOKEN_KEY);
+      state.textContent = token ? "令牌不对，没有保存" : "服务器要求填写令牌";
+      state.className = "bad";
+      return;
+    }
+    state.textContent = "暂时无法验证";  // the server is away: keep the token, try it later
+    state.className = "bad";
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    return;
+  }
+  if (token) localStorage.setItem(TOKEN_KEY, token);
+  else localStorage.removeItem(TOKEN_KEY);
+  authBroken = false;
+  state.textContent = token ? "已保存" : "已清除";
+  state.className = "ok";
+  pollStatus();
+  if (!$("view-admin").hidden) {
+    refreshHistory();
+    runDoctor();
+  }
 }
 
 // ---- search ---------------------------------------------------------------
 
 let blobUrls = [];
+let queryPhotoUrl = null;
 
-function releaseBlobs() {
+function releaseResults() {
   for (const url of blobUrls) URL.revokeObjectURL(url);
   blobUrls = [];
+  $("results").replaceChildren();
+  hideBox($("search-info"));
+  showQueryPhoto(null);
+}
+
+function showQueryPhoto(file) {
+  if (queryPhotoUrl) URL.revokeObjectURL(queryPhotoUrl);
+  queryPhotoUrl = file ? URL.createObjectURL(file) : null;
+  $("query-photo").hidden = !file;
+  $("query-photo-img").src = queryPhotoUrl || "";
+  $("query-photo-name").textContent = file ? `用来找图的照片：${file.name}` : "";
+}
+
+function thumbnailUrl(photoId, size) {
+  const id = encodeURIComponent(photoId);
+  return `/api/photos/${id}/thumbnail${size ? `?size=${size}` : ""}`;
 }
 
 function loadThumbnail(img, photoId) {
-  fetchBlobUrl(`/api/photos/${encodeURIComponent(photoId)}/thumbnail`)
-    .then((url) => {
+  fetchBlob(thumbnailUrl(photoId))
+    .then((blob) => {
+      const url = URL.createObjectURL(blob);
       blobUrls.push(url);
       img.src = url;
     })
     .catch(() => img.classList.add("broken"));
 }
 
-async function openOriginal(photoId) {
+function cardNote(card, text, bad) {
+  const note = card.querySelector(".card-note");
+  note.textContent = text;
+  note.classList.toggle("bad", Boolean(bad));
+  note.hidden = !text;
+}
+
+async function downloadOriginal(item, card) {
   try {
-    const url = await fetchBlobUrl(`/api/photos/${encodeURIComponent(photoId)}/file`);
-    blobUrls.push(url);
-    window.open(url, "_blank", "noopener");
+    const blob = await fetchBlob(`/api/photos/${encodeURIComponent(item.photo_id)}/file`);
+    saveBlob(blob, baseName(item.path));
+    if (card) cardNote(card, `已下载「${baseName(item.path)}」`);
   } catch (err) {
-    showError($("search-error"), err);
+    if (card) cardNote(card, err.message, true);
+    else showError($("search-error"), err);
   }
+}
+
+async function pngOf(photoId) {
+  // Browsers put only PNG on the clipboard; a large JPEG rendering works for every format.
+  const blob = await fetchBlob(thumbnailUrl(photoId, 2048));
+  const bitmap = await createImageBitmap(blob);
+  const canvas = document.createElement("canvas");
+  canvas.width = bitmap.width;
+  canvas.height = bitmap.height;
+  canvas.getContext("2d").drawImage(bitmap, 0, 0);
+  return new Promise((resolve, reject) => canvas.toBlob(
+    (png) => (png ? resolve(png) : reject(new Error("图片转换失败"))), "image/png"));
+}
+
+function clipboardWorks() {
+  return window.isSecureContext && navigator.clipboard && typeof navigator.clipboard.write === "function"
+    && typeof window.ClipboardItem === "function";
+}
+
+async function copyImage(item, card) {
+  if (!clipboardWorks()) return copyFallback(item, card);
+  cardNote(card, "正在复制…");
+  try {
+    // The promise keeps the click's permission while the picture is fetched.
+    await navigator.clipboard.write([new ClipboardItem({ "image/png": pngOf(item.photo_id) })]);
+    card.dataset.copied = "true";
+    cardNote(card, "已复制，可以直接粘贴到微信或微博。");
+  } catch (err) {
+    if (err instanceof ApiError) return cardNote(card, err.message, true);
+    copyFallback(item, card);
+  }
+}
+
+function copyFallback(item, card) {
+  const how = coarsePointer() ? "长按大图" : "在大图上右键";
+  cardNote(card, `这个浏览器不让网页直接复制图片（需要 HTTPS 或本机访问）：已打开大图，${how}即可复制或保存。`, true);
+  openViewer(item, "浏览器不让网页直接复制：请" + how + "，选「复制图片」或「保存图片」。");
+}
+
+function coarsePointer() {
+  return window.matchMedia("(pointer: coarse)").matches;
 }
 
 function resultCard(item) {
   const card = el("article", "card");
   card.dataset.photoId = item.photo_id;
+  const open = el("button", "thumb-button");
+  open.type = "button";
+  open.title = "查看大图";
+  open.setAttribute("aria-label", `查看大图：第 ${item.rank} 张`);
   const img = el("img", "thumb");
   img.alt = item.description || item.path || "照片";
-  img.title = "点击查看原图";
-  img.addEventListener("click", () => openOriginal(item.photo_id));
+  open.append(img);
+  open.addEventListener("click", () => openViewer(item));
   loadThumbnail(img, item.photo_id);
   const head = el("div", "card-head");
   head.append(el("span", "rank", `#${item.rank}`), el("span", "score", `得分 ${Number(item.score).toFixed(2)}`),
     el("span", "similarity muted", `相似度 ${Number(item.similarity).toFixed(2)}`));
+  const actions = el("div", "card-actions");
+  actions.append(button("下载原图", "download", () => downloadOriginal(item, card)),
+    button("复制图片", "copy", () => copyImage(item, card)));
+  const note = el("p", "card-note");
+  note.hidden = true;
+  note.setAttribute("aria-live", "polite");
   const body = el("div", "card-body");
-  const similar = el("button", "find-similar", "找相似");
-  similar.type = "button";
+  const similar = button("找相似", "find-similar", () => searchLike(item));
   similar.title = "找图库里看起来像这张的照片";
-  similar.addEventListener("click", () => searchLike(item));
-  body.append(head, el("p", "reason", item.reason), el("p", "path muted", item.path), similar);
+  actions.append(similar);
+  body.append(head, el("p", "reason", item.reason), actions, note, el("p", "path muted", item.path));
   if (item.description) {
     const more = el("details", "description");
     more.append(el("summary", null, "照片描述"), el("p", null, item.description));
     body.append(more);
   }
-  card.append(img, body);
+  card.append(open, body);
   return card;
 }
 
-// The photo searched with, shown beside its similar photos: an upload or a library photo.
-function queryPhoto(source) {
-  const img = el("img", "query-photo");
-  img.alt = "查询的照片";
-  if (source instanceof Blob) {
-    img.src = URL.createObjectURL(source);
-    blobUrls.push(img.src);
-  } else {
-    loadThumbnail(img, source);
-  }
-  return img;
-}
-
-function searchLike(item) {
+// A library photo's similar photos; its thumbnail is shown as the query photo.
+async function searchLike(item) {
   const path = `/api/photos/${encodeURIComponent(item.photo_id)}/similar`;
-  runSearch(() => request("GET", path), item.path, item.photo_id);
+  let query = null;
+  try {
+    const blob = await fetchBlob(thumbnailUrl(item.photo_id));
+    query = new File([blob], item.path || "照片", { type: blob.type });
+  } catch (err) {
+    query = null;  // the search still runs; only the preview is missing
+  }
+  runSearch(() => request("GET", path), query);
 }
 
-function showResults(data, imageName, querySource) {
-  releaseBlobs();
-  const grid = $("results");
+function showResults(data, queryFile) {
+  releaseResults();
   const info = $("search-info");
   const notes = [];
   if (data.message) notes.push(data.message);
-  if (imageName && data.results.length) {
-    notes.push(`与「${imageName}」相似的照片，按相似度排序。`);
+  if (queryFile && data.results.length) {
+    notes.push(`与「${queryFile.name}」相似的照片，按相似度排序。`);
   } else if (!data.reranked && data.results.length) {
     notes.push("大模型精排未启用或暂不可用，以下按向量相似度排序。");
   }
   if (!data.results.length && !data.message) notes.push("没有找到合适的照片。");
-  const preview = querySource ? [queryPhoto(querySource)] : [];
-  info.replaceChildren(...preview, ...notes.map((text) => el("p", null, text)));
-  info.hidden = notes.length === 0 && preview.length === 0;
-  grid.replaceChildren(...data.results.map(resultCard));
+  info.replaceChildren(...notes.map((text) => el("p", null, text)));
+  info.hidden = notes.length === 0;
+  showQueryPhoto(queryFile || null);
+  $("results").replaceChildren(...data.results.map(resultCard));
+  fitGrid();
 }
 
-async function runSearch(action, imageName, querySource) {
+function fitGrid() {
+  // As many columns as fit, but spread so that the rows are even: 5 photos are 3 + 2, not 4 + 1.
+  const grid = $("results");
+  const count = grid.children.length;
+  if (!count || !grid.clientWidth) return;
+  const gap = 16;
+  const fit = Math.max(1, Math.floor((grid.clientWidth + gap) / (220 + gap)));
+  const rows = Math.ceil(count / fit);
+  const columns = Math.ceil(count / rows);
+  grid.style.gridTemplateColumns = `repeat(${columns}, minmax(0, 1fr))`;
+  grid.style.maxWidth = `${columns * 380}px`;
+}
+
+async function runSearch(action, queryFile) {
   const button = $("search-button");
   hideBox($("search-error"));
   button.disabled = true;
   document.body.classList.add("busy");
   try {
-    showResults(await action(), imageName, querySource);
+    showResults(await action(), queryFile);
   } catch (err) {
     showError($("search-error"), err);
   } finally {
@@ -250,7 +441,8 @@ async function runSearch(action, imageName, querySource) {
 }
 
 function initSearch() {
-  $("search-form").addEventListener("submit", (event) => {
+  const form = $("search-form");
+  form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("search-text").value.trim();
     if (!text) return;
@@ -259,37 +451,112 @@ function initSearch() {
     if (topK > 0) payload.top_k = topK;
     runSearch(() => request("POST", "/api/recommend", payload));
   });
+  $("search-text").addEventListener("keydown", (event) => {
+    // Enter searches, Shift+Enter is a new line; never while an input method is composing.
+    if (event.key !== "Enter" || event.shiftKey || event.isComposing || event.keyCode === 229) return;
+    event.preventDefault();
+    form.requestSubmit();
+  });
   $("similar-file").addEventListener("change", (event) => {
     const file = event.target.files[0];
     if (!file) return;
-    const form = new FormData();
-    form.append("file", file);
-    runSearch(() => request("POST", "/api/search/similar", form), file.name, file);
+    const body = new FormData();
+    body.append("file", file);
+    runSearch(() => request("POST", "/api/search/similar", body), file);
     event.target.value = "";
+  });
+  window.addEventListener("resize", fitGrid);
+}
+
+// ---- the full-screen viewer -----------------------------------------------
+
+let viewerItem = null;
+let viewerUrl = null;
+let viewerOpener = null;
+
+async function openViewer(item, note) {
+  viewerItem = item;
+  viewerOpener = document.activeElement;
+  $("viewer-hint").textContent = coarsePointer() ? "长按图片可保存或分享" : "右键图片可复制或另存为";
+  $("viewer-note").textContent = note || "";
+  $("viewer-note").hidden = !note;
+  $("viewer-img").alt = item.description || item.path || "照片";
+  $("viewer").hidden = false;
+  document.body.classList.add("viewing");
+  $("viewer-close").focus();
+  try {
+    const blob = await fetchBlob(thumbnailUrl(item.photo_id, 2048));
+    if (viewerItem !== item) return;
+    if (viewerUrl) URL.revokeObjectURL(viewerUrl);
+    viewerUrl = URL.createObjectURL(blob);
+    $("viewer-img").src = viewerUrl;
+  } catch (err) {
+    $("viewer-note").textContent = err.message;
+    $("viewer-note").hidden = false;
+  }
+}
+
+function closeViewer() {
+  viewerItem = null;
+  $("viewer").hidden = true;
+  $("viewer-img").removeAttribute("src");
+  document.body.classList.remove("viewing");
+  if (viewerUrl) URL.revokeObjectURL(viewerUrl);
+  viewerUrl = null;
+  if (viewerOpener && viewerOpener.focus) viewerOpener.focus();
+}
+
+function initViewer() {
+  $("viewer-close").addEventListener("click", closeViewer);
+  $("viewer-download").addEventListener("click", () => viewerItem && downloadOriginal(viewerItem, null));
+  $("viewer").addEventListener("click", (event) => {
+    if (event.target === $("viewer")) closeViewer();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !$("viewer").hidden) closeViewer();
   });
 }
 
-// ---- admin: status and index jobs -----------------------------------------
+// ---- admin: status, jobs, history, checks -----------------------------------
 
 let pollTimer = null;
+let statusTimer = null;
 let currentJob = null;
 
 async function refreshStatus() {
-  hideBox($("admin-error"));
   try {
     const status = await request("GET", "/api/status");
-    $("status-photos").textContent = String(status.photos);
-    $("status-files").textContent = String(status.files);
-    $("status-last").textContent = formatTime(status.last_index_at);
-    $("status-indexing").textContent = status.indexing ? "是" : "否";
-    $("status-problem").textContent = status.problem || "";
-    $("status-problem").hidden = !status.problem;
-    $("status-next").textContent = status.next_scheduled_index_at
-      ? formatTime(status.next_scheduled_index_at) : "未设置定时索引";
-    if (status.running_job_id && !currentJob) watchJob(status.running_job_id);
+    hideBox($("admin-error"));
+    renderStatus(status);
   } catch (err) {
     showError($("admin-error"), err);
   }
+}
+
+function renderStatus(status) {
+  $("status-photos").textContent = String(status.photos);
+  $("status-files").textContent = String(status.files);
+  $("status-last").textContent = formatTime(status.last_index_at);
+  $("status-indexing").textContent = status.indexing ? "是" : "否";
+  $("status-problem").textContent = status.problem ? "索引和现在的向量模型不一致：请点「重建索引」。" : "";
+  $("status-problem").hidden = !status.problem;
+  $("status-next").textContent = status.next_scheduled_index_at
+    ? formatTime(status.next_scheduled_index_at) : "未设置定时索引";
+  if (status.running_job_id && currentJob !== status.running_job_id) watchJob(status.running_job_id);
+  if (!status.running_job_id && !currentJob) $("live-job").hidden = true;
+}
+
+async function pollStatus() {
+  // Every tab follows the index: a job started anywhere (this page, another browser, the CLI,
+  // the scheduler, an upload) shows up within a couple of seconds.
+  clearTimeout(statusTimer);
+  if (authBroken) return;
+  try {
+    renderStatus(await request("GET", "/api/status"));
+  } catch (err) {
+    if (isAuthError(err)) return;  // wait for a new token rather than knock again and again
+  }
+  statusTimer = setTimeout(pollStatus, STATUS_POLL_MS);
 }
 
 function setIndexButtons(enabled) {
@@ -333,6 +600,7 @@ async function pollJob(jobId) {
   if (currentJob !== jobId) return;
   try {
     const job = await request("GET", `/api/index/jobs/${encodeURIComponent(jobId)}`);
+    if (currentJob !== jobId) return;
     renderJob(job);
     if (FINAL_STATES.has(job.state)) return jobFinished();
   } catch (err) {
@@ -343,7 +611,7 @@ async function pollJob(jobId) {
       return jobFinished();
     }
     showError($("admin-error"), err);
-    if (err.status === 401 || err.status === 403) return jobFinished();
+    if (isAuthError(err)) return jobFinished();
   }
   pollTimer = setTimeout(() => pollJob(jobId), POLL_MS);
 }
@@ -352,7 +620,11 @@ function jobFinished() {
   currentJob = null;
   setIndexButtons(true);
   $("index-cancel").hidden = true;
-  refreshStatus();
+  $("live-job").hidden = true;
+  if (!authBroken) {
+    refreshStatus();
+    refreshHistory();
+  }
 }
 
 function renderJob(job) {
@@ -360,42 +632,139 @@ function renderJob(job) {
   state.textContent = STATE_NAMES[job.state] || job.state;
   state.className = `state-${job.state}`;
   $("job").dataset.state = job.state;
-  renderProgress(job.progress || {}, job.state);
-  renderCounts(job.counts || {});
-  $("job-failure").textContent = job.error ? `任务失败：${job.error}` : "";
+  $("job").dataset.kind = job.kind || "";
+  $("job-kind").textContent = KIND_NAMES[job.kind] || "索引任务";
+  $("index-cancel").hidden = FINAL_STATES.has(job.state) || job.kind === "cli";
+  renderProgress(job);
+  renderTimes(job);
+  renderCounts(job.counts);
+  $("job-failure").textContent = job.error ? `任务失败：${job.error_message || "详情见服务器日志。"}` : "";
   $("job-failure").hidden = !job.error;
   const errors = job.errors || [];
-  $("job-errors").replaceChildren(...errors.map((text) => el("li", null, text)));
+  $("job-errors").replaceChildren(...errors.map((line) => el("li", null, failedPhotoLine(line))));
   $("job-errors-box").hidden = errors.length === 0;
+  renderLiveJob(job);
 }
 
-function renderProgress(progress, state) {
+function failedPhotoLine(line) {
+  const path = String(line).split(": ")[0];
+  return `${path}：没能描述这张照片（原因见服务器日志）`;
+}
+
+function renderLiveJob(job) {
+  const live = $("live-job");
+  const running = !FINAL_STATES.has(job.state);
+  live.hidden = !running;
+  if (!running) return;
+  const progress = job.progress || {};
+  const phase = PHASE_NAMES[progress.phase] || "准备";
+  const numbers = progress.total ? ` ${progress.done}/${progress.total}` : "";
+  live.textContent = `${KIND_NAMES[job.kind] || "索引"}中：${phase}${numbers}`;
+}
+
+function renderProgress(job) {
+  const progress = job.progress || {};
   const done = Number(progress.done) || 0;
   const total = Number(progress.total) || 0;
   const bar = $("job-progress");
   bar.max = Math.max(total, 1);
-  bar.value = state === "succeeded" ? bar.max : Math.min(done, bar.max);
+  bar.value = job.state === "succeeded" ? bar.max : Math.min(done, bar.max);
   $("job-phase").textContent = progress.phase ? `阶段：${PHASE_NAMES[progress.phase] || progress.phase}` : "";
-  $("job-progress-text").textContent = total ? `${done} / ${total}` : "";
+  $("job-progress-text").textContent = total ? `${done} / ${total}` : (FINAL_STATES.has(job.state) ? "" : "正在准备…");
+}
+
+function renderTimes(job) {
+  const pairs = [["开始于", formatTime(job.started_at || job.created_at)], ["已用时", formatDuration(job.elapsed_s)]];
+  if (job.rate_per_s) pairs.push(["速度", `${job.rate_per_s.toFixed(job.rate_per_s < 10 ? 1 : 0)} 张/秒`]);
+  if (!FINAL_STATES.has(job.state)) pairs.push(["预计还需", job.eta_s === null || job.eta_s === undefined ? "估算中…" : formatDuration(job.eta_s)]);
+  fillFacts($("job-times"), pairs);
+}
+
+function countRow(key, label, value, note) {
+  const row = el("tr");
+  row.dataset.count = key;
+  row.append(el("th", null, label), el("td", null, value), el("td", "muted", note || ""));
+  return row;
 }
 
 function renderCounts(counts) {
-  const rows = [];
-  for (const [key, label] of Object.entries(COUNT_NAMES)) {
-    if (counts[key] === undefined) continue;
-    const row = el("tr");
-    row.dataset.count = key;
-    row.append(el("th", null, label), el("td", null, counts[key]));
-    rows.push(row);
+  // Three lines whose numbers add up: what the scan found, what needed a description, what was embedded.
+  const box = $("job-counts");
+  if (!counts) {
+    box.replaceChildren();
+    box.hidden = true;
+    return;
   }
-  for (const [reason, count] of Object.entries(counts.skipped || {})) {
-    const row = el("tr");
-    row.dataset.count = `skipped.${reason}`;
-    row.append(el("th", null, `跳过：${reason}`), el("td", null, count));
-    rows.push(row);
+  const skipped = Object.entries(counts.skipped || {});
+  const skippedTotal = skipped.reduce((sum, [, n]) => sum + n, 0);
+  const toDescribe = counts.described + counts.failed;
+  const older = Math.max(0, toDescribe - counts.new);
+  const rows = [
+    countRow("scanned", "扫描", counts.scanned,
+      `= 新增 ${counts.new} + 未变 ${counts.unchanged} + 移动 ${counts.moved}`),
+    countRow("new", "新增", counts.new), countRow("unchanged", "未变", counts.unchanged),
+    countRow("moved", "移动", counts.moved),
+    countRow("removed", "移除", counts.removed, "已不在图库里的照片"),
+    countRow("described", "描述", counts.described,
+      `需要描述 ${toDescribe} 张 = 成功 ${counts.described} + 失败 ${counts.failed}` +
+      (older ? `（其中 ${older} 张是以前没有描述完的）` : "")),
+    countRow("failed", "失败", counts.failed),
+    countRow("embedded", "向量化", counts.embedded, "有了新描述、可以被找到的照片"),
+  ];
+  if (skippedTotal) rows.splice(1, 0, countRow("skipped", "跳过", skippedTotal, "读不了的文件，不算在扫描里"));
+  for (const [reason, count] of skipped) {
+    rows.push(countRow(`skipped.${reason}`, `跳过：${SKIP_NAMES[reason] || "其他原因"}`, count));
   }
-  $("job-counts").tBodies[0].replaceChildren(...rows);
-  $("job-counts").hidden = rows.length === 0;
+  const table = el("table", "counts");
+  table.append(el("tbody"));
+  table.tBodies[0].append(...rows);
+  box.replaceChildren(table);
+  box.hidden = false;
+}
+
+async function refreshHistory() {
+  try {
+    const data = await request("GET", "/api/index/jobs");
+    renderHistory(data.jobs.slice(0, 20));
+  } catch (err) {
+    if (!isAuthError(err)) showError($("admin-error"), err);
+  }
+}
+
+function renderHistory(jobs) {
+  const rows = jobs.map((job) => {
+    const row = el("tr");
+    row.dataset.jobId = job.job_id;
+    row.dataset.kind = job.kind || "";
+    const c = job.counts || {};
+    const cells = [KIND_NAMES[job.kind] || "索引", formatTime(job.started_at || job.created_at),
+      formatDuration(job.elapsed_s), STATE_NAMES[job.state] || job.state,
+      c.new ?? "–", c.described ?? "–", c.embedded ?? "–", c.failed ?? "–"];
+    row.append(...cells.map((text) => el("td", null, text)));
+    return row;
+  });
+  $("history").tBodies[0].replaceChildren(...rows);
+  $("history").hidden = rows.length === 0;
+  $("history-empty").hidden = rows.length > 0;
+}
+
+async function runDoctor() {
+  const list = $("doctor");
+  $("doctor-run").disabled = true;
+  try {
+    const data = await request("GET", "/api/doctor");
+    list.replaceChildren(...data.checks.map((check) => {
+      const item = el("li", `check check-${check.level}`);
+      item.dataset.check = check.name;
+      const mark = { ok: "✓", warn: "!", fail: "✗" }[check.level] || "·";
+      item.append(el("span", "check-mark", mark), el("strong", null, check.title), el("span", null, check.message));
+      return item;
+    }));
+  } catch (err) {
+    if (!isAuthError(err)) showError($("admin-error"), err);
+  } finally {
+    $("doctor-run").disabled = false;
+  }
 }
 
 function initAdmin() {
@@ -404,54 +773,142 @@ function initAdmin() {
     if (confirm("重建索引会用已保存的描述重新向量化全部照片（不再调用视觉模型）。确定吗？")) startIndex("rebuild");
   });
   $("index-cancel").addEventListener("click", cancelIndex);
-  $("status-refresh").addEventListener("click", refreshStatus);
+  $("status-refresh").addEventListener("click", () => {
+    refreshStatus();
+    refreshHistory();
+  });
+  $("doctor-run").addEventListener("click", runDoctor);
+  $("live-job").addEventListener("click", () => { location.hash = "#admin"; });
 }
 
 // ---- upload ---------------------------------------------------------------
 
-let uploadPreviewUrl = null;
+const UPLOAD_OUTCOMES = {
+  started: "已保存，正在建立索引，稍后就能找到。",
+  queued: "已保存；正在运行的索引任务结束后，会再索引一次新照片。",
+  busy: "已保存；另一个进程正在索引，新照片会在下一次索引时加入。",
+};
+const uploadQueue = [];
+let uploading = false;
 
-function showUpload(data, file) {
-  $("upload-message").textContent = data.message || "";
-  const pairs = [["保存位置", `图库/${data.path}`], ["尺寸", `${data.width} × ${data.height}`],
-    ["照片编号", data.photo_id]];
-  fillFacts($("upload-facts"), pairs);
-  const follow = $("upload-job");
-  follow.hidden = !data.job_id;
-  follow.onclick = () => {
-    location.hash = "#admin";
-    watchJob(data.job_id);
-  };
-  // The server has a thumbnail only once the photo is indexed: preview the local file instead.
-  if (uploadPreviewUrl) URL.revokeObjectURL(uploadPreviewUrl);
-  uploadPreviewUrl = URL.createObjectURL(file);
-  $("upload-thumb").src = uploadPreviewUrl;
-  $("upload-thumb").hidden = false;
-  $("upload-result").hidden = false;
+function sendWithProgress(url, body, onProgress) {
+  // fetch() cannot report upload progress; XMLHttpRequest can.
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    });
+    xhr.addEventListener("load", () => resolve({ status: xhr.status, body: xhr.response }));
+    xhr.addEventListener("error", () => resolve({ status: 0, body: null }));
+    xhr.send(body);
+  });
+}
+
+function uploadItem(file) {
+  const item = el("li", "upload-item");
+  item.dataset.state = "waiting";
+  const preview = el("img", "upload-thumb");
+  preview.alt = "";
+  preview.addEventListener("error", () => preview.classList.add("broken"));  // not an image
+  preview.src = URL.createObjectURL(file);  // the server has a thumbnail only once indexed
+  const info = el("div", "upload-info");
+  const bar = el("progress", "upload-progress");
+  bar.max = 1;
+  bar.value = 0;
+  info.append(el("p", "upload-name", file.name), bar, el("p", "upload-status muted", "等待上传"));
+  item.append(preview, info);
+  return item;
+}
+
+function setUploadState(item, state, text) {
+  item.dataset.state = state;
+  const status = item.querySelector(".upload-status");
+  status.textContent = text;
+  status.className = `upload-status ${state === "failed" ? "bad" : state === "done" ? "ok" : "muted"}`;
+}
+
+function uploadDone(item, data) {
+  const bar = item.querySelector(".upload-progress");
+  bar.value = 1;
+  setUploadState(item, "done", UPLOAD_OUTCOMES[data.status] || "已保存到图库。");
+  item.dataset.photoId = data.photo_id;
+  const facts = el("dl", "facts upload-facts");
+  fillFacts(facts, [["保存位置", `图库/${data.path}`], ["尺寸", `${data.width} × ${data.height}`],
+    ["照片编号", data.photo_id]]);
+  item.querySelector(".upload-info").append(facts);
+  if (data.job_id) {
+    item.querySelector(".upload-info").append(button("查看索引进度", "upload-job", () => {
+      location.hash = "#admin";
+      watchJob(data.job_id);
+    }));
+  }
+}
+
+async function uploadOne(file, item) {
+  setUploadState(item, "uploading", "正在上传…");
+  const bar = item.querySelector(".upload-progress");
+  const body = new FormData();
+  body.append("file", file);
+  const answer = await sendWithProgress("/api/photos", body, (part) => {
+    bar.value = part;
+    setUploadState(item, "uploading", `正在上传 ${Math.round(part * 100)}%`);
+  });
+  if (answer.status >= 200 && answer.status < 300) return uploadDone(item, answer.body || {});
+  const err = failure(new ApiError(answer.status, errorMessage(answer.status, answer.body), answer.body));
+  setUploadState(item, "failed", `没有上传：${err.message}`);
+}
+
+function queueUploads(files) {
+  const images = [...files];
+  if (!images.length) return;
+  hideBox($("upload-error"));
+  const list = $("upload-list");
+  for (const file of images) {
+    const item = uploadItem(file);
+    list.prepend(item);
+    uploadQueue.push([file, item]);
+  }
+  drainUploads();
+}
+
+async function drainUploads() {
+  if (uploading) return;
+  uploading = true;
+  try {
+    while (uploadQueue.length) {
+      const [file, item] = uploadQueue.shift();
+      await uploadOne(file, item);
+    }
+  } finally {
+    uploading = false;
+  }
+  pollStatus();
 }
 
 function initUpload() {
   $("upload-file").addEventListener("change", (event) => {
-    const file = event.target.files[0];
-    $("upload-file-name").textContent = file ? file.name : "未选择文件";
+    queueUploads(event.target.files);
+    event.target.value = "";
   });
-  $("upload-form").addEventListener("submit", async (event) => {
+  const zone = $("drop-zone");
+  for (const name of ["dragenter", "dragover"]) {
+    zone.addEventListener(name, (event) => {
+      event.preventDefault();
+      zone.classList.add("dragging");
+    });
+  }
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (event) => {
     event.preventDefault();
-    const file = $("upload-file").files[0];
-    if (!file) return;
-    hideBox($("upload-error"));
-    $("upload-result").hidden = true;
-    $("upload-button").disabled = true;
-    const form = new FormData();
-    form.append("file", file);
-    try {
-      showUpload(await request("POST", "/api/photos", form), file);
-    } catch (err) {
-      showError($("upload-error"), err);
-    } finally {
-      $("upload-button").disabled = false;
-    }
+    zone.classList.remove("dragging");
+    queueUploads(event.dataTransfer ? event.dataTransfer.files : []);
   });
+  // A photo dropped beside the zone must not replace the page with the photo.
+  window.addEventListener("dragover", (event) => event.preventDefault());
+  window.addEventListener("drop", (event) => event.preventDefault());
 }
 
 // ---- start ----------------------------------------------------------------
@@ -459,8 +916,10 @@ function initUpload() {
 document.addEventListener("DOMContentLoaded", () => {
   initToken();
   initSearch();
+  initViewer();
   initAdmin();
   initUpload();
   window.addEventListener("hashchange", showView);
   showView();
+  pollStatus();
 });

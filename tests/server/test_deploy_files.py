@@ -119,7 +119,8 @@ def test_env_example_values_are_valid_settings(
     assert schedule_triggers(settings.indexing)  # the cron example parses too
     if not include_commented:
         assert settings.indexing.schedule_minutes > 0
-        assert settings.vision.api_key is not None  # filled from DASHSCOPE_API_KEY
+        # The example's sk-your-dashscope-key is a placeholder: it counts as no key.
+        assert settings.vision.api_key is None and settings.rerank.api_key is None
         # Left empty on purpose: `peitu serve` refuses to listen on 0.0.0.0 until it is set.
         assert settings.admin_token is not None and not settings.admin_token.get_secret_value()
         assert refusal(settings.model_copy(update={"server": ServerSettings(host="0.0.0.0")}))

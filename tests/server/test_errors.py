@@ -90,7 +90,10 @@ def test_an_unexpected_error_is_a_json_500_without_traceback(
     finally:
         app.close()
     assert response.status_code == 500
-    assert response.json() == {"detail": "internal server error; see the server log"}
+    assert response.json() == {
+        "detail": "internal server error; see the server log",
+        "message": "服务器出错了，请稍后再试；仍不行请查看服务器日志。",
+    }
     assert "Traceback" not in response.text and "shadow" not in response.text
     route = {"method": "POST", "route": "/api/recommend", "status": "500"}
     assert metric(metrics, "peitu_http_requests_total", **route) == 1

@@ -162,7 +162,10 @@ def test_an_oversized_upload_is_413_however_it_is_sent(vision_server: Served) ->
         metrics = client.get("/metrics").text
     for response in (slightly, declared, chunked, similar):
         assert response.status_code == 413, response.text
-        assert response.json() == {"detail": "the upload is larger than the limit of 0.5 MB"}
+        assert response.json() == {
+            "detail": "the upload is larger than the limit of 0.5 MB",
+            "message": "文件太大，超过了服务器允许的大小。",
+        }
     assert "chunked" not in declared.request.headers.get("transfer-encoding", "")
     assert chunked.request.headers["transfer-encoding"] == "chunked"
     assert files_in((vision_server.app.library or Path()) / UPLOADS_FOLDER) == []

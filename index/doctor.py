@@ -1,0 +1,153 @@
+"""`peitu doctor`: is everything a first run needs in place? One line per check, with the fix.
+
+The same checks back the web page's 运行检查 (GET /api/doctor). Each check is quick (network
+probes wait at most a few seconds) and never changes anything but a probe file it removes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from config import ModelEndpoint, Settings
+from index.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
+
+Level = Literal["ok", "warn", "fail"]
+DASHSCOPE_HOST = "dashscope.aliyuncs.com"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # a stable key: library, data_dir, embedding, vision, rerank, token
+    level: Level
+    title: str  # what was checked, in Chinese
+    message: str  # what was found, and the fix when it is not ok (Chinese, one line)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_checks(settings: Settings, *, probe: bool = True) -> list[Check]:
+    """Every check, in the order a first run needs them."""
+    checks: list[Callable[[], Check]] = [
+        lambda: check_library(settings.library),
+        lambda: check_data_dir(settings.data_dir),
+        lambda: check_embedding(settings.embedding.model, probe=probe),
+        lambda: check_endpoint("vision", "识图模型", settings.vision, probe=probe),
+        lambda: check_rerank(settings, probe=probe),
+        lambda: check_token(settings),
+    ]
+    return [check() for check in checks]
+
+
+def check_library(library: Path | None) -> Check:
+    title = "照片图库"
+    if library is None:
+        return Check("library", "fail", title, "没有设置图库：请设 PEITU_LIBRARY=照片文件夹。")
+    root = library.expanduser()
+    if not root.exists():
+        return Check("library", "fail", title, f"找不到 {root}：请检查 PEITU_LIBRARY 的路径。")
+    if not root.is_dir():
+        return Check(
+            "library", "fail", title, f"{root} 不是文件夹：PEITU_LIBRARY 要指向照片文件夹。"
+        )
+    if not os.access(root, os.R_OK | os.X_OK):
+        fix = "请给运行 PeiTu 的用户读取权限（Docker 里是 uid 1000）。"
+        return Check("library", "fail", title, f"没有权限读取 {root}：{fix}")
+    if not os.access(root, os.W_OK):
+        note = "可以读取；但不能写入，网页上传照片会失败（需要写权限，才能存进 uploads 文件夹）。"
+        return Check("library", "warn", title, f"{root} {note}")
+    return Check("library", "ok", title, f"{root} 可以读取和上传。")
+
+
+def check_data_dir(data_dir: Path) -> Check:
+    title = "数据目录"
+    folder = data_dir.expanduser()
+    probe = folder / f".peitu-doctor-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        fix = "请换一个可写的文件夹（PEITU_DATA_DIR），或给运行 PeiTu 的用户写权限。"
+        return Check("data_dir", "fail", title, f"{folder} 不能写入（{why}）：{fix}")
+    return Check("data_dir", "ok", title, f"{folder} 可以写入。")
+
+
+def check_embedding(model: str, *, probe: bool = True) -> Check:
+    title = "向量模型"
+    source = locate_model(model, probe=probe)
+    size = f"约 {source.size_mb} MB" if source.size_mb else "大小未知"
+    if source.problem is not None:
+        return Check("embedding", "fail", title, source.problem)
+    if source.where == "folder":
+        return Check("embedding", "ok", title, f"本地文件夹 {source.name}（{size}）。")
+    if source.where == "cache":
+        return Check("embedding", "ok", title, f"{model} 已下载到本机缓存（{size}）。")
+    message = f"{model} 还没下载：第一次使用时会从 {source.endpoint} 下载（{size}）。"
+    return Check("embedding", "warn", title, message + ("" if probe else how_to_get(model)))
+
+
+def check_rerank(settings: Settings, *, probe: bool = True) -> Check:
+    if not settings.rerank.enabled:
+        message = "已关闭（PEITU_RERANK__ENABLED=false）：结果按向量相似度排序。"
+        return Check("rerank", "ok", "排序模型", message)
+    return check_endpoint("rerank", "排序模型", settings.rerank, probe=probe)
+
+
+def check_endpoint(name: str, title: str, endpoint: ModelEndpoint, *, probe: bool = True) -> Check:
+    """Does the OpenAI-compatible endpoint answer `GET /models`, and take the key?"""
+    variable = f"PEITU_{name.upper()}__API_KEY"
+    key = endpoint.api_key.get_secret_value() if endpoint.api_key else ""
+    where = f"{endpoint.base_url}（{endpoint.model}）"
+    if not key and urlsplit(endpoint.base_url).hostname == DASHSCOPE_HOST:
+        offline = "；或不用识图模型：peitu index --describer offline" if name == "vision" else ""
+        fix = f"请设 DASHSCOPE_API_KEY（或 {variable}），或改用本地 Ollama（PEITU_{name.upper()}__BASE_URL）{offline}。"
+        return Check(
+            name, "fail", title, f"DashScope 需要 API key，但没有设置（示例里的假 key 不算）：{fix}"
+        )
+    if not probe:
+        return Check(name, "warn", title, f"{where} 未检查（跳过了网络检查）。")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.get(
+            f"{endpoint.base_url}/models", headers=headers, timeout=PROBE_TIMEOUT_S
+        )
+    except httpx.HTTPError:
+        fix = f"请检查网络和地址 PEITU_{name.upper()}__BASE_URL，本地模型服务（如 Ollama）是否已启动。"
+        return Check(name, "fail", title, f"连不上 {endpoint.base_url}：{fix}")
+    if response.status_code in (401, 403):
+        return Check(
+            name, "fail", title, f"{where} 拒绝了 API key：请检查 {variable} 或 DASHSCOPE_API_KEY。"
+        )
+    if response.status_code >= 500:
+        return Check(
+            name, "warn", title, f"{where} 出错了（HTTP {response.status_code}）：请稍后再检查。"
+        )
+    return Check(name, "ok", title, f"{where} 有回应。")
+
+
+def check_token(settings: Settings) -> Check:
+    title = "管理令牌"
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if not token:
+        fix = 'python3 -c "import secrets; print(secrets.token_urlsafe(24))"'
+        message = f"没有设置 PEITU_ADMIN_TOKEN：网页和 API 只能在本机打开。生成一个：{fix}"
+        return Check("token", "warn", title, message)
+    if len(token) < 16:
+        return Check("token", "warn", title, "令牌太短：请用至少 16 个随机字符。")
+    return Check("token", "ok", title, "已设置。")
+
+
+def doctor_lines(checks: list[Check]) -> list[str]:
+    """One line per check for the terminal: a mark, the title, what was found."""
+    marks = {"ok": "✓", "warn": "!", "fail": "✗"}
+    return [f"{marks[c.level]} {c.title}：{c.message}" for c in checks]
