@@ -13,10 +13,12 @@ from typing import Any
 from cli.eval import add_eval_parser
 from config import ServerSettings, Settings, SettingsInvalid, load_settings
 from index.errors import PeiTuError
+from index.model_source import ensure_model_obtainable
 
 log = logging.getLogger("peitu")
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+_NEED_EMBEDDER = frozenset({"index", "recommend"})
 
 
 def _add_index(sub: Any) -> None:
@@ -136,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _configure_logging(settings.log_level, args.verbose)
     try:
+        if args.command in _NEED_EMBEDDER:
+            # Before the heavy imports and before describing a single photo: with no network
+            # and nothing downloaded, one Chinese line within seconds.
+            ensure_model_obtainable(settings.embedding.model)
         return _handlers()[args.command](args, settings)
     except PeiTuError as error:
         print(f"peitu: {error}", file=sys.stderr)
