@@ -15,7 +15,6 @@ from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
 from index.indexer import IndexMode
 from index.journal import JobJournal
-from index.model_source import ensure_model_obtainable
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.names import readable_path
 
@@ -24,7 +23,6 @@ def run_index(args: argparse.Namespace, settings: Settings) -> int:
     library = args.library or settings.library
     if library is not None:
         settings = settings.model_copy(update={"library": library.expanduser().resolve()})
-    ensure_model_obtainable(settings.embedding.model)  # before describing a single photo
     app = build_app(settings, descriptions=args.descriptions, describer=args.describer)
     mode: IndexMode = "rebuild" if args.rebuild else "incremental"
     with progress_output(terminal=not args.json and sys.stderr.isatty()) as progress:
@@ -88,7 +86,6 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidQuery("--top-k must be at least 1")
     if args.batch is None and not args.text:
         raise InvalidQuery("give the text to find photos for, or --batch FILE")
-    ensure_model_obtainable(settings.embedding.model)
     app = build_app(settings)
     if args.batch is not None:
         return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank)

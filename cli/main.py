@@ -25,6 +25,7 @@ log = logging.getLogger("peitu")
 EXIT_INTERRUPTED = 130
 
 Handler = Callable[[argparse.Namespace, "Settings"], int]
+_NEED_EMBEDDER = frozenset({"index", "recommend"})
 
 
 def _add_index(sub: Any) -> None:
@@ -226,6 +227,7 @@ def _exit_now() -> NoReturn:
 def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     from config import SettingsInvalid, load_settings
     from index.errors import PeiTuError
+    from index.model_source import ensure_model_obtainable
 
     args = build_parser().parse_args(argv)
     command.append(args.command)
@@ -236,6 +238,10 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
         return 2
     _configure_logging(settings.log_level, args.verbose)
     try:
+        if args.command in _NEED_EMBEDDER:
+            # Before the heavy imports and before describing a single photo: with no network
+            # and nothing downloaded, one Chinese line within seconds.
+            ensure_model_obtainable(settings.embedding.model)
         return _handlers()[args.command](args, settings)
     except PeiTuError as error:
         print(f"peitu: {error}", file=sys.stderr)
