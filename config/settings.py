@@ -82,6 +82,18 @@ class IndexingSettings(BaseModel):
     schedule_cron: str = ""  # e.g. "0 3 * * *"
 
 
+# Put there by scripts/fetch_detector.sh (called from scripts/setup.sh).
+DEFAULT_DETECTOR_MODEL = Path(__file__).resolve().parents[1] / "models" / "centernet-coco.onnx"
+
+
+class OfflineSettings(BaseModel):
+    """The offline describer's COCO-80 object detector (contract: index/detect.py)."""
+
+    detector_model: str = str(DEFAULT_DETECTOR_MODEL)  # an ONNX file; "" = no detector
+    detector_pixel_scale: float = Field(default=255.0, gt=0)  # input pixels 0..255, or 0..1
+    min_detection_score: float = Field(default=0.3, gt=0, lt=1)
+
+
 class RetrievalSettings(BaseModel):
     """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`).
 
@@ -144,6 +156,7 @@ class Settings(BaseSettings):
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     indexing: IndexingSettings = Field(default_factory=IndexingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
 
