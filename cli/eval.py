@@ -27,6 +27,9 @@ def add_eval_parser(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, help="take only the first N captioned photos")
     p.add_argument(
+        "--queries", type=int, help="ask only N of the queries, evenly spread (default: all)"
+    )
+    p.add_argument(
         "--describer",
         choices=DESCRIBERS,
         default="captions",
@@ -56,8 +59,9 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Run one evaluation and print its figures."""
     from index.evaluation import offline_baseline, run_evaluation
 
-    if args.limit is not None and args.limit < 1:
-        raise InvalidQuery("--limit must be at least 1")
+    for name in ("limit", "queries"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InvalidQuery(f"--{name} must be at least 1")
     if args.work_dir is not None and args.describer == "offline" and args.baseline:
         raise InvalidQuery("--work-dir keeps one run: add --no-baseline")
     request = EvalRequest(
@@ -69,6 +73,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         rerank=args.rerank,
         work_dir=args.work_dir,
         describer=args.describer,
+        max_queries=args.queries,
     )
     runs = [settings]
     if args.describer == "offline" and args.baseline:
@@ -96,6 +101,7 @@ def _human(report: EvalReport) -> str:
         share = counts["unknown_descriptions"] / max(1, counts["gallery"])
         lines.append(
             f"{counts['unknown_descriptions']} photos described as unknown ({share:.1%}); "
-            f"describing {timing.get('describe_ms_per_photo', 0.0):.0f} ms a photo"
+            f"describing {timing.get('describe_ms_per_photo', 0.0):.0f} ms a photo "
+            f"({timing.get('describe_cpu_ms_per_photo', 0.0):.0f} ms of CPU)"
         )
     return "\n".join(lines)
