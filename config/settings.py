@@ -91,7 +91,7 @@ class OfflineSettings(BaseModel):
 
     detector_model: str = str(DEFAULT_DETECTOR_MODEL)  # an ONNX file; "" = no detector
     detector_pixel_scale: float = Field(default=255.0, gt=0)  # input pixels 0..255, or 0..1
-    min_detection_score: float = Field(default=0.3, gt=0, lt=1)
+    min_detection_score: float = Field(default=0.25, gt=0, lt=1)
 
 
 class RetrievalSettings(BaseModel):

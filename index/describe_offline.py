@@ -39,6 +39,7 @@ from index.geo import Place, place_at
 from index.imaging import open_image, read_metadata, thumbnail_jpeg
 from index.models import PhotoFile
 from index.offline_words import (
+    ACTIVITY_CLASSES,
     SCENE_CLASSES,
     SCENE_MIN_PROBABILITY,
     SceneWriter,
@@ -199,6 +200,7 @@ class OfflineDescriber:
         self._writer = SceneWriter()
         labels = read_labels(LABELS_FILE)
         self._scene_tags = {labels[index]: word for index, word in SCENE_CLASSES.items()}
+        self._activity_tags = {labels[index]: word for index, word in ACTIVITY_CLASSES.items()}
         self._dog_breeds = frozenset(labels[_DOG_BREEDS])
 
     @property
@@ -236,7 +238,10 @@ class OfflineDescriber:
         tags = [name for name, p in ranked[:MAX_TAGS] if p >= MIN_TAG_PROBABILITY]
         dog = sum(p for name, p in ranked if name in self._dog_breeds)
         detections = reconcile_animals(detections, dog)
-        seen = self._writer.lines(detections, image, self._scenes(ranked))
+        scenes = self._likely(ranked, self._scene_tags)
+        seen = self._writer.lines(
+            detections, image, scenes, self._likely(ranked, self._activity_tags)
+        )
         lines = describe_lines(tags, text, taken_at, place, seen)
         log.debug(
             "described %s offline: %d objects, %d tags, %d chars of text",
@@ -247,10 +252,10 @@ class OfflineDescriber:
         )
         return "\n".join([*lines, OFFLINE_MARK])
 
-    def _scenes(self, ranked: list[tuple[str, float]]) -> list[str]:
-        """Scene words of the likely ImageNet scene classes (seashore -> 海边)."""
-        words = [self._scene_tags.get(name) for name, p in ranked[:5] if p >= SCENE_MIN_PROBABILITY]
-        return [word for word in words if word]
+    def _likely(self, ranked: list[tuple[str, float]], words: dict[str, str]) -> list[str]:
+        """The words of the likely ImageNet classes among `words` (seashore -> 海边)."""
+        found = [words.get(name) for name, p in ranked[:5] if p >= SCENE_MIN_PROBABILITY]
+        return [word for word in found if word]
 
 
 def describe_lines(

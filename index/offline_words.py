@@ -9,6 +9,7 @@ COCO has only "person").
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +20,7 @@ from index.detect import CocoClass, Detection, overlap_share, read_coco_classes
 
 MIN_BOX_AREA = 0.004  # smaller boxes are far-away specks: not counted, not named
 MAX_SUBJECTS = 3
+MAX_DRESSED = 2  # the clothes of this many people (the largest boxes) are told
 TOUCH_SHARE = 0.3  # an object counts as held/ridden when this much of it lies in a person's box
 _NUMBERS = "零一两三四五六七八九十"
 _CROWD = 5  # from this many people on: 一群人
@@ -71,6 +73,63 @@ SCENE_CLASSES = {
     980: "火山",  # volcano
 }
 SCENE_MIN_PROBABILITY = 0.08
+# ImageNet classes that say what people are doing or wearing (class index -> phrase); told on
+# the 人物动作 line when the class is among the five likeliest at SCENE_MIN_PROBABILITY.
+ACTIVITY_CLASSES = {
+    433: "游泳",  # bathing cap
+    445: "游泳",  # bikini
+    638: "游泳",  # maillot
+    842: "游泳",  # swimming trunks
+    801: "潜水",  # snorkel
+    983: "潜水",  # scuba diver
+    472: "划船",  # canoe
+    576: "划船",  # gondola
+    625: "划船",  # lifeboat
+    693: "划船",  # paddle
+    444: "骑自行车",  # bicycle-built-for-two
+    671: "骑自行车",  # mountain bike
+    670: "骑摩托车",  # motor scooter
+    573: "赛车",  # go-kart
+    751: "赛车",  # racer
+    430: "打篮球",  # basketball
+    560: "打橄榄球",  # football helmet
+    768: "打橄榄球",  # rugby ball
+    805: "踢足球",  # soccer ball
+    890: "打排球",  # volleyball
+    852: "打网球",  # tennis ball
+    429: "打棒球",  # baseball
+    981: "打棒球",  # ballplayer
+    574: "打高尔夫球",  # golf ball
+    795: "滑雪",  # ski
+    796: "滑雪",  # ski mask
+    843: "荡秋千",  # swing
+    402: "弹吉他",  # acoustic guitar
+    546: "弹吉他",  # electric guitar
+    541: "打鼓",  # drum
+    819: "在舞台上表演",  # stage
+    701: "跳伞",  # parachute
+    416: "做体操",  # balance beam
+    602: "做体操",  # horizontal bar
+    702: "做体操",  # parallel bars
+    836: "戴着墨镜",  # sunglass
+    837: "戴着墨镜",  # sunglasses
+    515: "戴着帽子",  # cowboy hat
+    808: "戴着帽子",  # sombrero
+    518: "戴着头盔",  # crash helmet
+}
+# How a scene word reads after "在" in the subject sentence ("一只狗在草地上").
+_LOCATIONS = {
+    "草地": "在草地上",
+    "雪地": "在雪地里",
+    "雪山": "在雪山上",
+    "滑雪场": "在滑雪场",
+    "海边": "在海边",
+    "沙滩": "在沙滩上",
+    "湖边": "在湖边",
+    "水上": "在水上",
+    "悬崖": "在悬崖边",
+    "山谷": "在山谷里",
+}
 
 
 @dataclass(frozen=True)
@@ -144,15 +203,26 @@ class SceneWriter:
         self._classes = {c.english: c for c in classes or read_coco_classes()}
 
     def lines(
-        self, detections: list[Detection], image: Image.Image, scene_tags: list[str]
+        self,
+        detections: list[Detection],
+        image: Image.Image,
+        scene_tags: list[str],
+        activity_tags: Sequence[str] = (),
     ) -> list[str]:
-        """The labelled 主体 / 人物动作 / 场景 lines (only those with something to say)."""
+        """The labelled 主体 / 人物动作 / 场景 lines (only those with something to say).
+
+        `scene_tags` / `activity_tags`: words from likely ImageNet classes (SCENE_CLASSES,
+        ACTIVITY_CLASSES)."""
         lines = []
+        scene = list(dict.fromkeys([*scene_tags, *scene_cues(image).words()]))
+        where = next((_LOCATIONS[word] for word in scene if word in _LOCATIONS), "")
         if subject := self.subject(detections, image):
-            lines.append("主体：" + subject)
-        if doing := self.activities(detections):
+            lines.append("主体：" + subject + where)
+        doing = self.activities(detections, image)
+        doing += [word for word in dict.fromkeys(activity_tags) if word not in "，".join(doing)]
+        if doing:
             lines.append("人物动作：" + "，".join(doing))
-        if scene := list(dict.fromkeys([*scene_tags, *scene_cues(image).words()])):
+        if scene:
             lines.append("场景：" + "、".join(scene))
         return lines
 
@@ -174,7 +244,7 @@ class SceneWriter:
                 noun = colours.pop() + noun
         return count_words(count, cls.measure, noun)
 
-    def activities(self, detections: list[Detection]) -> list[str]:
+    def activities(self, detections: list[Detection], image: Image.Image) -> list[str]:
         """What people (and dogs) do with what they touch: "三个人骑自行车"."""
         visible = _visible(detections)
         people = [d for d in visible if d.label == "person"]
@@ -191,7 +261,14 @@ class SceneWriter:
             things = [d for d in visible if d.label == label]
             if any(overlap_share(t.box, g.box) >= TOUCH_SHARE for t in things for g in dogs):
                 told.append(f"狗{verb}")
-        return _dedupe(told)
+        return _dedupe(told) + _clothes(people, image)
+
+
+def _clothes(people: list[Detection], image: Image.Image) -> list[str]:
+    """ "穿红色衣服的人" for the largest people whose top has a clear colour."""
+    largest = sorted(people, key=lambda d: -d.area)[:MAX_DRESSED]
+    colours = dict.fromkeys(clothing_colour(image, p.box) for p in largest)
+    return [f"穿{colour}色衣服的人" for colour in colours if colour]
 
 
 def _visible(detections: list[Detection]) -> list[Detection]:
@@ -210,25 +287,28 @@ def _dedupe(sentences: list[str]) -> list[str]:
     return kept
 
 
-def colour_of(image: Image.Image, box: tuple[float, float, float, float]) -> str:
-    """ "黑", "白", "棕色的" or "" for the middle of a box (an animal's coat)."""
+def _median_hsv(
+    image: Image.Image, box: tuple[float, float, float, float], part: tuple[float, ...]
+) -> tuple[float, float, float]:
+    """Median hue (degrees), saturation and value (0..1) of a part of a box; `part` is
+    (left, top, right, bottom) as fractions of the box."""
     width, height = image.size
     x1, y1, x2, y2 = box
-    inset = ((x2 - x1) * 0.25, (y2 - y1) * 0.25)
-    crop = image.crop(
-        (
-            int((x1 + inset[0]) * width),
-            int((y1 + inset[1]) * height),
-            max(int((x2 - inset[0]) * width), int((x1 + inset[0]) * width) + 1),
-            max(int((y2 - inset[1]) * height), int((y1 + inset[1]) * height) + 1),
-        )
-    )
+    left, top = x1 + (x2 - x1) * part[0], y1 + (y2 - y1) * part[1]
+    right, bottom = x1 + (x2 - x1) * part[2], y1 + (y2 - y1) * part[3]
+    pixels = (int(left * width), int(top * height), int(right * width), int(bottom * height))
+    crop = image.crop((*pixels[:2], max(pixels[2], pixels[0] + 1), max(pixels[3], pixels[1] + 1)))
     hsv: Any = np.asarray(crop.convert("RGB").resize((16, 16)).convert("HSV"), dtype=np.float32)
-    hue, sat, val = (
-        np.median(hsv[..., 0]) * 360 / 255,
-        np.median(hsv[..., 1]) / 255,
-        np.median(hsv[..., 2]) / 255,
+    return (
+        float(np.median(hsv[..., 0])) * 360 / 255,
+        float(np.median(hsv[..., 1])) / 255,
+        float(np.median(hsv[..., 2])) / 255,
     )
+
+
+def colour_of(image: Image.Image, box: tuple[float, float, float, float]) -> str:
+    """ "黑", "白", "棕色的" or "" for the middle of a box (an animal's coat)."""
+    hue, sat, val = _median_hsv(image, box, (0.25, 0.25, 0.75, 0.75))
     if val < 0.22:
         return "黑"
     if val > 0.72 and sat < 0.18:
@@ -236,3 +316,18 @@ def colour_of(image: Image.Image, box: tuple[float, float, float, float]) -> str
     if 15 <= hue <= 45 and sat >= 0.3 and 0.25 <= val <= 0.8:
         return "棕色的"
     return ""
+
+
+_HUES = ((15, "红"), (40, "橙"), (70, "黄"), (165, "绿"), (255, "蓝"), (290, "紫"), (340, "粉"))
+
+
+def clothing_colour(image: Image.Image, box: tuple[float, float, float, float]) -> str:
+    """The colour of a person's top (the middle of the upper body), or "" when unsure."""
+    hue, sat, val = _median_hsv(image, box, (0.3, 0.2, 0.7, 0.5))
+    if val < 0.2:
+        return "黑"
+    if sat < 0.15:
+        return "白" if val > 0.75 else ""
+    if sat < 0.35 or val < 0.3:
+        return ""
+    return next((name for limit, name in _HUES if hue < limit), "红")
