@@ -254,7 +254,7 @@ class SceneWriter:
             doers = sum(
                 any(overlap_share(t.box, p.box) >= TOUCH_SHARE for t in things) for p in people
             )
-            if doers and verb not in told:
+            if doers:
                 told.append(f"{count_words(doers, '个', '人')}{verb}")
         dogs = [d for d in visible if d.label == "dog"]
         for label, verb in _DOG_ACTIVITIES:

@@ -7,6 +7,7 @@ The photo tests need `models/centernet-coco.onnx`, which `scripts/setup.sh` puts
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from config.settings import DEFAULT_DETECTOR_MODEL, OfflineSettings
+from index.app import build_app
 from index.describe_offline import UNKNOWN_LINE, OfflineDescriber, says_nothing
 from index.detect import (
     Detection,
@@ -23,9 +25,10 @@ from index.detect import (
     read_coco_classes,
     suppress_duplicates,
 )
+from index.embed import SentenceTransformerEmbedder
 from index.models import PhotoFile
 from index.offline_words import SceneWriter, count_words, reconcile_animals
-from tests.support.core_fixtures import EVAL_DIR
+from tests.support.core_fixtures import EVAL_DIR, SettingsFactory
 from tests.support.made_photos import cjk_font_path
 
 PERSON_WORDS = re.compile(r"\b(man|woman|men|women|boy|girl|person|people|child|children|kids?)\b")
@@ -98,6 +101,22 @@ def test_detector_boxes_are_fractions_of_the_photo(detector: OnnxDetector) -> No
     assert found and found[0].label == "person" and found[0].score >= 0.25
     assert all(0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 for x1, y1, x2, y2 in (d.box for d in found))
     assert [d.score for d in found] == sorted((d.score for d in found), reverse=True)
+
+
+def test_without_the_model_file_the_describer_runs_without_detection(
+    make_settings: SettingsFactory,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing = tmp_path / "no-such-detector.onnx"
+    settings = make_settings(offline={"detector_model": str(missing)})
+    with caplog.at_level(logging.WARNING, logger="index.app"):
+        app = build_app(settings, embedder=embedder, describer="offline")
+    assert f"no object detector at {missing}" in caplog.text
+    record = next(r for r in _records() if _all_captions_say(r, PERSON_WORDS, "dog"))
+    description = app.describer.describe_bytes((EVAL_DIR / record["image"]).read_bytes())
+    assert "主体：" not in description and description.endswith("（离线描述，未经视觉模型）")
 
 
 # --- the wording, on hand-made boxes -----------------------------------------------------------
