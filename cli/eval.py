@@ -9,7 +9,7 @@ from typing import Any
 
 from config import Settings
 from index.errors import InvalidQuery
-from index.evaluation import PROTOCOLS, VARIANTS, EvalReport, EvalRequest
+from index.evaluation import DESCRIBERS, PROTOCOLS, VARIANTS, EvalReport, EvalRequest
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -27,6 +27,23 @@ def add_eval_parser(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, help="take only the first N captioned photos")
     p.add_argument(
+        "--queries", type=int, help="ask only N of the queries, evenly spread (default: all)"
+    )
+    p.add_argument(
+        "--describer",
+        choices=DESCRIBERS,
+        default="captions",
+        help="who describes the photos: captions (the protocol's, default) or offline (the "
+        "offline describer, no vision model; also runs it without its object detector as the "
+        "baseline, unless --no-baseline)",
+    )
+    p.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --describer offline: also measure the offline describer without detector",
+    )
+    p.add_argument(
         "--rerank",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -35,15 +52,18 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument(
         "--work-dir", type=Path, help="keep the eval index here (default: a temp folder)"
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object per run")
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Run one evaluation and print its figures."""
-    from index.evaluation import run_evaluation
+    from index.evaluation import offline_baseline, run_evaluation
 
-    if args.limit is not None and args.limit < 1:
-        raise InvalidQuery("--limit must be at least 1")
+    for name in ("limit", "queries"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InvalidQuery(f"--{name} must be at least 1")
+    if args.work_dir is not None and args.describer == "offline" and args.baseline:
+        raise InvalidQuery("--work-dir keeps one run: add --no-baseline")
     request = EvalRequest(
         captions=args.captions,
         images=args.images,
@@ -52,9 +72,15 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         limit=args.limit,
         rerank=args.rerank,
         work_dir=args.work_dir,
+        describer=args.describer,
+        max_queries=args.queries,
     )
-    report = run_evaluation(settings, request)
-    print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else _human(report))
+    runs = [settings]
+    if args.describer == "offline" and args.baseline:
+        runs.insert(0, offline_baseline(settings))
+    for run_settings in runs:
+        report = run_evaluation(run_settings, request)
+        print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else _human(report))
     return 0
 
 
@@ -62,13 +88,20 @@ def _human(report: EvalReport) -> str:
     figures = "  ".join(f"{name} {value:.3f}" for name, value in report.metrics.items())
     counts = report.counts
     timing = report.timing
-    return "\n".join(
-        [
-            f"protocol {report.protocol}, variant {report.variant}, rerank {report.rerank}",
-            figures,
-            f"{counts['queries']} queries over {counts['gallery']} photos "
-            f"({counts['distractors']} distractors, {counts['index_failed']} failed to index)",
-            f"index {timing['index_s']:.1f} s, queries {timing['queries_s']:.1f} s "
-            f"(median {timing['query_ms_median']:.1f} ms, p95 {timing['query_ms_p95']:.1f} ms)",
-        ]
-    )
+    lines = [
+        f"protocol {report.protocol}, variant {report.variant}, rerank {report.rerank}, "
+        f"described by {report.describer}",
+        figures,
+        f"{counts['queries']} queries over {counts['gallery']} photos "
+        f"({counts['distractors']} distractors, {counts['index_failed']} failed to index)",
+        f"index {timing['index_s']:.1f} s, queries {timing['queries_s']:.1f} s "
+        f"(median {timing['query_ms_median']:.1f} ms, p95 {timing['query_ms_p95']:.1f} ms)",
+    ]
+    if "unknown_descriptions" in counts:
+        share = counts["unknown_descriptions"] / max(1, counts["gallery"])
+        lines.append(
+            f"{counts['unknown_descriptions']} photos described as unknown ({share:.1%}); "
+            f"describing {timing.get('describe_ms_per_photo', 0.0):.0f} ms a photo "
+            f"({timing.get('describe_cpu_ms_per_photo', 0.0):.0f} ms of CPU)"
+        )
+    return "\n".join(lines)

@@ -105,6 +105,18 @@ class IndexingSettings(BaseModel):
     follow_external_links: bool = False
 
 
+# Put there by scripts/fetch_detector.sh (called from scripts/setup.sh).
+DEFAULT_DETECTOR_MODEL = Path(__file__).resolve().parents[1] / "models" / "centernet-coco.onnx"
+
+
+class OfflineSettings(BaseModel):
+    """The offline describer's COCO-80 object detector (contract: index/detect.py)."""
+
+    detector_model: str = str(DEFAULT_DETECTOR_MODEL)  # an ONNX file; "" = no detector
+    detector_pixel_scale: float = Field(default=255.0, gt=0)  # input pixels 0..255, or 0..1
+    min_detection_score: float = Field(default=0.25, gt=0, lt=1)
+
+
 class RetrievalSettings(BaseModel):
     """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`).
 
@@ -208,6 +220,7 @@ class Settings(BaseSettings):
     indexing: IndexingSettings = Field(default_factory=IndexingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     visual: VisualSettings = Field(default_factory=VisualSettings)
+    offline: OfflineSettings = Field(default_factory=OfflineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
     bot: BotSettings = Field(default_factory=BotSettings)

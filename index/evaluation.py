@@ -6,6 +6,11 @@ query (what a user would type): `rich` describes with captions 1-4 and asks with
 `short` describes with caption 1 and asks with caption 2. Photos without Chinese captions stay
 in the gallery as distractors, described by whatever text they carry, and are never asked for.
 
+With `describer="offline"` the photos are described by the offline describer (no vision model,
+no LLM) instead of by their captions; the captions only give the queries. That run also
+counts the photos whose description says nothing about the picture (`unknown_descriptions`)
+and times the describing.
+
 Everything happens in a working folder of its own (a temporary one by default): a library of
 links to the images, the sidecar descriptions file, the catalog and an embedded Chroma. The
 user's data folder and vector server are never touched.
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 EvalProtocol = Literal["rich", "short"]
 PROTOCOLS: tuple[EvalProtocol, ...] = ("rich", "short")
+EvalDescriber = Literal["captions", "offline"]
+DESCRIBERS: tuple[EvalDescriber, ...] = ("captions", "offline")
 CUTOFFS = (1, 5, 10)
 TOP_K = 10
 
@@ -76,6 +83,7 @@ class EvalReport:
     timing: dict[str, float]
     retrieval: dict[str, Any] = field(default_factory=dict)
     rerank: bool = False
+    describer: str = "captions"  # "captions", or the offline describer's name
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +189,8 @@ class EvalRequest:
     limit: int | None = None  # captioned photos to take (distractors are always added)
     rerank: bool = False
     work_dir: Path | None = None  # default: a temporary folder, removed afterwards
+    describer: EvalDescriber = "captions"  # who writes the descriptions
+    max_queries: int | None = None  # ask only this many queries, evenly spread; None = all
 
 
 def variant_retrieval(settings: Settings, variant: str | None) -> RetrievalSettings:
@@ -233,10 +243,19 @@ def run_evaluation(
     started = time.perf_counter()
     with _work_dir(request.work_dir) as work:
         library, sidecar, queries = prepare_library(images, request.images, request.protocol, work)
+        queries = spread(queries, request.max_queries)
         config = eval_settings(settings, work, library, retrieval, request.rerank)
-        app = build_app(config, descriptions=sidecar, embedder=embedder)
+        offline = request.describer == "offline"
+        app = build_app(
+            config,
+            descriptions=None if offline else sidecar,
+            embedder=embedder,
+            describer="offline" if offline else "auto",
+        )
         try:
             run = _index_and_ask(app, queries, request.rerank, started)
+            if offline:
+                run.counts["unknown_descriptions"] = _unknown_descriptions(app)
         finally:
             app.close()
     run.counts |= {"images": len(images), "distractors": sum(not i.captions for i in images)}
@@ -245,10 +264,42 @@ def run_evaluation(
         variant=request.variant or "configured",
         metrics=retrieval_metrics(run.ranks),
         counts=run.counts,
-        timing=_timing(run.index_s, run.latencies, time.perf_counter() - started),
+        timing=_timing(run.index_s, run.latencies, time.perf_counter() - started)
+        | run.extra_timing,
         retrieval=retrieval.model_dump(),
         rerank=request.rerank,
+        describer=_describer_name(settings, request.describer),
     )
+
+
+def spread(queries: list[EvalQuery], count: int | None) -> list[EvalQuery]:
+    """`count` queries taken evenly across the list (all of them when None or more)."""
+    if count is None or count >= len(queries):
+        return queries
+    step = len(queries) / count
+    return [queries[int(i * step)] for i in range(count)]
+
+
+def _describer_name(settings: Settings, describer: EvalDescriber) -> str:
+    if describer == "captions":
+        return "captions"
+    model = settings.offline.detector_model
+    return f"offline + {Path(model).name}" if model else "offline without detector"
+
+
+def offline_baseline(settings: Settings) -> Settings:
+    """The settings of the offline describer as it was before its object detector."""
+    offline = settings.offline.model_copy(update={"detector_model": ""})
+    return settings.model_copy(update={"offline": offline})
+
+
+def _unknown_descriptions(app: PeiTu) -> int:
+    """Photos whose stored description says nothing about what the picture shows."""
+    from index.describe_offline import says_nothing
+
+    photo_ids = set(app.catalog.files().values())
+    stored = app.catalog.latest_descriptions(photo_ids)
+    return sum(pid not in stored or says_nothing(stored[pid].description) for pid in photo_ids)
 
 
 @dataclass
@@ -257,14 +308,42 @@ class _Run:
     latencies: list[float]
     index_s: float
     counts: dict[str, int]
+    extra_timing: dict[str, float] = field(default_factory=dict)
 
 
 def _index_and_ask(app: PeiTu, queries: Sequence[EvalQuery], rerank: bool, started: float) -> _Run:
-    indexed = app.index("rebuild")
+    describing = _PhaseClock("describe")
+    indexed = app.index("rebuild", progress=describing)
     index_s = time.perf_counter() - started
     ranks, latencies = _rank_queries(app, queries, rerank)
     counts = {"gallery": app.store.count(), "queries": len(queries), "index_failed": indexed.failed}
-    return _Run(ranks, latencies, index_s, counts)
+    run = _Run(ranks, latencies, index_s, counts)
+    if describing.count:
+        run.extra_timing |= {
+            "describe_s": round(describing.seconds, 2),
+            "describe_ms_per_photo": round(1000 * describing.seconds / describing.count, 1),
+            "describe_cpu_ms_per_photo": round(1000 * describing.cpu_s / describing.count, 1),
+        }
+    return run
+
+
+class _PhaseClock:
+    """A progress callback that measures one indexing phase from its first to its last call:
+    wall time, and the process's CPU time (all threads), which a busy machine changes less."""
+
+    def __init__(self, phase: str) -> None:
+        self._phase = phase
+        self._start: tuple[float, float] | None = None
+        self.seconds = self.cpu_s = 0.0
+        self.count = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            return
+        now = (time.perf_counter(), time.process_time())
+        self._start = self._start or now
+        self.seconds, self.cpu_s = now[0] - self._start[0], now[1] - self._start[1]
+        self.count = done
 
 
 def _rank_queries(

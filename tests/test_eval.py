@@ -9,14 +9,17 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from config.settings import DEFAULT_DETECTOR_MODEL
 from index.evaluation import (
     EvalImage,
+    EvalQuery,
     mean_reciprocal_rank,
     ndcg_at,
     protocol_text,
     read_eval_set,
     recall_at,
     retrieval_metrics,
+    spread,
 )
 from tests.support.core_fixtures import EVAL_DIR
 from tests.support.openai_server import FakeOpenAIServer
@@ -71,6 +74,12 @@ def test_a_distractor_is_described_but_never_asked_for() -> None:
     image = EvalImage("cat.png", (), "Chelsea the cat.")
     assert protocol_text(image, "rich") == ("Chelsea the cat.", None)
     assert protocol_text(image, "short") == ("Chelsea the cat.", None)
+
+
+def test_spread_takes_queries_evenly() -> None:
+    queries = [EvalQuery(f"{n}.jpg", str(n)) for n in range(10)]
+    assert [q.text for q in spread(queries, 4)] == ["0", "2", "5", "7"]
+    assert spread(queries, None) == spread(queries, 20) == queries
 
 
 def test_limit_keeps_every_distractor() -> None:
@@ -151,3 +160,25 @@ def test_eval_cli_reranks_through_the_llm_when_asked(
     report = json.loads(capsys.readouterr().out)
     assert report["rerank"] is True and report["counts"]["queries"] == 10
     assert len(openai_server.requests_of("rerank")) == 10
+
+
+def test_eval_cli_describes_offline_beside_its_baseline(
+    eval_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Captions only give the queries: the photos are described by the offline describer, once
+    without its object detector (the baseline) and once with it."""
+    if not DEFAULT_DETECTOR_MODEL.is_file():
+        pytest.skip(f"{DEFAULT_DETECTOR_MODEL} absent: scripts/fetch_detector.sh makes it")
+    argv = ["eval", "--captions", str(EVAL_DIR / "captions.jsonl")]
+    argv += ["--images", str(EVAL_DIR / "images"), "--limit", "8", "--queries", "4"]
+    argv += ["--describer", "offline"]
+    assert main([*argv, "--json"]) == 0
+    baseline, detected = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert baseline["describer"] == "offline without detector"
+    assert detected["describer"] == "offline + centernet-coco.onnx"
+    for report in (baseline, detected):
+        assert report["counts"]["queries"] == 4 and report["counts"]["index_failed"] == 0
+        assert report["timing"]["describe_ms_per_photo"] > 0
+    # the 8 photos are of people and dogs: the detector names something in each of them
+    assert detected["counts"]["unknown_descriptions"] <= baseline["counts"]["unknown_descriptions"]
+    assert detected["counts"]["unknown_descriptions"] <= 1
