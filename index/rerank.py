@@ -13,7 +13,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from openai import OpenAI
@@ -22,12 +22,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from config.settings import RerankSettings
 from index.errors import ModelUnavailable, RerankFailed
-from index.llm import ModelRequestRejected, Sleep, chat, make_client
+from index.llm import CallGate, ModelRequestRejected, Sleep, chat, make_client
 from index.models import Candidate, Judgement
 
 logger = logging.getLogger(__name__)
 
 MAX_REASON_CHARS = 200
+MAX_ANSWER_CHARS = 100_000  # 20 judgements fit in a few thousand
+MAX_JSON_DEPTH = 16  # {"results": [{...}]} is 3 deep
 MAX_DESCRIPTION_CHARS = 500  # keeps a 20-candidate prompt within a few thousand tokens
 _SCORE_TOLERANCE = 1e-3  # 10.0000001 is a float artefact, 10.5 is a wrong answer
 
@@ -48,7 +50,6 @@ INSTRUCTIONS = (
     "帖子文字与候选照片：\n"
 )
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
-_OPEN_BRACE = re.compile(r"\{")
 
 
 class _RawJudgement(BaseModel):
@@ -102,6 +103,7 @@ class LLMReranker:
         self._client = client if client is not None else make_client(settings)
         self._sleep = sleep
         self._json_mode = True  # switched off for good once the server refuses it
+        self._gate = CallGate()  # a hung model holds a few threads; further reranks fall back
 
     @property
     def model_name(self) -> str:
@@ -143,6 +145,7 @@ class LLMReranker:
             timeout_s=self._settings.timeout_s,
             json_mode=json_mode,
             sleep=self._sleep,
+            gate=self._gate,
         )
 
 
@@ -174,18 +177,52 @@ def parse_judgements(answer: str, photo_ids: Mapping[str, str]) -> list[Judgemen
 
 
 def extract_json_object(answer: str) -> dict[str, Any]:
-    """The first JSON object in the answer, looking inside a ```json fence when there is one."""
-    fenced = _FENCE.search(answer)
+    """The first JSON object in the answer, looking inside a ```json fence when there is one.
+
+    One pass over the text: each balanced top-level `{...}` span (braces inside JSON strings
+    do not count) is parsed once, so the work is linear in the answer's length. Answers longer
+    than `MAX_ANSWER_CHARS` and objects nested deeper than `MAX_JSON_DEPTH` are refused.
+    """
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise RerankFailed(f"the reranker's answer is longer than {MAX_ANSWER_CHARS} characters")
+    fenced = _FENCE.search(answer) if "```" in answer else None
     body = fenced.group(1) if fenced else answer
-    decoder = json.JSONDecoder()
-    for brace in _OPEN_BRACE.finditer(body):
+    for start, end in _object_spans(body):
         try:
-            value, _ = decoder.raw_decode(body, brace.start())
-        except json.JSONDecodeError:
+            value = json.loads(body[start:end])
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict):
             return value
     raise RerankFailed(f"the reranker's answer holds no JSON object: {_excerpt(answer)}")
+
+
+def _object_spans(text: str) -> Iterator[tuple[int, int]]:
+    """(start, end) of each balanced top-level `{...}` no deeper than `MAX_JSON_DEPTH`."""
+    depth, start, deepest = 0, 0, 0
+    in_string = escaped = False
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == "{":
+            start = index if depth == 0 else start
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth == 0:
+            continue
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                if deepest <= MAX_JSON_DEPTH:
+                    yield start, index + 1
+                deepest = 0
+        elif char == '"':
+            in_string = True
 
 
 def _results_list(payload: dict[str, Any]) -> list[Any]:

@@ -76,6 +76,7 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
         ctx.scheduler.shutdown()
         await asyncio.to_thread(ctx.jobs.shutdown)
         await warm_up
+        ctx.probes.shutdown(wait=False)
 
 
 class UploadSizeLimit:
