@@ -6,6 +6,7 @@ reads settings or environment variables.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -163,7 +164,11 @@ class PeiTu:
         result = self.recommender.recommend(
             description, top_k, rerank=False, exclude=[same_photo], understand=False
         )
-        return result
+        # A description is data (it may hold text seen in a photo): never shown as a reason.
+        shown = [
+            dataclasses.replace(r, reason=similar_reason(r.similarity)) for r in result.results
+        ]
+        return dataclasses.replace(result, results=shown)
 
     def status(self) -> IndexStatus:
         self._follow_other_processes()
@@ -230,6 +235,11 @@ class PeiTu:
 
     def close(self) -> None:
         self.catalog.close()
+
+
+def similar_reason(similarity: float) -> str:
+    """The reason shown for a photo found like an image: how close it is, not what it shows."""
+    return f"与这张图片画面相近（相似度 {similarity:.2f}）"
 
 
 def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
