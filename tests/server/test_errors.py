@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import pytest
+from PIL import Image
 
 from index.app import build_app
 from index.embed import SentenceTransformerEmbedder
@@ -46,13 +48,23 @@ def test_status_for_core_errors(error: PeiTuError, status: int) -> None:
 
 
 def test_similar_search_with_a_describer_that_cannot_is_502(indexed_server: Served) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, format="JPEG")  # not in the library
+    with indexed_server.client() as client:
+        response = client.post("/api/search/similar", files={"file": ("q.jpg", buffer.getvalue())})
+    assert response.status_code == 502
+    assert "cannot describe a new image" in response.json()["detail"]
+
+
+def test_similar_search_for_a_library_photo_uses_its_stored_description(
+    indexed_server: Served,
+) -> None:
     library = indexed_server.library
     assert library is not None
     data = (library.root / library.photos[0].rel_path).read_bytes()
     with indexed_server.client() as client:
         response = client.post("/api/search/similar", files={"file": ("q.jpg", data)})
-    assert response.status_code == 502
-    assert "cannot describe a new image" in response.json()["detail"]
+    assert response.status_code == 200 and response.json()["results"]
 
 
 class _Explosive:
