@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from server.jobs import JobState, JobView, UploadIndexing
 
@@ -19,9 +19,22 @@ class BusyOut(ErrorOut):
 
 
 class RecommendIn(BaseModel):
-    text: str = Field(max_length=10_000, description="the social-media text to find photos for")
+    text: StrictStr = Field(
+        max_length=10_000,
+        description="the social-media text to find photos for; blank text is a 400",
+        # documented, not validated here: the core refuses blank text with a readable 400
+        json_schema_extra={"pattern": r"\S"},
+    )
     top_k: int | None = Field(default=None, ge=1, le=100, description="how many photos")
-    rerank: bool = Field(default=True, description="let the LLM rerank the candidates")
+    rerank: StrictBool = Field(default=True, description="let the LLM rerank the candidates")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # as JSON Schema's "integer": 18 and 18.0, never "18", true or 18.5
+        if isinstance(value, bool | str) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be a whole number")
+        return int(value) if isinstance(value, float) else value
 
 
 class RecommendationOut(BaseModel):
@@ -45,6 +58,8 @@ class RecommendOut(BaseModel):
 
 
 class JobIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     mode: Literal["incremental", "rebuild"] = "incremental"
 
 
