@@ -18,12 +18,26 @@ class BusyOut(ErrorOut):
     job_id: str | None = Field(description="id of the indexing job that is running")
 
 
+# White space as JSON Schema's regexes (ECMA `\s`) and as Python's `str.split` know it: a text
+# with nothing else is blank for both, so the schema and the server agree on every string.
+_SPACE = frozenset(
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+NOT_BLANK_PATTERN = "[^" + "".join(sorted(_SPACE)) + "]"  # the characters themselves: no `\s`
+
+
+def is_blank(text: str) -> bool:
+    """True when the text holds only white space (in either sense)."""
+    return all(char in _SPACE for char in text)
+
+
 class RecommendIn(BaseModel):
     text: StrictStr = Field(
         max_length=10_000,
         description="the social-media text to find photos for; blank text is a 400",
-        # documented, not validated here: the core refuses blank text with a readable 400
-        json_schema_extra={"pattern": r"\S"},
+        # documented here, refused by the route with a readable 400 (see `is_blank`)
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
     )
     top_k: int | None = Field(default=None, ge=1, le=100, description="how many photos")
     rerank: StrictBool = Field(default=True, description="let the LLM rerank the candidates")
