@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -10,6 +11,18 @@ from typing import Generic, TypeVar
 
 Clock = Callable[[], float]
 _T = TypeVar("_T")
+_KEPT_CONTROLS = frozenset("\n\t\u200d")  # line breaks, tabs, the emoji joiner
+EVERYONE = "*"  # the key of the limit shared by all
+
+
+def strip_controls(text: str) -> str:
+    """`text` without NUL, bidi overrides and isolates, zero-width and other control or format
+    characters (Unicode Cc, Cf, Cs, Co): nothing the bot echoes can reorder or hide a reply."""
+    return "".join(
+        char
+        for char in text
+        if char in _KEPT_CONTROLS or unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co")
+    )
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 from bot import commands
 from bot.commands import Command, Kind
 from bot.errors import ImageDownloadFailed
-from bot.guards import AllowList, Clock, RateLimiter, RecentItems
+from bot.guards import EVERYONE, AllowList, Clock, RateLimiter, RecentItems, strip_controls
 from bot.photos import OutgoingPhoto, PhotoPreparer
 from bot.ports import PhotoFinder
 from config.settings import WechatSettings
@@ -91,6 +91,7 @@ class MessageHandler:
             settings.allow_contacts, settings.allow_rooms, by_name=settings.allow_names
         )
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock)
+        self._everyone = RateLimiter(settings.rate_limit_global_per_minute, clock)
         self._images: RecentItems[ImageLoader] = RecentItems(RECENT_IMAGE_MINUTES * 60, clock)
 
     async def handle(self, msg: Incoming) -> Outcome:
@@ -129,12 +130,16 @@ class MessageHandler:
         in_room = msg.room_id is not None
         if in_room and self._settings.group_requires_mention and not msg.mentions_me:
             return None
-        command = commands.parse_command(msg.text, self._prefix, self._settings.max_text_chars)
+        text = strip_controls(msg.text)
+        command = commands.parse_command(text, self._prefix, self._settings.max_text_chars)
         if command is None and in_room and msg.mentions_me:
             return Command(Kind.HELP)  # "@bot hello": show what the bot can do
         return command
 
     async def _run(self, msg: Incoming, command: Command) -> Outcome:
+        """Every command that answers counts against the limits, help and usage included."""
+        if not await self._within_rate_limit(msg):
+            return Outcome.RATE_LIMITED
         if command.kind is Kind.HELP:
             await msg.reply_text(commands.help_text(self._prefix))
         elif command.kind is Kind.UNKNOWN:
@@ -144,8 +149,6 @@ class MessageHandler:
             await msg.reply_text(commands.status_text(status))
         elif command.kind is Kind.PEITU and not command.text:
             await msg.reply_text(commands.usage_text(self._prefix))
-        elif not await self._within_rate_limit(msg):
-            return Outcome.RATE_LIMITED
         elif command.kind is Kind.PEITU:
             await self._recommend(msg, command)
         else:
@@ -153,13 +156,22 @@ class MessageHandler:
         return Outcome.REPLIED
 
     async def _within_rate_limit(self, msg: Incoming) -> bool:
-        decision = self._limiter.check(msg.talker_id)
-        if not decision.allowed and decision.notify:
-            per_minute = self._limiter.per_minute
-            await msg.reply_text(commands.rate_limited_text(decision.retry_after_s, per_minute))
-        if not decision.allowed:
-            log.info("rate limit: %s refused for %.0f s", msg.talker_id, decision.retry_after_s)
-        return decision.allowed
+        """The person's own limit, then the one all people share; one notice per refusal run."""
+        for limiter, key in ((self._limiter, msg.talker_id), (self._everyone, EVERYONE)):
+            decision = limiter.check(key)
+            if decision.allowed:
+                continue
+            if decision.notify:
+                per_minute = limiter.per_minute
+                await msg.reply_text(commands.rate_limited_text(decision.retry_after_s, per_minute))
+            log.info(
+                "rate limit (%s): %s refused for %.0f s",
+                "everyone" if key == EVERYONE else "person",
+                msg.talker_id,
+                decision.retry_after_s,
+            )
+            return False
+        return True
 
     async def _recommend(self, msg: Incoming, command: Command) -> None:
         result = await asyncio.to_thread(self._finder.recommend, command.text)

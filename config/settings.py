@@ -170,7 +170,8 @@ class WechatSettings(BaseModel):
     allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
     allow_rooms: list[str] = Field(default_factory=list)
     allow_names: bool = True  # False: the lists match ids only (names and topics can be changed)
-    rate_limit_per_minute: int = Field(default=6, ge=0)  # 0 = no limit
+    rate_limit_per_minute: int = Field(default=6, ge=0)  # per person; 0 = no limit
+    rate_limit_global_per_minute: int = Field(default=30, ge=0)  # all people together; 0 = none
     max_text_chars: int = Field(default=300, ge=10)
     # A photo travels base64-encoded in one gRPC message, and puppet-service gateways take at
     # most 4 MiB a message: 3 MB of JPEG is the most that fits. Bigger photos go as a copy.

@@ -6,6 +6,7 @@ reads settings or environment variables.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import logging
@@ -15,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from chromadb.api import ClientAPI
 from PIL import Image
@@ -28,9 +29,17 @@ from index.describe_sidecar import SidecarDescriber
 from index.descriptions import TIERS
 from index.detect import Detector
 from index.embed import SentenceTransformerEmbedder
-from index.errors import IndexBusy, IndexMismatch, LibraryNotFound, ModelUnavailable
+from index.errors import (
+    DescribeFailed,
+    IndexBusy,
+    IndexMismatch,
+    LibraryNotFound,
+    ModelUnavailable,
+    PhotoUnreadable,
+)
 from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
+from index.library_files import OUTSIDE, delete_inside, open_inside, real_path_inside
 from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker, VisualEmbedder
@@ -84,6 +93,7 @@ class PeiTu:
         visual: VisualIndex | None = None,
     ) -> None:
         self.library = library
+        self._follow_external_links = scan_limits.follow_external_links
         self.catalog = catalog
         self._catalog_version = catalog.data_version()
         self._version_lock = threading.Lock()
@@ -217,14 +227,28 @@ class PeiTu:
         )
 
     def similar_by_description(self, data: bytes, top_k: int | None = None) -> RecommendResult:
-        """Photos like the given image the old way: describe it, then search by that text."""
-        description = self.describer.describe_bytes(data)
-        self._follow_other_processes()
+        """Photos like the given image the old way: describe it, then search by that text.
+
+        When the describer fails on an image that is itself in the library, the description
+        stored for it stands in; otherwise `DescribeFailed` goes up."""
         same_photo = hashlib.sha256(data).hexdigest()
+        try:
+            description = self.describer.describe_bytes(data)
+        except DescribeFailed:
+            stored = self.catalog.latest_descriptions([same_photo]).get(same_photo)
+            if stored is None:
+                raise
+            log.warning("the describer failed on an upload; using its stored description")
+            description = stored.description
+        self._follow_other_processes()
         result = self.recommender.recommend(
             description, top_k, rerank=False, exclude=[same_photo], understand=False
         )
-        return result
+        # A description is data (it may hold text seen in a photo): never shown as a reason.
+        shown = [
+            dataclasses.replace(r, reason=similar_reason(r.similarity)) for r in result.results
+        ]
+        return dataclasses.replace(result, results=shown)
 
     def status(self) -> IndexStatus:
         self._follow_other_processes()
@@ -262,11 +286,29 @@ class PeiTu:
             self.keywords.refresh()
 
     def photo_path(self, photo_id: str) -> Path | None:
-        """Absolute path of a file holding the photo, or None when it is not in the library."""
+        """Real path of a regular file holding the photo inside the library, or None when it
+        is not in the index, gone, or (a link swapped in, a linked folder) really elsewhere."""
         photo = self.catalog.photo(photo_id)
         if photo is None or self.library is None:
             return None
-        return self.library.expanduser().resolve() / photo.rel_path
+        try:
+            real = real_path_inside(self.library, photo.rel_path, self._follow_external_links)
+        except PhotoUnreadable as error:
+            _log_refused_file(error)
+            return None
+        return real if real.is_file() else None
+
+    def open_photo(self, photo_id: str) -> BinaryIO | None:
+        """The photo's file opened for reading, checked at the moment of opening to be a
+        regular file really inside the library (see `index.library_files`); None otherwise."""
+        photo = self.catalog.photo(photo_id)
+        if photo is None or self.library is None:
+            return None
+        try:
+            return open_inside(self.library, photo.rel_path, self._follow_external_links)
+        except PhotoUnreadable as error:
+            _log_refused_file(error)
+            return None
 
     def delete_photo(self, photo_id: str, *, delete_files: bool = False) -> list[Path]:
         """Take a photo out of the index for good: later scans skip it even if its file stays.
@@ -288,19 +330,30 @@ class PeiTu:
         self.catalog.close()
 
 
+def similar_reason(similarity: float) -> str:
+    """The reason shown for a photo found like an image: how close it is, not what it shows."""
+    return f"与这张图片画面相近（相似度 {similarity:.2f}）"
+
+
 def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
+    """Delete the regular files really inside the library; never a link, nothing outside."""
     deleted = []
     for rel_path in rel_paths:
-        path = root / rel_path
         try:
-            path.unlink()
-        except FileNotFoundError:
-            continue
+            real = delete_inside(root, rel_path)
         except OSError as error:  # the photo stays out of the index; the file stays on disk
-            log.warning("could not delete %s: %s", path, error)
+            log.warning("could not delete %s: %s", root / rel_path, error)
             continue
-        deleted.append(path)
+        if real is None:
+            log.warning("not deleted: %s is not a regular file inside the library", rel_path)
+            continue
+        deleted.append(real)
     return deleted
+
+
+def _log_refused_file(error: PhotoUnreadable) -> None:
+    if error.reason == OUTSIDE:
+        log.warning("refused to read %s: %s", error.path, error.detail)
 
 
 def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:

@@ -24,7 +24,7 @@ from PIL import Image, ImageOps
 from config.settings import VisionSettings
 from index.errors import DescribeFailed, ModelUnavailable, PhotoUnreadable
 from index.imaging import eight_bit
-from index.llm import Sleep, chat, make_client
+from index.llm import CallGate, Sleep, chat, make_client
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ USER_PROMPT = (
     "只输出这六行纯文本，不要使用 Markdown，不要有其他说明。"
 )
 
+MAX_DESCRIPTION_CHARS = 4000  # six labelled lines are a few hundred; more is a runaway answer
+_UPLOAD_CALLS = 2
 _BYTES_LABEL = "<image bytes>"
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _MARKUP = re.compile(r"^\s*(?:[-*•]\s+|\d+[.、)]\s*)?|\*\*")
@@ -70,6 +72,8 @@ class VisionDescriber:
         self._settings = settings
         self._client = client if client is not None else make_client(settings)
         self._sleep = sleep
+        # the indexer's workers plus a few uploads (`/api/search/similar`, `/相似`)
+        self._gate = CallGate(settings.concurrency + _UPLOAD_CALLS)
 
     @property
     def key(self) -> str:
@@ -96,12 +100,14 @@ class VisionDescriber:
                 max_retries=self._settings.max_retries,
                 timeout_s=self._settings.timeout_s,
                 sleep=self._sleep,
+                gate=self._gate,
             )
         except ModelUnavailable as error:
             raise DescribeFailed(f"cannot describe {label}: {error}") from error
-        description = clean_description(answer)
-        if not description:
-            raise DescribeFailed(f"cannot describe {label}: the model answered nothing usable")
+        description = clean_description(answer)[:MAX_DESCRIPTION_CHARS]
+        if not any(char.isalnum() for char in description):  # empty, or only "{{{{" or "…"
+            model = self._settings.model
+            raise DescribeFailed(f"cannot describe {label}: model {model} answered nothing usable")
         logger.debug("described %s in %d chars", label, len(description))
         return description
 

@@ -4,21 +4,35 @@ DashScope, Ollama and vLLM all speak the same `/v1/chat/completions`; the vision
 the reranker are two configurations of this one client. The `openai` client's own retries are
 switched off (`max_retries=0`) because `chat` retries itself: with jitter, with `Retry-After`
 honoured, and with a `ModelUnavailable` that names the model and the endpoint at the end.
+
+One rule for every answer: whatever goes wrong on the way to a usable text — the connection, an
+HTTP status, a body that is HTML, not JSON, truncated, nested too deep or too large, a completion
+without content — ends as `ModelUnavailable`, never as another exception. Every try has a total
+deadline (connect and every read together: a server dripping one byte a second is cut off at
+it), the tries and the waits between them fit in `timeout_s × (max_retries + 1)`, and a
+`CallGate` bounds how many calls to one endpoint can be in flight, so a hung model holds at most
+that many threads and every further call fails at once instead of queueing.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx2 as httpx  # the transport of this `openai` release
 import openai
 from openai import OpenAI, omit
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam
 
 from config.settings import ModelEndpoint
 from index.errors import ModelUnavailable
@@ -29,6 +43,8 @@ Sleep = Callable[[float], None]
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a 20-candidate rerank answer is a few KB
+DEFAULT_PARALLEL_CALLS = 4
 _NO_KEY = "EMPTY"  # Ollama and vLLM accept any key; the client refuses none at all
 
 
@@ -48,6 +64,64 @@ class _Attempt:
     retryable: bool
     retry_after_s: float | None = None
     status_code: int | None = None
+    timed_out: bool = False
+
+
+_TIMED_OUT = _Attempt("no answer before the deadline", retryable=True, timed_out=True)
+
+
+class _Failed(Exception):
+    """One try failed; carries the `_Attempt` (internal to this module)."""
+
+    def __init__(self, attempt: _Attempt) -> None:
+        self.attempt = attempt
+        super().__init__(attempt.what)
+
+
+class CallGate:
+    """At most `limit` model calls in flight; each runs in its own daemon thread.
+
+    The caller waits for its call only until the call's deadline, so it never hangs on a model;
+    a call still running then keeps its slot until it ends by itself (its reads are bounded by
+    the same deadline). When every slot is taken a new call fails at once: a hung model cannot
+    take more threads than `limit`, and callers fall back instead of queueing behind it.
+    """
+
+    def __init__(self, limit: int = DEFAULT_PARALLEL_CALLS) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+        self._count_lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Calls whose thread is still running (some may have been given up on)."""
+        with self._count_lock:
+            return self._in_flight
+
+    def run(self, call: Callable[[], str], deadline: float) -> str:
+        """`call()` in a thread; raises `_Failed` when no slot is free or the deadline passes."""
+        if not self._slots.acquire(blocking=False):
+            raise _Failed(_Attempt(f"all {self.limit} calls to it are still running", False))
+        with self._count_lock:
+            self._in_flight += 1
+        result: Future[str] = Future()
+        thread = threading.Thread(target=self._work, args=(call, result), daemon=True)
+        thread.start()
+        try:
+            return result.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise _Failed(_TIMED_OUT) from None
+
+    def _work(self, call: Callable[[], str], result: Future[str]) -> None:
+        try:
+            result.set_result(call())
+        except BaseException as error:  # handed to the caller, who turns it into an error
+            result.set_exception(error)
+        finally:
+            with self._count_lock:
+                self._in_flight -= 1
+            self._slots.release()
 
 
 def make_client(endpoint: ModelEndpoint) -> OpenAI:
@@ -61,6 +135,15 @@ def make_client(endpoint: ModelEndpoint) -> OpenAI:
     )
 
 
+@dataclass(frozen=True)
+class _Request:
+    client: OpenAI
+    model: str
+    messages: Sequence[ChatCompletionMessageParam]
+    temperature: float
+    json_mode: bool
+
+
 def chat(
     client: OpenAI,
     model: str,
@@ -71,26 +154,34 @@ def chat(
     temperature: float = 0.0,
     json_mode: bool = False,
     sleep: Sleep = time.sleep,
+    gate: CallGate | None = None,
 ) -> str:
     """Send one chat completion and return the assistant's text, stripped.
 
-    Retries up to `max_retries` times on 429, 5xx, timeouts and connection errors, sleeping with
-    exponential backoff and jitter (or the server's `Retry-After`, capped). Raises
-    `ModelRequestRejected` at once on any other 4xx, and `ModelUnavailable` when the tries run
-    out or the answer has no text.
+    Each try must be answered completely within `timeout_s`; all tries and the waits between
+    them within `timeout_s × (max_retries + 1)`. Retries on 429, 5xx, timeouts and connection
+    errors, sleeping with exponential backoff and jitter (or the server's `Retry-After`, capped;
+    a wait that would not leave time for another try ends the call instead). Raises
+    `ModelRequestRejected` at once on any other 4xx, and `ModelUnavailable` for everything
+    else that does not give a usable text.
     """
+    request = _Request(client, model, messages, temperature, json_mode)
+    gate = gate if gate is not None else _SHARED_GATE
+    budget_end = time.monotonic() + timeout_s * (max_retries + 1)
     for attempt in range(max_retries + 1):
+        deadline = min(time.monotonic() + timeout_s, budget_end)
         try:
-            completion = _create(client, model, messages, timeout_s, temperature, json_mode)
-        except openai.APIError as error:
-            failure = _classify(error, timeout_s)
-            if not failure.retryable or attempt == max_retries:
-                raise _give_up(client, model, failure, attempt + 1) from error
-            delay = backoff_delay(attempt, failure.retry_after_s)
-            _log_retry(client, model, failure, attempt, max_retries, delay)
-            sleep(delay)
-            continue
-        return _answer_text(completion, client, model)
+            return _answer_text(gate.run(functools.partial(_try_once, request, deadline), deadline))
+        except _Failed as failed:
+            failure = failed.attempt
+        if failure.timed_out:
+            failure = _Attempt(f"timed out after {timeout_s:g} s", retryable=True)
+        delay = backoff_delay(attempt, failure.retry_after_s)
+        left = budget_end - time.monotonic()
+        if not failure.retryable or attempt == max_retries or delay >= left:
+            raise _give_up(client, model, failure, attempt + 1)
+        _log_retry(client, model, failure, attempt, max_retries, delay)
+        sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
@@ -120,28 +211,74 @@ def backoff_delay(attempt: int, retry_after_s: float | None = None) -> float:
     return ceiling * random.uniform(0.5, 1.0)
 
 
-def _create(
-    client: OpenAI,
-    model: str,
-    messages: Sequence[ChatCompletionMessageParam],
-    timeout_s: float,
-    temperature: float,
-    json_mode: bool,
-) -> ChatCompletion:
-    return client.chat.completions.create(
-        model=model,
-        messages=list(messages),
-        temperature=temperature,
-        timeout=timeout_s,
-        response_format={"type": "json_object"} if json_mode else omit,
-    )
+def _try_once(request: _Request, deadline: float) -> str:
+    """One HTTP exchange, in a gate thread: the content text, or `_Failed` for anything else."""
+    try:
+        return _completion_content(_read_body(request, deadline))
+    except _Failed:
+        raise
+    except openai.APIError as error:
+        raise _Failed(_classify(error)) from error
+    except httpx.TimeoutException as error:
+        raise _Failed(_TIMED_OUT) from error
+    except (httpx.HTTPError, OSError) as error:
+        raise _Failed(_Attempt(f"connection failed ({type(error).__name__})", True)) from error
+    except Exception as error:  # the one rule: no other exception leaves a model call
+        logger.warning("unexpected error from %s", request.model, exc_info=True)
+        raise _Failed(_Attempt(f"unusable response ({type(error).__name__})", False)) from error
 
 
-def _classify(error: openai.APIError, timeout_s: float) -> _Attempt:
+def _read_body(request: _Request, deadline: float) -> bytes:
+    """The response body, read within the deadline and at most `MAX_RESPONSE_BYTES` long."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _Failed(_TIMED_OUT)
+    with request.client.chat.completions.with_streaming_response.create(
+        model=request.model,
+        messages=list(request.messages),
+        temperature=request.temperature,
+        timeout=remaining,
+        response_format={"type": "json_object"} if request.json_mode else omit,
+    ) as response:
+        content_type = response.headers.get("content-type", "")
+        if "json" not in content_type.lower():
+            what = f"answered {_short(content_type or 'no content type', 60)}, not JSON"
+            raise _Failed(_Attempt(what, False))
+        body = bytearray()
+        for chunk in response.iter_bytes():  # as they arrive: a drip is seen byte by byte
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                limit_mb = MAX_RESPONSE_BYTES // (1024 * 1024)
+                raise _Failed(_Attempt(f"answer larger than {limit_mb} MB", False))
+            if time.monotonic() > deadline:
+                raise _Failed(_TIMED_OUT)
+    return bytes(body)
+
+
+def _completion_content(body: bytes) -> str:
+    """`choices[0].message.content` of a chat completion body, checked at every step."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise _Failed(_Attempt("answer is JSON nested too deep", False)) from None
+    except ValueError as error:  # also UnicodeDecodeError
+        raise _Failed(_Attempt(f"answer is not JSON ({_short(str(error), 80)})", False)) from None
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    message = first.get("message") if isinstance(first, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):  # some servers answer with content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    raise _Failed(_Attempt("answer has no text content", False))
+
+
+def _classify(error: openai.APIError) -> _Attempt:
     if isinstance(error, openai.APITimeoutError):
-        return _Attempt(f"timed out after {timeout_s:g} s", retryable=True)
+        return _TIMED_OUT
     if isinstance(error, openai.APIConnectionError):
-        return _Attempt(f"connection failed ({error.message})", retryable=True)
+        return _Attempt(f"connection failed ({_short(error.message)})", retryable=True)
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         retryable = status == 429 or status >= 500
@@ -176,11 +313,10 @@ def _as_float(text: str) -> float | None:
         return None
 
 
-def _answer_text(completion: ChatCompletion, client: OpenAI, model: str) -> str:
-    content = completion.choices[0].message.content if completion.choices else None
-    text = (content or "").strip()
+def _answer_text(content: str) -> str:
+    text = content.strip()
     if not text:
-        raise ModelUnavailable(f"model {model} at {client.base_url} answered with empty content")
+        raise _Failed(_Attempt("answered with empty content", False))
     return text
 
 
@@ -194,3 +330,6 @@ def _give_up(client: OpenAI, model: str, failure: _Attempt, tries: int) -> Model
 
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_SHARED_GATE = CallGate(DEFAULT_PARALLEL_CALLS * 2)  # for callers that bring no gate of their own

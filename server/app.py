@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).with_name("static")
 UPLOAD_PATHS = frozenset({"/api/photos", "/api/search/similar"})
 _MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers around the file itself
+_ANY_API_PATH = "/api/{rest:path}"
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]
 MAX_JSON_BODY_BYTES = 64 * 1024  # {"text": ...} and {"mode": ...} are tiny
 
 
@@ -48,6 +53,8 @@ def create_app(app: PeiTu, settings: Settings) -> FastAPI:
         summary="Recommends photos from your own library for a piece of social-media text.",
         version="0.1.0",
         lifespan=_lifespan,
+        docs_url=None,  # Swagger UI would load from a CDN: blank offline. /openapi.json stays
+        redoc_url=None,
     )
     api.state.ctx = ctx
     install_error_handlers(api)
@@ -56,6 +63,10 @@ def create_app(app: PeiTu, settings: Settings) -> FastAPI:
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     api.include_router(health.router)
     api.include_router(_api_router())
+    api.add_api_route(
+        _ANY_API_PATH, _no_such_route(api), methods=_ALL_METHODS, include_in_schema=False
+    )
+    api.openapi = _openapi_as_answered(api)  # type: ignore[method-assign]
     if (STATIC_DIR / "index.html").is_file():
         api.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
     return api
@@ -66,6 +77,77 @@ def _api_router() -> APIRouter:
     for module in (recommend, jobs, photos, doctor):
         router.include_router(module.router)
     return router
+
+
+def _no_such_route(api: FastAPI) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """Under `/api`, a path no route has is 404 and a method its route lacks is 405 with
+    `Allow` (instead of the web page's 404 for a GET on a POST route)."""
+
+    async def answer(request: Request) -> JSONResponse:
+        path = request.url.path
+        allowed = _allowed_methods(api, dict(request.scope))
+        if not allowed:
+            return JSONResponse({"detail": f"no such API route: {path}"}, status_code=404)
+        detail = f"method {request.method} is not allowed here; use {', '.join(allowed)}"
+        return JSONResponse(
+            {"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)}
+        )
+
+    return answer
+
+
+def _allowed_methods(api: FastAPI, scope: dict[str, Any]) -> list[str]:
+    """The methods some route (not the web page, not this fallback) takes for the path."""
+    routes = [
+        route
+        for route in api.router.routes
+        if not isinstance(route, Mount) and getattr(route, "path", None) != _ANY_API_PATH
+    ]
+    return [
+        method
+        for method in _ALL_METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in routes)
+    ]
+
+
+def _openapi_as_answered(api: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI schema with the error answers the server really gives: `{"detail": str}`
+    for 422 (not FastAPI's list), 401 on every `/api` route, 400 and 413 where a body is read,
+    405 for a method a path lacks."""
+
+    def schema() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        built = get_openapi(
+            title=api.title, version=api.version, summary=api.summary, routes=api.routes
+        )
+        for path, item in built.get("paths", {}).items():
+            for method, operation in item.items():
+                _document_errors(path, method, operation.setdefault("responses", {}))
+        components = built.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        api.openapi_schema = built
+        return built
+
+    return schema
+
+
+def _document_errors(path: str, method: str, responses: dict[str, Any]) -> None:
+    if "422" in responses:
+        responses["422"] = _error_answer("the request does not fit: one line per problem")
+    if not path.startswith("/api"):
+        return
+    responses.setdefault("401", _error_answer("missing or wrong bearer token"))
+    responses.setdefault("405", _error_answer("this path does not take that method"))
+    if method in ("post", "put", "patch"):
+        responses.setdefault("400", _error_answer("the body could not be read"))
+        responses.setdefault("413", _error_answer("the body is over the size limit"))
+
+
+def _error_answer(description: str) -> dict[str, Any]:
+    ref = {"$ref": "#/components/schemas/ErrorOut"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 @asynccontextmanager
@@ -79,6 +161,7 @@ async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
         ctx.scheduler.shutdown()
         await asyncio.to_thread(ctx.jobs.shutdown)
         await warm_up
+        ctx.probes.shutdown(wait=False)
 
 
 class UploadSizeLimit:

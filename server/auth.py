@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import logging
+import re
+import time
+from collections import deque
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -16,6 +20,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="the PEITU_ADMIN_TOKEN of the server")
+_BEARER = re.compile(r"Bearer (\S+)")
+WRONG_TOKEN = "wrong admin token"
+BACKOFF_AFTER = 5  # wrong tokens from one address within a minute before answers slow down
+BACKOFF_S = 1.0
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
@@ -56,13 +64,20 @@ def auth_problem(
         if not local or (origin is not None and not _origin_is_loopback(origin)):
             return "no admin token is configured: /api answers this machine's own clients only"
         return None
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
+    given = bearer_token(authorization)
+    if given is None:
         return "missing bearer token: send 'Authorization: Bearer <PEITU_ADMIN_TOKEN>'"
-    if not token_matches(given.strip(), expected):
+    if not token_matches(given, expected):
         log.warning("wrong admin token from %s", client or "?")
-        return "wrong admin token"
+        return WRONG_TOKEN
     return None
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of exactly `Bearer <token>`: the scheme spelled so (case-sensitive), one
+    space, a token without white space, nothing before or after; None for anything else."""
+    match = _BEARER.fullmatch(authorization or "")
+    return match.group(1) if match else None
 
 
 def _host_name(host_header: str) -> str:
@@ -100,6 +115,7 @@ class ApiGuard:
     def __init__(self, app: ASGIApp, expected: str | None) -> None:
         self._app = app
         self._expected = expected
+        self._wrong = WrongTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not str(scope["path"]).startswith("/api"):
@@ -117,7 +133,30 @@ class ApiGuard:
         if problem is None:
             await self._app(scope, receive, send)
             return
+        address = client[0] if client else ""
+        if problem == WRONG_TOKEN and self._wrong.count(address) > BACKOFF_AFTER:
+            await asyncio.sleep(BACKOFF_S)  # guessing slows down; other requests go on
         response = JSONResponse(
             {"detail": problem}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
         await response(scope, receive, send)
+
+
+class WrongTokens:
+    """Wrong tokens per address within the last minute (the oldest addresses forgotten)."""
+
+    def __init__(self, window_s: float = 60.0, max_addresses: int = 10_000) -> None:
+        self._window_s = window_s
+        self._max = max_addresses
+        self._seen: dict[str, deque[float]] = {}
+
+    def count(self, address: str) -> int:
+        """Count one more wrong token from `address`; how many it sent within the window."""
+        now = time.monotonic()
+        if len(self._seen) >= self._max and address not in self._seen:
+            self._seen.pop(next(iter(self._seen)))
+        times = self._seen.setdefault(address, deque())
+        while times and times[0] <= now - self._window_s:
+            times.popleft()
+        times.append(now)
+        return len(times)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 
@@ -19,6 +22,7 @@ from server.scheduler import IndexScheduler
 log = logging.getLogger(__name__)
 
 _WARM_UP_TEXT = "今天天气很好"
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -43,6 +47,14 @@ class ServerContext:
     scheduler: IndexScheduler
     admin_token: str | None
     readiness: Readiness = field(default_factory=Readiness)
+    # `/readyz` and `/metrics` run here, never queued behind requests that wait on a model
+    probes: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(2, thread_name_prefix="probe")
+    )
+
+    async def probe(self, check: Callable[[], _T]) -> _T:
+        """Run a quick blocking check (the store, the status) in the probes' own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.probes, check)
 
     @property
     def max_upload_bytes(self) -> int:

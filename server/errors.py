@@ -7,6 +7,7 @@ Every error body is `{"detail": str, "message": str}`: `detail` in English for d
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -41,6 +42,7 @@ _STATUS: tuple[tuple[type[PeiTuError], int], ...] = (
     (RerankFailed, 502),
 )
 _TOO_BIG = frozenset({Reason.TOO_LARGE.value, Reason.TOO_MANY_PIXELS.value})
+_REPR = re.compile(r"<[^<>]*(?: object at 0x[0-9a-fA-F]+|class '[^']*')[^<>]*>")
 _INTERNAL = {"detail": "internal server error; see the server log", "message": INTERNAL}
 
 
@@ -88,7 +90,7 @@ async def _core_error(request: Request, error: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
-    detail = error.detail if isinstance(error.detail, str) else str(error.detail)
+    detail = without_reprs(error.detail if isinstance(error.detail, str) else str(error.detail))
     body = {"detail": detail, "message": message_for_status(error.status_code)}
     return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
@@ -100,12 +102,21 @@ async def _validation_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def validation_message(error: RequestValidationError) -> str:
-    """One readable line per problem: `body.top_k: Input should be greater than or equal to 1`."""
+    """One readable line per problem: `body.top_k: Input should be greater than or equal to 1`.
+
+    Python reprs a message may carry (`<_io.BytesIO object at 0x…>`, `<class 'str'>`) are
+    left out: they mean nothing to a person and tell a stranger about the server."""
     lines = []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()))
-        lines.append(f"{where}: {problem.get('msg', 'invalid')}" if where else problem["msg"])
+        message = without_reprs(str(problem.get("msg", "invalid")))
+        lines.append(f"{where}: {message}" if where else message)
     return "; ".join(lines) or "invalid request"
+
+
+def without_reprs(text: str) -> str:
+    """`text` with Python object and class reprs replaced by a plain word."""
+    return _REPR.sub("a value", text)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from server.jobs import JobKind, JobState, JobView, UploadIndexing
 
@@ -21,10 +21,37 @@ class BusyOut(ErrorOut):
     job_id: str | None = Field(description="id of the indexing job that is running")
 
 
+# White space as JSON Schema's regexes (ECMA `\s`) and as Python's `str.split` know it: a text
+# with nothing else is blank for both, so the schema and the server agree on every string.
+_SPACE = frozenset(
+    "\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
+NOT_BLANK_PATTERN = "[^" + "".join(sorted(_SPACE)) + "]"  # the characters themselves: no `\s`
+
+
+def is_blank(text: str) -> bool:
+    """True when the text holds only white space (in either sense)."""
+    return all(char in _SPACE for char in text)
+
+
 class RecommendIn(BaseModel):
-    text: str = Field(max_length=10_000, description="the social-media text to find photos for")
+    text: StrictStr = Field(
+        max_length=10_000,
+        description="the social-media text to find photos for; blank text is a 400",
+        # documented here, refused by the route with a readable 400 (see `is_blank`)
+        json_schema_extra={"pattern": NOT_BLANK_PATTERN},
+    )
     top_k: int | None = Field(default=None, ge=1, le=100, description="how many photos")
-    rerank: bool = Field(default=True, description="let the LLM rerank the candidates")
+    rerank: StrictBool = Field(default=True, description="let the LLM rerank the candidates")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object) -> object:
+        # as JSON Schema's "integer": 18 and 18.0, never "18", true or 18.5
+        if isinstance(value, bool | str) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("must be a whole number")
+        return int(value) if isinstance(value, float) else value
 
 
 class RecommendationOut(BaseModel):
@@ -48,6 +75,8 @@ class RecommendOut(BaseModel):
 
 
 class JobIn(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     mode: Literal["incremental", "rebuild"] = "incremental"
     redescribe: bool = Field(
         default=False,

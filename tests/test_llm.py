@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -10,7 +13,14 @@ from pydantic import SecretStr
 
 from config.settings import ModelEndpoint
 from index.errors import ModelUnavailable
-from index.llm import BACKOFF_CAP_S, ModelRequestRejected, backoff_delay, chat, make_client
+from index.llm import (
+    BACKOFF_CAP_S,
+    CallGate,
+    ModelRequestRejected,
+    backoff_delay,
+    chat,
+    make_client,
+)
 from tests.support.fixtures import SleepRecorder
 from tests.support.openai_server import FakeOpenAIServer
 
@@ -97,8 +107,18 @@ def test_retry_after_is_honoured_and_capped(
     openai_server.set_mode("text", fail_status=429, fail_times=1, retry_after_s=3)
     ask(openai_server, recorded_sleeps)
     openai_server.set_mode("text", fail_status=503, fail_times=1, retry_after_s=120)
-    ask(openai_server, recorded_sleeps)
+    ask(openai_server, recorded_sleeps, timeout_s=10.0)  # 30 s of budget: the cap, 8 s, fits
     assert recorded_sleeps.waits == [3.0, BACKOFF_CAP_S]
+
+
+def test_a_retry_after_beyond_the_budget_ends_the_call_without_waiting(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    openai_server.set_mode("text", fail_status=429, fail_times=5, retry_after_s=3600)
+    with pytest.raises(ModelUnavailable, match="HTTP 429"):
+        ask(openai_server, recorded_sleeps, max_retries=2, timeout_s=2.0)  # 6 s of budget
+    assert recorded_sleeps.waits == []
+    assert openai_server.calls["text"] == 1
 
 
 def test_5xx_on_every_try_gives_model_unavailable_naming_model_and_endpoint(
@@ -134,9 +154,10 @@ def test_other_4xx_are_not_retried(
 def test_a_timeout_is_retried_then_reported(
     openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
 ) -> None:
-    openai_server.set_mode("text", delay_s=0.8)
-    with pytest.raises(ModelUnavailable, match=r"timed out after 0\.3 s after 2 tries"):
-        ask(openai_server, recorded_sleeps, max_retries=1, timeout_s=0.3)
+    openai_server.set_mode("text", delay_s=2.5)
+    # 2 s of budget: the first try ends at 1 s, the backoff (at most 0.5 s) fits before the end
+    with pytest.raises(ModelUnavailable, match=r"timed out after 1 s after 2 tries"):
+        ask(openai_server, recorded_sleeps, max_retries=1, timeout_s=1.0)
     assert openai_server.calls["text"] == 2
     assert len(recorded_sleeps.waits) == 1
 
@@ -166,3 +187,64 @@ def test_backoff_grows_exponentially_up_to_the_cap() -> None:
         assert ceiling / 2 <= backoff_delay(attempt) <= ceiling
     assert backoff_delay(0, retry_after_s=2.5) == 2.5
     assert backoff_delay(0, retry_after_s=-4) == 0.0
+
+
+@pytest.mark.parametrize("hostile", ["html", "truncated", "deep", "braces"])
+def test_a_broken_answer_is_model_unavailable_without_retrying(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder, hostile: str
+) -> None:
+    openai_server.set_mode("text", hostile=hostile)
+    try:
+        answer = ask(openai_server, recorded_sleeps, max_retries=2)
+    except ModelUnavailable as error:
+        assert "fake-chat" in str(error) and "1 try" in str(error)
+    else:  # 200,000 braces are a text; the reranker's JSON reading refuses them
+        assert hostile == "braces" and answer == "{" * 200_000
+    assert openai_server.calls["text"] == 1
+
+
+def test_a_drip_is_cut_at_the_deadline_and_frees_its_slot(
+    openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
+) -> None:
+    """One byte a second: the call ends at its deadline, and the thread reading it soon after
+    (a slot still taken would fail the second call at once with "still running")."""
+    openai_server.set_mode("text", hostile="drip")
+    gate = CallGate(1)
+    client = make_client(endpoint(openai_server))
+    for _ in range(2):
+        with pytest.raises(ModelUnavailable, match=r"timed out after 1 s after 1 try"):
+            chat(client, "m", MESSAGES, max_retries=0, timeout_s=1.0, gate=gate)
+        wait_until_free(gate, timeout_s=5.0)
+
+
+def test_a_full_gate_fails_at_once(openai_server: FakeOpenAIServer) -> None:
+    openai_server.set_mode("text", hostile="hang")
+    gate = CallGate(1)
+    client = make_client(endpoint(openai_server))
+    outcomes: list[str] = []
+
+    def hold_the_slot() -> None:
+        try:
+            chat(client, "m", MESSAGES, max_retries=0, timeout_s=2.0, gate=gate)
+        except ModelUnavailable as error:
+            outcomes.append(str(error))
+
+    holder = threading.Thread(target=hold_the_slot)
+    holder.start()
+    wait_until(lambda: openai_server.calls["text"] == 1)
+    with pytest.raises(ModelUnavailable, match="all 1 calls to it are still running"):
+        chat(client, "m", MESSAGES, max_retries=3, timeout_s=2.0, gate=gate)
+    assert openai_server.calls["text"] == 1
+    holder.join()
+    assert len(outcomes) == 1 and "timed out" in outcomes[0]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def wait_until_free(gate: CallGate, timeout_s: float) -> None:
+    wait_until(lambda: gate.in_flight == 0, timeout_s)

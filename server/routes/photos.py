@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-from typing import Annotated, Any
+import os
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, BinaryIO
+from urllib.parse import quote
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 
-from index.errors import LibraryNotFound
-from index.imaging import thumbnail_jpeg
+from index.errors import LibraryNotFound, PhotoUnreadable
+from index.imaging import Reason, thumbnail_jpeg
 from index.names import readable_path
 from server.context import Ctx, ServerContext
 from server.schemas import DeletedOut, ErrorOut, PhotoOut, UploadOut
@@ -29,6 +32,7 @@ _MEDIA_TYPES = {
     "bmp": "image/bmp", "gif": "image/gif", "heic": "image/heic", "heif": "image/heif",
     "tif": "image/tiff", "tiff": "image/tiff",
 }  # fmt: skip
+_CHUNK_BYTES = 256 * 1024
 _UPLOAD_MESSAGES = {
     "started": "照片已保存，索引任务 {job} 已开始",
     "queued": "照片已保存；索引任务 {job} 正在运行，结束后会再索引一次新照片",
@@ -46,13 +50,33 @@ def _library(ctx: ServerContext) -> Path:
     return root
 
 
-def _photo_path(ctx: ServerContext, photo_id: str) -> Path:
-    path = ctx.app.photo_path(photo_id)
-    if path is None:
+def _open_photo(ctx: ServerContext, photo_id: str) -> BinaryIO:
+    """The photo's file, opened only if it really is a regular file inside the library."""
+    if ctx.app.catalog.photo(photo_id) is None:
         raise HTTPException(404, f"no photo {photo_id} in the index")
-    if not path.is_file():
+    handle = ctx.app.open_photo(photo_id)
+    if handle is None:
         raise HTTPException(404, f"photo {photo_id} is no longer in the library; reindex")
-    return path
+    return handle
+
+
+def _photo_bytes(ctx: ServerContext, photo_id: str, max_bytes: int) -> bytes:
+    with _open_photo(ctx, photo_id) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PhotoUnreadable(photo_id, Reason.TOO_LARGE.value, f"more than {max_bytes} bytes")
+    return data
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while chunk := handle.read(_CHUNK_BYTES):
+            yield chunk
+
+
+def _inline(name: str) -> str:
+    quoted = quote(name)
+    return f"inline; filename*=utf-8''{quoted}" if quoted != name else f'inline; filename="{name}"'
 
 
 @router.post(
@@ -128,30 +152,29 @@ async def get_thumbnail(
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    path = await asyncio.to_thread(_photo_path, ctx, photo_id)
     limits = ctx.settings.indexing
     max_bytes = int(limits.max_file_mb * 1024 * 1024)
-    jpeg = await asyncio.to_thread(
-        thumbnail_jpeg, path, size, max_pixels=limits.max_pixels, max_bytes=max_bytes
-    )
+    data = await asyncio.to_thread(_photo_bytes, ctx, photo_id, max_bytes)
+    jpeg = await asyncio.to_thread(thumbnail_jpeg, data, size, max_pixels=limits.max_pixels)
     return Response(jpeg, media_type="image/jpeg", headers=headers)
 
 
 @router.get(
     "/photos/{photo_id}/file",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={**_NOT_FOUND, 200: {"content": {"image/*": {}}, "description": "the original"}},
 )
-async def get_file(photo_id: PhotoId, ctx: Ctx) -> FileResponse:
-    """The original file, as it is in the library."""
-    path = await asyncio.to_thread(_photo_path, ctx, photo_id)
-    media_type = _MEDIA_TYPES.get(path.suffix.lower().lstrip("."), "application/octet-stream")
-    return FileResponse(
-        path,
-        media_type=media_type,
-        filename=readable_path(path.name),
-        content_disposition_type="inline",
-    )
+async def get_file(photo_id: PhotoId, ctx: Ctx) -> StreamingResponse:
+    """The original file, as it is in the library (never a file outside it)."""
+    handle = await asyncio.to_thread(_open_photo, ctx, photo_id)
+    photo = ctx.app.catalog.photo(photo_id)
+    name = readable_path(PurePosixPath(photo.rel_path).name) if photo else f"{photo_id}.jpg"
+    media_type = _MEDIA_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+    headers = {
+        "Content-Length": str(os.fstat(handle.fileno()).st_size),
+        "Content-Disposition": _inline(name),
+    }
+    return StreamingResponse(_chunks(handle), media_type=media_type, headers=headers)
 
 
 def _delete(ctx: ServerContext, photo_id: str, delete_file: bool) -> DeletedOut:

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 
+from index.errors import InvalidQuery
 from server.context import Ctx
-from server.schemas import ErrorOut, RecommendIn, RecommendOut
+from server.schemas import ErrorOut, RecommendIn, RecommendOut, is_blank
 from server.uploads import check_image, read_upload
 
 router = APIRouter(tags=["recommend"])
@@ -22,6 +23,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/recommend", response_model=RecommendOut, responses=_ERRORS)
 async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
     """Photos for a social-media text: the same JSON as `peitu recommend --json`."""
+    if is_blank(body.text):
+        raise InvalidQuery("请给出要配图的文字（text is empty）")
     result = await asyncio.to_thread(ctx.app.recommend, body.text, body.top_k, rerank=body.rerank)
     return result.to_dict()
 

@@ -4,9 +4,11 @@ only this machine's own clients (not another site's page in the user's browser).
 from __future__ import annotations
 
 import socket
+import time
 from urllib.parse import urlsplit
 
 from server.app import MAX_JSON_BODY_BYTES
+from server.auth import BACKOFF_AFTER, BACKOFF_S
 from tests.server.conftest import Served, ServerFactory
 from tests.support.core_fixtures import SettingsFactory
 
@@ -61,3 +63,68 @@ def test_without_a_token_only_this_machine_may_call_the_api(
             assert refused.status_code == 401, headers
             assert "this machine's own clients" in refused.json()["detail"]
     assert served.ctx.jobs.recent() == []
+
+
+def test_only_exactly_bearer_and_one_space_is_accepted(indexed_server: Served) -> None:
+    token = indexed_server.token
+    assert token is not None
+    refused = [
+        f"bearer {token}",
+        f"BEARER {token}",
+        f"Bearer  {token}",
+        # (white space around a header value is HTTP's own and stripped before us)
+        f"Bearer\t{token}",
+        f"Bearer {token} extra",
+        f"Basic {token}",
+        token,
+    ]
+    with indexed_server.client(token=None) as client:
+        assert client.get("/api/status", headers={"Authorization": f"Bearer {token}"}).is_success
+        for header in refused:
+            response = client.get("/api/status", headers={"Authorization": header})
+            assert response.status_code == 401, header
+
+
+def test_repeated_wrong_tokens_from_one_address_slow_down(indexed_server: Served) -> None:
+    """After BACKOFF_AFTER wrong tokens each further one waits BACKOFF_S; the right token
+    never waits. The bound is the back-off itself, not a measured speed."""
+    with indexed_server.client(token="wrong-token") as wrong:
+        for _ in range(BACKOFF_AFTER):
+            assert wrong.get("/api/status").status_code == 401
+        started = time.monotonic()
+        assert wrong.get("/api/status").status_code == 401
+        assert time.monotonic() - started >= BACKOFF_S
+    with indexed_server.client() as right:
+        assert right.get("/api/status").status_code == 200
+
+
+def test_a_method_a_path_lacks_is_405_with_allow(indexed_server: Served) -> None:
+    with indexed_server.client() as client:
+        get_on_post = client.get("/api/recommend")
+        options = client.options("/api/status")
+        unknown = client.get("/api/no-such-thing")
+    assert get_on_post.status_code == 405 and get_on_post.headers["allow"] == "POST"
+    assert options.status_code == 405 and "GET" in options.headers["allow"]
+    assert unknown.status_code == 404 and "detail" in unknown.json()
+
+
+def test_no_docs_from_a_cdn_and_the_schema_documents_the_error_bodies(
+    indexed_server: Served,
+) -> None:
+    with indexed_server.client(token=None) as client:
+        assert client.get("/docs").status_code == 404
+        schema = client.get("/openapi.json").json()
+    recommend = schema["paths"]["/api/recommend"]["post"]["responses"]
+    for code in ("400", "401", "405", "413", "422"):
+        ref = recommend[code]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorOut"), code
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_error_details_carry_no_python_reprs(indexed_server: Served) -> None:
+    with indexed_server.client() as client:
+        response = client.post(
+            "/api/search/similar", data={"file": "not a file"}, files={"other": ("x", b"1")}
+        )
+    assert response.status_code == 422
+    assert " at 0x" not in response.text and "<class" not in response.text

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import pytest
+from PIL import Image
 
 from index.app import build_app
 from index.embed import SentenceTransformerEmbedder
@@ -45,19 +47,37 @@ def test_status_for_core_errors(error: PeiTuError, status: int) -> None:
     assert status_for(error) == status
 
 
-def test_similar_search_by_description_with_a_describer_that_cannot_is_502(
+def _served_without_visual_index(
     start_server: ServerFactory, make_settings: SettingsFactory, small_library: SmallLibrary
-) -> None:
+) -> Served:
     """With the visual index off, a photo is described to be searched for: the sidecar
     describer cannot describe a new image."""
     settings = make_settings(library=small_library.root, visual={"backend": "off"})
     served = start_server(settings, descriptions=small_library.descriptions)
     served.app.index()
+    return served
+
+
+def test_similar_search_by_description_with_a_describer_that_cannot_is_502(
+    start_server: ServerFactory, make_settings: SettingsFactory, small_library: SmallLibrary
+) -> None:
+    served = _served_without_visual_index(start_server, make_settings, small_library)
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(buffer, format="JPEG")  # not in the library
+    with served.client() as client:
+        response = client.post("/api/search/similar", files={"file": ("q.jpg", buffer.getvalue())})
+    assert response.status_code == 502
+    assert "cannot describe a new image" in response.json()["detail"]
+
+
+def test_similar_search_by_description_for_a_library_photo_uses_its_stored_description(
+    start_server: ServerFactory, make_settings: SettingsFactory, small_library: SmallLibrary
+) -> None:
+    served = _served_without_visual_index(start_server, make_settings, small_library)
     data = (small_library.root / small_library.photos[0].rel_path).read_bytes()
     with served.client() as client:
         response = client.post("/api/search/similar", files={"file": ("q.jpg", data)})
-    assert response.status_code == 502
-    assert "cannot describe a new image" in response.json()["detail"]
+    assert response.status_code == 200 and response.json()["results"]
 
 
 class _Explosive:

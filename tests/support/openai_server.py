@@ -14,7 +14,10 @@ Answers are derived honestly from the request:
   to answer with content of your own (fenced JSON, unknown ids, ...).
 - anything else ("text"): `回声：<the last user text>`.
 
-Failures are switched on at run time with `set_mode(...)`, per kind or for all kinds.
+Failures are switched on at run time with `set_mode(...)`, per kind or for all kinds;
+`set_mode(kind, hostile=...)` answers with one of `HOSTILE` (an HTML page with 200, truncated
+JSON, JSON nested 100,000 deep, content of 200,000 `{`, a body dripped at one byte a second, an
+answer that never comes).
 
 Standalone: `python -m tests.support.openai_server --port 8099 [--delay-ms 200]`.
 """
@@ -35,13 +38,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from PIL import Image, ImageStat
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("vision", "rerank", "text")
 MALFORMED_CONTENT = "这不是JSON {"
 WRONG_SCHEMA_CONTENT = json.dumps({"answer": "好的", "items": [1, 2, 3]}, ensure_ascii=False)
+HOSTILE = ("html", "truncated", "deep", "braces", "drip", "hang")
 VisionFn = Callable[[Image.Image], str]
 RerankFn = Callable[[dict[str, Any]], str]  # the {"text", "candidates"} block -> answer content
 
@@ -65,6 +69,7 @@ class Mode:
     wrong_schema: bool = False
     empty: bool = False
     reject_json_mode: bool = False  # 400 when the request asks for response_format
+    hostile: str = ""  # one of HOSTILE: a broken answer instead of a completion
 
 
 @dataclass
@@ -120,6 +125,7 @@ class FakeOpenAIServer:
         self.rerank_fn: RerankFn | None = None
         self._modes = {kind: Mode() for kind in KINDS}
         self._lock = threading.Lock()
+        self._stopping = threading.Event()  # ends hung and dripping answers
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app = _build_app(self)
@@ -137,6 +143,7 @@ class FakeOpenAIServer:
 
     def start(self) -> None:
         """Bind, serve in a daemon thread, and return once the server accepts connections."""
+        self._stopping.clear()
         sock = _bound_socket(self.host, self._requested_port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off")
@@ -149,6 +156,7 @@ class FakeOpenAIServer:
 
     def stop(self) -> None:
         """Ask uvicorn to exit and wait for its thread."""
+        self._stopping.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -184,7 +192,7 @@ class FakeOpenAIServer:
         with self._lock:
             return [r for r in self.requests if r.kind == kind]
 
-    async def handle_chat(self, body: dict[str, Any]) -> JSONResponse:
+    async def handle_chat(self, body: dict[str, Any]) -> Response:
         """Answer one chat completion request, misbehaving as the mode says."""
         kind = classify(body)
         record = RecordedRequest(kind=kind, body=body)
@@ -199,6 +207,9 @@ class FakeOpenAIServer:
         if failure is not None:
             record.status = failure.status_code
             return failure
+        if mode.hostile:
+            self._count(kind, mode.hostile)
+            return await self._hostile(mode.hostile, body.get("model", "fake"))
         content = self._content(kind, mode, body, record)
         return JSONResponse(completion_json(body.get("model", "fake"), content))
 
@@ -242,6 +253,32 @@ class FakeOpenAIServer:
             return hook(block)
         return json.dumps(judge(block), ensure_ascii=False)
 
+    async def _hostile(self, how: str, model: str) -> Response:
+        valid = json.dumps(completion_json(model, '{"results": []}')).encode()
+        if how == "html":
+            return HTMLResponse("<html><body><h1>Welcome to the portal</h1></body></html>")
+        if how == "truncated":
+            return Response(valid[: len(valid) // 2], media_type="application/json")
+        if how == "deep":
+            deep = b'{"choices": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            return Response(deep, media_type="application/json")
+        if how == "braces":
+            return JSONResponse(completion_json(model, "{" * 200_000))
+        if how == "drip":
+            return StreamingResponse(self._drip(valid), media_type="application/json")
+        if how == "hang":
+            while not self._stopping.is_set():
+                await asyncio.sleep(0.05)
+            return error_response(503, "the fake server is stopping")
+        raise ValueError(f"unknown hostile answer {how!r}; use one of {HOSTILE}")
+
+    async def _drip(self, body: bytes) -> AsyncIterator[bytes]:
+        for index in range(len(body)):
+            if self._stopping.is_set():
+                return
+            yield body[index : index + 1]
+            await asyncio.sleep(1.0)
+
     def _count(self, kind: str, what: str) -> None:
         with self._lock:
             self.injected[f"{kind}:{what}"] += 1
@@ -260,7 +297,7 @@ def _build_app(server: FakeOpenAIServer) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> JSONResponse:
+    async def chat_completions(request: Request) -> Response:
         try:
             body = await request.json()
         except ValueError:

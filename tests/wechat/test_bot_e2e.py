@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import Outcome
@@ -157,7 +158,6 @@ def test_similar_without_an_image_asks_for_one(start_wechat: StartWechat, peitu:
 def test_similar_when_the_vision_model_fails(
     start_wechat: StartWechat,
     bot_finder: PhotoFinder,
-    peitu: PeiTu,
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
 ) -> None:
@@ -175,13 +175,16 @@ def test_similar_by_description_when_the_vision_model_fails(
     indexed_library: IndexedLibrary,
     openai_server: FakeOpenAIServer,
     embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
 ) -> None:
     """With the visual index off the photo is described first, and that can fail."""
     settings = core_settings(indexed_library, openai_server.base_url, visual={"backend": "off"})
     peitu = build_app(settings, embedder=embedder)
     openai_server.set_mode("vision", fail_status=500, fail_times=100)
     chat = start_wechat(peitu)
-    chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
+    new_image = tmp_path / "new.jpg"  # not in the library: no stored description stands in
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(new_image)
+    chat.say(file=new_image)
     chat.say("/相似")
     text, _ = chat.reply()
     peitu.close()

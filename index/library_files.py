@@ -1,0 +1,124 @@
+"""Reading and deleting library files only where they really are inside the library.
+
+A library can hold symlinks, and a file can be swapped for one after it was indexed (a link to
+`/etc/passwd`, to `/proc/self/environ`, to a folder elsewhere). So a file is opened only after
+its real path is resolved and found inside the library's real path, and checked again on the
+open descriptor itself: a regular file (never a FIFO or a device), the one that was resolved.
+A file is deleted only when it is a regular file (not a link) whose folder's real path lies
+inside the library, and it is unlinked relative to that folder's open descriptor.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from index.errors import PhotoUnreadable
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+OUTSIDE = "outside_library"
+
+
+def real_path_inside(root: Path, rel_path: str, follow_external_links: bool = False) -> Path:
+    """The real path of `root/rel_path`; raises `PhotoUnreadable` ("outside_library",
+    "not_found") unless it exists and lies inside the real path of `root`.
+
+    `follow_external_links` (the user's PEITU_INDEXING__FOLLOW_EXTERNAL_LINKS): the library's
+    own links may lead elsewhere, as the scan followed them; `rel_path` itself must still stay
+    below `root` (no `..`)."""
+    real_root = root.expanduser().resolve()
+    label = str(root / rel_path)
+    if ".." in Path(rel_path).parts or Path(rel_path).is_absolute():
+        raise PhotoUnreadable(label, OUTSIDE, "the path leads out of the library")
+    try:
+        real = (real_root / rel_path).resolve(strict=True)
+    except (OSError, RuntimeError) as error:  # missing, a dangling link, a loop
+        raise PhotoUnreadable(label, "not_found", type(error).__name__) from error
+    if not follow_external_links and not real.is_relative_to(real_root):
+        raise PhotoUnreadable(label, OUTSIDE, "the file's real path is outside the library")
+    return real
+
+
+def open_inside(root: Path, rel_path: str, follow_external_links: bool = False) -> BinaryIO:
+    """Open `root/rel_path` for reading, only if it really is a regular file inside `root`
+    (or, with `follow_external_links`, reached through the library's own links).
+
+    Raises `PhotoUnreadable` ("outside_library", "not_found", "not_a_file").
+    """
+    real = real_path_inside(root, rel_path, follow_external_links)
+    try:
+        fd = os.open(real, _OPEN_FLAGS)  # O_NOFOLLOW: not swapped for a link since resolving
+    except OSError as error:
+        raise PhotoUnreadable(str(real), "not_found", type(error).__name__) from error
+    try:
+        _check_descriptor(fd, real, None if follow_external_links else root)
+    except BaseException:
+        os.close(fd)
+        raise
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_inside(root: Path, rel_path: str, max_bytes: int) -> bytes:
+    """The bytes of `root/rel_path` (see `open_inside`); "too_large" past `max_bytes`."""
+    with open_inside(root, rel_path) as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PhotoUnreadable(str(root / rel_path), "too_large", f"more than {max_bytes} bytes")
+    return data
+
+
+def _check_descriptor(fd: int, real: Path, root: Path | None) -> None:
+    opened = os.fstat(fd)
+    if not stat.S_ISREG(opened.st_mode):
+        raise PhotoUnreadable(str(real), "not_a_file", "not a regular file")
+    try:
+        now = os.stat(real, follow_symlinks=False)
+    except OSError as error:
+        raise PhotoUnreadable(str(real), "not_found", type(error).__name__) from error
+    if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):  # a folder swapped meanwhile
+        raise PhotoUnreadable(str(real), OUTSIDE, "the file changed while it was opened")
+    if root is None:
+        return
+    proc_link = Path(f"/proc/self/fd/{fd}")  # Linux: where the kernel says the file is
+    real_root = root.expanduser().resolve()
+    if proc_link.exists() and not Path(os.readlink(proc_link)).is_relative_to(real_root):
+        raise PhotoUnreadable(str(real), OUTSIDE, "the opened file is outside the library")
+
+
+def delete_inside(root: Path, rel_path: str) -> Path | None:
+    """Delete `root/rel_path` if it is a regular file (not a link) whose real folder lies
+    inside `root`; returns the real path deleted, or None when it was missing or refused."""
+    real_root = root.expanduser().resolve()
+    path = root / rel_path
+    try:
+        folder = path.parent.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if not folder.is_relative_to(real_root):
+        return None
+    try:
+        dir_fd = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return None
+    try:
+        if not _same_file(dir_fd, folder):
+            return None
+        entry = os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISREG(entry.st_mode):
+            return None
+        os.unlink(path.name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(dir_fd)
+    return folder / path.name
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    opened = os.fstat(fd)
+    now = os.stat(path, follow_symlinks=False)
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
