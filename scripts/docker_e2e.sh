@@ -437,6 +437,16 @@ run_job() {  # run_job MODE LABEL: the job must succeed with every photo embedde
   fi
 }
 
+wait_ready() {  # /readyz answers 200 once the models are loaded (healthy comes first): poll it
+  local out="" i
+  for i in $(seq 1 60); do
+    out=$(curl -s -m 30 -w '\n%{http_code}' "http://127.0.0.1:$PORT/readyz")
+    [ "$(tail -n1 <<<"$out")" = 200 ] && break
+    sleep 2
+  done
+  printf '%s\n' "$out"
+}
+
 recommend() {  # recommend LABEL
   local label=$1 out n
   out=$(api POST /api/recommend "{\"text\":\"$QUERY\",\"top_k\":5}")
@@ -458,7 +468,7 @@ if wait_healthy compose "$t0" peitu-server-1; then pass "server container HEALTH
 fi
 body=$(curl -s -m 5 "http://127.0.0.1:$PORT/healthz")
 [ "$body" = '{"status":"ok"}' ] && pass "GET /healthz -> $body" || fail "GET /healthz -> $body"
-ready=$(curl -s -m 30 -w '\n%{http_code}' "http://127.0.0.1:$PORT/readyz")
+ready=$(wait_ready)
 [ "$(tail -n1 <<<"$ready")" = 200 ] && pass "GET /readyz -> $(head -n1 <<<"$ready")" || fail "GET /readyz -> $ready"
 unauth=$(curl -s -o /dev/null -m 10 -w '%{http_code}' -X POST "http://127.0.0.1:$PORT/api/recommend" \
   -H 'Content-Type: application/json' -d '{"text":"x"}')
@@ -528,7 +538,7 @@ if [ "$CHROMA" = 1 ]; then
   if compose --profile chroma up -d --no-build >>"$LOG/compose.log" 2>&1; then
     if wait_healthy chroma_profile "$t0" peitu-server-1; then pass "chroma profile: server healthy"; else
       fail "chroma profile: server not healthy within 240 s"; fi
-    ready=$(curl -s -m 30 -w '\n%{http_code}' "http://127.0.0.1:$PORT/readyz")
+    ready=$(wait_ready)
     [ "$(tail -n1 <<<"$ready")" = 200 ] && pass "chroma profile: GET /readyz -> $(head -n1 <<<"$ready")" \
       || fail "chroma profile: GET /readyz -> $ready"
     run_job rebuild chroma_profile  # the new Chroma server starts empty: rebuild from the catalog
