@@ -30,7 +30,7 @@ from index.store import ChromaStore
 log = logging.getLogger(__name__)
 
 IndexMode = Literal["incremental", "rebuild"]
-_EMBED_BATCH = 64
+_EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
 
 
 @dataclass(frozen=True)

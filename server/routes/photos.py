@@ -87,7 +87,7 @@ def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
     photo = ctx.app.catalog.photo(photo_id)
     if photo is None:
         raise HTTPException(404, f"no photo {photo_id} in the index")
-    stored = ctx.app.catalog.latest_descriptions([photo_id]).get(photo_id)
+    stored = ctx.app.catalog.latest_description(photo_id)
     return PhotoOut(
         photo_id=photo_id,
         path=photo.rel_path,
@@ -99,7 +99,7 @@ def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
         gps_lon=photo.gps_lon,
         description=stored.description if stored else None,
         describer=stored.describer_key if stored else None,
-        indexed=photo_id in ctx.app.catalog.embedded(),
+        indexed=ctx.app.catalog.is_embedded(photo_id),
     )
 
 
