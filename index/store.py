@@ -32,11 +32,13 @@ SCHEMA_VERSION = 1
 _BATCH = 2000
 # HNSW search and write-back parameters, given to new collections and set on older ones when
 # they are opened: all of them can change on a live collection, so none is part of the identity.
-# ef_search 200 (Chroma's default 100) keeps recall@20 >= 0.99 at 1M photos; sync_threshold
+# ef_search 600 (Chroma's default 100) keeps recall@20 >= 0.99 on 355k photos with many near
+# duplicates (0.98 at 200; bench_scale.py); it takes effect when a process loads the index,
+# which is after `_open` has set it. sync_threshold
 # writes the graph to disk every 20,000 changes rather than every 1,000 (Chroma's default), which
 # made inserts into a large collection slow. The construction parameters (M 16,
 # ef_construction 100) stay Chroma's defaults; changing them would need a new collection.
-HNSW_TUNING: dict[str, int] = {"ef_search": 200, "sync_threshold": 20_000, "batch_size": 2_000}
+HNSW_TUNING: dict[str, int] = {"ef_search": 600, "sync_threshold": 20_000, "batch_size": 2_000}
 # A rebuild fills NAME__rebuild, then it takes NAME's place; the old one passes by NAME__retired.
 REBUILD_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired"
