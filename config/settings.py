@@ -81,6 +81,9 @@ class EmbeddingSettings(BaseModel):
     model: str = "moka-ai/m3e-base"
     batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"
+    # torch intra-op threads for the encoder (process-wide); 0 = torch's default (one per core).
+    # 1 is the default: on a busy small machine more threads than free cores collapse the rate.
+    threads: int = Field(default=1, ge=0, le=64)
 
 
 class ChromaSettings(BaseModel):

@@ -499,6 +499,7 @@ def build_app(
         settings.embedding.model,
         device=settings.embedding.device,
         batch_size=settings.embedding.batch_size,
+        threads=settings.embedding.threads,
     )
     url = settings.chroma.url
     retrieval = _retrieval_config(settings)

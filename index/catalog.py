@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,11 +139,27 @@ class Catalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         migrate(self._db, path)
+        # Whole-table facts (counts) computed once per state of the catalog: the state is our
+        # own writes plus `PRAGMA data_version`, which moves when another process commits.
+        self._writes = 0
+        self._facts: dict[str, tuple[tuple[int, int], object]] = {}
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock, self._db:
+            self._writes += 1
             yield self._db
+
+    def _fact(self, name: str, compute: Callable[[], object]) -> object:
+        """`compute()` (under the lock), remembered until the catalog changes."""
+        with self._lock:
+            state = (self._writes, int(self._db.execute("PRAGMA data_version").fetchone()[0]))
+            known = self._facts.get(name)
+            if known is not None and known[0] == state:
+                return known[1]
+            value = compute()
+            self._facts[name] = (state, value)
+            return value
 
     def close(self) -> None:
         with self._lock:
@@ -186,8 +202,9 @@ class Catalog:
         return None if row is None else _row_to_photo(row)
 
     def photo_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(DISTINCT photo_id) FROM files").fetchone()[0])
+        """Distinct photos recorded (counted once per change of the catalog)."""
+        query = "SELECT COUNT(DISTINCT photo_id) FROM files"
+        return int(str(self._fact("photo_count", lambda: self._db.execute(query).fetchone()[0])))
 
     def remove_file(self, rel_path: str) -> None:
         with self._tx() as db:
@@ -253,6 +270,16 @@ class Catalog:
             counts[tier] = counts.get(tier, 0) + 1
         return counts
 
+    def latest_description(self, photo_id: str) -> StoredDescription | None:
+        """The photo's most recent description (whichever describer wrote it): one lookup."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT photo_id, describer_key, description FROM descriptions WHERE photo_id=? "
+                "ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                (photo_id,),
+            ).fetchone()
+        return None if row is None else StoredDescription(str(row[0]), str(row[1]), str(row[2]))
+
     def latest_descriptions(self, photo_ids: Iterable[str]) -> dict[str, StoredDescription]:
         """For each photo, its most recent description (whichever describer wrote it)."""
         wanted = set(photo_ids)
@@ -274,6 +301,12 @@ class Catalog:
             rows = self._db.execute("SELECT photo_id, text_sha, model, rel_path FROM embedded")
             found = rows.fetchall()
         return {row[0]: EmbeddedRecord(row[1], row[2], path_from_db(row[3])) for row in found}
+
+    def is_embedded(self, photo_id: str) -> bool:
+        """Whether the vector store holds the photo, as we last wrote it: one lookup."""
+        with self._lock:
+            row = self._db.execute("SELECT 1 FROM embedded WHERE photo_id=?", (photo_id,))
+            return row.fetchone() is not None
 
     def mark_embedded(self, items: Iterable[tuple[str, str, str]], model: str) -> None:
         """Record (photo_id, embedded text, rel_path) triples as stored with `model`."""
@@ -356,9 +389,9 @@ class Catalog:
             return int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def last_finished_run(self) -> datetime | None:
-        with self._lock:
-            row = self._db.execute("SELECT MAX(finished_at) FROM runs").fetchone()
-        return datetime.fromisoformat(row[0]) if row and row[0] else None
+        query = "SELECT MAX(finished_at) FROM runs"
+        found = self._fact("last_finished_run", lambda: self._db.execute(query).fetchone()[0])
+        return datetime.fromisoformat(str(found)) if found else None
 
 
 def db_path(rel_path: str) -> str | bytes:

@@ -29,10 +29,13 @@ def model_identity(name_or_path: str) -> str:
 class SentenceTransformerEmbedder:
     """Loads the model on first use; `embed` returns normalised float32 rows."""
 
-    def __init__(self, name_or_path: str, *, device: str = "cpu", batch_size: int = 32) -> None:
+    def __init__(
+        self, name_or_path: str, *, device: str = "cpu", batch_size: int = 32, threads: int = 0
+    ) -> None:
         self._name_or_path = name_or_path
         self._device = device
         self._batch_size = batch_size
+        self._threads = threads  # torch intra-op threads, set when the model loads; 0 = torch's
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
 
@@ -76,6 +79,8 @@ class SentenceTransformerEmbedder:
         ensure_model_obtainable(self._name_or_path)
         from sentence_transformers import SentenceTransformer
 
+        if self._threads > 0:
+            set_torch_threads(self._threads)
         try:
             return SentenceTransformer(self._name_or_path, device=self._device)
         except (OSError, ValueError) as error:
@@ -84,3 +89,14 @@ class SentenceTransformerEmbedder:
                 "Set PEITU_EMBEDDING__MODEL to a local model folder (with HF_HUB_OFFLINE=1) "
                 "or make sure the machine can reach the model hub."
             ) from error
+
+
+def set_torch_threads(threads: int) -> None:
+    """Use `threads` torch intra-op threads in this process (a process-wide setting).
+
+    Measured on a 2-core machine with the other core busy: m3e-small encodes several times
+    faster with 1 thread than with 2, whose threads wait on each other (see bench_scale.py)."""
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

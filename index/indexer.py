@@ -35,7 +35,7 @@ from index.visual_index import VisualIndex
 log = logging.getLogger(__name__)
 
 IndexMode = Literal["incremental", "rebuild"]
-_EMBED_BATCH = 64
+_EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
 _LIVE_BATCH = 16  # descriptions embedded at once while describing
 
 

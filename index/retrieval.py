@@ -74,10 +74,15 @@ def encode_documents(
         return np.zeros((0, embedder.dimension), dtype=np.float32)
     if encoding == "whole":
         return embedder.embed(descriptions)
-    centroids = piece_centroids(embedder, descriptions)
     if encoding == "centroid":
-        return centroids
-    whole = embedder.embed(descriptions)
+        return piece_centroids(embedder, descriptions)
+    # One encoder call for every distinct piece and whole text: a one-sentence description's
+    # whole is its only piece, and pieces repeat across descriptions.
+    pieces = [split_pieces(text) for text in descriptions]
+    vectors = _embed_unique(embedder, [*(p for group in pieces for p in group), *descriptions])
+    means = [np.mean([vectors[p] for p in group], axis=0) for group in pieces]
+    centroids = _normalised(np.asarray(means, dtype=np.float32))
+    whole = np.asarray([vectors[text] for text in descriptions], dtype=np.float32)
     return _normalised((1.0 - whole_weight) * centroids + whole_weight * whole)
 
 
@@ -133,18 +138,29 @@ class DenseRetriever:
         self._embedder = embedder
         self._store = store
         self._prepare = prepare
+        self._last: tuple[str, Vectors] | None = None  # the same text searched again (relaxed)
 
     def search(
         self, text: str, k: int, filters: QueryFilters | None, timings: dict[str, float]
     ) -> list[Candidate]:
         """Up to k photos by cosine, most similar first, among those matching `filters`."""
         start = time.perf_counter()
-        vector = self._embedder.embed([self._prepare(text)])[0]
+        vector = self._vector(self._prepare(text))
         middle = time.perf_counter()
         found = self._store.query(vector.tolist(), k, chroma_where(filters))
         _add_ms(timings, "embed", start, middle)
         _add_ms(timings, "search", middle, time.perf_counter())
         return found
+
+    def _vector(self, text: str) -> Vectors:
+        """The text's query vector; embedded once when it is searched again at once, as each
+        relaxation of the filters does."""
+        last = self._last
+        if last is not None and last[0] == text:
+            return last[1]
+        vector = np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
+        self._last = (text, vector)
+        return vector
 
 
 def _add_ms(timings: dict[str, float], name: str, start: float, end: float) -> None:

@@ -60,7 +60,13 @@ class VisualStore:
         self._lock = threading.RLock()
         self._name = name
         self._identity = _identity(model, dimension)
-        self._collection = self._open()
+        self._collection: Any | None = self._existing()  # made by the first write, not a read
+
+    def _existing(self) -> Any | None:
+        try:
+            return self._client.get_collection(self._name, embedding_function=None)
+        except NotFoundError:
+            return None
 
     def _open(self) -> Any:
         metadata = {"hnsw:space": "cosine", **self._identity}
@@ -72,8 +78,9 @@ class VisualStore:
     def mismatch(self) -> IndexMismatch | None:
         """Set while the collection holds vectors of another visual model or preprocessing."""
         with self._lock:
-            with contextlib.suppress(NotFoundError):  # dropped elsewhere: open what is there now
-                self._collection = self._client.get_collection(self._name, embedding_function=None)
+            self._collection = self._existing() or self._collection  # dropped or made elsewhere
+            if self._collection is None:
+                return None  # nothing embedded yet: nothing to mismatch
             found = self._collection.metadata or {}
         stored = {key: found.get(key) for key in self._identity}
         if stored == self._identity:
@@ -90,7 +97,7 @@ class VisualStore:
         with self._lock:
             with contextlib.suppress(NotFoundError, ValueError):
                 self._client.delete_collection(self._name)
-            self._collection = self._open()
+            self._collection = None  # made anew, with this identity, by the next write
 
     @contextlib.contextmanager
     def reconnecting(self) -> Iterator[None]:
@@ -106,10 +113,26 @@ class VisualStore:
                 yield
             finally:
                 self._client = self._reconnect()
-                self._collection = self._open()
+                self._collection = self._existing()
 
-    def _on_collection(self, use: Callable[[Any], _T]) -> _T:
+    def _read(self, use: Callable[[Any], _T], empty: _T) -> _T:
+        """`use(collection)`, or `empty` while there is no collection (nothing embedded)."""
         with self._lock:
+            if self._collection is None:
+                self._collection = self._existing()
+            if self._collection is None:
+                return empty
+            try:
+                return use(self._collection)
+            except NotFoundError:  # replaced by another process (a model change): look again
+                self._collection = self._existing()
+                return empty if self._collection is None else use(self._collection)
+
+    def _write(self, use: Callable[[Any], _T]) -> _T:
+        """`use(collection)`, making the collection first when there is none."""
+        with self._lock:
+            if self._collection is None:
+                self._collection = self._open()
             try:
                 return use(self._collection)
             except NotFoundError:  # replaced by another process (a model change): open anew
@@ -122,7 +145,7 @@ class VisualStore:
             self._upsert_batch(photo_ids[start:end], vectors[start:end], phashes[start:end])
 
     def _upsert_batch(self, ids: Sequence[str], rows: Vectors, hashes: Sequence[str]) -> None:
-        self._on_collection(
+        self._write(
             lambda c: c.upsert(
                 ids=list(ids),
                 embeddings=[row.tolist() for row in rows],
@@ -135,13 +158,16 @@ class VisualStore:
         count = self.count()
         if count == 0:
             return []
-        found = self._on_collection(
+        found = self._read(
             lambda c: c.query(
                 query_embeddings=[vector.tolist()],
                 n_results=min(k, count),
                 include=["distances", "embeddings", "metadatas"],
-            )
+            ),
+            None,
         )
+        if found is None:
+            return []
         rows = zip(
             found["ids"][0],
             found["distances"][0],
@@ -156,10 +182,10 @@ class VisualStore:
 
     def stored(self, photo_id: str) -> tuple[Vectors, str] | None:
         """A photo's vector and pHash, or None when it has none."""
-        found = self._on_collection(
-            lambda c: c.get(ids=[photo_id], include=["embeddings", "metadatas"])
+        found = self._read(
+            lambda c: c.get(ids=[photo_id], include=["embeddings", "metadatas"]), None
         )
-        if not found["ids"]:
+        if found is None or not found["ids"]:
             return None
         return _array(found["embeddings"][0]), _phash(found["metadatas"][0])
 
@@ -169,13 +195,13 @@ class VisualStore:
             self._delete_batch(ids[start : start + _BATCH])
 
     def _delete_batch(self, ids: list[str]) -> None:
-        self._on_collection(lambda c: c.delete(ids=ids))
+        self._read(lambda c: c.delete(ids=ids), None)
 
     def ids(self) -> set[str]:
-        return set(self._on_collection(lambda c: c.get(include=[]))["ids"])
+        return set(self._read(lambda c: c.get(include=[])["ids"], []))
 
     def count(self) -> int:
-        return int(self._on_collection(lambda c: c.count()))
+        return self._read(lambda c: int(c.count()), 0)
 
 
 def _array(embedding: Any) -> Vectors:

@@ -65,7 +65,7 @@ def test_a_rebuild_killed_at_each_step_of_the_swap_leaves_a_searchable_index(
     # The next command, a read-only one, finds the whole rebuilt index too.
     fresh = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
     assert (fresh.status().photos, fresh.status().problem) == (30, None)
-    assert _collections(settings.data_dir) == [COLLECTION]
+    assert _collections(settings.data_dir) == [COLLECTION, f"{COLLECTION}_visual"]  # no leftovers
     report = fresh.index()  # and the next run has nothing left to do
     assert (report.described, report.embedded, fresh.status().photos) == (0, 0, 30)
     reader.close()

@@ -12,7 +12,7 @@ from index.app import build_app
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexMismatch, ModelUnavailable
 from index.ports import StoredVector
-from index.store import ChromaStore, make_chroma_client
+from index.store import HNSW_TUNING, ChromaStore, make_chroma_client
 from tests.support.chroma_server import chroma_server
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
@@ -169,3 +169,50 @@ def test_index_and_recommend_through_a_chroma_server(
         r.path for r in app.recommend(target.captions[4], rerank=False).results
     ]
     assert not (settings.data_dir / "chroma").exists()  # nothing went to the embedded store
+
+
+def test_query_beyond_the_count_gets_all(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    assert [c.photo_id for c in store.query(_unit(0.1, 0, 1, 0), 50)] == ["c", "a", "b"]
+    assert store.query(_unit(0, 0, 1, 0), 0) == []
+
+
+def test_count_follows_every_write_of_this_store(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.count() == 0
+    store.upsert(_items()[:1])
+    assert store.count() == 1
+    store.upsert(_items())
+    assert store.count() == 3
+    store.delete(["a", "b"])
+    assert store.count() == 1
+    store.reset()
+    assert store.count() == 0
+
+
+def test_count_follows_another_writer_after_reload(make_store: StoreFactory) -> None:
+    reader, writer = make_store(), make_store()
+    assert reader.count() == 0
+    writer.upsert(_items())
+    reader.reload()  # what `PeiTu` does when the catalog says another process wrote
+    assert reader.count() == 3
+
+
+def test_new_and_old_collections_get_the_search_parameters(tmp_path: Path) -> None:
+    client = make_chroma_client("", tmp_path)
+    identity = {"embedding_model": "m3e-small", "dimension": 4, "schema_version": 1}
+    older = {"hnsw:space": "cosine", **identity}  # how PeiTu made collections before
+    old = client.create_collection("made-by-an-older-peitu", metadata=older)
+    assert old.configuration["hnsw"]["ef_search"] == 100  # Chroma's default
+    stores = [
+        ChromaStore(client, name, "m3e-small", 4) for name in ("made-by-an-older-peitu", "made-now")
+    ]
+    for store, name in zip(stores, ("made-by-an-older-peitu", "made-now"), strict=True):
+        store.upsert(_items())  # a new collection is made by its first write
+        hnsw = client.get_collection(name).configuration["hnsw"]
+        assert hnsw["ef_search"] == HNSW_TUNING["ef_search"]
+        assert hnsw["sync_threshold"] == HNSW_TUNING["sync_threshold"]
+        assert hnsw["space"] == "cosine"
+        assert store.mismatch is None  # same construction parameters: no rebuild needed
+        assert [c.photo_id for c in store.query(_unit(1, 0, 0, 0), 1)] == ["a"]

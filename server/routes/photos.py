@@ -126,7 +126,7 @@ def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
         description=stored.description if stored else None,
         describer=stored.describer_key if stored else None,
         describer_tier=stored.tier if stored else None,
-        indexed=photo_id in ctx.app.catalog.embedded(),
+        indexed=ctx.app.catalog.is_embedded(photo_id),
     )
 
 

@@ -1,0 +1,559 @@
+"""Scale benchmark: stores of N photos built through the project's own `ChromaStore` and
+`Catalog`, then the search path and the server endpoints measured by a fresh serving process,
+beside raw hnswlib and numpy brute force on the same vectors in the same run.
+
+Vectors are real m3e-small vectors of the ../shared/eval descriptions (the configured document
+encoding) mixed with a second description and small noise, so N photos are N distinct vectors
+with realistic neighbourhoods. Queries are real held-out captions (the `rich` protocol), embedded
+by the serving process as `PeiTu.recommend` does (rerank off).
+
+For each N it prints: insert rate (vectors/s through `ChromaStore.upsert`) and catalog write
+time, disk size, open time and RSS of the serving process after open and after 100 queries,
+recommend p50/p95/p99 with the embed and search parts, raw hnswlib (same M / ef as the store)
+and numpy brute force (up to --brute-max) p50, recall@20 of the store's and of hnswlib's search
+against exact top-20, and p50/p95 of GET /api/photos/{id}, /api/status, /readyz, /metrics
+through the FastAPI app in-process. With --chroma-server-at N the same serving measurements run
+again against a `chroma run` server holding that store. Then the indexing throughput: raw
+encoder texts/s vs the document encoding vs `PeiTu.index` of --index-photos photos from a
+descriptions file. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_scale.py [--sizes 2000,100000,1000000] [--queries 200]
+        [--brute-max 100000] [--chroma-server-at 100000] [--index-photos 2000] [--work DIR]
+
+Run time on the shared 2-core machine at load 12-22: `--sizes 2000,100000` with the Chroma server
+and the indexing comparison took 44 min (the old tree's indexing alone 12 min); storing 1M photos
+alone takes ~1.5 h there (300k took 18 min), plus the exact and hnswlib references and serving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+
+from config import Settings, load_settings  # noqa: E402
+from index.app import _retrieval_config, build_app  # noqa: E402
+from index.catalog import Catalog  # noqa: E402
+from index.embed import SentenceTransformerEmbedder  # noqa: E402
+from index.evaluation import protocol_text, read_eval_set  # noqa: E402
+from index.filters import wall_clock_ts  # noqa: E402
+from index.models import PhotoFile  # noqa: E402
+from index.ports import StoredVector  # noqa: E402
+from index.retrieval import strip_filler  # noqa: E402
+from index.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
+
+EVAL_DIR = REPO.parent / "shared" / "eval"
+MODEL = REPO / "models" / "m3e-small"
+CHUNK = 5000  # photos generated and written per step
+NOISE = 0.25  # norm of the noise added to each unit vector
+K = 20
+TOKEN = "bench-token"
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _ms(samples: list[float]) -> str:
+    return f"p50 {_pct(samples, 0.5):7.2f}  p95 {_pct(samples, 0.95):7.2f}  p99 {_pct(samples, 0.99):7.2f} ms"
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _du_mb(path: Path) -> float:
+    if path.is_file():
+        return path.stat().st_size / 2**20
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def _load() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _settings(data_dir: Path, chroma_url: str = "") -> Settings:
+    return load_settings(
+        data_dir=data_dir,
+        library=data_dir / "library",
+        embedding={"model": str(MODEL)},
+        rerank={"enabled": False},
+        chroma={"url": chroma_url},
+    )
+
+
+# --- data ---------------------------------------------------------------------------------
+def _base(settings: Settings, queries: int, cache: Path) -> tuple[list[str], np.ndarray, list[str]]:
+    """Descriptions and their stored vectors (kept in `cache` for the next run); query texts."""
+    images = read_eval_set(EVAL_DIR / "captions.jsonl")
+    pairs = [protocol_text(image, "rich") for image in images]
+    descriptions = [d for d, _ in pairs]
+    texts = [q for _, q in pairs if q is not None]
+    random.Random(7).shuffle(texts)
+    encoder = _retrieval_config(settings).encoder
+    if cache.is_file():
+        vectors = np.load(cache)
+    else:
+        embedder = SentenceTransformerEmbedder(str(MODEL), threads=settings.embedding.threads)
+        vectors = np.asarray(encoder.encode(embedder, descriptions), dtype=np.float32)
+        np.save(cache, vectors)
+    return descriptions, vectors, texts[:queries]
+
+
+def _photo_vectors(base: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of photos start..stop-1 (deterministic) and the description each one has."""
+    rng = np.random.default_rng(start)
+    n = stop - start
+    first = rng.integers(0, len(base), n)
+    second = rng.integers(0, len(base), n)
+    mix = rng.uniform(0.0, 0.3, (n, 1)).astype(np.float32)
+    noise = rng.standard_normal((n, base.shape[1])).astype(np.float32)
+    noise *= NOISE / np.sqrt(base.shape[1])
+    v = (1.0 - mix) * base[first] + mix * base[second] + noise
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    return v.astype(np.float32), first
+
+
+def _photo_id(i: int) -> str:
+    return hashlib.sha256(f"photo-{i}".encode()).hexdigest()
+
+
+def _photo(i: int) -> PhotoFile:
+    rng = random.Random(i)
+    taken = datetime(2019, 1, 1) + timedelta(seconds=rng.randrange(6 * 365 * 86400))
+    rel = f"{taken.year}/{taken.month:02d}/IMG_{i:07d}.jpg"
+    gps = (rng.uniform(20, 45), rng.uniform(100, 122)) if rng.random() < 0.3 else (None, None)
+    return PhotoFile(
+        _photo_id(i), Path(rel), rel, rng.randrange(500_000, 6_000_000), 1.7e9 + i,
+        4032, 3024, taken, gps[0], gps[1],
+    )  # fmt: skip
+
+
+def _metadata(photo: PhotoFile) -> dict[str, Any]:
+    assert photo.taken_at is not None
+    return {
+        "path": photo.rel_path,
+        "width": photo.width,
+        "height": photo.height,
+        "taken_at": photo.taken_at.isoformat(),
+        "taken_ts": wall_clock_ts(photo.taken_at),
+        "gps_lat": photo.gps_lat,
+        "gps_lon": photo.gps_lon,
+        "phash": f"{random.Random(photo.photo_id).getrandbits(64):016x}",
+        "describer": "sidecar",
+    }
+
+
+# --- build --------------------------------------------------------------------------------
+def _build(
+    n: int, data_dir: Path, settings: Settings, base: np.ndarray, descriptions: list[str]
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The store and catalog of n photos; returns all their vectors and the build figures."""
+    retrieval = _retrieval_config(settings)
+    store = ChromaStore(
+        make_chroma_client("", data_dir),
+        settings.chroma.collection,
+        MODEL.name,
+        base.shape[1],
+        retrieval.encoder.identity,
+    )
+    catalog = Catalog(data_dir / "catalog.sqlite3")
+    everything = np.zeros((n, base.shape[1]), dtype=np.float32)
+    store_s = catalog_s = 0.0
+    described_by: list[int] = []
+    for start in range(0, n, CHUNK):
+        stop = min(n, start + CHUNK)
+        vectors, first = _photo_vectors(base, start, stop)
+        everything[start:stop] = vectors
+        described_by.extend(int(f) for f in first)
+        photos = [_photo(i) for i in range(start, stop)]
+        items = [
+            StoredVector(p.photo_id, v.tolist(), descriptions[f], _metadata(p))
+            for p, v, f in zip(photos, vectors, first, strict=True)
+        ]
+        t = time.perf_counter()
+        store.upsert(items)
+        store_s += time.perf_counter() - t
+        t = time.perf_counter()
+        for p, f in zip(photos, first, strict=True):
+            catalog.save_description(p.photo_id, "sidecar", descriptions[f])
+        catalog.mark_embedded(
+            [(p.photo_id, descriptions[f], p.rel_path) for p, f in zip(photos, first, strict=True)],
+            MODEL.name,
+        )
+        catalog_s += time.perf_counter() - t
+        if stop % 100_000 == 0 or stop == n:
+            print(
+                f"    built {stop:>9,} photos  ({store_s:6.0f} s store, {catalog_s:5.0f} s catalog, load {_load()})",
+                flush=True,
+            )
+    t = time.perf_counter()
+    catalog.replace_files(_photo(i) for i in range(n))
+    run = catalog.start_run("rebuild")
+    from index.models import IndexReport
+
+    catalog.finish_run(run, IndexReport(scanned=n, new=n, described=n, embedded=n))
+    catalog_s += time.perf_counter() - t
+    catalog.close()
+    del store
+    gc.collect()
+    return everything, {"insert_per_s": n / store_s, "store_s": store_s, "catalog_s": catalog_s}
+
+
+# --- references ---------------------------------------------------------------------------
+def _exact(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Exact top-K row numbers per query (cosine = dot on unit vectors), chunked."""
+    best_s = np.full((len(queries), K), -np.inf, dtype=np.float32)
+    best_i = np.zeros((len(queries), K), dtype=np.int64)
+    for start in range(0, len(vectors), 200_000):
+        sims = queries @ vectors[start : start + 200_000].T
+        top = np.argpartition(-sims, K, axis=1)[:, :K]
+        s = np.take_along_axis(sims, top, axis=1)
+        all_s = np.concatenate([best_s, s], axis=1)
+        all_i = np.concatenate([best_i, top + start], axis=1)
+        keep = np.argsort(-all_s, axis=1)[:, :K]
+        best_s = np.take_along_axis(all_s, keep, axis=1)
+        best_i = np.take_along_axis(all_i, keep, axis=1)
+    return best_i
+
+
+def _recall(found: list[set[int]], exact: np.ndarray) -> tuple[float, float]:
+    values = [len(f & set(e.tolist())) / K for f, e in zip(found, exact, strict=True)]
+    return statistics.mean(values), min(values)
+
+
+def _hnswlib(
+    vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, ef: int
+) -> dict[str, float]:
+    import hnswlib
+
+    index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
+    index.init_index(max_elements=len(vectors), M=16, ef_construction=100)
+    t = time.perf_counter()
+    index.add_items(vectors, np.arange(len(vectors)), num_threads=-1)  # build: all cores
+    build = time.perf_counter() - t
+    index.set_ef(ef)
+    samples, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        labels, _ = index.knn_query(q, k=K)
+        samples.append((time.perf_counter() - t) * 1000)
+        found.append({int(x) for x in labels[0]})
+    mean, worst = _recall(found, exact)
+    del index
+    return {
+        "p50": _pct(samples, 0.5),
+        "p95": _pct(samples, 0.95),
+        "insert_per_s": len(vectors) / build,
+        "recall": mean,
+        "recall_min": worst,
+    }
+
+
+def _brute(vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
+    samples = []
+    for q in queries:
+        t = time.perf_counter()
+        sims = vectors @ q
+        top = np.argpartition(-sims, K)[:K]
+        top[np.argsort(-sims[top])]
+        samples.append((time.perf_counter() - t) * 1000)
+    return {"p50": _pct(samples, 0.5), "p95": _pct(samples, 0.95)}
+
+
+# --- serve (a fresh process) ------------------------------------------------------------------
+def _serve(args: argparse.Namespace) -> None:
+    """Open the store as the server does and measure; prints one JSON line."""
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    data_dir = Path(args.serve)
+    settings = _settings(data_dir, args.chroma_url).model_copy(
+        update={"admin_token": SecretStr(TOKEN)}
+    )
+    texts = json.loads((data_dir / "queries.json").read_text(encoding="utf-8"))
+    exact = np.load(data_dir / "exact.npy")
+    out: dict[str, Any] = {"rss_start_mb": _rss_mb()}
+    t = time.perf_counter()
+    app = build_app(settings)
+    out["open_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    app.recommend(texts[0], 5, rerank=False)
+    out["first_query_s"] = time.perf_counter() - t
+    out["rss_open_mb"] = _rss_mb()
+    total, embed, search = [], [], []
+    for i, text in enumerate(texts):
+        t = time.perf_counter()
+        result = app.recommend(text, 5, rerank=False)
+        total.append((time.perf_counter() - t) * 1000)
+        embed.append(result.timings_ms["embed"])
+        search.append(result.timings_ms["search"])
+        if i == min(99, len(texts) - 1):
+            out["rss_100_mb"] = _rss_mb()
+    out.update(total=total, embed=embed, search=search)
+    # recall of the store's own query against exact, on the same query vectors
+    vectors = app.embedder.embed([strip_filler(text) for text in texts])
+    row = {_photo_id(i): i for i in range(args.n)} if args.n <= 2_000_000 else {}
+    found, store_ms = [], []
+    for v in vectors:
+        t = time.perf_counter()
+        hits = app.store.query(v.tolist(), K)
+        store_ms.append((time.perf_counter() - t) * 1000)
+        found.append({row[c.photo_id] for c in hits})
+    out["store_query"] = store_ms
+    out["recall"], out["recall_min"] = _recall(found, exact)
+    del row
+    ids = [_photo_id(random.Random(i).randrange(args.n)) for i in range(args.requests)]
+    endpoints: dict[str, list[float]] = {}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(app, settings), headers=headers) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for path in ("/api/photos/{id}", "/api/status", "/readyz", "/metrics"):
+            samples = []
+            for photo_id in ids:
+                url = path.format(id=photo_id)
+                t = time.perf_counter()
+                response = client.get(url)
+                samples.append((time.perf_counter() - t) * 1000)
+                if response.status_code != 200:
+                    raise SystemExit(f"{url}: HTTP {response.status_code} {response.text[:200]}")
+            endpoints[path] = samples
+    out["endpoints"] = endpoints
+    out["rss_end_mb"] = _rss_mb()
+    app.close()
+    print("RESULT " + json.dumps(out))
+
+
+def _run_serve(n: int, data_dir: Path, args: argparse.Namespace, url: str = "") -> dict[str, Any]:
+    command = [sys.executable, __file__, "--serve", str(data_dir), "--n", str(n)]
+    command += ["--requests", str(args.requests), "--chroma-url", url]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result: dict[str, Any] = json.loads(line[7:])
+            return result
+    raise SystemExit(f"the serving process failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
+def _print_serve(label: str, s: dict[str, Any], raw_p50: float | None) -> None:
+    search_p50 = _pct(s["search"], 0.5)
+    total_p50 = _pct(s["total"], 0.5)
+    print(
+        f"  serving {label}: open {s['open_s']:.1f} s (model load included), first query {s['first_query_s']:.2f} s; "
+        f"RSS {s['rss_open_mb']:.0f} MB after open, {s['rss_100_mb']:.0f} MB after 100 queries, {s['rss_end_mb']:.0f} MB at the end"
+    )
+    print(f"    PeiTu.recommend  {_ms(s['total'])}")
+    print(
+        f"      embed          {_ms(s['embed'])}  ({100 * _pct(s['embed'], 0.5) / total_p50:.0f}% of p50)"
+    )
+    ratio = f"  = {search_p50 / raw_p50:.1f}x raw hnswlib p50" if raw_p50 else ""
+    print(
+        f"      search         {_ms(s['search'])}  ({100 * search_p50 / total_p50:.0f}% of p50){ratio}"
+    )
+    print(f"    ChromaStore.query k=20 {_ms(s['store_query'])}")
+    print(f"    recall@20 of the store: mean {s['recall']:.4f}, worst query {s['recall_min']:.2f}")
+    for path, samples in s["endpoints"].items():
+        print(
+            f"    GET {path:<18} p50 {_pct(samples, 0.5):7.2f}  p95 {_pct(samples, 0.95):7.2f} ms"
+        )
+
+
+# --- indexing throughput -----------------------------------------------------------------------
+_ENCODER_RATE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from index.embed import SentenceTransformerEmbedder
+from index.evaluation import protocol_text, read_eval_set
+from index.retrieval import DocumentEncoder
+threads, count, model, captions = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+texts = [protocol_text(i, "rich")[0] for i in read_eval_set(__import__("pathlib").Path(captions))][:count]
+e = SentenceTransformerEmbedder(model)
+import torch
+if threads:
+    torch.set_num_threads(threads)
+e.embed(texts[:8])
+t = time.perf_counter(); e.embed(texts); raw = len(texts) / (time.perf_counter() - t)
+t = time.perf_counter(); DocumentEncoder("mixture", 0.3).encode(e, texts)
+mixture = len(texts) / (time.perf_counter() - t)
+print("RATE", raw, mixture, torch.get_num_threads())
+"""
+
+_INDEX_RUN = """
+import os, sys, tempfile, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+os.chdir(sys.argv[1])
+from config import load_settings
+from index.app import build_app
+from index.evaluation import prepare_library, read_eval_set
+count, model, eval_dir = int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+images = read_eval_set(eval_dir / "captions.jsonl", count)[:count]
+work = Path(tempfile.mkdtemp(prefix="peitu-index-"))
+library, sidecar, _ = prepare_library(images, eval_dir / "images", "rich", work)
+settings = load_settings(data_dir=work / "data", library=library, embedding={"model": model},
+                         rerank={"enabled": False}, chroma={"url": ""})
+app = build_app(settings, descriptions=sidecar)
+t = time.perf_counter(); report = app.index(); seconds = time.perf_counter() - t
+print("INDEXED", report.embedded, seconds)
+"""
+
+
+def _python(script: str, *argv: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith(("RATE ", "INDEXED ")):
+            return line.split()[1:]
+    raise SystemExit(f"a measuring process failed:\n{done.stderr[-3000:]}")
+
+
+def _old_tree(ref: str, work: Path) -> Path:
+    """The project at git `ref`, extracted beside the stores (models linked in)."""
+    tree = work / f"tree-{ref.replace('/', '_')}"
+    if not tree.is_dir():
+        tree.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ref], capture_output=True, check=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    return tree
+
+
+def _indexing(count: int, work: Path, old_ref: str) -> None:
+    """Encoder rate with 1 and 2 torch threads beside a busy core; `PeiTu.index` of `count`
+    photos from a descriptions file with this tree and with `old_ref`."""
+    captions = str(EVAL_DIR / "captions.jsonl")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for threads in (1, 2):
+            raw, mixture, used = _python(
+                _ENCODER_RATE, str(REPO), str(threads), "600", str(MODEL), captions
+            )
+            print(
+                f"  encoder, {used} torch thread(s), one core kept busy beside it: raw "
+                f"{float(raw):5.0f} texts/s, mixture encoding {float(mixture):5.0f} descriptions/s  (load {_load()})"
+            )
+    finally:
+        busy.kill()
+        busy.wait()
+    for label, tree in (
+        ("this tree", REPO),
+        (f"old {old_ref}", _old_tree(old_ref, work) if old_ref else None),
+    ):
+        if tree is None:
+            continue
+        embedded, seconds = _python(_INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR))
+        print(
+            f"  PeiTu.index --descriptions, {label}: {embedded} photos in {float(seconds):.1f} s = "
+            f"{int(embedded) / float(seconds):.0f} photos/s  (load {_load()})",
+            flush=True,
+        )
+
+
+# --- main ---------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="2000,100000,1000000")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=200, help="requests per endpoint")
+    parser.add_argument("--brute-max", type=int, default=100_000)
+    parser.add_argument("--chroma-server-at", type=int, default=100_000)
+    parser.add_argument("--index-photos", type=int, default=2000, help="0 skips the indexing part")
+    parser.add_argument("--old", default="main", help="git ref to compare indexing with ('' skips)")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the stores (kept)")
+    parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--chroma-url", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args)
+        return
+    began = time.perf_counter()
+    work = args.work or Path(tempfile.mkdtemp(prefix="peitu-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(
+        f"bench_scale: sizes {args.sizes}, {args.queries} queries, work {work}; {os.cpu_count()} CPUs, load {_load()}"
+    )
+    settings0 = _settings(work)
+    descriptions, base, texts = _base(settings0, args.queries, work / "base.npy")
+    print(
+        f"base: {len(descriptions)} descriptions, dimension {base.shape[1]}, encoding "
+        f"{_retrieval_config(settings0).encoder.identity}",
+        flush=True,
+    )
+    query_embedder = SentenceTransformerEmbedder(str(MODEL), threads=1)
+    queries = query_embedder.embed([strip_filler(t) for t in texts])
+    del query_embedder
+    for n in (int(s) for s in args.sizes.split(",")):
+        data_dir = work / f"n{n}"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        data_dir.mkdir(parents=True)
+        settings = _settings(data_dir)
+        print(f"\nN = {n:,}  (load {_load()})", flush=True)
+        t = time.perf_counter()
+        vectors, built = _build(n, data_dir, settings, base, descriptions)
+        build_s = time.perf_counter() - t
+        disk = _du_mb(data_dir / "chroma")
+        cat = _du_mb(data_dir / "catalog.sqlite3")
+        print(
+            f"  insert: {built['insert_per_s']:.0f} vectors/s through ChromaStore.upsert ({built['store_s']:.0f} s), "
+            f"catalog {built['catalog_s']:.0f} s; build {build_s:.0f} s; disk: Chroma {disk:.0f} MB, catalog {cat:.0f} MB"
+        )
+        exact = _exact(vectors, queries)
+        np.save(data_dir / "exact.npy", exact)
+        (data_dir / "queries.json").write_text(
+            json.dumps(texts, ensure_ascii=False), encoding="utf-8"
+        )
+        raw = _hnswlib(vectors, queries, exact, ef=HNSW_TUNING["ef_search"])
+        print(
+            f"  raw hnswlib (M 16, ef_construction 100, ef {HNSW_TUNING['ef_search']}): query p50 {raw['p50']:.2f} p95 {raw['p95']:.2f} ms, "
+            f"insert {raw['insert_per_s']:.0f} vectors/s, recall@20 {raw['recall']:.4f} (worst {raw['recall_min']:.2f})"
+        )
+        if n <= args.brute_max:
+            brute = _brute(vectors, queries)
+            print(f"  numpy brute force: p50 {brute['p50']:.2f} p95 {brute['p95']:.2f} ms")
+        del vectors
+        gc.collect()
+        _print_serve("embedded Chroma", _run_serve(n, data_dir, args), raw["p50"])
+        if n == args.chroma_server_at:
+            from tests.support.chroma_server import chroma_server
+
+            with chroma_server(data_dir / "chroma") as url:
+                _print_serve("`chroma run` server", _run_serve(n, data_dir, args, url), raw["p50"])
+        print(f"  load {_load()}; {time.perf_counter() - began:.0f} s since start", flush=True)
+    if args.index_photos:
+        print(f"\nindexing throughput ({args.index_photos} photos, load {_load()})", flush=True)
+        _indexing(args.index_photos, work, args.old)
+    print(f"\ntotal run time {time.perf_counter() - began:.0f} s, load {_load()}")
+
+
+if __name__ == "__main__":
+    main()
