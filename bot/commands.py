@@ -127,6 +127,8 @@ def help_text(prefix: str = "/") -> str:
         [
             "我可以从相册里为你的文案挑照片：",
             f"{prefix}配图 <文案> — 为一段文字推荐照片，例如：{prefix}配图 今天蓝天白云",
+            f"{prefix}配图! <文案> — 只要文中时间地点（如 去年夏天、在大理）的照片；"
+            f"{prefix}配图? <文案> — 没有合适的也显示最接近的",
             f"{prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
             f"{prefix}状态 — 相册里已索引了多少张照片",
             f"{prefix}帮助 — 显示这段说明",
@@ -162,7 +164,11 @@ def trimmed_note(max_text_chars: int) -> str:
 
 
 def recommend_text(
-    result: RecommendResult, *, similar: bool = False, trimmed_to: int | None = None
+    result: RecommendResult,
+    *,
+    similar: bool = False,
+    trimmed_to: int | None = None,
+    prefix: str = "/",
 ) -> str:
     """The text reply for a recommendation: a title and one numbered line per photo.
 
@@ -174,6 +180,8 @@ def recommend_text(
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
     if not result.results:
         lines.append(result.message or "没有找到相关的照片。")
+        if result.nothing_fits:
+            lines.append(f"想看最接近的照片，请在文案前加“?”：{prefix}配图? 文案")
         return "\n".join(lines)
     count = len(result.results)
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None

@@ -194,7 +194,10 @@ class MessageHandler:
         """One text message, then the photos as images in the same order."""
         ready = await asyncio.to_thread(self._sendable, result.results)
         shown = dataclasses.replace(result, results=[rec for rec, _ in ready])
-        await msg.reply_text(commands.recommend_text(shown, similar=similar, trimmed_to=trimmed_to))
+        reply = commands.recommend_text(
+            shown, similar=similar, trimmed_to=trimmed_to, prefix=self._prefix
+        )
+        await msg.reply_text(reply)
         for _, photo in ready:
             await msg.reply_photo(photo)
 

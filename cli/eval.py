@@ -35,6 +35,12 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument(
         "--work-dir", type=Path, help="keep the eval index here (default: a temp folder)"
     )
+    p.add_argument(
+        "--offdomain",
+        type=Path,
+        help="texts no photo fits, one a line: also report the share of them answered "
+        '"nothing fits" and the share of real queries that still get photos',
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -52,6 +58,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         limit=args.limit,
         rerank=args.rerank,
         work_dir=args.work_dir,
+        offdomain=args.offdomain,
     )
     report = run_evaluation(settings, request)
     print(json.dumps(report.to_dict(), ensure_ascii=False) if args.json else _human(report))
@@ -70,5 +77,16 @@ def _human(report: EvalReport) -> str:
             f"({counts['distractors']} distractors, {counts['index_failed']} failed to index)",
             f"index {timing['index_s']:.1f} s, queries {timing['queries_s']:.1f} s "
             f"(median {timing['query_ms_median']:.1f} ms, p95 {timing['query_ms_p95']:.1f} ms)",
+            *_nothing_fits_lines(report.nothing_fits),
         ]
     )
+
+
+def _nothing_fits_lines(figures: dict[str, Any]) -> list[str]:
+    if not figures:
+        return []
+    return [
+        f"nothing fits: {figures['offdomain_no_photos']:.0%} of {figures['offdomain']} "
+        f"off-domain texts get no photos; {figures['real_with_photos']:.1%} of real queries "
+        "still get photos"
+    ]

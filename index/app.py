@@ -18,6 +18,7 @@ from typing import Literal
 
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL
+from index.calibration import Calibrator, MatchParams, SampleSource, background_texts
 from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
@@ -30,12 +31,14 @@ from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker
 from index.query import RuleBasedUnderstanding
-from index.recommend import Recommender, RecommendLimits
+from index.recommend import Recommender, RecommendLimits, TimePlace
 from index.retrieval import (
     DocumentEncoder,
     FusionParams,
+    QueryVectors,
     RetrievalConfig,
     make_retriever,
+    query_preparation,
 )
 from index.store import ChromaStore, make_chroma_client
 
@@ -72,6 +75,7 @@ class PeiTu:
         concurrency: int = 4,
         retrieval: RetrievalConfig | None = None,
         now: Callable[[], datetime] = datetime.now,
+        match_params: MatchParams | None = None,
     ) -> None:
         self.library = library
         self.catalog = catalog
@@ -88,13 +92,22 @@ class PeiTu:
             if first_stage.fusion.weight > 0
             else None
         )
-        retriever = make_retriever(embedder, store, first_stage, self.keywords)
+        vectors = QueryVectors(embedder, query_preparation(first_stage))
+        retriever = make_retriever(embedder, store, first_stage, self.keywords, vectors)
+        match = match_params or MatchParams()
+        calibrator = Calibrator(
+            vectors,
+            SampleSource(store, match.sample_size),
+            match,
+            fixed=lambda: embedder.embed(background_texts()),
+        )
         self.recommender = Recommender(
             retriever,
             reranker,
             limits,
             understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
             collapse=collapse_near_duplicates,
+            calibrator=calibrator,
         )
         self.indexer = Indexer(
             catalog, store, embedder, describer, scan_limits, concurrency, first_stage.encoder
@@ -134,14 +147,25 @@ class PeiTu:
         return report
 
     def recommend(
-        self, text: str, top_k: int | None = None, *, rerank: bool = True
+        self,
+        text: str,
+        top_k: int | None = None,
+        *,
+        rerank: bool = True,
+        time_place: TimePlace | None = None,
+        closest: bool = False,
     ) -> RecommendResult:
         """Best photos for `text`. Raises `IndexBusy` when the index cannot answer yet because
         a job is building it (empty, or built with another model and being rebuilt), so the
-        person hears "try again soon" rather than "index your photos" or "rebuild"."""
+        person hears "try again soon" rather than "index your photos" or "rebuild".
+
+        `time_place` overrides how time/place words are used (prefer, strict, off); `closest`
+        returns the closest photos even when none fits the text."""
         self._follow_other_processes()
         try:
-            result = self.recommender.recommend(text, top_k, rerank=rerank)
+            result = self.recommender.recommend(
+                text, top_k, rerank=rerank, time_place=time_place, closest=closest
+            )
         except IndexMismatch:
             self._refuse_while_indexing()
             raise
@@ -160,7 +184,12 @@ class PeiTu:
         self._follow_other_processes()
         same_photo = hashlib.sha256(data).hexdigest()
         result = self.recommender.recommend(
-            description, top_k, rerank=False, exclude=[same_photo], understand=False
+            description,
+            top_k,
+            rerank=False,
+            exclude=[same_photo],
+            understand=False,
+            closest=True,  # photos like this one: the closest are the answer
         )
         return result
 
@@ -330,7 +359,10 @@ def build_app(
         describer=_describer(settings, descriptions, describer),
         reranker=_reranker(settings),
         limits=RecommendLimits(
-            settings.top_k_initial, settings.similarity_threshold, settings.top_k_final
+            settings.top_k_initial,
+            settings.similarity_threshold,
+            settings.top_k_final,
+            settings.time_place,
         ),
         scan_limits=ScanLimits(
             int(settings.indexing.max_file_mb * 1024 * 1024), settings.indexing.max_pixels

@@ -76,6 +76,8 @@ class EvalReport:
     timing: dict[str, float]
     retrieval: dict[str, Any] = field(default_factory=dict)
     rerank: bool = False
+    # share of off-domain texts answered "nothing fits" and of real queries still answered
+    nothing_fits: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +183,7 @@ class EvalRequest:
     limit: int | None = None  # captioned photos to take (distractors are always added)
     rerank: bool = False
     work_dir: Path | None = None  # default: a temporary folder, removed afterwards
+    offdomain: Path | None = None  # texts no photo fits, one a line: the "nothing fits" report
 
 
 def variant_retrieval(settings: Settings, variant: str | None) -> RetrievalSettings:
@@ -235,6 +238,7 @@ def run_evaluation(
         app = build_app(config, descriptions=sidecar, embedder=embedder)
         try:
             run = _index_and_ask(app, queries, request.rerank, started)
+            offdomain = _offdomain_report(app, request.offdomain, run.answered)
         finally:
             app.close()
     run.counts |= {"images": len(images), "distractors": sum(not i.captions for i in images)}
@@ -246,6 +250,7 @@ def run_evaluation(
         timing=_timing(run.index_s, run.latencies, time.perf_counter() - started),
         retrieval=retrieval.model_dump(),
         rerank=request.rerank,
+        nothing_fits=offdomain,
     )
 
 
@@ -255,31 +260,57 @@ class _Run:
     latencies: list[float]
     index_s: float
     counts: dict[str, int]
+    answered: list[bool] = field(default_factory=list)  # would get photos by default
+
+
+def read_offdomain(path: Path) -> list[str]:
+    """Texts no photo of the eval set fits, one a line (blank lines and # comments skipped)."""
+    if not path.is_file():
+        raise EvalSetInvalid(f"off-domain file not found: {path}")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _offdomain_report(app: PeiTu, path: Path | None, answered: Sequence[bool]) -> dict[str, Any]:
+    """How often "nothing fits" is right: off-domain texts without photos, real ones with."""
+    if path is None:
+        return {}
+    texts = read_offdomain(path)
+    empty = [t for t in texts if app.recommend(t, TOP_K, rerank=False).nothing_fits]
+    return {
+        "offdomain": len(texts),
+        "offdomain_no_photos": round(len(empty) / len(texts), 4) if texts else 0.0,
+        "real_with_photos": round(sum(answered) / len(answered), 4) if answered else 0.0,
+        "offdomain_answered": [t for t in texts if t not in set(empty)],
+    }
 
 
 def _index_and_ask(app: PeiTu, queries: Sequence[EvalQuery], rerank: bool, started: float) -> _Run:
     indexed = app.index("rebuild")
     index_s = time.perf_counter() - started
-    ranks, latencies = _rank_queries(app, queries, rerank)
+    ranks, latencies, answered = _rank_queries(app, queries, rerank)
     counts = {"gallery": app.store.count(), "queries": len(queries), "index_failed": indexed.failed}
-    return _Run(ranks, latencies, index_s, counts)
+    return _Run(ranks, latencies, index_s, counts, answered)
 
 
 def _rank_queries(
     app: PeiTu, queries: Sequence[EvalQuery], rerank: bool
-) -> tuple[list[int | None], list[float]]:
-    """Rank of each query's photo in `PeiTu.recommend` (top 10), and each query's time in ms."""
+) -> tuple[list[int | None], list[float], list[bool]]:
+    """Rank of each query's photo in `PeiTu.recommend` (top 10, the closest even when none
+    fits), each query's time in ms, and whether it would get photos by default."""
     photo_ids = app.catalog.files()  # rel_path -> photo_id; the library is flat
     ranks: list[int | None] = []
     latencies: list[float] = []
+    answered: list[bool] = []
     for query in queries:
         start = time.perf_counter()
-        result = app.recommend(query.text, TOP_K, rerank=rerank)
+        result = app.recommend(query.text, TOP_K, rerank=rerank, closest=True)
         latencies.append((time.perf_counter() - start) * 1000.0)
         found = [r.photo_id for r in result.results]
         target = photo_ids.get(query.file_name)
         ranks.append(found.index(target) + 1 if target in found else None)
-    return ranks, latencies
+        answered.append(not result.nothing_fits)
+    return ranks, latencies, answered
 
 
 def _timing(index_s: float, latencies: Sequence[float], total_s: float) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -245,6 +246,16 @@ class ChromaStore:
 
     def ids(self) -> set[str]:
         return set(self._on_collection(lambda c: c.get(include=[]))["ids"])
+
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """The vectors of up to `size` photos chosen at random (the same for the same seed and
+        photos): the library's background for calibrating matches (`index.calibration`)."""
+        ids = sorted(self.ids())
+        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+        if not chosen:
+            return []
+        found = self._on_collection(lambda c: c.get(ids=chosen, include=["embeddings"]))
+        return [list(map(float, vector)) for vector in found["embeddings"]]
 
     def count(self) -> int:
         return int(self._on_collection(lambda c: c.count()))

@@ -21,7 +21,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/recommend", response_model=RecommendOut, responses=_ERRORS)
 async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
     """Photos for a social-media text: the same JSON as `peitu recommend --json`."""
-    result = await asyncio.to_thread(ctx.app.recommend, body.text, body.top_k, rerank=body.rerank)
+    result = await asyncio.to_thread(
+        ctx.app.recommend,
+        body.text,
+        body.top_k,
+        rerank=body.rerank,
+        time_place=body.time_place,
+        closest=body.closest,
+    )
     return result.to_dict()
 
 
