@@ -181,7 +181,8 @@ function resultCard(item) {
   img.addEventListener("click", () => openOriginal(item.photo_id));
   loadThumbnail(img, item.photo_id);
   const head = el("div", "card-head");
-  head.append(el("span", "rank", `#${item.rank}`), el("span", "score", `得分 ${Number(item.score).toFixed(2)}`),
+  head.append(el("span", "rank", `#${item.rank}`), el("span", "match", `匹配度 ${Math.round(Number(item.match))}`),
+    el("span", "score muted", `得分 ${Number(item.score).toFixed(2)}`),
     el("span", "similarity muted", `相似度 ${Number(item.similarity).toFixed(2)}`));
   const body = el("div", "card-body");
   body.append(head, el("p", "reason", item.reason), el("p", "path muted", item.path));
@@ -208,7 +209,18 @@ function showResults(data, imageName) {
   if (!data.results.length && !data.message) notes.push("没有找到合适的照片。");
   info.replaceChildren(...notes.map((text) => el("p", null, text)));
   info.hidden = notes.length === 0;
+  $("search-empty").hidden = !(data.nothing_fits && !data.results.length);
   grid.replaceChildren(...data.results.map(resultCard));
+}
+
+function searchPayload(closest) {
+  const payload = { text: $("search-text").value.trim() };
+  const topK = parseInt($("search-topk").value, 10);
+  if (topK > 0) payload.top_k = topK;
+  const timePlace = $("search-timeplace").value;
+  if (timePlace) payload.time_place = timePlace;
+  if (closest) payload.closest = true;
+  return payload;
 }
 
 async function runSearch(action, imageName) {
@@ -229,11 +241,13 @@ async function runSearch(action, imageName) {
 function initSearch() {
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const text = $("search-text").value.trim();
-    if (!text) return;
-    const payload = { text };
-    const topK = parseInt($("search-topk").value, 10);
-    if (topK > 0) payload.top_k = topK;
+    const payload = searchPayload(false);
+    if (!payload.text) return;
+    runSearch(() => request("POST", "/api/recommend", payload));
+  });
+  $("search-closest").addEventListener("click", () => {
+    const payload = searchPayload(true);
+    if (!payload.text) return;
     runSearch(() => request("POST", "/api/recommend", payload));
   });
   $("similar-file").addEventListener("change", (event) => {
