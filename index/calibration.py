@@ -163,10 +163,17 @@ def _is_cjk(word: str) -> bool:
 
 
 def shared_words(words: Sequence[str], description: str) -> tuple[str, ...]:
-    """The words (or their single-character core, 狗狗 → 狗) that occur in the description."""
+    """The words (or their single-character core, 狗狗 → 狗) that occur in the description:
+    a word of two characters or more anywhere in it, a single character only as a word of its
+    own (狗 in 一只狗, not 行 in 自行车)."""
     found = []
+    tokens: set[str] | None = None
     for word in words:
         core = word[0] if len(word) == 2 and word[0] == word[1] else word
-        if core in description:
+        if len(core) == 1:
+            tokens = set(tokenize(description)) if tokens is None else tokens
+            if core in tokens:
+                found.append(core)
+        elif core in description:
             found.append(core)
     return tuple(dict.fromkeys(found))
