@@ -131,6 +131,8 @@ def help_text(prefix: str = "/") -> str:
             "我可以从相册里为你的文案挑照片：",
             f"1. {prefix}配图 <文案> — 为一段文字挑照片，例如：{prefix}配图 今天蓝天白云",
             f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图：今天蓝天白云",
+            f"   {prefix}配图! <文案> — 只要文中时间地点（如 去年夏天、在大理）的照片；"
+            f"{prefix}配图? <文案> — 没有合适的也显示最接近的",
             f"2. {prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
             f"3. {prefix}状态 — 相册里已索引了多少张照片",
             f"4. {prefix}帮助（或 {prefix}help）— 显示这段说明",
@@ -191,7 +193,9 @@ def recommend_text(
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
     if not result.results:
         lines.append(result.message or "没有找到相关的照片。")
-        if not similar:
+        if result.nothing_fits:
+            lines.append(f"想看最接近的照片，请在文案前加“?”：{prefix}配图? 文案")
+        elif not similar:
             lines.append(try_hint(prefix))
         return "\n".join(lines)
     count = len(result.results)

@@ -8,6 +8,7 @@ import re
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 from cli.progress import progress_output
 from config import Settings
@@ -87,9 +88,10 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
     if args.batch is None and not args.text:
         raise InvalidQuery("give the text to find photos for, or --batch FILE")
     app = build_app(settings)
+    options = {"time_place": args.time_place, "closest": args.closest}
     if args.batch is not None:
-        return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank)
-    result = app.recommend(args.text, args.top_k, rerank=not args.no_rerank)
+        return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank, options)
+    result = app.recommend(args.text, args.top_k, rerank=not args.no_rerank, **options)
     print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
     return 0
 
@@ -116,14 +118,16 @@ def run_similar(args: argparse.Namespace, settings: Settings) -> int:
 _PHOTO_ID = re.compile("[0-9a-f]{64}")
 
 
-def _recommend_batch(app: PeiTu, batch: Path, top_k: int | None, rerank: bool) -> int:
+def _recommend_batch(
+    app: PeiTu, batch: Path, top_k: int | None, rerank: bool, options: dict[str, Any]
+) -> int:
     if not batch.is_file():
         raise InvalidQuery(f"batch file not found: {batch}")
     for line in batch.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
-            payload = app.recommend(line, top_k, rerank=rerank).to_dict()
+            payload = app.recommend(line, top_k, rerank=rerank, **options).to_dict()
         except PeiTuError as error:
             payload = {"query": line, "error": str(error)}
         print(json.dumps(payload, ensure_ascii=False), flush=True)
@@ -134,9 +138,13 @@ def _human(result: RecommendResult, app: PeiTu) -> str:
     lines = [f"「{result.query}」"]
     if result.message:
         lines.append(result.message)
+    if result.nothing_fits and not result.results:
+        lines.append("（加 --closest 或在文字前加 ? 仍然显示最接近的照片）")
     for r in result.results:
         path = readable_path(str(app.photo_path(r.photo_id) or r.path))
-        lines.append(f"{r.rank}. {path}  (得分 {r.score:.2f}, 相似度 {r.similarity:.2f})")
+        lines.append(
+            f"{r.rank}. {path}  (匹配度 {r.match:.0f}, 得分 {r.score:.2f}, 相似度 {r.similarity:.2f})"
+        )
         lines.append(f"   {r.reason}")
     return "\n".join(lines)
 

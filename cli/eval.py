@@ -52,6 +52,12 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument(
         "--work-dir", type=Path, help="keep the eval index here (default: a temp folder)"
     )
+    p.add_argument(
+        "--offdomain",
+        type=Path,
+        help="texts no photo fits, one a line: also report the share of them answered "
+        '"nothing fits" and the share of real queries that still get photos',
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per run")
 
 
@@ -74,6 +80,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         work_dir=args.work_dir,
         describer=args.describer,
         max_queries=args.queries,
+        offdomain=args.offdomain,
     )
     runs = [settings]
     if args.describer == "offline" and args.baseline:
@@ -104,4 +111,15 @@ def _human(report: EvalReport) -> str:
             f"describing {timing.get('describe_ms_per_photo', 0.0):.0f} ms a photo "
             f"({timing.get('describe_cpu_ms_per_photo', 0.0):.0f} ms of CPU)"
         )
+    lines += _nothing_fits_lines(report.nothing_fits)
     return "\n".join(lines)
+
+
+def _nothing_fits_lines(figures: dict[str, Any]) -> list[str]:
+    if not figures:
+        return []
+    return [
+        f"nothing fits: {figures['offdomain_no_photos']:.0%} of {figures['offdomain']} "
+        f"off-domain texts get no photos; {figures['real_with_photos']:.1%} of real queries "
+        "still get photos"
+    ]

@@ -63,6 +63,15 @@ def _add_recommend(sub: Any) -> None:
         "--batch", type=Path, help="file with one text per line; prints one JSON per line"
     )
     p.add_argument("--no-rerank", action="store_true", help="skip the LLM; vector order only")
+    p.add_argument(
+        "--time-place",
+        choices=("prefer", "strict", "off"),
+        help="time/place words in the text: prefer photos of them (default: PEITU_TIME_PLACE), "
+        "only them, or ignore them",
+    )
+    p.add_argument(
+        "--closest", action="store_true", help="show the closest photos even when none fits"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

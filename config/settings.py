@@ -215,6 +215,9 @@ class Settings(BaseSettings):
     top_k_initial: int = Field(default=20, ge=1, le=500)
     similarity_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
     top_k_final: int = Field(default=5, ge=1, le=100)
+    # time/place words in a text ("去年夏天", "在大理"): prefer = photos of that time/place
+    # first, then other photos that fit; strict = only those; off = ignored
+    time_place: Literal["prefer", "strict", "off"] = "prefer"
     log_level: str = "INFO"
 
     vision: VisionSettings = Field(default_factory=VisionSettings)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
+from index.calibration import Calibrator, MatchParams, SampleSource, background_texts
 from index.catalog import Catalog
 from index.dedup import collapse_near_duplicates
 from index.describe_sidecar import SidecarDescriber
@@ -44,12 +45,14 @@ from index.lock import IndexLock
 from index.models import IndexReport, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker, VisualEmbedder
 from index.query import RuleBasedUnderstanding
-from index.recommend import Recommender, RecommendLimits
+from index.recommend import Recommender, RecommendLimits, TimePlace
 from index.retrieval import (
     DocumentEncoder,
     FusionParams,
+    QueryVectors,
     RetrievalConfig,
     make_retriever,
+    query_preparation,
 )
 from index.store import ChromaStore, make_chroma_client
 from index.visual_index import VisualIndex, VisualLimits
@@ -91,6 +94,7 @@ class PeiTu:
         retrieval: RetrievalConfig | None = None,
         now: Callable[[], datetime] = datetime.now,
         visual: VisualIndex | None = None,
+        match_params: MatchParams | None = None,
     ) -> None:
         self.library = library
         self._follow_external_links = scan_limits.follow_external_links
@@ -108,13 +112,22 @@ class PeiTu:
             if first_stage.fusion.weight > 0
             else None
         )
-        retriever = make_retriever(embedder, store, first_stage, self.keywords)
+        vectors = QueryVectors(embedder, query_preparation(first_stage))
+        retriever = make_retriever(embedder, store, first_stage, self.keywords, vectors)
+        match = match_params or MatchParams()
+        calibrator = Calibrator(
+            vectors,
+            SampleSource(store, match.sample_size),
+            match,
+            fixed=lambda: embedder.embed(background_texts()),
+        )
         self.recommender = Recommender(
             retriever,
             reranker,
             limits,
             understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
             collapse=collapse_near_duplicates,
+            calibrator=calibrator,
         )
         self.visual = visual
         self.similar = (
@@ -165,14 +178,25 @@ class PeiTu:
         return report
 
     def recommend(
-        self, text: str, top_k: int | None = None, *, rerank: bool = True
+        self,
+        text: str,
+        top_k: int | None = None,
+        *,
+        rerank: bool = True,
+        time_place: TimePlace | None = None,
+        closest: bool = False,
     ) -> RecommendResult:
         """Best photos for `text`. Raises `IndexBusy` when the index cannot answer yet because
         a job is building it (empty, or built with another model and being rebuilt), so the
-        person hears "try again soon" rather than "index your photos" or "rebuild"."""
+        person hears "try again soon" rather than "index your photos" or "rebuild".
+
+        `time_place` overrides how time/place words are used (prefer, strict, off); `closest`
+        returns the closest photos even when none fits the text."""
         self._follow_other_processes()
         try:
-            result = self.recommender.recommend(text, top_k, rerank=rerank)
+            result = self.recommender.recommend(
+                text, top_k, rerank=rerank, time_place=time_place, closest=closest
+            )
         except IndexMismatch:
             self._refuse_while_indexing()
             raise
@@ -242,7 +266,12 @@ class PeiTu:
             description = stored.description
         self._follow_other_processes()
         result = self.recommender.recommend(
-            description, top_k, rerank=False, exclude=[same_photo], understand=False
+            description,
+            top_k,
+            rerank=False,
+            exclude=[same_photo],
+            understand=False,
+            closest=True,  # photos like this one: the closest are the answer
         )
         # A description is data (it may hold text seen in a photo): never shown as a reason.
         shown = [
@@ -529,7 +558,10 @@ def build_app(
         describer=_describer(settings, descriptions, describer),
         reranker=_reranker(settings),
         limits=RecommendLimits(
-            settings.top_k_initial, settings.similarity_threshold, settings.top_k_final
+            settings.top_k_initial,
+            settings.similarity_threshold,
+            settings.top_k_final,
+            settings.time_place,
         ),
         scan_limits=ScanLimits(
             int(settings.indexing.max_file_mb * 1024 * 1024),

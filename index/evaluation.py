@@ -84,6 +84,8 @@ class EvalReport:
     retrieval: dict[str, Any] = field(default_factory=dict)
     rerank: bool = False
     describer: str = "captions"  # "captions", or the offline describer's name
+    # share of off-domain texts answered "nothing fits" and of real queries still answered
+    nothing_fits: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +193,7 @@ class EvalRequest:
     work_dir: Path | None = None  # default: a temporary folder, removed afterwards
     describer: EvalDescriber = "captions"  # who writes the descriptions
     max_queries: int | None = None  # ask only this many queries, evenly spread; None = all
+    offdomain: Path | None = None  # texts no photo fits, one a line: the "nothing fits" report
 
 
 def variant_retrieval(settings: Settings, variant: str | None) -> RetrievalSettings:
@@ -256,6 +259,7 @@ def run_evaluation(
             run = _index_and_ask(app, queries, request.rerank, started)
             if offline:
                 run.counts["unknown_descriptions"] = _unknown_descriptions(app)
+            offdomain = _offdomain_report(app, request.offdomain, run.answered)
         finally:
             app.close()
     run.counts |= {"images": len(images), "distractors": sum(not i.captions for i in images)}
@@ -269,6 +273,7 @@ def run_evaluation(
         retrieval=retrieval.model_dump(),
         rerank=request.rerank,
         describer=_describer_name(settings, request.describer),
+        nothing_fits=offdomain,
     )
 
 
@@ -309,15 +314,38 @@ class _Run:
     index_s: float
     counts: dict[str, int]
     extra_timing: dict[str, float] = field(default_factory=dict)
+    answered: list[bool] = field(default_factory=list)  # would get photos by default
+
+
+def read_offdomain(path: Path) -> list[str]:
+    """Texts no photo of the eval set fits, one a line (blank lines and # comments skipped)."""
+    if not path.is_file():
+        raise EvalSetInvalid(f"off-domain file not found: {path}")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _offdomain_report(app: PeiTu, path: Path | None, answered: Sequence[bool]) -> dict[str, Any]:
+    """How often "nothing fits" is right: off-domain texts without photos, real ones with."""
+    if path is None:
+        return {}
+    texts = read_offdomain(path)
+    empty = [t for t in texts if app.recommend(t, TOP_K, rerank=False).nothing_fits]
+    return {
+        "offdomain": len(texts),
+        "offdomain_no_photos": round(len(empty) / len(texts), 4) if texts else 0.0,
+        "real_with_photos": round(sum(answered) / len(answered), 4) if answered else 0.0,
+        "offdomain_answered": [t for t in texts if t not in set(empty)],
+    }
 
 
 def _index_and_ask(app: PeiTu, queries: Sequence[EvalQuery], rerank: bool, started: float) -> _Run:
     describing = _PhaseClock("describe")
     indexed = app.index("rebuild", progress=describing)
     index_s = time.perf_counter() - started
-    ranks, latencies = _rank_queries(app, queries, rerank)
+    ranks, latencies, answered = _rank_queries(app, queries, rerank)
     counts = {"gallery": app.store.count(), "queries": len(queries), "index_failed": indexed.failed}
-    run = _Run(ranks, latencies, index_s, counts)
+    run = _Run(ranks, latencies, index_s, counts, answered=answered)
     if describing.count:
         run.extra_timing |= {
             "describe_s": round(describing.seconds, 2),
@@ -348,19 +376,22 @@ class _PhaseClock:
 
 def _rank_queries(
     app: PeiTu, queries: Sequence[EvalQuery], rerank: bool
-) -> tuple[list[int | None], list[float]]:
-    """Rank of each query's photo in `PeiTu.recommend` (top 10), and each query's time in ms."""
+) -> tuple[list[int | None], list[float], list[bool]]:
+    """Rank of each query's photo in `PeiTu.recommend` (top 10, the closest even when none
+    fits), each query's time in ms, and whether it would get photos by default."""
     photo_ids = app.catalog.files()  # rel_path -> photo_id; the library is flat
     ranks: list[int | None] = []
     latencies: list[float] = []
+    answered: list[bool] = []
     for query in queries:
         start = time.perf_counter()
-        result = app.recommend(query.text, TOP_K, rerank=rerank)
+        result = app.recommend(query.text, TOP_K, rerank=rerank, closest=True)
         latencies.append((time.perf_counter() - start) * 1000.0)
         found = [r.photo_id for r in result.results]
         target = photo_ids.get(query.file_name)
         ranks.append(found.index(target) + 1 if target in found else None)
-    return ranks, latencies
+        answered.append(not result.nothing_fits)
+    return ranks, latencies, answered
 
 
 def _timing(index_s: float, latencies: Sequence[float], total_s: float) -> dict[str, float]:

@@ -44,6 +44,7 @@ class ParsedQuery:
     semantic_text: str
     filters: QueryFilters | None = None
     notes: tuple[str, ...] = ()  # human-readable, e.g. "时间：2026-11-22"
+    label: str = ""  # the time/place as the text said it, e.g. "去年夏天 在大理"
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ class Recommendation:
     rank: int
     photo_id: str
     path: str
-    similarity: float
-    score: float
+    similarity: float  # raw cosine of the first stage
+    score: float  # the LLM's score, or match / 100 when no LLM judged the photo
     reason: str
     description: str
+    match: float = 0.0  # calibrated 匹配度, 0–100; 50 and up fits the text (index.calibration)
 
 
 @dataclass
@@ -90,6 +92,8 @@ class RecommendResult:
     message: str | None
     results: list[Recommendation]
     timings_ms: dict[str, float]
+    nothing_fits: bool = False  # no photo fits the text (results empty unless closest asked)
+    time_place: str | None = None  # how time/place words were used: prefer, strict, off
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -98,6 +102,8 @@ class RecommendResult:
             "message": self.message,
             "results": [r.__dict__.copy() for r in self.results],
             "timings_ms": dict(self.timings_ms),
+            "nothing_fits": self.nothing_fits,
+            "time_place": self.time_place,
         }
 
 

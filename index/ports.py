@@ -81,6 +81,10 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """Vectors of up to `size` photos chosen at random (repeatably for a seed)."""
+        ...
+
     def ping(self) -> None:
         """Raise `ModelUnavailable` when the store cannot be reached."""
         ...

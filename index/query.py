@@ -63,7 +63,7 @@ class RuleBasedUnderstanding:
         place = places[0].alias if places else None
         filters = None if time_range is None and place is None else _filters(time_range, place)
         semantic = _semantic_text(text, taken)
-        return ParsedQuery(semantic, filters, _notes(time_range, place))
+        return ParsedQuery(semantic, filters, _notes(time_range, place), _label(time_range, place))
 
     def _times(self, text: str, taken: list[_Span]) -> list[TimeRange]:
         found = find_times(text, self._now().date())
@@ -151,6 +151,39 @@ def _notes(time_range: TimeRange | None, place: str | None) -> tuple[str, ...]:
     if place is not None:
         notes.append(f"地点：{place}")
     return tuple(notes)
+
+
+def _label(time_range: TimeRange | None, place: str | None) -> str:
+    parts = [time_range.label] if time_range is not None else []
+    return " ".join(parts + ([f"在{place}"] if place else []))
+
+
+_MARKERS = {"!": "strict", "！": "strict", "~": "off", "～": "off", "?": "closest", "？": "closest"}
+
+
+def split_markers(text: str) -> tuple[str, frozenset[str]]:
+    """Leading short-form options of a text: "!" time/place strict, "~" time/place off,
+    "?" show the closest photos even when none fits. "! 去年夏天的海边" → ("去年夏天的海边",
+    {"strict"}). A marker counts only before text ("？？？" stays a text)."""
+    found: set[str] = set()
+    position = 0
+    while position < len(text) and text[position] in _MARKERS:
+        following = text[position + 1 : position + 2]
+        if not following or (following in _MARKERS and not _ends_markers(text, position + 1)):
+            break
+        found.add(_MARKERS[text[position]])
+        position += 1
+    if not found:
+        return text, frozenset()
+    rest = text[position:].strip()
+    return (rest, frozenset(found)) if rest else (text, frozenset())
+
+
+def _ends_markers(text: str, position: int) -> bool:
+    """True when the markers from `position` on are followed by real text."""
+    while position < len(text) and text[position] in _MARKERS:
+        position += 1
+    return position < len(text) and not text[position:].isspace()
 
 
 def _semantic_text(text: str, taken: list[_Span]) -> str:

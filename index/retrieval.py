@@ -13,7 +13,9 @@ can then be re-ordered by fusing their cosine with a BM25 keyword score (`Hybrid
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -129,38 +131,56 @@ def _keep(text: str) -> str:
     return text
 
 
+class QueryVectors:
+    """The unit vector of a query text as the first stage embeds it (filler stripped), kept
+    for the last few texts: the calibration asks for the same text right after the search."""
+
+    def __init__(
+        self, embedder: Embedder, prepare: Callable[[str], str] = _keep, size: int = 64
+    ) -> None:
+        self._embedder = embedder
+        self._prepare = prepare
+        self._size = size
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> Vectors:
+        with self._lock:
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                return self._cache[text]
+        vector: Vectors = self._embedder.embed([self._prepare(text)])[0]
+        with self._lock:
+            self._cache[text] = vector
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return vector
+
+
 class DenseRetriever:
     """Embed the (filler-stripped) text, take the nearest photos by cosine."""
 
     def __init__(
-        self, embedder: Embedder, store: VectorStore, prepare: Callable[[str], str] = _keep
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        prepare: Callable[[str], str] = _keep,
+        vectors: QueryVectors | None = None,
     ) -> None:
-        self._embedder = embedder
         self._store = store
-        self._prepare = prepare
-        self._last: tuple[str, Vectors] | None = None  # the same text searched again (relaxed)
+        self._vectors = vectors or QueryVectors(embedder, prepare)
 
     def search(
         self, text: str, k: int, filters: QueryFilters | None, timings: dict[str, float]
     ) -> list[Candidate]:
         """Up to k photos by cosine, most similar first, among those matching `filters`."""
         start = time.perf_counter()
-        vector = self._vector(self._prepare(text))
+        vector = self._vectors(text)
         middle = time.perf_counter()
         found = self._store.query(vector.tolist(), k, chroma_where(filters))
         _add_ms(timings, "embed", start, middle)
         _add_ms(timings, "search", middle, time.perf_counter())
         return found
-
-    def _vector(self, text: str) -> Vectors:
-        """The text's query vector; embedded once when it is searched again at once, as each
-        relaxation of the filters does."""
-        last = self._last
-        if last is not None and last[0] == text:
-            return last[1]
-        vector = np.asarray(self._embedder.embed([text])[0], dtype=np.float32)
-        self._last = (text, vector)
-        return vector
 
 
 def _add_ms(timings: dict[str, float], name: str, start: float, end: float) -> None:
@@ -257,15 +277,21 @@ class RetrievalConfig:
     strip_filler: bool = False
 
 
+def query_preparation(config: RetrievalConfig) -> Callable[[str], str]:
+    """What is done to a query text before it is embedded."""
+    return strip_filler if config.strip_filler else _keep
+
+
 def make_retriever(
     embedder: Embedder,
     store: VectorStore,
     config: RetrievalConfig,
     keywords: KeywordIndex | None,
+    vectors: QueryVectors | None = None,
 ) -> Retriever:
     """Dense search, wrapped in BM25 fusion when a keyword index is given and weighted."""
-    prepare = strip_filler if config.strip_filler else _keep
-    dense = DenseRetriever(embedder, store, prepare)
+    prepare = query_preparation(config)
+    dense = DenseRetriever(embedder, store, prepare, vectors)
     if keywords is None or config.fusion.weight <= 0.0:
         return dense
     return HybridRetriever(dense, keywords, config.fusion, prepare)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -361,6 +362,18 @@ class ChromaStore:
 
     def ids(self) -> set[str]:
         return set(self._read(lambda c: c.get(include=[])["ids"], []))
+
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """The vectors of up to `size` photos chosen at random (the same for the same seed and
+        photos): the library's background for calibrating matches (`index.calibration`)."""
+        ids = sorted(self.ids())
+        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+        if not chosen:
+            return []
+        found = self._read(lambda c: c.get(ids=chosen, include=["embeddings"]), None)
+        if found is None:
+            return []
+        return [list(map(float, vector)) for vector in found["embeddings"]]
 
     def count(self) -> int:
         """Vectors in the collection; counted once after each change this process made or

@@ -44,6 +44,14 @@ class RecommendIn(BaseModel):
     )
     top_k: int | None = Field(default=None, ge=1, le=100, description="how many photos")
     rerank: StrictBool = Field(default=True, description="let the LLM rerank the candidates")
+    time_place: Literal["prefer", "strict", "off"] | None = Field(
+        default=None,
+        description="time/place words: prefer photos of them (default PEITU_TIME_PLACE), "
+        "only them (strict), or ignore them (off)",
+    )
+    closest: StrictBool = Field(
+        default=False, description="return the closest photos even when none fits the text"
+    )
 
     @field_validator("top_k", mode="before")
     @classmethod
@@ -58,10 +66,11 @@ class RecommendationOut(BaseModel):
     rank: int
     photo_id: str
     path: str = Field(description="path relative to the library")
-    similarity: float
-    score: float
+    similarity: float = Field(description="raw cosine of the first stage")
+    score: float = Field(description="the LLM's score, or match / 100 without one")
     reason: str
     description: str
+    match: float = Field(default=0.0, description="calibrated 匹配度 0-100; 50 and up fits")
 
 
 class RecommendOut(BaseModel):
@@ -72,6 +81,12 @@ class RecommendOut(BaseModel):
     message: str | None
     results: list[RecommendationOut]
     timings_ms: dict[str, float]
+    nothing_fits: bool = Field(
+        default=False, description="no photo fits the text (results empty unless closest)"
+    )
+    time_place: Literal["prefer", "strict", "off"] | None = Field(
+        default=None, description="how time/place words were used; null: the text had none"
+    )
 
 
 class JobIn(BaseModel):

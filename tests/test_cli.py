@@ -29,7 +29,9 @@ INDEX_KEYS = {
     "visual_failed",
     "skipped",
 }
-RESULT_KEYS = {"rank", "photo_id", "path", "similarity", "score", "reason", "description"}
+RESULT_KEYS = {
+    "rank", "photo_id", "path", "similarity", "score", "reason", "description", "match",
+}  # fmt: skip
 COLOURS = {
     "blue": (40, 90, 220),
     "green": (40, 170, 60),
@@ -87,7 +89,9 @@ def test_index_then_recommend_with_the_sidecar_describer(
     assert set(report) == INDEX_KEYS and report["embedded"] == 30
     target = small_library.photos[3]
     result = _json(peitu(env, "recommend", target.captions[4], "--json"))
-    assert set(result) == {"query", "reranked", "message", "results", "timings_ms"}
+    assert set(result) == {
+        "query", "reranked", "message", "results", "timings_ms", "nothing_fits", "time_place",
+    }  # fmt: skip
     assert result["reranked"] is False
     results = result["results"]
     assert isinstance(results, list) and 1 <= len(results) <= 5

@@ -182,3 +182,17 @@ def test_eval_cli_describes_offline_beside_its_baseline(
     # the 8 photos are of people and dogs: the detector names something in each of them
     assert detected["counts"]["unknown_descriptions"] <= baseline["counts"]["unknown_descriptions"]
     assert detected["counts"]["unknown_descriptions"] <= 1
+
+
+def test_eval_reports_how_often_nothing_fits(
+    eval_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offdomain = tmp_path / "off.txt"
+    offdomain.write_text("# no photo fits these\n线性代数作业写不完\nasdfghjkl\n。。。\n", "utf-8")
+    argv = ["eval", "--captions", str(EVAL_DIR / "captions.jsonl")]
+    argv += ["--images", str(EVAL_DIR / "images"), "--limit", "100"]
+    assert main([*argv, "--offdomain", str(offdomain), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)["nothing_fits"]
+    assert figures["offdomain"] == 3 and figures["offdomain_no_photos"] == 1.0
+    assert figures["offdomain_answered"] == []
+    assert figures["real_with_photos"] >= 0.95

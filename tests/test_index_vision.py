@@ -130,4 +130,6 @@ def test_rerank_failure_falls_back_to_vector_order(
     assert not result.reranked
     assert result.message is not None and "按相似度排列" in result.message
     assert len(first_stage) == 5 and [r.photo_id for r in result.results] == first_stage
-    assert all(r.reason.startswith("画面内容：") for r in result.results)
+    # the fallback reason names what matched, and the score is the calibrated match
+    assert all("「狗」" in r.reason and len(r.reason) <= 40 for r in result.results)
+    assert all(r.score == round(r.match / 100, 4) for r in result.results)

@@ -85,7 +85,8 @@ def test_result_fields_and_ranks(indexed_app: PeiTu, small_library: SmallLibrary
     assert [r.rank for r in result.results] == [1, 2, 3]
     sims = [r.similarity for r in result.results]
     assert sims == sorted(sims, reverse=True)
-    assert all(r.reason.startswith("画面内容：") and r.description for r in result.results)
+    assert all(len(r.reason) <= 40 and r.description for r in result.results)
+    assert all(r.reason not in r.description for r in result.results)  # not an excerpt
     assert set(result.timings_ms) == {"embed", "search", "rerank"}
     assert app.photo_path(result.results[0].photo_id) == small_library.root / result.results[0].path
 
@@ -124,6 +125,24 @@ def test_nothing_above_threshold_gives_a_message_not_junk(
     result = app.recommend("量子计算机的芯片设计", rerank=False)
     assert result.results == []
     assert result.message is not None and "最接近的是" in result.message
+
+
+def test_a_text_no_photo_fits_gets_no_photos_unless_the_closest_are_asked_for(
+    indexed_app: PeiTu, small_library: SmallLibrary
+) -> None:
+    off = indexed_app.recommend("线性代数作业写不完", rerank=False)
+    assert off.results == [] and off.nothing_fits
+    assert off.message is not None and "没有适合这段文字的照片" in off.message
+    closest = indexed_app.recommend("线性代数作业写不完", rerank=False, closest=True)
+    assert len(closest.results) == 5 and closest.nothing_fits
+    assert all(r.match < 50 for r in closest.results)
+    marked = indexed_app.recommend("? 线性代数作业写不完", rerank=False)
+    assert [r.photo_id for r in marked.results] == [r.photo_id for r in closest.results]
+    target = small_library.photos[3]
+    real = indexed_app.recommend(target.captions[4], rerank=False)
+    assert real.results and not real.nothing_fits and real.results[0].match >= 50
+    # without an LLM the score is the calibrated match, not a copy of the similarity
+    assert all(r.score == round(r.match / 100, 4) for r in real.results)
 
 
 def test_empty_index_says_so(

@@ -194,7 +194,23 @@ def dated_app(
 
 
 def _paths(app: PeiTu, text: str) -> set[str]:
-    return {r.path for r in app.recommend(text, rerank=False).results}
+    """The photos found with time/place words as a hard filter (`time_place="strict"`)."""
+    return {r.path for r in app.recommend(text, rerank=False, time_place="strict").results}
+
+
+def test_time_and_place_are_preferred_not_a_wall_by_default(dated_app: PeiTu) -> None:
+    result = dated_app.recommend("去年夏天在大理，蓝天白云", rerank=False)
+    paths = [r.path for r in result.results]
+    assert paths[0] == "2025/dali_summer.jpg" and len(paths) == len(LIBRARY)
+    assert result.time_place == "prefer"
+    assert result.message is not None and "优先显示 去年夏天 在大理 的照片" in result.message
+    assert "去年夏天 在大理" in result.results[0].reason
+    assert "去年夏天" not in result.results[1].reason  # not of that time and place
+    strict = dated_app.recommend("! 去年夏天在大理，蓝天白云", rerank=False)
+    assert [r.path for r in strict.results] == ["2025/dali_summer.jpg"]
+    assert strict.time_place == "strict"
+    off = dated_app.recommend("~ 去年夏天在大理，蓝天白云", rerank=False)
+    assert off.time_place == "off" and "优先显示" not in (off.message or "")
 
 
 def test_last_summer_in_dali_finds_only_the_dali_summer_photo(dated_app: PeiTu) -> None:
@@ -213,13 +229,13 @@ def test_time_alone_and_place_alone(dated_app: PeiTu) -> None:
 
 
 def test_a_place_with_no_photos_is_ignored_with_a_note(dated_app: PeiTu) -> None:
-    result = dated_app.recommend("去年夏天在成都，蓝天白云", rerank=False)
+    result = dated_app.recommend("去年夏天在成都，蓝天白云", rerank=False, time_place="strict")
     assert {r.path for r in result.results} == {"2025/dali_summer.jpg", "2025/hangzhou.jpg"}
     assert result.message is not None and "已忽略地点条件" in result.message
 
 
 def test_a_time_with_no_photos_is_ignored_with_a_note(dated_app: PeiTu) -> None:
-    result = dated_app.recommend("今天的蓝天白云", rerank=False)
+    result = dated_app.recommend("今天的蓝天白云", rerank=False, time_place="strict")
     assert len(result.results) == len(LIBRARY)
     assert result.message is not None and "没有找到该时间的照片，已忽略时间条件" in result.message
 
@@ -241,4 +257,5 @@ def test_filters_apply_in_the_vector_search_not_to_a_small_pool(
     app = build_app(settings, descriptions=tmp_path / "d.jsonl", embedder=embedder, now=lambda: NOW)
     app.index()
     assert "dali.jpg" not in _paths(app, "蓝天白云")
-    assert _paths(app, "去年夏天在大理，蓝天白云") == {"dali.jpg"}
+    # "?": the closest even though 湖边散步 does not fit 蓝天白云; the filter is what is tested
+    assert _paths(app, "? 去年夏天在大理，蓝天白云") == {"dali.jpg"}

@@ -25,7 +25,14 @@ async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
     """Photos for a social-media text: the same JSON as `peitu recommend --json`."""
     if is_blank(body.text):
         raise InvalidQuery("请给出要配图的文字（text is empty）")
-    result = await asyncio.to_thread(ctx.app.recommend, body.text, body.top_k, rerank=body.rerank)
+    result = await asyncio.to_thread(
+        ctx.app.recommend,
+        body.text,
+        body.top_k,
+        rerank=body.rerank,
+        time_place=body.time_place,
+        closest=body.closest,
+    )
     return result.to_dict()
 
 

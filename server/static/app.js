@@ -359,7 +359,8 @@ function resultCard(item) {
   open.addEventListener("click", () => openViewer(item));
   loadThumbnail(img, item.photo_id);
   const head = el("div", "card-head");
-  head.append(el("span", "rank", `#${item.rank}`), el("span", "score", `得分 ${Number(item.score).toFixed(2)}`),
+  head.append(el("span", "rank", `#${item.rank}`), el("span", "match", `匹配度 ${Math.round(Number(item.match))}`),
+    el("span", "score muted", `得分 ${Number(item.score).toFixed(2)}`),
     el("span", "similarity muted", `相似度 ${Number(item.similarity).toFixed(2)}`));
   const actions = el("div", "card-actions");
   actions.append(button("下载原图", "download", () => downloadOriginal(item, card)),
@@ -408,6 +409,7 @@ function showResults(data, queryFile) {
   info.replaceChildren(...notes.map((text) => el("p", null, text)));
   info.hidden = notes.length === 0;
   showQueryPhoto(queryFile || null);
+  $("search-empty").hidden = !(data.nothing_fits && !data.results.length);
   $("results").replaceChildren(...data.results.map(resultCard));
   fitGrid();
 }
@@ -423,6 +425,16 @@ function fitGrid() {
   const columns = Math.ceil(count / rows);
   grid.style.gridTemplateColumns = `repeat(${columns}, minmax(0, 1fr))`;
   grid.style.maxWidth = `${columns * 380}px`;
+}
+
+function searchPayload(closest) {
+  const payload = { text: $("search-text").value.trim() };
+  const topK = parseInt($("search-topk").value, 10);
+  if (topK > 0) payload.top_k = topK;
+  const timePlace = $("search-timeplace").value;
+  if (timePlace) payload.time_place = timePlace;
+  if (closest) payload.closest = true;
+  return payload;
 }
 
 async function runSearch(action, queryFile) {
@@ -444,11 +456,13 @@ function initSearch() {
   const form = $("search-form");
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const text = $("search-text").value.trim();
-    if (!text) return;
-    const payload = { text };
-    const topK = parseInt($("search-topk").value, 10);
-    if (topK > 0) payload.top_k = topK;
+    const payload = searchPayload(false);
+    if (!payload.text) return;
+    runSearch(() => request("POST", "/api/recommend", payload));
+  });
+  $("search-closest").addEventListener("click", () => {
+    const payload = searchPayload(true);
+    if (!payload.text) return;
     runSearch(() => request("POST", "/api/recommend", payload));
   });
   $("search-text").addEventListener("keydown", (event) => {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,27 @@ def test_search_shows_photos_with_reasons(
     assert result["reranked"] is False  # rerank is off in tests: the page must say so
     assert "向量相似度" in page.inner_text("#search-info")
     screenshot(page, "search", tmp_path)
+
+
+def test_nothing_fits_shows_an_empty_state_and_the_closest_on_request(
+    page: Page, server: Served, peitu: PeiTu
+) -> None:
+    peitu.index("incremental")
+    page.goto(server.url + "/")
+    enter_token(page, TOKEN)
+    result = search(page, "线性代数作业写不完")
+    assert result["nothing_fits"] is True and result["results"] == []
+    page.locator("#search-empty").wait_for(state="visible")
+    assert page.locator("#results .card").count() == 0
+    with page.expect_response("**/api/recommend") as response:
+        page.click("#search-closest")
+    closest = response.value.json()
+    page.locator("#results .card").nth(len(closest["results"]) - 1).wait_for()
+    assert closest["results"] and page.locator("#search-empty").is_hidden()
+    assert page.locator(".card .match").all_text_contents() == [
+        f"匹配度 {math.floor(r['match'] + 0.5)}"
+        for r in closest["results"]  # Math.round
+    ]
 
 
 def test_reranked_search_and_search_by_image(
