@@ -200,14 +200,16 @@ def test_reranked_search_and_search_by_image(
     page.goto(served.url + "/")
     enter_token(page, TOKEN)
 
-    result = search(page, description)
+    # "?": the closest photos anyway. The fake vision model gives every photo a near-identical
+    # colour description, so against this library's own background nothing stands out.
+    result = search(page, "?" + description)
 
-    assert result["reranked"] is True and result["results"]
+    assert result["reranked"] is True and result["results"], result
     page.locator("#results .card").nth(len(result["results"]) - 1).wait_for()
     reasons = page.locator(".card .reason").all_text_contents()
     assert reasons == [r["reason"] for r in result["results"]]
     assert all(reason.startswith("与「") for reason in reasons)  # written by the "LLM"
-    assert page.locator("#search-info").is_hidden()
+    assert "向量相似度" not in page.inner_text("#search-info")  # no "rerank failed" note
 
     blue = make_png(120, 90, (40, 110, 220))
     with page.expect_response("**/api/search/similar") as response:
@@ -260,9 +262,9 @@ def test_model_text_is_shown_as_text_not_markup(
     result = search(page, "海边日落")
 
     assert [r["path"] for r in result["results"]] == [target]
-    reason = page.locator(".card .reason")
-    reason.wait_for()
-    assert "<b id=" in reason.inner_text()  # the markup is shown as characters
+    page.locator(".card .reason").wait_for()
+    shown = page.locator(".card .description p").text_content() or ""
+    assert "<b id=" in shown  # the model's markup is shown as characters
     assert page.locator("#injected").count() == 0
     assert page.evaluate("() => window.injected") is None
 
