@@ -18,6 +18,8 @@ about which way the code depends, not only about what loads at start-up.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,3 +168,25 @@ def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:
     )
     modules = {imp.module for imp in imports_of(source, root=tmp_path)}
     assert {"fastapi.routing", "index", "index.store", "bot", "bot.handler"} <= modules
+
+
+def test_peitu_help_loads_no_vector_store_and_no_model() -> None:
+    """`peitu --help` answers without chromadb, torch or sentence-transformers (seen by
+    `-X importtime` in a real subprocess, not by timing it)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cli.main", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "recommend" in proc.stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    heavy = sorted(imported & ML_RUNTIMES)
+    assert not heavy, f"peitu --help imported {heavy}"
