@@ -247,6 +247,8 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
         return 2
     _configure_logging(settings.log_level, args.verbose)
     try:
+        if args.command == "index":
+            _check_index_paths(args, settings)
         if args.command in _NEED_EMBEDDER:
             # Before the heavy imports and before describing a single photo: with no network
             # and nothing downloaded, one Chinese line within seconds.
@@ -255,6 +257,20 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     except PeiTuError as error:
         print(f"peitu: {error}", file=sys.stderr)
         return 1
+
+
+def _check_index_paths(args: argparse.Namespace, settings: Settings) -> None:
+    """The library and descriptions file of `peitu index`, checked before any model loads:
+    a wrong path answers in a second, with the line the indexer would give after loading."""
+    from index.describe_sidecar import SidecarFileInvalid
+    from index.errors import LibraryNotFound
+
+    library = args.library or settings.library
+    if library is not None and not library.expanduser().is_dir():
+        root = library.expanduser().resolve()
+        raise LibraryNotFound(f"photo library not found or not a folder: {root}")
+    if args.descriptions is not None and not args.descriptions.is_file():
+        raise SidecarFileInvalid(f"descriptions file not found: {args.descriptions}")
 
 
 def emit_json(payload: dict[str, Any]) -> None:

@@ -7,10 +7,11 @@ Environment variables win over the file.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -208,6 +209,9 @@ class Settings(BaseSettings):
         extra="ignore",
         validate_default=True,
     )
+    # The TOML file read below the environment. `load_settings` sets it on a subclass made for
+    # that file, never through os.environ; None means "the file named by PEITU_CONFIG, if any".
+    config_file: ClassVar[Path | None] = None
 
     library: Path | None = None
     data_dir: Path = Path.home() / ".local" / "share" / "peitu"
@@ -268,10 +272,25 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        config_file = os.environ.get(_CONFIG_FILE_ENV)
+        config_file = getattr(settings_cls, "config_file", None) or _config_file_from_env()
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+
+def _config_file_from_env() -> Path | None:
+    value = os.environ.get(_CONFIG_FILE_ENV)
+    return Path(value) if value else None
+
+
+@functools.cache
+def _settings_reading(path: Path) -> type[Settings]:
+    """A `Settings` class that reads the TOML file `path` (one class per file, made once)."""
+
+    class SettingsFromFile(Settings):
+        config_file: ClassVar[Path | None] = path
+
+    return SettingsFromFile
 
 
 def _first_error_line(error: ValidationError) -> str:
@@ -287,16 +306,17 @@ def _first_error_line(error: ValidationError) -> str:
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build `Settings` from env, an optional TOML file and explicit overrides.
 
+    `config_file` wins over `PEITU_CONFIG`; the environment is only read, never written.
     Raises `SettingsInvalid` with one line naming the bad setting and why.
     """
     if config_file is not None:
         if not config_file.is_file():
             raise SettingsInvalid(f"config file not found: {config_file}")
-        os.environ[_CONFIG_FILE_ENV] = str(config_file)
-    elif (env_file := os.environ.get(_CONFIG_FILE_ENV)) and not Path(env_file).is_file():
-        raise SettingsInvalid(f"config file not found: {env_file} (from {_CONFIG_FILE_ENV})")
+    elif (config_file := _config_file_from_env()) is not None and not config_file.is_file():
+        raise SettingsInvalid(f"config file not found: {config_file} (from {_CONFIG_FILE_ENV})")
+    settings_cls = Settings if config_file is None else _settings_reading(config_file)
     try:
-        return Settings(**overrides)
+        return settings_cls(**overrides)
     except ValidationError as error:
         raise SettingsInvalid(_first_error_line(error)) from None
     except (OSError, ValueError) as error:  # e.g. a TOML syntax error

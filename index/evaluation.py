@@ -28,13 +28,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from config import Settings
 from config.settings import ChromaSettings, RetrievalSettings
-from index.app import PeiTu, build_app
 from index.errors import PeiTuError
-from index.ports import Embedder
+
+if TYPE_CHECKING:  # chromadb & co. load only when an evaluation runs, not for `peitu --help`
+    from index.app import PeiTu
+    from index.ports import Embedder
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +243,8 @@ def run_evaluation(
     settings: Settings, request: EvalRequest, embedder: Embedder | None = None
 ) -> EvalReport:
     """Index the eval images in a working folder, ask every query, measure the rankings."""
+    from index.app import build_app
+
     images = read_eval_set(request.captions, request.limit)
     retrieval = variant_retrieval(settings, request.variant)
     started = time.perf_counter()

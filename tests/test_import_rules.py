@@ -1,0 +1,192 @@
+"""Import rules between PeiTu's packages, checked by reading the source (AST, nothing imported).
+
+The rules (imports point one way: edges -> core -> settings):
+
+1. `config/` imports nothing of ours: no `index`, `bot`, `server`, `cli`.
+2. `index/` (the core) imports no edge (`bot`, `server`, `cli`) and no edge framework
+   (`wechaty`, `fastapi`, `starlette`, `uvicorn`).
+3. `bot/` imports neither `server` nor `cli`.
+4. `server/` imports neither `bot` nor `cli`.
+5. Query understanding (`index/query.py`, `index/timewords.py`, `index/filters.py`,
+   `index/geo.py`) imports no ML runtime (`torch`, `sentence_transformers`, `chromadb`,
+   `onnxruntime`), neither directly nor through the `index` modules it imports.
+
+Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
+about which way the code depends, not only about what loads at start-up.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
+ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
+UNDERSTANDING = ("index/query.py", "index/timewords.py", "index/filters.py", "index/geo.py")
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    package: str
+    forbidden: frozenset[str]
+
+
+RULES = (
+    Rule("1: config/ imports nothing of ours", "config", OUR_PACKAGES - {"config"}),
+    Rule(
+        "2: index/ imports no edge and no edge framework",
+        "index",
+        frozenset({"bot", "server", "cli", "wechaty", "fastapi", "starlette", "uvicorn"}),
+    ),
+    Rule("3: bot/ imports neither server nor cli", "bot", frozenset({"server", "cli"})),
+    Rule("4: server/ imports neither bot nor cli", "server", frozenset({"bot", "cli"})),
+)
+
+
+@dataclass(frozen=True)
+class Import:
+    file: str
+    line: int
+    module: str
+
+    @property
+    def top(self) -> str:
+        return self.module.split(".")[0]
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve_relative(path: Path, root: Path, node: ast.ImportFrom) -> str:
+    package = _module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package.pop()
+    base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def imports_of(path: Path, root: Path = ROOT) -> list[Import]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    rel = path.relative_to(root).as_posix()
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [Import(rel, node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = _resolve_relative(path, root, node) if node.level else (node.module or "")
+            found.append(Import(rel, node.lineno, module))
+            # `from index import app` names the submodule `index.app`
+            found += [Import(rel, node.lineno, f"{module}.{a.name}") for a in node.names]
+    return found
+
+
+def _package_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def _describe(imp: Import, rule: str) -> str:
+    return f"{imp.file}:{imp.line} imports `{imp.module}`, breaking rule {rule}"
+
+
+def _first_per_line(found: list[Import]) -> list[Import]:
+    """One entry per (line, top-level package), so `from x import y` is reported once."""
+    kept: dict[tuple[int, str], Import] = {}
+    for imp in found:
+        kept.setdefault((imp.line, imp.top), imp)
+    return list(kept.values())
+
+
+def package_violations(rule: Rule) -> list[str]:
+    return [
+        _describe(imp, rule.name)
+        for path in _package_files(rule.package)
+        for imp in _first_per_line(imports_of(path))
+        if imp.top in rule.forbidden
+    ]
+
+
+def _file_of(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def understanding_violations() -> list[str]:
+    """Rule 5, followed through the `index` modules each understanding module imports."""
+    rule = "5: query understanding imports no ML runtime"
+    problems: set[str] = set()
+    for start in UNDERSTANDING:
+        seen: set[Path] = set()
+        todo = [ROOT / start]
+        while todo:
+            path = todo.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            for imp in _first_per_line(imports_of(path)):
+                if imp.top in ML_RUNTIMES:
+                    via = "" if imp.file == start else f" (imported by {start})"
+                    problems.add(_describe(imp, rule) + via)
+                elif imp.top == "index" and (target := _file_of(imp.module)) is not None:
+                    todo.append(target)
+    return sorted(problems)
+
+
+def _report(problems: list[str]) -> str:
+    return "import rules broken (see tests/test_import_rules.py):\n  " + "\n  ".join(problems)
+
+
+def test_packages_import_one_way() -> None:
+    problems = [problem for rule in RULES for problem in package_violations(rule)]
+    assert not problems, _report(problems)
+
+
+def test_query_understanding_imports_no_ml_runtime() -> None:
+    problems = understanding_violations()
+    assert not problems, _report(problems)
+
+
+def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:
+    """The AST walk finds imports in functions, relative ones and `from x import y` forms."""
+    (tmp_path / "index").mkdir()
+    source = tmp_path / "index" / "probe.py"
+    source.write_text(
+        "def f():\n    import fastapi.routing\nfrom . import store\nfrom bot import handler\n",
+        encoding="utf-8",
+    )
+    modules = {imp.module for imp in imports_of(source, root=tmp_path)}
+    assert {"fastapi.routing", "index", "index.store", "bot", "bot.handler"} <= modules
+
+
+def test_peitu_help_loads_no_vector_store_and_no_model() -> None:
+    """`peitu --help` answers without chromadb, torch or sentence-transformers (seen by
+    `-X importtime` in a real subprocess, not by timing it)."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cli.main", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "recommend" in proc.stdout
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    heavy = sorted(imported & ML_RUNTIMES)
+    assert not heavy, f"peitu --help imported {heavy}"
