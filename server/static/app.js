@@ -536,14 +536,19 @@ function initViewer() {
 let pollTimer = null;
 let statusTimer = null;
 let currentJob = null;
+let statusErrorShown = false;  // the admin error box holds the status poll's own error
 
 async function refreshStatus() {
   try {
     const status = await request("GET", "/api/status");
-    hideBox($("admin-error"));
+    // Only the poll's own error goes away when the poll works again: a refused job start
+    // (409) stays until the person acts.
+    if (statusErrorShown) hideBox($("admin-error"));
+    statusErrorShown = false;
     renderStatus(status);
   } catch (err) {
     showError($("admin-error"), err);
+    statusErrorShown = true;
   }
 }
 
@@ -586,6 +591,7 @@ async function startIndex(mode) {
     watchJob(created.job_id);
   } catch (err) {
     showError($("admin-error"), err);
+    statusErrorShown = false;
     if (err.status === 409 && err.body && err.body.job_id) watchJob(err.body.job_id);
     else setIndexButtons(true);
   }
