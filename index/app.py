@@ -242,7 +242,7 @@ class PeiTu:
             self._refuse_while_indexing()
 
     def _similar_by_stored_description(self, photo_id: str, top_k: int | None) -> RecommendResult:
-        stored = self.catalog.latest_descriptions([photo_id]).get(photo_id)
+        stored = self.catalog.best_descriptions([photo_id]).get(photo_id)
         if stored is None:
             return RecommendResult(photo_id, False, "这张照片还没有描述", [], {})
         self._follow_other_processes()
@@ -259,7 +259,7 @@ class PeiTu:
         try:
             description = self.describer.describe_bytes(data)
         except DescribeFailed:
-            stored = self.catalog.latest_descriptions([same_photo]).get(same_photo)
+            stored = self.catalog.best_descriptions([same_photo]).get(same_photo)
             if stored is None:
                 raise
             log.warning("the describer failed on an upload; using its stored description")

@@ -111,7 +111,7 @@ class SimilarPhotos:
     def _recommendations(self, groups: Sequence[_Group], k: int) -> list[Recommendation]:
         results: list[Recommendation] = []
         wanted = [group.leader.photo_id for group in groups]
-        descriptions = self._catalog.latest_descriptions(wanted)  # one read for all
+        descriptions = self._catalog.best_descriptions(wanted)  # one read for all
         for group in groups:
             photo = self._catalog.photo(group.leader.photo_id)
             if photo is None:  # left the library since it was embedded
