@@ -192,11 +192,14 @@ _INTERRUPTED = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; exit codes 0, 1 (an error), 2 (bad settings), 130 (Ctrl-C)."""
     in_main_thread = threading.current_thread() is threading.main_thread()
+    _CTRL_C.clear()
     previous = signal.signal(signal.SIGINT, _on_interrupt) if in_main_thread else None
     command: list[str] = []  # the command's name, once the arguments are read
     try:
         code = _run(argv, command)
-    except KeyboardInterrupt:
+    except BaseException as error:
+        if not _was_interrupted(error):
+            raise
         reason = _INTERRUPTED.get(command[0] if command else "", "interrupted")
         print(f"peitu: {reason}", file=sys.stderr)
         if in_main_thread:
@@ -207,12 +210,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+_CTRL_C = threading.Event()  # set by the first Ctrl-C
+
+
+def _was_interrupted(error: BaseException) -> bool:
+    """A Ctrl-C, however it surfaced. The KeyboardInterrupt the handler raises can land inside
+    a lock's own code (a thread pool's submit), which then fails with "RuntimeError: release
+    unlocked lock" instead: that error, after a Ctrl-C, is the Ctrl-C too."""
+    return isinstance(error, KeyboardInterrupt) or (
+        _CTRL_C.is_set() and not isinstance(error, SystemExit)
+    )
+
+
 def _on_interrupt(signum: int, frame: FrameType | None) -> None:
     """The first Ctrl-C stops the command as Python does (KeyboardInterrupt: threads finish
     the photo they are on, everything committed stays). A second one quits at once, without
     running the interpreter's shutdown: native threads (onnxruntime, torch) still running then
     would abort it ("terminate called without an active exception", exit 134). Every
     description and vector batch is committed as it is made, so nothing is lost."""
+    _CTRL_C.set()
     signal.signal(signal.SIGINT, _quit_now)
     raise KeyboardInterrupt
 
