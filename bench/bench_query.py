@@ -37,6 +37,7 @@ from index.models import PhotoFile  # noqa: E402
 from index.query import RuleBasedUnderstanding  # noqa: E402
 from tests.support.core_fixtures import EVAL_DIR  # noqa: E402
 
+MAX_PIXELS = 120_000_000  # PEITU_INDEXING__MAX_PIXELS by default
 TEXTS = [
     "去年夏天在大理，蓝天白云",
     "今天和朋友去了杭州西湖边喝茶",
@@ -93,14 +94,14 @@ def _hash_of_image(image: Image.Image) -> str:
     image.convert("RGB").save(out, "PNG")
     path = Path("/dev/shm" if Path("/dev/shm").is_dir() else "/tmp") / "bench_query.png"
     path.write_bytes(out.getvalue())
-    digest = perceptual_hash(path)
+    digest = perceptual_hash(path, max_pixels=MAX_PIXELS)
     assert digest is not None
     return digest
 
 
 def bench_dedup(files: list[Path]) -> None:
     start = time.perf_counter()
-    hashes = [perceptual_hash(f) for f in files]
+    hashes = [perceptual_hash(f, max_pixels=MAX_PIXELS) for f in files]
     per_photo = (time.perf_counter() - start) * 1000.0 / len(files)
     print(f"pHash: {per_photo:.2f} ms a photo over {len(files)} photos")
     bits = np.array(

@@ -30,6 +30,7 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import Recommendation, RecommendResult
 
@@ -200,7 +201,8 @@ def error_for(status: int, body: dict[str, Any]) -> PeiTuError:
         return PhotoGone(f"not found ({detail}); is PEITU_BOT__SERVER_URL a PeiTu server?")
     if status in (413, 415):
         reason = _UNREADABLE_REASON.search(detail)
-        return PhotoUnreadable("image", reason.group(1) if reason else "unreadable", detail)
+        named = Reason.parse(reason.group(1)) if reason else Reason.UNREADABLE
+        return PhotoUnreadable("image", named, detail)
     if status == 502:
         return DescribeFailed(detail)
     if status == 503:

@@ -415,6 +415,7 @@ def _describer(
     ("offline") or when the vision model is the default DashScope without an API key ("auto")."""
     if descriptions is not None:
         return SidecarDescriber(descriptions)
+    max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
     if choice == "offline" or (choice == "auto" and _vision_unconfigured(settings)):
         from index.describe_offline import OfflineDescriber
 
@@ -423,7 +424,6 @@ def _describer(
                 "no vision API key (PEITU_VISION__API_KEY / DASHSCOPE_API_KEY): photos are "
                 "described offline (OCR, ImageNet tags, EXIF time and place)"
             )
-        max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
         return OfflineDescriber(
             max_pixels=settings.indexing.max_pixels,
             max_bytes=max_bytes,
@@ -431,7 +431,9 @@ def _describer(
         )
     from index.describe_vision import VisionDescriber
 
-    return VisionDescriber(settings.vision)
+    return VisionDescriber(
+        settings.vision, max_pixels=settings.indexing.max_pixels, max_bytes=max_bytes
+    )
 
 
 def make_describer(settings: Settings, choice: DescriberChoice = "auto") -> Describer:

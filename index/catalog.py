@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -81,7 +81,22 @@ CREATE TABLE IF NOT EXISTS visual_embedded (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (SCHEMA_V1, SCHEMA_V2_SUPERSEDED, VISUAL_EMBEDDED)
+# Each photo's perceptual hash (`index.dedup`), computed once when the scan reads the photo
+# (issue 12): a rebuild or a move reuses it instead of decoding the photo again. Keyed by
+# photo_id (the hash is of the content); a data folder from before fills it as photos need it.
+PERCEPTUAL_HASHES = """
+CREATE TABLE IF NOT EXISTS perceptual_hashes (
+    photo_id TEXT PRIMARY KEY,
+    phash TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    SCHEMA_V1,
+    SCHEMA_V2_SUPERSEDED,
+    VISUAL_EMBEDDED,
+    PERCEPTUAL_HASHES,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -192,6 +207,9 @@ class Catalog:
         with self._tx() as db:
             db.execute("DELETE FROM files")
             db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?,?)", rows)
+            db.execute(  # the hashes of photos that left with their files
+                "DELETE FROM perceptual_hashes WHERE photo_id NOT IN (SELECT photo_id FROM files)"
+            )
 
     def photo(self, photo_id: str) -> PhotoFile | None:
         """One file holding this photo (the first by path), or None."""
@@ -209,6 +227,29 @@ class Catalog:
     def remove_file(self, rel_path: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE rel_path=?", (db_path(rel_path),))
+
+    # --- perceptual hashes (computed by the scan; see index.dedup) ---------------------------
+    def save_perceptual_hashes(self, hashes: Mapping[str, str]) -> None:
+        """Keep photo_id -> perceptual hash (16 hex digits)."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO perceptual_hashes VALUES (?,?)", list(hashes.items())
+            )
+
+    def perceptual_hashes(self, photo_ids: Iterable[str]) -> dict[str, str]:
+        """The kept hashes of those of the photos that have one."""
+        wanted = sorted(set(photo_ids))
+        found: dict[str, str] = {}
+        with self._lock:
+            for start in range(0, len(wanted), _FEW):
+                few = wanted[start : start + _FEW]
+                rows = self._db.execute(
+                    "SELECT photo_id, phash FROM perceptual_hashes "
+                    f"WHERE photo_id IN ({','.join('?' * len(few))})",
+                    few,
+                ).fetchall()
+                found.update((str(photo_id), str(phash)) for photo_id, phash in rows)
+        return found
 
     # --- descriptions ------------------------------------------------------------------------
     def has_description(self, photo_id: str, describer_key: str) -> bool:

@@ -1,6 +1,7 @@
 """Near-duplicate photos (bursts, edited or resized copies) collapse into one result.
 
-Each photo's 64-bit perceptual hash (DCT pHash, `imagehash`) is stored as 16 hex digits in the
+Each photo's 64-bit perceptual hash (DCT pHash, `imagehash`) is computed when the scan reads the
+photo (from the image it decodes anyway), kept in the catalog, and stored as 16 hex digits in the
 vector store's metadata under `phash` when the photo is indexed. Two photos are near-duplicates
 when their hashes differ in at most `MAX_DISTANCE` bits.
 
@@ -13,39 +14,52 @@ within 4 bits (100 of 100 tried); a burst neighbour shifted by 4 % of the width 
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import imagehash
-from PIL import Image, ImageOps
+from PIL import Image
 
-from index.imaging import eight_bit, register_heif
+from index.errors import PhotoUnreadable
+from index.imaging import DECODE_ERRORS, PhotoReader, eight_bit, read_photo
 from index.models import Candidate
 
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "phash"
 MAX_DISTANCE = 10
-_DRAFT_BOX = (128, 128)  # JPEG decodes at 1/8 scale or so: about 1 ms a photo
-_DECODE_ERRORS: tuple[type[Exception], ...] = (OSError, SyntaxError, ValueError, TypeError)
-_DECODE_ERRORS += (EOFError, struct.error, Image.DecompressionBombError)
 
 
-def perceptual_hash(path: Path) -> str | None:
-    """The photo's pHash as 16 hex digits, upright per EXIF; None when it cannot be read.
+def image_hash(image: Image.Image) -> str | None:
+    """The pHash of a photo as `index.imaging.read_photo` decodes it (upright, a JPEG at reduced
+    scale), as 16 hex digits; None for a mode it cannot be computed in (a CIELAB TIFF). The scan
+    computes it there, once; the catalog keeps it."""
+    try:
+        return str(imagehash.phash(eight_bit(image)))
+    except DECODE_ERRORS as error:
+        log.warning("no perceptual hash for a %s image: %s", image.mode, error)
+        return None
+
+
+def perceptual_hash(
+    source: Path | bytes,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    read: PhotoReader = read_photo,
+) -> str | None:
+    """The pHash of a photo file (or its bytes) not hashed by a scan, e.g. in a data folder
+    made before the catalog kept hashes; None when it cannot be read.
 
     The scan has already refused unreadable and oversized files; a file that changed since is
     logged and left without a hash (it is then never collapsed).
     """
-    register_heif()
     try:
-        with Image.open(path) as image:
-            image.draft("RGB", _DRAFT_BOX)
-            return str(imagehash.phash(eight_bit(ImageOps.exif_transpose(image))))
-    except _DECODE_ERRORS as error:
-        log.warning("no perceptual hash for %s: %s", path, error)
+        decoded = read(source, max_pixels=max_pixels, max_bytes=max_bytes)
+    except PhotoUnreadable as error:
+        log.warning("no perceptual hash for %s: %s", error.path, error)
         return None
+    return image_hash(decoded.image)
 
 
 def hash_distance(first: str, second: str) -> int:

@@ -23,7 +23,6 @@ later run with the vision model replaces these.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -201,7 +200,7 @@ class OfflineDescriber:
         jpeg = thumbnail_jpeg(
             source, _WORKING_SIDE, max_pixels=self._max_pixels, max_bytes=self._max_bytes
         )
-        return Image.open(io.BytesIO(jpeg)).convert("RGB")
+        return open_image(jpeg, max_pixels=self._max_pixels).convert("RGB")
 
     def _description(
         self, image: Image.Image, taken_at: datetime | None, place: Place | None, label: str

@@ -12,24 +12,21 @@ import base64
 import io
 import logging
 import re
-import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import pillow_heif
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
-from PIL import Image, ImageOps
+from PIL import Image
 
 from config.settings import VisionSettings
-from index.errors import DescribeFailed, ModelUnavailable, PhotoUnreadable
-from index.imaging import eight_bit
+from index.errors import DescribeFailed, ModelUnavailable
+from index.imaging import decode_image, flat_rgb
 from index.llm import CallGate, Sleep, chat, make_client
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
-
-pillow_heif.register_heif_opener()
 
 PROMPT_VERSION = "v1"
 JPEG_QUALITY = 85
@@ -54,9 +51,14 @@ USER_PROMPT = (
 MAX_DESCRIPTION_CHARS = 4000  # six labelled lines are a few hundred; more is a runaway answer
 _UPLOAD_CALLS = 2
 _BYTES_LABEL = "<image bytes>"
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _MARKUP = re.compile(r"^\s*(?:[-*•]\s+|\d+[.、)]\s*)?|\*\*")
 _LABEL_COLON = re.compile(r"^(" + "|".join(FACET_LABELS) + r")\s*[:：]\s*")
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_pixels: int
+    max_bytes: int | None
 
 
 class VisionDescriber:
@@ -66,10 +68,15 @@ class VisionDescriber:
         self,
         settings: VisionSettings,
         *,
+        max_pixels: int,
+        max_bytes: int | None = None,
         client: OpenAI | None = None,
         sleep: Sleep = time.sleep,
     ) -> None:
+        """`max_pixels` and `max_bytes` are the scan's limits (`PEITU_INDEXING__*`): an upload
+        or a chat image is refused by them before it is decoded, as a library file is."""
         self._settings = settings
+        self._limits = _Limits(max_pixels, max_bytes)
         self._client = client if client is not None else make_client(settings)
         self._sleep = sleep
         # the indexer's workers plus a few uploads (`/api/search/similar`, `/相似`)
@@ -83,13 +90,19 @@ class VisionDescriber:
     def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
         """Describe the photo (its `data` when given). Raises `DescribeFailed` or
         `PhotoUnreadable`."""
-        jpeg = encode_for_vision(photo.path if data is None else data, self._settings.max_side)
-        return self._describe_jpeg(jpeg, str(photo.path))
+        return self._describe_jpeg(
+            self._encode(photo.path if data is None else data), str(photo.path)
+        )
 
     def describe_bytes(self, data: bytes) -> str:
         """Describe an image given as bytes (an upload, a chat image). Same errors as `describe`."""
-        jpeg = encode_for_vision(data, self._settings.max_side)
-        return self._describe_jpeg(jpeg, _BYTES_LABEL)
+        return self._describe_jpeg(self._encode(data), _BYTES_LABEL)
+
+    def _encode(self, source: Path | bytes) -> bytes:
+        max_side, limits = self._settings.max_side, self._limits
+        return encode_for_vision(
+            source, max_side, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes
+        )
 
     def _describe_jpeg(self, jpeg: bytes, label: str) -> str:
         try:
@@ -137,46 +150,21 @@ def clean_description(answer: str) -> str:
     return "\n".join(_LABEL_COLON.sub(r"\1：", line) for line in lines if line)
 
 
-def encode_for_vision(source: Path | bytes, max_side: int) -> bytes:
-    """Decode an image (JPEG, PNG, HEIC, ...), upright it, and re-encode it as an RGB JPEG.
+def encode_for_vision(
+    source: Path | bytes, max_side: int, *, max_pixels: int, max_bytes: int | None = None
+) -> bytes:
+    """Decode an image (JPEG, PNG, HEIC, ...) through `index.imaging.decode_image`, upright
+    it, and re-encode it as an RGB JPEG.
 
     The long side is at most `max_side`; smaller images keep their size. Raises
-    `PhotoUnreadable` with reason "corrupt", "too_many_pixels", "not_a_file" or
-    "permission_denied".
+    `PhotoUnreadable` with the scan's reasons: a format outside the allow-list is "corrupt", a
+    header over `max_pixels` is "too_many_pixels" before any pixel is decoded.
     """
-    label = str(source) if isinstance(source, Path) else _BYTES_LABEL
-    try:
-        with _open(source) as image:
-            image.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
-            upright = _rgb(ImageOps.exif_transpose(image))
-    except Image.DecompressionBombError as error:
-        raise PhotoUnreadable(label, "too_many_pixels", str(error)) from error
-    except (FileNotFoundError, IsADirectoryError) as error:
-        raise PhotoUnreadable(label, "not_a_file", str(error)) from error
-    except PermissionError as error:
-        raise PhotoUnreadable(label, "permission_denied", str(error)) from error
-    except _DECODE_ERRORS as error:
-        raise PhotoUnreadable(label, "corrupt", str(error) or type(error).__name__) from error
-    upright.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    box = (max_side, max_side)  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+    decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box)
+    upright = flat_rgb(decoded.image)  # a transparent PNG would otherwise turn black
+    upright.thumbnail(box, Image.Resampling.LANCZOS)
     return _jpeg(upright)
-
-
-def _open(source: Path | bytes) -> Image.Image:
-    if isinstance(source, Path):
-        return Image.open(source)
-    return Image.open(io.BytesIO(source))
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    """Flatten onto white: a transparent PNG would otherwise turn black. 16-bit grey is
-    scaled to 8 bits first (`convert` would clip it to white)."""
-    image = eight_bit(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
 
 
 def _jpeg(image: Image.Image) -> bytes:

@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 
 class PeiTuError(Exception):
     """Base class of every error the core raises on purpose."""
 
 
-class PhotoUnreadable(PeiTuError):
-    """A file could not be read or decoded as an image. `reason` is a short stable key."""
+class Reason(StrEnum):
+    """Why a file was not read as a photo: `PhotoUnreadable.reason`, and the keys of a scan's
+    skip counts (the web page and the CLI show them by these names)."""
 
-    def __init__(self, path: str, reason: str, detail: str = "") -> None:
+    EMPTY = "empty"
+    TRUNCATED = "truncated"
+    CORRUPT = "corrupt"  # not an image, or one in a format outside the allow-list
+    TOO_MANY_PIXELS = "too_many_pixels"
+    PERMISSION_DENIED = "permission_denied"
+    TOO_LARGE = "too_large"
+    BROKEN_SYMLINK = "broken_symlink"
+    SYMLINK_LOOP = "symlink_loop"
+    NOT_A_FILE = "not_a_file"
+    NOT_FOUND = "not_found"  # vanished between listing and reading
+    OUTSIDE_LIBRARY = "outside_library"  # a symlink whose target is outside the library
+    IO_ERROR = "io_error"  # any other OS error (a flaky disk or network share)
+    UNREADABLE = "unreadable"  # a remote server refused the image without saying why
+
+    @classmethod
+    def parse(cls, text: str) -> Reason:
+        """The reason named `text`; `UNREADABLE` for a name this version does not know."""
+        try:
+            return cls(text)
+        except ValueError:
+            return cls.UNREADABLE
+
+
+class PhotoUnreadable(PeiTuError):
+    """A file could not be read or decoded as an image, for a typed `reason`.
+
+    A `str` reason must be one of `Reason`'s values (anything else is a bug: `ValueError`)."""
+
+    def __init__(self, path: str, reason: Reason | str, detail: str = "") -> None:
         self.path = path
-        self.reason = reason
+        self.reason = Reason(reason)
         self.detail = detail
         super().__init__(f"{path}: {reason}" + (f" ({detail})" if detail else ""))
 

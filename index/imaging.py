@@ -1,5 +1,9 @@
 """Safe image reading: every way a file can fail becomes a `PhotoUnreadable` with a stable reason.
 
+`decode_image` is the one place PeiTu decodes an image (the scan, the describers, the visual
+index, thumbnails, uploads and the bot all go through it), and `DECODE_ERRORS` the one list of
+what Pillow and its plugins raise on bad data.
+
 Reason keys (`PhotoUnreadable.reason`, also the keys of a scan's skip counts) are the values of
 `Reason`. Only the formats in `IMAGE_EXTENSIONS` are decoded: a file with an image extension that
 Pillow would read through another plugin (EPS, PSD, ...) is refused as "corrupt", which keeps the
@@ -24,33 +28,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import pillow_heif
 from PIL import ExifTags, Image, ImageFile, ImageOps
 
 from index.errors import PhotoUnreadable
+from index.errors import Reason as Reason  # re-exported: callers name reasons from here
 
 logger = logging.getLogger(__name__)
-
-
-class Reason(StrEnum):
-    """Stable keys for why a file was not read as a photo."""
-
-    EMPTY = "empty"
-    TRUNCATED = "truncated"
-    CORRUPT = "corrupt"
-    TOO_MANY_PIXELS = "too_many_pixels"
-    PERMISSION_DENIED = "permission_denied"
-    TOO_LARGE = "too_large"
-    BROKEN_SYMLINK = "broken_symlink"
-    SYMLINK_LOOP = "symlink_loop"
-    NOT_A_FILE = "not_a_file"
-    NOT_FOUND = "not_found"  # vanished between listing and reading
-    OUTSIDE_LIBRARY = "outside_library"  # a symlink whose target is outside the library
-    IO_ERROR = "io_error"  # any other OS error (a flaky disk or network share)
 
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
@@ -59,9 +46,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Pillow format names for those extensions. Multi-picture camera JPEGs (MPO) come in as JPEG.
 # TIFF (scans) gives its first page; 16-bit scans are scaled to 8 bits (`eight_bit`).
 _ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "HEIF", "TIFF")
-# Exceptions Pillow and its plugins raise on bad data. A bad file must never escape as anything
-# but `PhotoUnreadable`; MemoryError and KeyboardInterrupt are deliberately not in this list.
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+# Exceptions Pillow and its plugins raise on bad data (the only such list in PeiTu). A bad file
+# must never escape as anything but `PhotoUnreadable`; MemoryError and KeyboardInterrupt are
+# deliberately not in this list.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     SyntaxError,
     ValueError,
@@ -75,8 +63,11 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     Image.DecompressionBombError,
     Image.DecompressionBombWarning,  # raised only where warnings are turned into errors
 )
-_EXIF_ERRORS = _DECODE_ERRORS
-_PROBE_DRAFT_BOX = (256, 256)
+_EXIF_ERRORS = DECODE_ERRORS
+# The scan decodes a JPEG at the smallest scale (1/2 ... 1/8) that keeps both sides at least 128
+# pixels: every byte is still decoded (truncation shows), and the perceptual hash is computed from
+# this very image (`index.dedup`), so its values must not change with it.
+PREVIEW_BOX = (128, 128)
 _NEGATIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "S", ExifTags.GPS.GPSLongitudeRef: "W"}
 _POSITIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLongitudeRef: "E"}
 
@@ -93,6 +84,25 @@ class ImageInfo:
     taken_at: datetime | None
     gps_lat: float | None
     gps_lon: float | None
+
+
+@dataclass(frozen=True)
+class DecodedPhoto:
+    """A decoded photo: the image upright per EXIF, and its displayed full size, time and place.
+
+    `image` is decoded at reduced scale when a draft box was asked for (JPEG only); `info`
+    gives the size of the whole photo, as it is displayed, whatever the scale."""
+
+    image: Image.Image
+    info: ImageInfo
+
+
+class PhotoReader(Protocol):
+    """How the scan reads a photo (`read_photo`, or a wrapper of it that counts)."""
+
+    def __call__(
+        self, source: ImageSource, *, max_pixels: int, max_bytes: int | None = None
+    ) -> DecodedPhoto: ...
 
 
 def register_heif() -> None:
@@ -119,7 +129,7 @@ def check_image_file(path: Path | str, *, max_bytes: int | None = None) -> os.st
     label = str(path)
     info = _stat_following_links(path, label)
     if not stat.S_ISREG(info.st_mode):
-        raise PhotoUnreadable(label, Reason.NOT_A_FILE.value, _file_kind(info.st_mode))
+        raise PhotoUnreadable(label, Reason.NOT_A_FILE, _file_kind(info.st_mode))
     _check_byte_count(info.st_size, label, max_bytes)
     return info
 
@@ -133,25 +143,52 @@ def open_image(
     seek to other frames. Raises `PhotoUnreadable` (see `Reason`) for anything that is not a
     readable image within `max_pixels` (and `max_bytes`, when given).
     """
-    return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=None)
+    return decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes).image
+
+
+def read_photo(
+    source: ImageSource, *, max_pixels: int, max_bytes: int | None = None
+) -> DecodedPhoto:
+    """What the scan reads of a photo: decoded completely but at reduced scale (`PREVIEW_BOX`),
+    which still reads every byte and so still catches truncation. Raises `PhotoUnreadable`."""
+    return decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=PREVIEW_BOX)
 
 
 def probe_image(source: ImageSource, *, max_pixels: int, max_bytes: int | None = None) -> ImageInfo:
     """Check that a photo (a path or its bytes) decodes completely and read its displayed size,
-    time and place.
+    time and place (`read_photo`'s `info`). Raises `PhotoUnreadable` like `open_image`."""
+    return read_photo(source, max_pixels=max_pixels, max_bytes=max_bytes).info
 
-    Cheaper than `open_image`: JPEGs decode at reduced scale, which still reads every byte and
-    so still catches truncation. Raises `PhotoUnreadable` like `open_image`.
+
+def decode_image(
+    source: ImageSource,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    draft_box: tuple[int, int] | None = None,
+) -> DecodedPhoto:
+    """Decode a photo from a path or bytes: the one decode path of PeiTu.
+
+    In order: the file is checked (`check_image_file`; `max_bytes`), only the header is read
+    and the format must be one of the allowed ones, `max_pixels` is checked against the
+    header's width x height before any pixel is decoded, the image is decoded (a JPEG at the
+    smallest scale that keeps both sides at least `draft_box`, when given), and it is turned
+    upright per its EXIF orientation (garbage EXIF is ignored). Animated images give their first
+    frame; the file is closed on return. Modes are left as decoded (see `eight_bit`, `flat_rgb`).
+    Raises `PhotoUnreadable` with a `Reason` for anything that is not such an image.
     """
     label = _label(source)
     with _stream(source, label, max_bytes) as stream, _decode_errors(label):
         img = _open_header(stream, label, max_pixels)
         width, height = img.size
-        img.draft(None, _PROBE_DRAFT_BOX)
+        if draft_box is not None:
+            img.draft(None, draft_box)
         img.load()
         if _orientation(img) in {5, 6, 7, 8}:  # rotated a quarter turn: display swaps sides
             width, height = height, width
-        return ImageInfo(width, height, *read_metadata(img))
+        info = ImageInfo(width, height, *read_metadata(img))
+    _apply_orientation(img, label)
+    return DecodedPhoto(img, info)
 
 
 def read_metadata(img: Image.Image) -> tuple[datetime | None, float | None, float | None]:
@@ -184,9 +221,8 @@ def thumbnail_jpeg(
     if isinstance(source, Image.Image):
         img = source
     else:
-        img = _decode(
-            source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=(max_side, max_side)
-        )
+        box = (max_side, max_side)
+        img = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box).image
     small = _to_rgb(_fit_within(eight_bit(img), max_side))
     out = io.BytesIO()
     small.save(out, "JPEG", quality=85, icc_profile=img.info.get("icc_profile"))
@@ -209,23 +245,6 @@ def eight_bit(img: Image.Image) -> Image.Image:
     return img
 
 
-def _decode(
-    source: ImageSource,
-    *,
-    max_pixels: int,
-    max_bytes: int | None,
-    draft_box: tuple[int, int] | None,
-) -> Image.Image:
-    label = _label(source)
-    with _stream(source, label, max_bytes) as stream, _decode_errors(label):
-        img = _open_header(stream, label, max_pixels)
-        if draft_box is not None:
-            img.draft(None, draft_box)
-        img.load()
-    _apply_orientation(img, label)
-    return img
-
-
 def _label(source: ImageSource) -> str:
     return "<bytes>" if isinstance(source, bytes) else str(source)
 
@@ -240,7 +259,7 @@ def _stream(source: ImageSource, label: str, max_bytes: int | None) -> Iterator[
     try:
         handle = open(source, "rb")  # noqa: SIM115 - closed by the `with` below
     except OSError as error:
-        raise PhotoUnreadable(label, _os_reason(error).value, _os_detail(error)) from error
+        raise PhotoUnreadable(label, _os_reason(error), _os_detail(error)) from error
     with handle:
         yield handle
 
@@ -249,8 +268,8 @@ def _stream(source: ImageSource, label: str, max_bytes: int | None) -> Iterator[
 def _decode_errors(label: str) -> Iterator[None]:
     try:
         yield
-    except _DECODE_ERRORS as error:
-        raise PhotoUnreadable(label, _decode_reason(error).value, str(error)) from error
+    except DECODE_ERRORS as error:
+        raise PhotoUnreadable(label, _decode_reason(error), str(error)) from error
 
 
 def _open_header(stream: IO[bytes], label: str, max_pixels: int) -> ImageFile.ImageFile:
@@ -259,10 +278,10 @@ def _open_header(stream: IO[bytes], label: str, max_pixels: int) -> ImageFile.Im
     img = Image.open(stream, formats=_ALLOWED_FORMATS)
     width, height = img.size
     if width < 1 or height < 1:
-        raise PhotoUnreadable(label, Reason.CORRUPT.value, f"header says {width}x{height}")
+        raise PhotoUnreadable(label, Reason.CORRUPT, f"header says {width}x{height}")
     if width * height > max_pixels:
         detail = f"{width}x{height} is over the limit of {max_pixels} pixels"
-        raise PhotoUnreadable(label, Reason.TOO_MANY_PIXELS.value, detail)
+        raise PhotoUnreadable(label, Reason.TOO_MANY_PIXELS, detail)
     return img
 
 
@@ -286,17 +305,17 @@ def _stat_following_links(path: Path | str, label: str) -> os.stat_result:
     except FileNotFoundError as error:
         # lstat found the name, so it is the link's target that is missing.
         reason = Reason.BROKEN_SYMLINK if os.path.lexists(path) else Reason.NOT_FOUND
-        raise PhotoUnreadable(label, reason.value, _os_detail(error)) from error
+        raise PhotoUnreadable(label, reason, _os_detail(error)) from error
     except OSError as error:
-        raise PhotoUnreadable(label, _os_reason(error).value, _os_detail(error)) from error
+        raise PhotoUnreadable(label, _os_reason(error), _os_detail(error)) from error
 
 
 def _check_byte_count(size: int, label: str, max_bytes: int | None) -> None:
     if size == 0:
-        raise PhotoUnreadable(label, Reason.EMPTY.value, "0 bytes")
+        raise PhotoUnreadable(label, Reason.EMPTY, "0 bytes")
     if max_bytes is not None and size > max_bytes:
         detail = f"{size} bytes is over the limit of {max_bytes}"
-        raise PhotoUnreadable(label, Reason.TOO_LARGE.value, detail)
+        raise PhotoUnreadable(label, Reason.TOO_LARGE, detail)
 
 
 def _os_reason(error: OSError) -> Reason:
@@ -414,6 +433,11 @@ def _fit_within(img: Image.Image, max_side: int) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
+def flat_rgb(img: Image.Image) -> Image.Image:
+    """`img` as 8-bit RGB: 16-bit values scaled (`eight_bit`), transparent areas made white."""
+    return _to_rgb(eight_bit(img))
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if not img.has_transparency_data:
         return img.convert("RGB")
@@ -430,4 +454,4 @@ def open_image_at_least(
     both sides at least `min_side`: a phone photo for a 256-pixel model decodes in a tenth of
     the time. Other formats decode at full size."""
     box = (min_side, min_side)
-    return _decode(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box)
+    return decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box).image

@@ -24,6 +24,7 @@ from index.descriptions import should_describe
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.filters import wall_clock_ts
 from index.geo import place_at
+from index.imaging import PhotoReader, read_photo
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector
@@ -71,8 +72,13 @@ class Indexer:
         concurrency: int = 4,
         encoder: DocumentEncoder | None = None,
         visual: VisualIndex | None = None,
+        read: PhotoReader = read_photo,
     ) -> None:
+        """`read` is how a photo is decoded for its size, time, place and perceptual hash: once,
+        when the scan first reads it (a data folder from before hashes were kept decodes each
+        photo once more, the first time its hash is needed)."""
         self._visual = visual
+        self._read = read
         self._catalog = catalog
         self._store = store
         self._embedder = embedder
@@ -156,10 +162,15 @@ class Indexer:
             known=self._catalog.known_file,
             progress=lambda done, total: progress("scan", done, total),
             follow_external_links=self._limits.follow_external_links,
+            read=self._read,
         )
         self._drop_excluded(result)
         self._count_changes(before, result, report)
         self._catalog.replace_files(result.photos)
+        kept = {p.photo_id for p in result.photos}
+        self._catalog.save_perceptual_hashes(
+            {photo_id: h for photo_id, h in result.hashes.items() if photo_id in kept}
+        )
         return {p.photo_id: p for p in sorted(result.photos, key=lambda p: p.rel_path)}
 
     def _drop_excluded(self, result: ScanResult) -> None:
@@ -325,9 +336,13 @@ class Indexer:
         if not batch:
             return 0
         vectors = self._encoder.encode(self._embedder, [d.description for d in batch])
+        hashes = self._perceptual_hashes([photos[d.photo_id] for d in batch])
         items = [
             StoredVector(
-                d.photo_id, vector.tolist(), d.description, _metadata(photos[d.photo_id], d)
+                d.photo_id,
+                vector.tolist(),
+                d.description,
+                _metadata(photos[d.photo_id], d, hashes.get(d.photo_id)),
             )
             for d, vector in zip(batch, vectors, strict=True)
         ]
@@ -340,11 +355,33 @@ class Indexer:
         self, store: ChromaStore, photo: PhotoFile, description: StoredDescription
     ) -> None:
         """A moved photo keeps its vector; only the stored path changes."""
-        store.update_metadata(photo.photo_id, _metadata(photo, description))
+        phash = self._perceptual_hashes([photo]).get(photo.photo_id)
+        store.update_metadata(photo.photo_id, _metadata(photo, description, phash))
         self._catalog.move_embedded(photo.photo_id, photo.rel_path)
 
+    def _perceptual_hashes(self, photos: list[PhotoFile]) -> dict[str, str]:
+        """The photos' perceptual hashes as the scan kept them; one the catalog lacks (a data
+        folder from before it kept them) is computed now, once, and kept."""
+        known = self._catalog.perceptual_hashes(p.photo_id for p in photos)
+        missing = {p.photo_id: p for p in photos if p.photo_id not in known}
+        computed: dict[str, str] = {}
+        for photo_id, photo in missing.items():
+            digest = perceptual_hash(
+                photo.path,
+                max_pixels=self._limits.max_pixels,
+                max_bytes=self._limits.max_file_bytes,
+                read=self._read,
+            )
+            if digest is not None:
+                computed[photo_id] = digest
+        if computed:
+            self._catalog.save_perceptual_hashes(computed)
+        return known | computed
 
-def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, object]:
+
+def _metadata(
+    photo: PhotoFile, description: StoredDescription, phash: str | None
+) -> dict[str, object]:
     place = place_at(photo.gps_lat, photo.gps_lon)
     return {
         "path": readable_path(photo.rel_path),  # the catalog keeps the exact name
@@ -356,7 +393,7 @@ def _metadata(photo: PhotoFile, description: StoredDescription) -> dict[str, obj
         "gps_lat": photo.gps_lat,
         "gps_lon": photo.gps_lon,
         **(place.metadata() if place else {}),
-        PHASH_KEY: perceptual_hash(photo.path),
+        PHASH_KEY: phash,
         "describer": description.describer_key,
     }
 

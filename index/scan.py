@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from index.dedup import image_hash
 from index.errors import LibraryNotFound, PhotoChanged, PhotoUnreadable
-from index.imaging import Reason, check_image_file, has_image_extension, probe_image
+from index.imaging import PhotoReader, Reason, check_image_file, has_image_extension, read_photo
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
@@ -49,9 +50,11 @@ _DirKey = tuple[int, int]  # (st_dev, st_ino) of a real directory
 
 @dataclass
 class ScanResult:
-    """Photos found (sorted by rel_path) and what was skipped, by reason and by path."""
+    """Photos found (sorted by rel_path) and what was skipped, by reason and by path; the
+    perceptual hash (`index.dedup`) of each photo this scan read (not of those `known` gave)."""
 
     photos: list[PhotoFile] = field(default_factory=list)
+    hashes: dict[str, str] = field(default_factory=dict)  # photo_id -> perceptual hash
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)  # (rel_path, reason)
 
@@ -66,6 +69,7 @@ class ScanResult:
 class _Limits:
     max_file_bytes: int
     max_pixels: int
+    read: PhotoReader
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def scan_library(
     known: KnownLookup | None = None,
     progress: ScanProgress | None = None,
     follow_external_links: bool = False,
+    read: PhotoReader = read_photo,
 ) -> ScanResult:
     """List the readable photos under `root`, hashing each file's bytes for its `photo_id`.
 
@@ -92,13 +97,15 @@ def scan_library(
     unchanged and is not opened at all; its record is reused with `path` set to where it is now.
     `progress(done, total)` is called once before the first file and after each file.
     `follow_external_links` lets symlinks lead outside `root` (they are skipped otherwise).
+    `read` decodes each file that is opened, once: its size, time, place and perceptual hash all
+    come from that one decode.
     Raises `LibraryNotFound` when `root` is missing, not a folder, or cannot be listed: an
     unreadable root must not look like an empty library, which would drop every photo.
     """
     root = _checked_root(root)
     result = ScanResult()
     candidates = _LibraryWalk(root, result, follow_external_links).files()
-    limits = _Limits(max_file_bytes, max_pixels)
+    limits = _Limits(max_file_bytes, max_pixels, read)
     _report(progress, 0, len(candidates))
     for done, (rel_path, path) in enumerate(candidates, start=1):
         photo = _read_photo(rel_path, path, limits, known, result)
@@ -134,22 +141,34 @@ def _read_photo(
     rel_path: str, path: Path, limits: _Limits, known: KnownLookup | None, result: ScanResult
 ) -> PhotoFile | None:
     try:
-        return _photo_file(rel_path, path, limits, known)
+        return _photo_file(rel_path, path, limits, known, result.hashes)
     except PhotoUnreadable as error:
         result.record_skip(rel_path, error.reason, error.detail)
         return None
 
 
-def _photo_file(rel_path: str, path: Path, limits: _Limits, known: KnownLookup | None) -> PhotoFile:
+def _photo_file(
+    rel_path: str,
+    path: Path,
+    limits: _Limits,
+    known: KnownLookup | None,
+    hashes: dict[str, str],
+) -> PhotoFile:
     info = check_image_file(path, max_bytes=limits.max_file_bytes)
     cached = known(rel_path, info.st_size, info.st_mtime) if known is not None else None
     if cached is not None:
         return dataclasses.replace(cached, path=path, rel_path=rel_path)
-    # One read: the id is the hash of the very bytes whose size, time and place are recorded.
+    # One read and one decode: the id is the hash of the very bytes whose size, time, place and
+    # perceptual hash are recorded.
     data = read_file(path)
-    image = probe_image(data, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
+    decoded = limits.read(data, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes)
+    photo_id = hashlib.sha256(data).hexdigest()
+    digest = image_hash(decoded.image)
+    if digest is not None:
+        hashes[photo_id] = digest
+    image = decoded.info
     return PhotoFile(
-        photo_id=hashlib.sha256(data).hexdigest(),
+        photo_id=photo_id,
         path=path,
         rel_path=rel_path,
         size=info.st_size,

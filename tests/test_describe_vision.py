@@ -17,11 +17,12 @@ from index.describe_vision import (
     clean_description,
     encode_for_vision,
 )
-from index.errors import DescribeFailed, PhotoUnreadable
+from index.errors import DescribeFailed, PhotoUnreadable, Reason
 from index.models import PhotoFile
 from tests.support.fixtures import SleepRecorder
 from tests.support.openai_server import FakeOpenAIServer
 
+MAX_PIXELS = 120_000_000
 BLUE = (30, 90, 220)
 GREEN = (40, 160, 60)
 
@@ -53,7 +54,7 @@ def photo(path: Path) -> PhotoFile:
 def describer(
     fake_vision_settings: VisionSettings, recorded_sleeps: SleepRecorder
 ) -> VisionDescriber:
-    return VisionDescriber(fake_vision_settings, sleep=recorded_sleeps)
+    return VisionDescriber(fake_vision_settings, max_pixels=MAX_PIXELS, sleep=recorded_sleeps)
 
 
 def received_size(server: FakeOpenAIServer) -> tuple[int, int]:
@@ -156,8 +157,8 @@ def photo_of_bad(path: Path) -> PhotoFile:
 
 def test_a_missing_file_is_unreadable(tmp_path: Path) -> None:
     with pytest.raises(PhotoUnreadable) as raised:
-        encode_for_vision(tmp_path / "gone.jpg", 512)
-    assert raised.value.reason == "not_a_file"
+        encode_for_vision(tmp_path / "gone.jpg", 512, max_pixels=MAX_PIXELS)
+    assert raised.value.reason == Reason.NOT_FOUND  # as the scan says of a vanished file
 
 
 def test_a_429_is_retried(
@@ -189,7 +190,9 @@ def test_a_timeout_fails(
     settings = fake_vision_settings.model_copy(update={"timeout_s": 0.3, "max_retries": 0})
     openai_server.set_mode("vision", delay_s=0.8)
     with pytest.raises(DescribeFailed, match="timed out"):
-        VisionDescriber(settings).describe(photo(write_image(tmp_path / "a.jpg", (80, 80), BLUE)))
+        VisionDescriber(settings, max_pixels=MAX_PIXELS).describe(
+            photo(write_image(tmp_path / "a.jpg", (80, 80), BLUE))
+        )
     assert openai_server.injected["vision:delay"] == 1
 
 
@@ -218,5 +221,7 @@ def test_clean_description_keeps_plain_lines() -> None:
 def test_encode_for_vision_keeps_small_images_and_makes_rgb_jpeg() -> None:
     buffer = io.BytesIO()
     Image.new("L", (100, 80), 128).save(buffer, format="PNG")
-    with Image.open(io.BytesIO(encode_for_vision(buffer.getvalue(), 512))) as image:
+    with Image.open(
+        io.BytesIO(encode_for_vision(buffer.getvalue(), 512, max_pixels=MAX_PIXELS))
+    ) as image:
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (100, 80))

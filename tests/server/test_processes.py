@@ -53,7 +53,7 @@ def _image_keys(server: FakeOpenAIServer) -> list[str]:
 
 
 def _key_of(photo: Path) -> str:
-    url = jpeg_data_url(encode_for_vision(photo, MAX_SIDE))
+    url = jpeg_data_url(encode_for_vision(photo, MAX_SIDE, max_pixels=120_000_000))
     return hashlib.sha256(url.encode()).hexdigest()
 
 
