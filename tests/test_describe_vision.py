@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import pillow_heif
 import pytest
 from PIL import Image
 
-from config.settings import VisionSettings
+from config.settings import IndexingSettings, VisionSettings
 from index.describe_vision import (
     FACET_LABELS,
     VisionDescriber,
@@ -225,3 +227,49 @@ def test_encode_for_vision_keeps_small_images_and_makes_rgb_jpeg() -> None:
         io.BytesIO(encode_for_vision(buffer.getvalue(), 512, max_pixels=MAX_PIXELS))
     ) as image:
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (100, 80))
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that is its header and nothing else: it claims `width` x `height` RGB pixels and
+    holds none, so whatever tries to decode it fails."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_a_header_over_the_pixel_limit_is_refused_before_any_pixel_is_decoded(
+    fake_vision_settings: VisionSettings, openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    describer = VisionDescriber(fake_vision_settings, max_pixels=IndexingSettings().max_pixels)
+    huge = png_header(11000, 12000)  # 132 million pixels, over the default 120 million
+    path = tmp_path / "huge.png"
+    path.write_bytes(huge)
+    for source in (huge, path):
+        with pytest.raises(PhotoUnreadable) as raised:
+            if isinstance(source, bytes):
+                describer.describe_bytes(source)
+            else:
+                describer.describe(photo_of_bad(source))
+        assert raised.value.reason is Reason.TOO_MANY_PIXELS
+        assert "11000x12000" in raised.value.detail
+    # The same file within the limit reaches the decoder, which finds no pixels: the refusal
+    # above came from the header alone.
+    with pytest.raises(PhotoUnreadable) as decoded:
+        describer.describe_bytes(png_header(100, 100))
+    assert decoded.value.reason is Reason.CORRUPT
+    assert openai_server.calls["vision"] == 0
+
+
+def test_a_format_outside_the_allow_list_is_refused_as_the_scan_refuses_it(
+    describer: VisionDescriber, openai_server: FakeOpenAIServer
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), BLUE).save(buffer, format="ICO")  # Pillow reads it; we do not
+    with pytest.raises(PhotoUnreadable) as raised:
+        describer.describe_bytes(buffer.getvalue())
+    assert raised.value.reason is Reason.CORRUPT
+    assert openai_server.calls["vision"] == 0
