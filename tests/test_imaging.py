@@ -12,7 +12,7 @@ import pytest
 from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
-from index.errors import PhotoUnreadable
+from index.errors import PhotoUnreadable, Reason
 from index.imaging import (
     has_image_extension,
     open_image,
@@ -247,3 +247,12 @@ def test_thumbnail_jpeg_refuses_bad_input(library: Path) -> None:
 )
 def test_has_image_extension(name: str, expected: bool) -> None:
     assert has_image_extension(name) is expected
+
+
+def test_an_unreadable_photo_has_a_typed_reason() -> None:
+    error = PhotoUnreadable("a.jpg", "truncated", "12 bytes")
+    assert error.reason is Reason.TRUNCATED and error.reason == "truncated"
+    with pytest.raises(ValueError):  # a reason no one shows: a bug, not a photo
+        PhotoUnreadable("a.jpg", "trunkated")
+    assert Reason.parse("too_large") is Reason.TOO_LARGE
+    assert Reason.parse("from_a_newer_server") is Reason.UNREADABLE
