@@ -22,6 +22,7 @@ from index.describe_sidecar import SidecarDescriber
 from index.embed import SentenceTransformerEmbedder
 from index.imaging import DecodedPhoto, ImageSource, read_photo
 from index.indexer import Indexer, ScanLimits
+from index.models import PhotoFile
 from index.retrieval import DocumentEncoder
 from index.store import ChromaStore, make_chroma_client
 from tests.support.core_fixtures import SmallLibrary, build_small_library
@@ -158,3 +159,17 @@ def test_a_data_folder_from_before_kept_hashes_upgrades_and_hashes_each_photo_on
     parts.indexer.run(library.root, "rebuild")
     assert parts.reader.decodes == PHOTOS  # and kept: never again
     assert len(parts.catalog.perceptual_hashes(parts.catalog.photo_ids())) == PHOTOS
+
+
+def test_a_hash_stays_while_its_photo_does_and_leaves_with_it(tmp_path: Path) -> None:
+    def photo(rel_path: str, photo_id: str) -> PhotoFile:
+        return PhotoFile(photo_id, Path(rel_path), rel_path, 1, 0.0, 10, 10)
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    try:
+        catalog.replace_files([photo("a.jpg", "p1"), photo("b.jpg", "p2")])
+        catalog.save_perceptual_hashes({"p1": "0f" * 8, "p2": "f0" * 8})
+        catalog.replace_files([photo("moved/a.jpg", "p1")])  # p1 moved, p2 left
+        assert catalog.perceptual_hashes(["p1", "p2"]) == {"p1": "0f" * 8}
+    finally:
+        catalog.close()
