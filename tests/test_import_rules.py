@@ -163,11 +163,11 @@ def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:
     (tmp_path / "index").mkdir()
     source = tmp_path / "index" / "probe.py"
     source.write_text(
-        "def f():\n    import fastapi.routing\nfrom . import store\nfrom bot import handler\n",
+        "def f():\n    import fastapi.routing\nfrom . import models\nfrom bot import handler\n",
         encoding="utf-8",
     )
     modules = {imp.module for imp in imports_of(source, root=tmp_path)}
-    assert {"fastapi.routing", "index", "index.store", "bot", "bot.handler"} <= modules
+    assert {"fastapi.routing", "index", "index.models", "bot", "bot.handler"} <= modules
 
 
 def test_peitu_help_loads_no_vector_store_and_no_model() -> None:
