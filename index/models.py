@@ -17,7 +17,9 @@ class PhotoFile:
     """One readable image file found in the library."""
 
     photo_id: str  # sha256 of the file's bytes: the photo's identity
-    path: Path  # absolute path
+    # absolute when the scan found the file; read back from the catalog it is `rel_path`
+    # (relative): resolve it against the library root (`PeiTu.photo_path`)
+    path: Path
     rel_path: str  # path relative to the library root, POSIX separators
     size: int
     mtime: float
