@@ -110,6 +110,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_STEPS_PER_CALL = 10
+
+
+@dataclass
+class SqlWork:
+    """SQLite virtual-machine instructions run (to within `_STEPS_PER_CALL`)."""
+
+    steps: int = 0
+
+
 @dataclass(frozen=True)
 class EmbeddedRecord:
     text_sha: str
@@ -164,6 +174,25 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def work_counted(self) -> Iterator[SqlWork]:
+        """Count the SQLite work done inside the block (by any thread): the steps grow with the
+        rows read, so a benchmark or a test can show that a request's cost does not grow with
+        the library."""
+        work = SqlWork()
+
+        def step() -> int:
+            work.steps += _STEPS_PER_CALL
+            return 0  # go on
+
+        with self._lock:
+            self._db.set_progress_handler(step, _STEPS_PER_CALL)
+        try:
+            yield work
+        finally:
+            with self._lock:
+                self._db.set_progress_handler(None, _STEPS_PER_CALL)
 
     # --- files -------------------------------------------------------------------------------
     def known_file(self, rel_path: str, size: int, mtime: float) -> PhotoFile | None:
