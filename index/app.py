@@ -295,7 +295,7 @@ class PeiTu:
 
     def tier_counts(self) -> dict[str, int]:
         """Photos of the library by the tier of their description, best tier first."""
-        counts = self.catalog.tier_counts(self.catalog.photo_ids())
+        counts = self.catalog.library_tier_counts()
         ordered = {tier: counts[tier] for tier in TIERS if counts.get(tier)}
         return ordered | ({"none": counts[None]} if counts.get(None) else {})
 

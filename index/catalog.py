@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from index.descriptions import DescriptionRow, Tier, best_of, tier_of
 from index.errors import CatalogTooNew
@@ -298,6 +299,12 @@ class Catalog:
             tier = stored.tier if stored else None
             counts[tier] = counts.get(tier, 0) + 1
         return counts
+
+    def library_tier_counts(self) -> dict[Tier | None, int]:
+        """`tier_counts` of every photo in the library, counted once per change of the catalog
+        (a status poll reads it, not every description row)."""
+        counts = self._fact("library_tier_counts", lambda: self.tier_counts(self.photo_ids()))
+        return dict(cast("dict[Tier | None, int]", counts))
 
     def latest_description(self, photo_id: str) -> StoredDescription | None:
         """The photo's most recent description (whichever describer wrote it): one lookup."""

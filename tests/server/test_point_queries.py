@@ -79,6 +79,24 @@ def test_a_photo_s_page_reads_a_bounded_number_of_rows(big_server: Served) -> No
     assert steps < MOST_STEPS, f"GET /api/photos/{{id}} ran {steps} SQLite steps"
 
 
+def test_probes_and_a_repeated_status_poll_do_not_read_the_library(big_server: Served) -> None:
+    catalog = big_server.app.catalog
+    with big_server.client() as client:
+        big_server.wait_ready(client)
+        first = client.get("/api/status").json()  # counts the library once
+        costs = {
+            path: _steps(catalog, lambda path=path: client.get(path).raise_for_status())
+            for path in ("/readyz", "/metrics", "/api/status")
+        }
+        catalog.save_description(_photo_id(1), "offline:v1", "海边")  # the catalog changed
+        changed = _steps(catalog, lambda: client.get("/api/status").raise_for_status())
+        again = client.get("/api/status").json()
+    assert (first["files"], first["tiers"]) == (PHOTOS, {"imported": PHOTOS})
+    assert again["tiers"] == {"imported": PHOTOS}  # the sidecar still wins over offline
+    assert all(steps < MOST_STEPS for steps in costs.values()), costs
+    assert changed > PHOTOS  # counted afresh after a change: the cache is not stale
+
+
 def test_photo_details_are_point_queries(big_server: Served) -> None:
     app, catalog = big_server.app, big_server.app.catalog
     assert _steps(catalog, catalog.embedded) > PHOTOS
