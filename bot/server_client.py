@@ -31,7 +31,7 @@ from index.errors import (
     PeiTuError,
     PhotoUnreadable,
 )
-from index.models import Recommendation, RecommendResult
+from index.models import Note, NoteKind, Recommendation, RecommendResult, Rerank, RerankState
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +223,17 @@ def _result(answer: dict[str, Any]) -> RecommendResult:
         results = [
             Recommendation(**{name: item[name] for name in names}) for item in answer["results"]
         ]
+        rerank = answer["rerank"]
         return RecommendResult(
             query=answer["query"],
-            reranked=bool(answer["reranked"]),
-            message=answer["message"],
             results=results,
             timings_ms=dict(answer.get("timings_ms") or {}),
+            notes=tuple(Note(NoteKind(n["kind"]), str(n["text"])) for n in answer["notes"]),
+            rerank=Rerank(RerankState(rerank["state"]), rerank["reason"]),
+            nothing_fits=bool(answer["nothing_fits"]),
+            time_place=answer["time_place"],
         )
-    except (KeyError, TypeError) as error:
-        raise ServerUnavailable(f"unexpected recommendation answer: {error!r}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise ServerUnavailable(
+            f"unexpected recommendation answer (a server older than the bot?): {error!r}"
+        ) from error

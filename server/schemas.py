@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
+from index.models import NoteKind, RerankState
 from server.jobs import JobKind, JobState, JobView, UploadIndexing
 
 
@@ -73,12 +74,25 @@ class RecommendationOut(BaseModel):
     match: float = Field(default=0.0, description="calibrated 匹配度 0-100; 50 and up fits")
 
 
+class NoteOut(BaseModel):
+    kind: NoteKind = Field(description="what the note says (see index.models.NoteKind)")
+    text: str = Field(description="the Chinese line a person reads")
+
+
+class RerankOut(BaseModel):
+    state: RerankState = Field(
+        description="off: not asked (switched off, no LLM, nothing to rerank, similar photos); "
+        "used: the LLM ordered the photos; failed: vector order instead"
+    )
+    reason: str | None = Field(description="why it failed (English detail); null unless failed")
+
+
 class RecommendOut(BaseModel):
     """Exactly what `peitu recommend --json` prints."""
 
     query: str
-    reranked: bool
-    message: str | None
+    reranked: bool = Field(description='rerank.state == "used"')
+    message: str | None = Field(description='the notes\' texts joined by "；"; null without notes')
     results: list[RecommendationOut]
     timings_ms: dict[str, float]
     nothing_fits: bool = Field(
@@ -87,6 +101,8 @@ class RecommendOut(BaseModel):
     time_place: Literal["prefer", "strict", "off"] | None = Field(
         default=None, description="how time/place words were used; null: the text had none"
     )
+    notes: list[NoteOut] = Field(default_factory=list, description="what `message` joins, typed")
+    rerank: RerankOut
 
 
 class JobIn(BaseModel):
