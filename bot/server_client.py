@@ -90,13 +90,15 @@ class ServerFinder:
     ) -> RecommendResult:
         """`POST /api/recommend`; raises what the core would (`InvalidQuery`, ...)."""
         body = {"text": text, "top_k": top_k, "rerank": rerank}
-        return _result(self._call("POST", "/api/recommend", json=body))
+        return result_from_json(self._call("POST", "/api/recommend", json=body))
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """`POST /api/search/similar` with the image as an upload."""
         files = {"file": ("image", data, "application/octet-stream")}
         params = {"top_k": top_k} if top_k is not None else None
-        return _result(self._call("POST", "/api/search/similar", files=files, params=params))
+        return result_from_json(
+            self._call("POST", "/api/search/similar", files=files, params=params)
+        )
 
     def status(self) -> ServerStatus:
         """`GET /api/status`: photos findable, last index run, whether one runs, any problem."""
@@ -216,7 +218,7 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
-def _result(answer: dict[str, Any]) -> RecommendResult:
+def result_from_json(answer: dict[str, Any]) -> RecommendResult:
     """A `RecommendResult` from the JSON of `/api/recommend` (extra keys are ignored)."""
     try:
         names = [field.name for field in fields(Recommendation)]

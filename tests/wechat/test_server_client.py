@@ -7,6 +7,7 @@ so that the bot replies the same whichever way it finds photos.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from bot.server_client import (
     ServerRefused,
     ServerUnavailable,
     error_for,
+    result_from_json,
 )
 from index.app import PeiTu
 from index.errors import (
@@ -29,6 +31,7 @@ from index.errors import (
     PeiTuError,
     PhotoUnreadable,
 )
+from index.models import RERANK_OFF, RERANK_USED, NoteKind, RerankState
 from server.app import create_app
 from tests.server.conftest import TOKEN, serving
 from tests.support.openai_server import FakeOpenAIServer
@@ -65,6 +68,43 @@ def test_recommend_and_status_are_the_cores_answers(finder: ServerFinder, peitu:
     status, core = finder.status(), peitu.status()
     assert (status.photos, status.indexing, status.problem) == (30, core.indexing, core.problem)
     assert status.last_index_at == core.last_index_at
+
+
+# Each text makes the core say something besides photos: nothing fits, the closest anyway, a
+# time it read and then used as context or dropped (the library's photos have no dates).
+NOTED = {
+    "火星基地的机器人": [NoteKind.NOTHING_FITS],
+    "?火星基地的机器人": [NoteKind.CLOSEST],
+    "去年夏天带孩子去海边玩水": [NoteKind.UNDERSTOOD, NoteKind.TIME_PLACE],
+    "!去年夏天带孩子去海边玩水": [NoteKind.UNDERSTOOD, NoteKind.RELAXED],
+}
+
+
+@pytest.mark.parametrize("text", NOTED)
+def test_notes_and_flags_are_the_cores(finder: ServerFinder, peitu: PeiTu, text: str) -> None:
+    over_http, core = finder.recommend(text), peitu.recommend(text)
+    assert [note.kind for note in core.notes] == NOTED[text]
+    assert over_http == replace(core, timings_ms=over_http.timings_ms)  # every field
+
+
+def test_the_rerank_state_is_the_cores(
+    finder: ServerFinder, peitu: PeiTu, openai_server: FakeOpenAIServer
+) -> None:
+    assert finder.recommend(SEA).rerank == peitu.recommend(SEA).rerank == RERANK_USED
+    assert finder.recommend(SEA, rerank=False).rerank == RERANK_OFF
+    openai_server.set_mode("rerank", malformed=True)  # the LLM answers garbage
+    over_http, core = finder.recommend(SEA), peitu.recommend(SEA)
+    assert over_http.rerank.state is RerankState.FAILED and over_http.rerank.reason
+    assert "no JSON object" in over_http.rerank.reason
+    assert over_http == replace(core, timings_ms=over_http.timings_ms)
+    assert [note.kind for note in over_http.notes] == [NoteKind.RERANK_FAILED]
+
+
+def test_an_answer_without_the_typed_fields_is_refused() -> None:
+    # A server older than the bot sends only the joined `message`: the bot does not guess.
+    old = {"query": "q", "reranked": False, "message": "a；b", "results": [], "timings_ms": {}}
+    with pytest.raises(ServerUnavailable, match="older than the bot"):
+        result_from_json(old)
 
 
 def test_photo_path_is_a_copy_of_the_original(finder: ServerFinder, peitu: PeiTu) -> None:
