@@ -16,6 +16,13 @@ class ErrorOut(BaseModel):
     message: str = Field(
         default="", description="the same in Chinese, short and actionable, for a person"
     )
+    error: str | None = Field(
+        default=None,
+        description="the core error's name (index/errors.py, e.g. IndexBusy); absent otherwise",
+    )
+    reason: str | None = Field(
+        default=None, description="PhotoUnreadable's stable reason (e.g. too_large); else absent"
+    )
 
 
 class BusyOut(ErrorOut):

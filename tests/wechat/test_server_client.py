@@ -22,6 +22,7 @@ from bot.server_client import (
 )
 from index.app import PeiTu
 from index.errors import (
+    CatalogTooNew,
     DescribeFailed,
     IndexBusy,
     IndexMismatch,
@@ -29,10 +30,12 @@ from index.errors import (
     LibraryNotFound,
     ModelUnavailable,
     PeiTuError,
+    PhotoChanged,
     PhotoUnreadable,
 )
 from index.models import RERANK_OFF, RERANK_USED, NoteKind, RerankState
 from server.app import create_app
+from server.errors import error_body, status_for
 from tests.server.conftest import TOKEN, serving
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.conftest import IndexedLibrary, core_settings
@@ -153,28 +156,43 @@ def test_no_server_is_server_unavailable() -> None:
         finder.close()
 
 
+CORE_ERRORS = [
+    InvalidQuery("empty text"),
+    IndexBusy("j1"),
+    LibraryNotFound("photo library not found or not a folder: /x"),
+    IndexMismatch("the index was built with another model"),
+    PhotoUnreadable("upload.jpg", "too_large", "9 MB"),
+    PhotoUnreadable("upload.bin", "not_an_image", "?"),
+    DescribeFailed("vision model failed"),
+    PhotoChanged("replaced while indexing"),
+    ModelUnavailable("model loading"),
+    CatalogTooNew("catalog version 9"),
+]
+
+
+@pytest.mark.parametrize("raised", CORE_ERRORS, ids=lambda error: type(error).__name__)
+def test_the_servers_error_answers_become_the_cores_exceptions_again(raised: PeiTuError) -> None:
+    """What `server/errors.py` answers for a core error, the bot turns back into that error."""
+    error = error_for(status_for(raised), error_body(raised))
+    assert type(error) is type(raised)
+    if isinstance(raised, IndexBusy):
+        assert isinstance(error, IndexBusy) and error.running_job_id == "j1"
+    if isinstance(raised, PhotoUnreadable):
+        assert isinstance(error, PhotoUnreadable) and error.reason == raised.reason
+
+
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (400, {"detail": "empty text"}, InvalidQuery),
-        (409, {"detail": "an indexing job is already running (j1)", "job_id": "j1"}, IndexBusy),
-        (409, {"detail": "photo library not found or not a folder: /x"}, LibraryNotFound),
-        (409, {"detail": "the index was built with another model"}, IndexMismatch),
-        (413, {"detail": "not a readable image (too_large): 9 MB"}, PhotoUnreadable),
-        (415, {"detail": "not a readable image (not_an_image): ?"}, PhotoUnreadable),
-        (502, {"detail": "vision model failed"}, DescribeFailed),
-        (503, {"detail": "model loading"}, ModelUnavailable),
         (401, {"detail": "wrong admin token"}, ServerRefused),
+        (403, {"detail": "wrong admin token"}, ServerRefused),
         (404, {"detail": "Not Found"}, PhotoGone),
         (500, {"detail": "internal server error"}, ServerUnavailable),
+        (502, {"detail": "Bad Gateway"}, ServerUnavailable),  # a proxy, not the core
+        (409, {"detail": "x", "error": "NoSuchError"}, ServerUnavailable),
     ],
 )
-def test_error_answers_become_the_cores_exceptions(
+def test_other_error_answers_are_the_bots_own(
     status: int, body: dict[str, Any], expected: type[PeiTuError]
 ) -> None:
-    error = error_for(status, body)
-    assert type(error) is expected
-    if isinstance(error, IndexBusy):
-        assert error.running_job_id == "j1"
-    if isinstance(error, PhotoUnreadable):
-        assert error.reason in {"too_large", "not_an_image"}
+    assert type(error_for(status, body)) is expected
