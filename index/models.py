@@ -157,9 +157,6 @@ class RecommendResult:
         """Every note's text on one line, in order; None without notes."""
         return NOTE_SEPARATOR.join(note.text for note in self.notes) or None
 
-    def notes_except(self, *kinds: NoteKind) -> list[Note]:
-        return [note for note in self.notes if note.kind not in kinds]
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "query": self.query,
