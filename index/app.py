@@ -42,7 +42,7 @@ from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.library_files import OUTSIDE, delete_inside, open_inside, real_path_inside
 from index.lock import IndexLock
-from index.models import IndexReport, ProgressCallback, RecommendResult
+from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker, VisualEmbedder
 from index.query import RuleBasedUnderstanding
 from index.recommend import Recommender, RecommendLimits, TimePlace
@@ -246,7 +246,9 @@ class PeiTu:
     def _similar_by_stored_description(self, photo_id: str, top_k: int | None) -> RecommendResult:
         stored = self.catalog.best_descriptions([photo_id]).get(photo_id)
         if stored is None:
-            return RecommendResult(photo_id, False, "这张照片还没有描述", [], {})
+            return RecommendResult(
+                photo_id, [], {}, (Note(NoteKind.NO_DESCRIPTION, "这张照片还没有描述"),)
+            )
         self._follow_other_processes()
         return self.recommender.recommend(
             stored.description, top_k, rerank=False, exclude=[photo_id], understand=False
