@@ -4,6 +4,8 @@ parameters, an unreachable server) come after the contract."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.app import build_app
+from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexMismatch, ModelUnavailable
 from index.filters import matches, wall_clock_ts
@@ -21,6 +23,7 @@ from index.store import HNSW_TUNING, ChromaStore, chroma_where, make_chroma_clie
 from index.store_memory import MemorySpace, MemoryStore
 from tests.support.chroma_server import chroma_server
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+from tests.support.port_app import app_over
 
 StoreFactory = Callable[..., VectorStore]
 
@@ -251,6 +254,37 @@ def test_a_rebuild_is_unseen_until_it_replaces(make_store: StoreFactory) -> None
     assert [c.photo_id for c in store.query(_unit(0, 0, 0, 1), 1)] != ["z"]
     store.replace_with(rebuilt)
     assert store.ids() == {"z"}
+
+
+def test_the_indexer_and_the_facade_run_on_the_port_alone(
+    make_store: StoreFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    """Index, search, a move (new metadata), a rebuild, a cancelled rebuild, a deletion."""
+    store = make_store(embedder.model_name, embedder.dimension)
+    root = small_library.root
+    app = app_over(store, embedder, root, small_library.descriptions, tmp_path / "data")
+    assert app.index().embedded == 30 and store.count() == 30
+    target = small_library.photos[5]
+    assert target.rel_path in _paths(app, target.captions[4])
+    (root / "album").mkdir()
+    shutil.move(root / small_library.photos[0].rel_path, root / "album" / "renamed.jpg")
+    assert app.index().moved == 1
+    assert "album/renamed.jpg" in _paths(app, small_library.photos[0].captions[4])
+    assert app.index("rebuild").embedded == 30 and store.count() == 30
+    cancel = threading.Event()
+    cancel.set()
+    assert app.index("rebuild", cancel=cancel).cancelled
+    assert store.count() == 30 and target.rel_path in _paths(app, target.captions[4])
+    photo_id = app.catalog.files()[target.rel_path]
+    app.delete_photo(photo_id)
+    assert store.count() == 29 and photo_id not in store.ids()
+
+
+def _paths(app: PeiTu, text: str) -> list[str]:
+    return [r.path for r in app.recommend(text, top_k=5, rerank=False, closest=True).results]
 
 
 def test_ping(make_store: StoreFactory) -> None:
