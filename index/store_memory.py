@@ -42,18 +42,25 @@ class _Collection:
     def __post_init__(self) -> None:
         self.vectors = np.zeros((0, self.dimension), dtype=np.float32)
 
-    def upsert(self, item: StoredVector, vector: Vectors) -> None:
-        row = self.rows.get(item.photo_id)
-        if row is None:
-            self.rows[item.photo_id] = len(self.ids)
-            self.ids.append(item.photo_id)
-            self.vectors = np.vstack([self.vectors, vector[None, :]])
-            self.documents.append(item.document)
-            self.metadatas.append(_scalar_metadata(item.metadata))
+    def upsert(self, items: Sequence[StoredVector], vectors: Vectors) -> None:
+        """Replace the rows of known photos; append the new ones in one go."""
+        new: dict[str, int] = {}  # photo_id -> index in `items`
+        for index, item in enumerate(items):
+            row = self.rows.get(item.photo_id)
+            if row is None:
+                new[item.photo_id] = index
+                continue
+            self.vectors[row] = vectors[index]
+            self.documents[row] = item.document
+            self.metadatas[row] = _scalar_metadata(item.metadata)
+        if not new:
             return
-        self.vectors[row] = vector
-        self.documents[row] = item.document
-        self.metadatas[row] = _scalar_metadata(item.metadata)
+        added = list(new.values())
+        self.rows.update({photo_id: len(self.ids) + n for n, photo_id in enumerate(new)})
+        self.ids.extend(new)
+        self.vectors = np.vstack([self.vectors, vectors[added]])
+        self.documents.extend(items[i].document for i in added)
+        self.metadatas.extend(_scalar_metadata(items[i].metadata) for i in added)
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         gone = {i for i in photo_ids if i in self.rows}
@@ -133,9 +140,7 @@ class MemoryStore:
         if vectors.shape[1] != self._dimension:
             raise ValueError(f"vectors of dimension {vectors.shape[1]}, not {self._dimension}")
         with self._space.lock:
-            collection = self._made()
-            for item, vector in zip(items, vectors, strict=True):
-                collection.upsert(item, vector)
+            self._made().upsert(items, vectors)
 
     def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         with self._space.lock:

@@ -17,7 +17,7 @@ from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexMismatch, ModelUnavailable
 from index.filters import matches, wall_clock_ts
-from index.models import QueryFilters
+from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, VectorStore
 from index.store import HNSW_TUNING, ChromaStore, chroma_where, make_chroma_client
 from index.store_memory import MemorySpace, MemoryStore
@@ -285,6 +285,36 @@ def test_the_indexer_and_the_facade_run_on_the_port_alone(
 
 def _paths(app: PeiTu, text: str) -> list[str]:
     return [r.path for r in app.recommend(text, top_k=5, rerank=False, closest=True).results]
+
+
+def test_chroma_and_the_memory_store_give_the_same_answers(tmp_path: Path) -> None:
+    """300 random photos written in batches, some replaced and deleted: the same hits in the
+    same order with the same similarity (Chroma's HNSW is exact at this size)."""
+    rng = np.random.default_rng(7)
+    chroma = ChromaStore(make_chroma_client("", tmp_path), "same-answers", "m", 16)
+    memory = MemoryStore(MemorySpace(), "same-answers", "m", 16)
+    cities = ("大理市", "杭州市", "")
+    items = [
+        StoredVector(
+            f"p{n}", rng.normal(size=16).tolist(), f"d{n}", _meta(None, city=cities[n % 3])
+        )
+        for n in range(300)
+    ]
+    for store in (chroma, memory):
+        for start in range(0, 300, 64):
+            store.upsert(items[start : start + 64])
+        store.upsert([StoredVector("p1", rng.normal(size=16).tolist(), "new", {"path": "n.jpg"})])
+        store.delete([f"p{n}" for n in range(0, 300, 7)])
+    for query in rng.normal(size=(5, 16)).tolist():
+        for filters in (None, QueryFilters(place="大理")):
+            approximate, exact = (store.query(query, 20, filters) for store in (chroma, memory))
+            assert _hits(approximate) == _hits(exact) and len(exact) == 20
+            similarities = [c.similarity for c in exact]
+            assert [c.similarity for c in approximate] == pytest.approx(similarities, abs=1e-5)
+
+
+def _hits(found: list[Candidate]) -> list[tuple[str, str, str]]:
+    return [(c.photo_id, c.path, c.description) for c in found]
 
 
 def test_ping(make_store: StoreFactory) -> None:
