@@ -1,7 +1,8 @@
 """Ports: the small interfaces behind which every outside thing varies.
 
 A describer is a vision model (or a captions file); an embedder is a sentence-embedding model;
-a vector store is Chroma (embedded or client/server) or an exact in-memory one; a reranker is an LLM.
+a vector store is Chroma (embedded or client/server) or an exact in-memory one; a reranker is
+an LLM.
 """
 
 from __future__ import annotations

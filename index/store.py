@@ -317,8 +317,6 @@ class ChromaStore:
 
     def discard_rebuild(self, rebuilt: ChromaStore) -> None:
         """Delete a collection from `begin_rebuild` (a rebuild that was cancelled)."""
-        if rebuilt._name == self._name:
-            raise ValueError("discard_rebuild is given the rebuilt store, not the live one")
         _drop_collection(rebuilt._client, rebuilt._name)
 
     def upsert(self, items: Sequence[StoredVector]) -> None:

@@ -223,8 +223,6 @@ class MemoryStore:
             self._space.collections[self._name] = collection
 
     def discard_rebuild(self, rebuilt: MemoryStore) -> None:
-        if rebuilt._name == self._name:
-            raise ValueError("discard_rebuild is given the rebuilt store, not the live one")
         with self._space.lock:
             rebuilt._space.collections.pop(rebuilt._name, None)
 
