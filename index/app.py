@@ -43,7 +43,7 @@ from index.keyword import KeywordIndex
 from index.library_files import OUTSIDE, delete_inside, open_inside, real_path_inside
 from index.lock import IndexLock
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
-from index.ports import Describer, Embedder, Reranker, VisualEmbedder
+from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
 from index.query import RuleBasedUnderstanding
 from index.recommend import Recommender, RecommendLimits, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
@@ -85,7 +85,7 @@ class PeiTu:
         *,
         library: Path | None,
         catalog: Catalog,
-        store: ChromaStore,
+        store: VectorStore,
         embedder: Embedder,
         describer: Describer,
         reranker: Reranker | None,
@@ -311,10 +311,10 @@ class PeiTu:
             self._catalog_version = version
         log.info("the index was changed by another process; reading it again")
         if self.visual is None:
-            self.store.reload()
+            self.store.refresh()
         else:
             with self.visual.store.reconnecting():  # one engine per folder: close both first
-                self.store.reload()
+                self.store.refresh()
         if self.keywords is not None:
             self.keywords.refresh()
 

@@ -10,7 +10,7 @@ import pytest
 
 from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
-from index.filters import chroma_where, matches, relaxations, wall_clock_ts
+from index.filters import matches, relaxations, wall_clock_ts
 from index.models import QueryFilters
 from index.query import RuleBasedUnderstanding
 from tests.support.core_fixtures import SettingsFactory
@@ -148,11 +148,8 @@ def test_place_matches_any_level_by_official_name() -> None:
     assert not matches(dali, {})
 
 
-def test_chroma_where_and_relaxations() -> None:
+def test_relaxations() -> None:
     both = QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1), "大理")
-    where = chroma_where(both)
-    assert where is not None and len(where["$and"]) == 3
-    assert chroma_where(None) is None and chroma_where(QueryFilters()) is None
     steps = relaxations(both)
     assert [s[0] for s in steps] == [
         both,
