@@ -23,7 +23,7 @@ from index.errors import (
     PeiTuError,
     PhotoUnreadable,
 )
-from index.models import RecommendResult
+from index.models import NoteKind, RecommendResult, RerankState
 
 
 class Kind(StrEnum):
@@ -59,9 +59,6 @@ REASON_CHARS = 60
 NOTE_NOT_RERANKED = "（智能排序暂不可用，按相似度排列）"
 # A best match below this cosine similarity is a weak answer: the reply adds `try_hint`.
 WEAK_SIMILARITY = 0.6
-# The core's own rerank-failure note starts so; its detail is for the log, NOTE_NOT_RERANKED
-# says it in the chat.
-_CORE_RERANK_NOTE = "智能排序暂不可用"
 SORRY = "抱歉，出了点问题，请稍后再试。"
 IMAGE_GONE = "刚才那张图片取不到了，请重新发送图片后再试。"
 
@@ -185,9 +182,9 @@ def recommend_text(
     """The text reply for a recommendation: a title and one numbered line per photo.
 
     `result.results` must be exactly the photos that will be sent, in order. A 配图 answer the
-    LLM did not rank gets a note; with no photos the core's message (naming the closest
-    subject) is the answer. The core's other notes (e.g. a time condition it had to drop)
-    follow the list. A weak 配图 answer (nothing, or a best match under `WEAK_SIMILARITY`) ends
+    LLM failed to rank gets `NOTE_NOT_RERANKED` (the failure's detail is for the log); with no
+    photos the core's message (naming the closest subject) is the answer. The core's other
+    notes (e.g. a time condition it had to drop) follow the list. A weak 配图 answer (nothing, or a best match under `WEAK_SIMILARITY`) ends
     with a short "还可以试试" hint.
     """
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
@@ -202,12 +199,11 @@ def recommend_text(
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
     lines.append(title or f"为「{_short(result.query, 20)}」挑了 {count} 张照片：")
     lines += [f"{n}. {_one_line(r.reason)}" for n, r in enumerate(result.results, start=1)]
-    parts = [part for part in (result.message or "").split("；") if part.strip()]
-    notes = [part for part in parts if not part.startswith(_CORE_RERANK_NOTE)]
+    notes = [note.text for note in result.notes if note.kind is not NoteKind.RERANK_FAILED]
     if notes:
         lines.append("注：" + "；".join(notes))
     # Only a failed rerank is worth a note: with reranking switched off, vector order is the plan.
-    if not similar and not result.reranked and len(notes) < len(parts):
+    if not similar and result.rerank.state is RerankState.FAILED:
         lines.append(NOTE_NOT_RERANKED)
     if not similar and max(r.similarity for r in result.results) < WEAK_SIMILARITY:
         lines.append(try_hint(prefix))

@@ -23,7 +23,7 @@ from bot.photos import OutgoingPhoto, PhotoPreparer
 from bot.ports import PhotoFinder
 from config.settings import WechatSettings
 from index.errors import PeiTuError, PhotoUnreadable
-from index.models import Recommendation, RecommendResult
+from index.models import Recommendation, RecommendResult, RerankState
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class MessageHandler:
 
     async def _recommend(self, msg: Incoming, command: Command) -> None:
         result = await asyncio.to_thread(self._finder.recommend, command.text)
-        if not result.reranked and result.results:
-            log.info("answer not reranked: %s", result.message)
+        if result.rerank.state is RerankState.FAILED:
+            log.info("answer not reranked: %s", result.rerank.reason)
         trimmed_to = self._settings.max_text_chars if command.trimmed else None
         await self._send(msg, result, similar=False, trimmed_to=trimmed_to)
 

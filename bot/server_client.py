@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, fields
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 
 from index.errors import (
+    CatalogTooNew,
     DescribeFailed,
     IndexBusy,
     IndexMismatch,
@@ -29,16 +29,17 @@ from index.errors import (
     LibraryNotFound,
     ModelUnavailable,
     PeiTuError,
+    PhotoChanged,
     PhotoUnreadable,
     Reason,
+    RerankFailed,
 )
-from index.models import Recommendation, RecommendResult
+from index.models import Note, NoteKind, Recommendation, RecommendResult, Rerank, RerankState
 
 log = logging.getLogger(__name__)
 
 _CONNECT_TIMEOUT_S = 5.0
 _CACHED_PHOTOS = 200  # downloaded originals kept for the next reply that sends them again
-_UNREADABLE_REASON = re.compile(r"not a readable image \((\w+)\)")
 
 
 class ServerUnavailable(PeiTuError):
@@ -91,13 +92,15 @@ class ServerFinder:
     ) -> RecommendResult:
         """`POST /api/recommend`; raises what the core would (`InvalidQuery`, ...)."""
         body = {"text": text, "top_k": top_k, "rerank": rerank}
-        return _result(self._call("POST", "/api/recommend", json=body))
+        return result_from_json(self._call("POST", "/api/recommend", json=body))
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """`POST /api/search/similar` with the image as an upload."""
         files = {"file": ("image", data, "application/octet-stream")}
         params = {"top_k": top_k} if top_k is not None else None
-        return _result(self._call("POST", "/api/search/similar", files=files, params=params))
+        return result_from_json(
+            self._call("POST", "/api/search/similar", files=files, params=params)
+        )
 
     def status(self) -> ServerStatus:
         """`GET /api/status`: photos findable, last index run, whether one runs, any problem."""
@@ -183,30 +186,43 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+# The core errors a server's error body can name (`"error"`, see `server/errors.py`).
+_CORE_ERRORS: dict[str, type[PeiTuError]] = {
+    kind.__name__: kind
+    for kind in (
+        InvalidQuery,
+        IndexBusy,
+        IndexMismatch,
+        LibraryNotFound,
+        PhotoUnreadable,
+        DescribeFailed,
+        PhotoChanged,
+        RerankFailed,
+        ModelUnavailable,
+        CatalogTooNew,
+    )
+}
+
+
 def error_for(status: int, body: dict[str, Any]) -> PeiTuError:
-    """The core's exception for an error answer of the server (see `server/errors.py`)."""
+    """The core's exception for an error answer of the server: the one its body names
+    (`"error"`, `server/errors.py`); the bot's own kinds for a refused token, a 404 and the rest."""
     detail = str(body.get("detail") or f"HTTP {status}")
     if status in (401, 403):
         return ServerRefused(
             f"the server refused the bot's token ({status}: {detail}): set PEITU_BOT__SERVER_TOKEN "
             "or PEITU_ADMIN_TOKEN to the server's PEITU_ADMIN_TOKEN"
         )
-    if status == 400:
-        return InvalidQuery(detail)
-    if status == 409:
-        if "job_id" in body:
-            return IndexBusy(body["job_id"])
-        return LibraryNotFound(detail) if "library" in detail.lower() else IndexMismatch(detail)
     if status == 404:
         return PhotoGone(f"not found ({detail}); is PEITU_BOT__SERVER_URL a PeiTu server?")
-    if status in (413, 415):
-        reason = _UNREADABLE_REASON.search(detail)
-        named = Reason.parse(reason.group(1)) if reason else Reason.UNREADABLE
-        return PhotoUnreadable("image", named, detail)
-    if status == 502:
-        return DescribeFailed(detail)
-    if status == 503:
-        return ModelUnavailable(detail)
+    kind = _CORE_ERRORS.get(str(body.get("error")))
+    if kind is IndexBusy:
+        job_id = body.get("job_id")
+        return IndexBusy(str(job_id) if job_id is not None else None)
+    if kind is PhotoUnreadable:
+        return PhotoUnreadable("image", Reason.parse(str(body.get("reason") or "")), detail)
+    if kind is not None:
+        return kind(detail)
     return ServerUnavailable(f"HTTP {status}: {detail}")
 
 
@@ -218,19 +234,24 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
-def _result(answer: dict[str, Any]) -> RecommendResult:
+def result_from_json(answer: dict[str, Any]) -> RecommendResult:
     """A `RecommendResult` from the JSON of `/api/recommend` (extra keys are ignored)."""
     try:
         names = [field.name for field in fields(Recommendation)]
         results = [
             Recommendation(**{name: item[name] for name in names}) for item in answer["results"]
         ]
+        rerank = answer["rerank"]
         return RecommendResult(
             query=answer["query"],
-            reranked=bool(answer["reranked"]),
-            message=answer["message"],
             results=results,
             timings_ms=dict(answer.get("timings_ms") or {}),
+            notes=tuple(Note(NoteKind(n["kind"]), str(n["text"])) for n in answer["notes"]),
+            rerank=Rerank(RerankState(rerank["state"]), rerank["reason"]),
+            nothing_fits=bool(answer["nothing_fits"]),
+            time_place=answer["time_place"],
         )
-    except (KeyError, TypeError) as error:
-        raise ServerUnavailable(f"unexpected recommendation answer: {error!r}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise ServerUnavailable(
+            f"unexpected recommendation answer (a server older than the bot?): {error!r}"
+        ) from error

@@ -42,10 +42,11 @@ from index.indexer import Indexer, IndexMode, ScanLimits
 from index.keyword import KeywordIndex
 from index.library_files import OUTSIDE, delete_inside, open_inside, real_path_inside
 from index.lock import IndexLock
-from index.models import IndexReport, ProgressCallback, RecommendResult
-from index.ports import Describer, Embedder, Reranker, VisualEmbedder
+from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
+from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
 from index.query import RuleBasedUnderstanding
 from index.recommend import Recommender, RecommendLimits, TimePlace
+from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
 from index.retrieval import (
     DocumentEncoder,
     FusionParams,
@@ -55,6 +56,7 @@ from index.retrieval import (
     query_preparation,
 )
 from index.store import ChromaStore, make_chroma_client
+from index.uploads import UPLOADS_FOLDER, save_new_file
 from index.visual_index import VisualIndex, VisualLimits
 from index.visual_search import SimilarPhotos
 from index.visual_store import SUFFIX as VISUAL_SUFFIX
@@ -83,7 +85,7 @@ class PeiTu:
         *,
         library: Path | None,
         catalog: Catalog,
-        store: ChromaStore,
+        store: VectorStore,
         embedder: Embedder,
         describer: Describer,
         reranker: Reranker | None,
@@ -244,7 +246,9 @@ class PeiTu:
     def _similar_by_stored_description(self, photo_id: str, top_k: int | None) -> RecommendResult:
         stored = self.catalog.best_descriptions([photo_id]).get(photo_id)
         if stored is None:
-            return RecommendResult(photo_id, False, "这张照片还没有描述", [], {})
+            return RecommendResult(
+                photo_id, [], {}, (Note(NoteKind.NO_DESCRIPTION, "这张照片还没有描述"),)
+            )
         self._follow_other_processes()
         return self.recommender.recommend(
             stored.description, top_k, rerank=False, exclude=[photo_id], understand=False
@@ -293,7 +297,7 @@ class PeiTu:
 
     def tier_counts(self) -> dict[str, int]:
         """Photos of the library by the tier of their description, best tier first."""
-        counts = self.catalog.tier_counts(self.catalog.photo_ids())
+        counts = self.catalog.library_tier_counts()
         ordered = {tier: counts[tier] for tier in TIERS if counts.get(tier)}
         return ordered | ({"none": counts[None]} if counts.get(None) else {})
 
@@ -307,10 +311,10 @@ class PeiTu:
             self._catalog_version = version
         log.info("the index was changed by another process; reading it again")
         if self.visual is None:
-            self.store.reload()
+            self.store.refresh()
         else:
             with self.visual.store.reconnecting():  # one engine per folder: close both first
-                self.store.reload()
+                self.store.refresh()
         if self.keywords is not None:
             self.keywords.refresh()
 
@@ -357,6 +361,77 @@ class PeiTu:
 
     def close(self) -> None:
         self.catalog.close()
+
+    # --- what the admin server asks for (`server.ports`): by intent, one photo at a time -----
+    def photo_details(self, photo_id: str) -> PhotoDetails | None:
+        """The photo's file record, its description and whether it has a vector; None when it
+        is not in the index. Three lookups by id, never a whole table: a request's cost stays
+        the same at 100 photos and at 100,000."""
+        photo = self.catalog.photo(photo_id)
+        if photo is None:
+            return None
+        stored = self.catalog.best_descriptions([photo_id]).get(photo_id)
+        return PhotoDetails(photo, stored, self.catalog.is_embedded(photo_id))
+
+    def accept_upload(self, data: bytes, file_name: str) -> AcceptedUpload:
+        """Save an uploaded photo as `uploads/<file_name>` in the library (`name-1`, ... when
+        the name is taken; never over a file) and let it back into the index if it had been
+        deleted from it: uploading a photo again is asking for it. Raises `LibraryNotFound`.
+        Indexing it is the caller's next step (a job)."""
+        root = self._library_root()
+        saved = save_new_file(root / UPLOADS_FOLDER, file_name, data)
+        photo_id = hashlib.sha256(data).hexdigest()  # the identity the scan will give it
+        readmitted = self.catalog.unexclude_photo(photo_id)
+        return AcceptedUpload(photo_id, saved.relative_to(root).as_posix(), readmitted)
+
+    def remove_photo(self, photo_id: str, *, delete_file: bool = False) -> list[str] | None:
+        """`delete_photo` for an edge: None when the photo is not in the index, else the files
+        deleted (with `delete_file`), as POSIX paths relative to the library."""
+        if self.catalog.photo(photo_id) is None:
+            return None
+        deleted = self.delete_photo(photo_id, delete_files=delete_file)
+        if not deleted:
+            return []
+        root = self._library_root()
+        return [path.relative_to(root).as_posix() for path in deleted]
+
+    def readiness(self) -> IndexReadiness:
+        """Whether the index answers now: the vector store is pinged (`ModelUnavailable` when
+        it does not answer). Counts only the vectors, never the library (a probe's cost)."""
+        self.store.ping()
+        self._follow_other_processes()
+        mismatch = self.store.mismatch
+        return IndexReadiness(
+            embedding_model=self.embedder.model_name,
+            photos=0 if mismatch else self.store.count(),
+            indexing=self.lock.busy(),
+            problem=str(mismatch) if mismatch else None,
+        )
+
+    def running_job(self) -> RunningJob | None:
+        """The indexing job running now in any thread or process (CLI, server), or None."""
+        if not self.lock.busy():
+            return None
+        return RunningJob(self.lock.holder())
+
+    def warm_up(self) -> None:
+        """Load the embedding model (and the image model) and run each once, so the first
+        request does not wait for them; raises `ModelUnavailable` or `OSError` when one fails."""
+        self.embedder.embed([_WARM_UP_TEXT])
+        self.warm_up_visual()
+        log.info("embedding model %s loaded", self.embedder.model_name)
+
+    def _library_root(self) -> Path:
+        """The library's real path; `LibraryNotFound` when none is configured or it is gone."""
+        if self.library is None:
+            raise LibraryNotFound("no photo library configured: set PEITU_LIBRARY")
+        root = self.library.expanduser().resolve()
+        if not root.is_dir():
+            raise LibraryNotFound(f"photo library not found or not a folder: {root}")
+        return root
+
+
+_WARM_UP_TEXT = "今天天气很好"
 
 
 def similar_reason(similarity: float) -> str:

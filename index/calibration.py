@@ -4,7 +4,9 @@ Raw cosine says little on its own: with m3e-small an unrelated text sits at 0.7�
 every photo and a good match at 0.85. What separates them is how far a photo stands above the
 library's *background* for that text: the similarities of a random sample of the library's
 vectors to the same query. A photo's evidence is its z-score against that background, raised
-when a content word of the text occurs in its description (jieba words, `index.keyword`).
+when a content word of the text occurs in its description (jieba words, `index.keyword`): by
+the full bonus for a word of two characters or more or a one-character noun (狗), by half for
+another one-character word (拿, 等, 用: a verb or particle a description shares by chance).
 The match (匹配度) is a logistic of that evidence; a photo *fits* at `MatchParams.fit` and up.
 """
 
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index.keyword import tokenize
+from index.keyword import single_character_nouns, tokenize
 from index.models import Candidate
 from index.ports import Vectors, VectorStore
 
@@ -35,6 +37,7 @@ class MatchParams:
     z_fit: float = 4.5  # evidence (background z-score + word bonus) of a photo that just fits
     z_scale: float = 0.6  # evidence units per e-fold of the logistic
     word_bonus: float = 2.5  # added when a content word of the text is in the description
+    weak_word_bonus: float = 1.25  # instead, when the only such words are one-character non-nouns
     sample_size: int = 512  # library vectors in the background sample
 
 
@@ -125,7 +128,8 @@ class Calibrator:
         """One `Match` per candidate, in order."""
         mean, spread = self._background(text)
         words = content_words(text)
-        return [self._match(c, mean, spread, words) for c in candidates]
+        nouns = single_character_nouns(text) if any(len(w) <= 2 for w in words) else frozenset()
+        return [self._match(c, mean, spread, words, nouns) for c in candidates]
 
     def _background(self, text: str) -> tuple[float, float]:
         parts = [v for v in (self._sample.vectors(), self._fixed_vectors()) if v is not None]
@@ -134,17 +138,31 @@ class Calibrator:
         similarities = np.concatenate(parts) @ self._query_vector(text)
         return float(similarities.mean()), max(float(similarities.std()), 1e-3)
 
-    def _match(self, c: Candidate, mean: float, spread: float, words: Sequence[str]) -> Match:
+    def _match(
+        self,
+        c: Candidate,
+        mean: float,
+        spread: float,
+        words: Sequence[str],
+        nouns: frozenset[str],
+    ) -> Match:
         p = self._params
         shared = shared_words(words, c.description)
         z = (c.similarity - mean) / spread
-        evidence = z + (p.word_bonus if shared else 0.0)
+        evidence = z + self._word_bonus(shared, nouns)
         if not shared and not any(_is_cjk(w) for w in words):
             # "asdfghjkl", "。。。": nothing a description could be about; the vector alone
             # stands out for such strings, so it never makes them fit
             evidence = min(evidence, p.z_fit - 0.01)
         score = 100.0 / (1.0 + math.exp(-(evidence - p.z_fit) / p.z_scale))
         return Match(math.floor(score * 10) / 10, shared, round(z, 3))
+
+    def _word_bonus(self, shared: Sequence[str], nouns: frozenset[str]) -> float:
+        if not shared:
+            return 0.0
+        if any(len(word) > 1 or word in nouns for word in shared):
+            return self._params.word_bonus
+        return self._params.weak_word_bonus
 
 
 def content_words(text: str) -> list[str]:

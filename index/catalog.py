@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from index.descriptions import DescriptionRow, Tier, best_of, tier_of
 from index.errors import CatalogTooNew
@@ -125,6 +126,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+_STEPS_PER_CALL = 10
+
+
+@dataclass
+class SqlWork:
+    """SQLite virtual-machine instructions run (to within `_STEPS_PER_CALL`)."""
+
+    steps: int = 0
+
+
 @dataclass(frozen=True)
 class EmbeddedRecord:
     text_sha: str
@@ -179,6 +190,25 @@ class Catalog:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @contextmanager
+    def work_counted(self) -> Iterator[SqlWork]:
+        """Count the SQLite work done inside the block (by any thread): the steps grow with the
+        rows read, so a benchmark or a test can show that a request's cost does not grow with
+        the library."""
+        work = SqlWork()
+
+        def step() -> int:
+            work.steps += _STEPS_PER_CALL
+            return 0  # go on
+
+        with self._lock:
+            self._db.set_progress_handler(step, _STEPS_PER_CALL)
+        try:
+            yield work
+        finally:
+            with self._lock:
+                self._db.set_progress_handler(None, _STEPS_PER_CALL)
 
     # --- files -------------------------------------------------------------------------------
     def known_file(self, rel_path: str, size: int, mtime: float) -> PhotoFile | None:
@@ -310,6 +340,12 @@ class Catalog:
             tier = stored.tier if stored else None
             counts[tier] = counts.get(tier, 0) + 1
         return counts
+
+    def library_tier_counts(self) -> dict[Tier | None, int]:
+        """`tier_counts` of every photo in the library, counted once per change of the catalog
+        (a status poll reads it, not every description row)."""
+        counts = self._fact("library_tier_counts", lambda: self.tier_counts(self.photo_ids()))
+        return dict(cast("dict[Tier | None, int]", counts))
 
     def latest_description(self, photo_id: str) -> StoredDescription | None:
         """The photo's most recent description (whichever describer wrote it): one lookup."""

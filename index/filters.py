@@ -1,5 +1,6 @@
-"""Time/place filters (`QueryFilters`) applied to photo metadata: as a Chroma `where` clause in
-the first stage, and as a check on a candidate's metadata afterwards.
+"""Time/place filters (`QueryFilters`) applied to photo metadata: `matches` is the rule. Each
+vector store applies it in its own way in the first stage (Chroma as a `where` clause, built in
+`index.store`), and the recommender checks every candidate's metadata against it afterwards.
 
 Times are compared as camera wall-clock time: EXIF gives no time zone, so the index stores
 `taken_ts` as the wall-clock time read as if it were UTC (`wall_clock_ts`) and the filter
@@ -17,8 +18,6 @@ from typing import Any
 from index.geo import METADATA_KEYS, default_gazetteer
 from index.models import QueryFilters
 
-Where = dict[str, Any]
-
 
 def wall_clock_ts(moment: datetime) -> float:
     """A naive camera time as seconds, read as UTC; aware times are converted to UTC first."""
@@ -32,30 +31,9 @@ def place_names(place: str) -> tuple[str, ...]:
     return default_gazetteer().full_names(place) or (place,)
 
 
-def chroma_where(filters: QueryFilters | None) -> Where | None:
-    """A Chroma metadata `where` for the filters, or None when there is nothing to filter."""
-    if filters is None:
-        return None
-    clauses = _time_clauses(filters)
-    if filters.place:
-        names = list(place_names(filters.place))
-        clauses.append({"$or": [{key: {"$in": names}} for key in METADATA_KEYS.values()]})
-    if not clauses:
-        return None
-    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
-
-
-def _time_clauses(filters: QueryFilters) -> list[Where]:
-    clauses: list[Where] = []
-    if filters.taken_from is not None:
-        clauses.append({"taken_ts": {"$gte": wall_clock_ts(filters.taken_from)}})
-    if filters.taken_to is not None:
-        clauses.append({"taken_ts": {"$lt": wall_clock_ts(filters.taken_to)}})
-    return clauses
-
-
 def matches(filters: QueryFilters | None, metadata: Mapping[str, Any]) -> bool:
-    """True when a photo's metadata satisfies the filters (the same rule as `chroma_where`)."""
+    """True when a photo's metadata satisfies the filters: the rule every vector store's
+    `query` applies (Chroma's `where`, see `index.store.chroma_where`, says the same)."""
     if filters is None:
         return True
     return _in_time(filters, metadata.get("taken_ts")) and _at_place(filters.place, metadata)

@@ -27,10 +27,9 @@ from index.geo import place_at
 from index.imaging import PhotoReader, read_photo
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.names import readable_path
-from index.ports import Describer, Embedder, StoredVector
+from index.ports import Describer, Embedder, StoredVector, VectorStore
 from index.retrieval import DocumentEncoder
 from index.scan import ScanResult, read_unchanged, scan_library
-from index.store import ChromaStore
 from index.visual_index import VisualIndex
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ class Indexer:
     def __init__(
         self,
         catalog: Catalog,
-        store: ChromaStore,
+        store: VectorStore,
         embedder: Embedder,
         describer: Describer,
         limits: ScanLimits,
@@ -112,7 +111,7 @@ class Indexer:
         run_id = self._catalog.start_run(mode)
         report = IndexReport()
         # A rebuild fills a new collection while the current one goes on answering queries.
-        target = self._store.start_rebuild() if mode == "rebuild" else self._store
+        target = self._store.begin_rebuild() if mode == "rebuild" else self._store
         if mode == "rebuild":
             self._catalog.forget_embedded()
         photos = self._scan(library, report, report_progress)
@@ -129,14 +128,14 @@ class Indexer:
         self._catalog.finish_run(run_id, report)
         return report
 
-    def _finish_rebuild(self, rebuilt: ChromaStore, cancelled: bool) -> None:
-        """Swap the rebuilt collection in; after a cancel keep the old one (the catalog has
+    def _finish_rebuild(self, rebuilt: VectorStore, cancelled: bool) -> None:
+        """Put the rebuilt store in place; after a cancel keep the old one (the catalog has
         forgotten its vectors, so the next run embeds them again: no vision call)."""
         if cancelled:
-            rebuilt.drop()
+            self._store.discard_rebuild(rebuilt)
             self._catalog.forget_embedded()
             return
-        self._store.adopt(rebuilt)
+        self._store.replace_with(rebuilt)
 
     def _visual_phase(
         self,
@@ -200,7 +199,7 @@ class Indexer:
         report.skipped = dict(Counter(result.skipped))
 
     def _remove_missing(
-        self, store: ChromaStore, photos: dict[str, PhotoFile], report: IndexReport
+        self, store: VectorStore, photos: dict[str, PhotoFile], report: IndexReport
     ) -> None:
         stale = sorted(set(self._catalog.embedded()) - set(photos))
         stale += sorted(store.ids() - set(photos) - set(stale))
@@ -213,7 +212,7 @@ class Indexer:
     def _describe_missing(
         self,
         describing: _Describing,
-        store: ChromaStore,
+        store: VectorStore,
         photos: dict[str, PhotoFile],
         report: IndexReport,
         progress: ProgressCallback,
@@ -241,7 +240,7 @@ class Indexer:
         finally:  # also on KeyboardInterrupt: what was described stays searchable
             report.embedded += self._embed_now(store, photos, fresh)
 
-    def _embed_now(self, store: ChromaStore, photos: dict[str, PhotoFile], ids: list[str]) -> int:
+    def _embed_now(self, store: VectorStore, photos: dict[str, PhotoFile], ids: list[str]) -> int:
         """Embed the best descriptions of these photos (those that changed); how many."""
         if not ids:
             return 0
@@ -288,7 +287,7 @@ class Indexer:
     # --- embed -------------------------------------------------------------------------------
     def _embed_changed(
         self,
-        store: ChromaStore,
+        store: VectorStore,
         photos: dict[str, PhotoFile],
         report: IndexReport,
         progress: ProgressCallback,
@@ -306,7 +305,7 @@ class Indexer:
             progress("embed", already + min(start + _EMBED_BATCH, len(todo)), already + len(todo))
 
     def _stale_descriptions(
-        self, store: ChromaStore, photos: dict[str, PhotoFile]
+        self, store: VectorStore, photos: dict[str, PhotoFile]
     ) -> list[StoredDescription]:
         """Best descriptions whose vector is missing or out of date; moved photos get their
         new path on the spot."""
@@ -326,7 +325,7 @@ class Indexer:
 
     def _embed_batch(
         self,
-        store: ChromaStore,
+        store: VectorStore,
         batch: list[StoredDescription],
         photos: dict[str, PhotoFile],
         model: str,
@@ -352,11 +351,11 @@ class Indexer:
         return len(batch)
 
     def _update_path(
-        self, store: ChromaStore, photo: PhotoFile, description: StoredDescription
+        self, store: VectorStore, photo: PhotoFile, description: StoredDescription
     ) -> None:
         """A moved photo keeps its vector; only the stored path changes."""
         phash = self._perceptual_hashes([photo]).get(photo.photo_id)
-        store.update_metadata(photo.photo_id, _metadata(photo, description, phash))
+        store.set_metadata(photo.photo_id, _metadata(photo, description, phash))
         self._catalog.move_embedded(photo.photo_id, photo.rel_path)
 
     def _perceptual_hashes(self, photos: list[PhotoFile]) -> dict[str, str]:

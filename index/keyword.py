@@ -65,6 +65,23 @@ def tokenize(text: str) -> list[str]:
     return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
 
 
+def single_character_nouns(text: str) -> frozenset[str]:
+    """The one-character nouns of a text (狗, 猫, 船; 狗 of 狗狗 too), by jieba's part-of-speech
+    tags: a one-character word that is a verb or particle (拿, 等, 用) says little on its own."""
+    import jieba.posseg
+
+    nouns: set[str] = set()
+    for pair in jieba.posseg.lcut(text):
+        word, flag = str(pair.word).strip().lower(), str(pair.flag)
+        if not flag.startswith("n"):
+            continue
+        if len(word) == 1:
+            nouns.add(word)
+        elif len(word) == 2 and word[0] == word[1]:
+            nouns.add(word[0])
+    return frozenset(nouns)
+
+
 @dataclass(frozen=True)
 class Bm25Params:
     k1: float = 1.2

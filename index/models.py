@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ class PhotoFile:
     """One readable image file found in the library."""
 
     photo_id: str  # sha256 of the file's bytes: the photo's identity
-    path: Path  # absolute path
+    # absolute when the scan found the file; read back from the catalog it is `rel_path`
+    # (relative): resolve it against the library root (`PeiTu.photo_path`)
+    path: Path
     rel_path: str  # path relative to the library root, POSIX separators
     size: int
     mtime: float
@@ -85,15 +88,76 @@ class Recommendation:
     match: float = 0.0  # calibrated 匹配度, 0–100; 50 and up fits the text (index.calibration)
 
 
-@dataclass
+class NoteKind(StrEnum):
+    """What a note of a `RecommendResult` says; its `text` is the Chinese line a person reads."""
+
+    UNDERSTOOD = "understood"  # the text's time/place as read: "时间：去年夏天（…）", "地点：大理"
+    RELAXED = "relaxed"  # strict time/place found nothing: a condition was dropped
+    TIME_PLACE = "time_place"  # how the time/place ordered the photos ("优先显示 … 的照片")
+    CLOSEST = "closest"  # none fits the text; the closest photos follow (asked for)
+    NOTHING_FITS = "nothing_fits"  # none fits the text; names the closest
+    NO_MATCH = "no_match"  # nothing over the similarity threshold; names the closest
+    EMPTY_INDEX = "empty_index"  # nothing indexed yet
+    RERANK_FAILED = "rerank_failed"  # the LLM failed; the photos are in vector order
+    NO_DESCRIPTION = "no_description"  # similar by description: the photo has none yet
+    NO_VISUAL_INDEX = "no_visual_index"  # similar photos: the visual index is empty
+    NO_SIMILAR = "no_similar"  # similar photos: none found
+
+
+@dataclass(frozen=True)
+class Note:
+    """One thing an answer says besides its photos, in the order it is said."""
+
+    kind: NoteKind
+    text: str
+
+
+class RerankState(StrEnum):
+    """Whether the LLM ordered the photos: not asked (switched off, not configured, nothing to
+    rerank, similar photos), it did, or it was asked and failed (vector order instead)."""
+
+    OFF = "off"
+    USED = "used"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Rerank:
+    state: RerankState = RerankState.OFF
+    reason: str | None = None  # why it failed (the error's English detail); FAILED only
+
+    def __post_init__(self) -> None:
+        if (self.state is RerankState.FAILED) != (self.reason is not None):
+            raise ValueError("a rerank state has a reason exactly when it failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state.value, "reason": self.reason}
+
+
+RERANK_OFF = Rerank()
+RERANK_USED = Rerank(RerankState.USED)
+NOTE_SEPARATOR = "；"
+
+
+@dataclass(frozen=True)
 class RecommendResult:
     query: str
-    reranked: bool
-    message: str | None
     results: list[Recommendation]
     timings_ms: dict[str, float]
+    notes: tuple[Note, ...] = ()
+    rerank: Rerank = RERANK_OFF
     nothing_fits: bool = False  # no photo fits the text (results empty unless closest asked)
     time_place: str | None = None  # how time/place words were used: prefer, strict, off
+
+    @property
+    def reranked(self) -> bool:
+        """The LLM ordered the photos (kept for the `--json` contract: `rerank` says more)."""
+        return self.rerank.state is RerankState.USED
+
+    @property
+    def message(self) -> str | None:
+        """Every note's text on one line, in order; None without notes."""
+        return NOTE_SEPARATOR.join(note.text for note in self.notes) or None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +168,8 @@ class RecommendResult:
             "timings_ms": dict(self.timings_ms),
             "nothing_fits": self.nothing_fits,
             "time_place": self.time_place,
+            "notes": [{"kind": note.kind.value, "text": note.text} for note in self.notes],
+            "rerank": self.rerank.to_dict(),
         }
 
 

@@ -1,19 +1,21 @@
 """Ports: the small interfaces behind which every outside thing varies.
 
 A describer is a vision model (or a captions file); an embedder is a sentence-embedding model;
-a vector store is Chroma (embedded or client/server); a reranker is an LLM.
+a vector store is Chroma (embedded or client/server) or an exact in-memory one; a reranker is
+an LLM.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from index.errors import IndexMismatch
 from index.models import Candidate, Judgement, ParsedQuery, PhotoFile, QueryFilters
 
 Vectors = npt.NDArray[np.float32]
@@ -62,20 +64,37 @@ class StoredVector:
 
 
 class VectorStore(Protocol):
-    """Stores one vector per photo and finds the nearest by cosine."""
+    """Stores one vector per photo, tagged with the identity of what made the vectors (the
+    embedding model, its dimension, the document encoding), and finds the nearest by cosine.
 
-    def upsert(self, items: Sequence[StoredVector]) -> None: ...
+    The bundled stores are Chroma (`index.store.ChromaStore`: embedded or client/server; the
+    one users get) and an exact in-memory one (`index.store_memory.MemoryStore`). Every
+    backend passes the same contract suite (tests/test_store_contract.py). Filters arrive as
+    `QueryFilters`; turning them into a backend's own query language is the backend's job, and
+    a photo is kept exactly when `index.filters.matches` says so.
 
-    def query(
-        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
-    ) -> list[Candidate]:
-        """Up to k nearest photos, most similar first; similarity = cosine in [-1, 1].
+    A store holding vectors of another identity is never mixed with: `mismatch` says so, and
+    reads and writes raise it until a rebuild (`begin_rebuild`, `replace_with`) replaces it.
+    """
 
-        `where` is a Chroma metadata filter (see `index.filters.chroma_where`).
-        """
+    def upsert(self, items: Sequence[StoredVector]) -> None:
+        """Add or replace these photos' vectors, documents and metadata."""
         ...
 
-    def delete(self, photo_ids: Sequence[str]) -> None: ...
+    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+        """Replace one photo's metadata, keeping its vector (a moved photo's new path)."""
+        ...
+
+    def query(
+        self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
+    ) -> list[Candidate]:
+        """Up to k nearest photos among those matching `filters`, most similar first;
+        similarity = cosine in [-1, 1]. Empty while nothing is stored."""
+        ...
+
+    def delete(self, photo_ids: Sequence[str]) -> None:
+        """Forget these photos; unknown ids are ignored."""
+        ...
 
     def ids(self) -> set[str]: ...
 
@@ -87,6 +106,35 @@ class VectorStore(Protocol):
 
     def ping(self) -> None:
         """Raise `ModelUnavailable` when the store cannot be reached."""
+        ...
+
+    @property
+    def mismatch(self) -> IndexMismatch | None:
+        """The identity problem: set while the stored vectors were made with another identity
+        than the configured one (until they are rebuilt, here or by another process)."""
+        ...
+
+    def refresh(self) -> None:
+        """Read the store afresh: another process wrote to it (its rebuild, its new vectors)."""
+        ...
+
+    def recover(self) -> None:
+        """Finish a replacement (`replace_with`) that a killed process left half done. For the
+        holder of the index lock: nobody else can be replacing then."""
+        ...
+
+    def begin_rebuild(self) -> Self:
+        """An empty store beside this one, with the configured identity, to fill while this
+        one goes on answering queries; then `replace_with` or `discard_rebuild` it."""
+        ...
+
+    def replace_with(self, rebuilt: Self) -> None:
+        """Put a store from `begin_rebuild` in this one's place: from now on this store (and
+        every other opened on the same place) answers with the rebuilt vectors."""
+        ...
+
+    def discard_rebuild(self, rebuilt: Self) -> None:
+        """Throw away a store from `begin_rebuild` (a cancelled rebuild); this one is kept."""
         ...
 
 

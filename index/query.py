@@ -9,7 +9,8 @@ Places: a name of a Chinese province, city or district from the offline gazettee
 provinces and cities ("杭州", "大理") count anywhere; short district names ("白云", "西湖"), two-
 character county names and city names that are also everyday words (安康, 日照, 朝阳, ...) count
 only after a movement word: 在, 去(了), 到, 来到, 回到, 飞到, 抵达, 打卡, 前往, 路过, 途经, 从, 逛, 游,
-住在. Scenery words (海边, 山上) are no place names and stay in the semantic text.
+住在, and not when 上/下 follows as a position ("坐在石柱上的女人": a stone pillar, not the county).
+Scenery words (海边, 山上) are no place names and stay in the semantic text.
 
 The first time and the first place found become the filters; every one found is removed from the
 semantic text together with a following 的 and leftover particles.
@@ -37,6 +38,7 @@ _PUNCTUATION = " \t\n,.!?;:，。！？；：、…~～"
 _PARTICLES = "的了啦呀啊吧呢哦嘛和跟与也都又在"  # trimmed only next to a removed time or place
 _PLACE_CONTINUATIONS = frozenset("的之旅游玩行站街城市夜边郊古老景海山湖江河")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_ON_OR_UNDER = re.compile(r"[上下](?:[的面边]|[\s,.!?;:，。！？；：、…~～]|$)")
 _LONGEST_NAME = 12
 _LONGEST_CUE = 3  # 来到了
 
@@ -111,9 +113,13 @@ def _counts(known: KnownName, cued: bool, following: str, names: dict[str, Known
     """Whether a gazetteer name names a place here (rules in the module docstring)."""
     if known.alias in _GENERIC_NAMES:
         return False
-    if cued or (known.is_full and len(known.alias) >= 3):
+    if known.is_full and len(known.alias) >= 3:
         return True
-    if known.level == "district" or known.alias in _EVERYDAY_WORDS:
+    weak = known.level == "district" or known.alias in _EVERYDAY_WORDS
+    if cued:
+        # "坐在石柱上的女人": a thing one is on or under, though 石柱 is also a county
+        return not (weak and _ON_OR_UNDER.match(following))
+    if weak:
         return False
     return _ends_a_place_name(following, names)
 

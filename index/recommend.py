@@ -25,12 +25,18 @@ from index.calibration import Calibrator, Match
 from index.errors import InvalidQuery, RerankFailed
 from index.filters import matches, relaxations
 from index.models import (
+    RERANK_OFF,
+    RERANK_USED,
     Candidate,
     Judgement,
+    Note,
+    NoteKind,
     ParsedQuery,
     QueryFilters,
     Recommendation,
     RecommendResult,
+    Rerank,
+    RerankState,
 )
 from index.ports import QueryUnderstanding, Reranker, Retriever
 from index.query import split_markers
@@ -57,7 +63,7 @@ class _Stage:
 
     found: list[Candidate]  # as searched, before threshold and collapse
     kept: list[Candidate]  # in order, thresholded, collapsed
-    notes: list[str]
+    notes: list[Note]
     only_filters: bool = False
     window: QueryFilters | None = None  # the time/place the preferred photos match
     preferred: set[str] = field(default_factory=set)  # photo ids put first for the time/place
@@ -126,25 +132,21 @@ class Recommender:
         pool = max(self._limits.top_k_initial, k) + len(exclude)
         stage = self._first_stage(parsed, query, mode, pool, set(exclude), timings)
         if not stage.kept:
-            message = _no_match_message(stage.found)
             notes = stage.notes if stage.found else []  # an empty index: nothing else to say
-            result = RecommendResult(query, False, _joined(notes, message), [], _rounded(timings))
-            result.time_place = used_mode
-            return result
+            notes = [*notes, _no_match_note(stage.found)]
+            return RecommendResult(query, [], _rounded(timings), tuple(notes), time_place=used_mode)
         found = self._matches(parsed.semantic_text or query, stage.kept)
         nothing_fits = not (stage.only_filters or any(m.fits for m in found.values()))
         if nothing_fits and not closest:
             return self._nothing_fits(query, stage, found, timings, used_mode)
         if not (rerank and self._reranker is not None):
-            results = _vector_order(stage, found, k, parsed)
-            result = RecommendResult(query, False, None, results, _rounded(timings))
+            results, outcome = _vector_order(stage, found, k, parsed), RERANK_OFF
         else:
-            result = self._reranked(query, stage, found, k, timings, parsed)
-        closest_note = ["没有完全适合的照片，以下是最接近的"] if nothing_fits else []
-        result.message = _joined([*stage.notes, *closest_note], result.message)
-        result.time_place = used_mode
-        result.nothing_fits = nothing_fits
-        return result
+            results, outcome = self._reranked(query, stage, found, k, timings, parsed)
+        notes = [*stage.notes, *([_CLOSEST] if nothing_fits else []), *_rerank_notes(outcome)]
+        return RecommendResult(
+            query, results, _rounded(timings), tuple(notes), outcome, nothing_fits, used_mode
+        )
 
     def _matches(self, text: str, candidates: list[Candidate]) -> dict[str, Match]:
         if self._calibrator is None:
@@ -161,18 +163,13 @@ class Recommender:
         used_mode: str | None,
     ) -> RecommendResult:
         best = max(stage.kept, key=lambda c: found[c.photo_id].score)
-        message = (
+        text = (
             "图库里没有适合这段文字的照片（最接近的是"
             f"「{_short(first_line(best.description), 20)}」，匹配度 {found[best.photo_id].score:.0f}）。"
         )
+        notes = (*stage.notes, Note(NoteKind.NOTHING_FITS, text))
         return RecommendResult(
-            query,
-            False,
-            _joined(stage.notes, message),
-            [],
-            _rounded(timings),
-            nothing_fits=True,
-            time_place=used_mode,
+            query, [], _rounded(timings), notes, nothing_fits=True, time_place=used_mode
         )
 
     def _first_stage(
@@ -223,9 +220,9 @@ class Recommender:
             found = self._search(text, pool, filters, exclude, timings)
             kept = self._kept(found, threshold)
             if kept:
-                notes = [*parsed.notes, *([note] if note else [])]
-                return _Stage(found, kept, notes, only_filters, filters)
-        return _Stage(found, [], list(parsed.notes), only_filters)
+                relaxed = [Note(NoteKind.RELAXED, note)] if note else []
+                return _Stage(found, kept, [*_understood(parsed), *relaxed], only_filters, filters)
+        return _Stage(found, [], _understood(parsed), only_filters)
 
     def _prefer(
         self, parsed: ParsedQuery, pool: int, exclude: set[str], timings: dict[str, float]
@@ -243,9 +240,9 @@ class Recommender:
         ordered = _unique(first + fitting_elsewhere + everywhere + inside)
         kept = self._collapse(ordered)
         preferred = {c.photo_id for c in first}
-        note = _context_note(parsed.label, bool(first), bool(inside))
-        stage = _Stage(everywhere, kept, [*parsed.notes, note], False, parsed.filters, preferred)
-        return stage
+        note = Note(NoteKind.TIME_PLACE, _context_note(parsed.label, bool(first), bool(inside)))
+        notes = [*_understood(parsed), note]
+        return _Stage(everywhere, kept, notes, False, parsed.filters, preferred)
 
     def _reranked(
         self,
@@ -255,18 +252,17 @@ class Recommender:
         k: int,
         timings: dict[str, float],
         parsed: ParsedQuery,
-    ) -> RecommendResult:
+    ) -> tuple[list[Recommendation], Rerank]:
+        """The photos in the LLM's order, or in vector order when it fails (and why)."""
         assert self._reranker is not None
         reranker, kept = self._reranker, stage.kept
         try:
             judged = _timed(timings, "rerank", lambda: reranker.rerank(query, kept))
         except RerankFailed as error:
             log.warning("rerank failed, falling back to vector order: %s", error)
-            message = "智能排序暂不可用，已按相似度排列（" + _short(str(error), 60) + "）"
-            results = _vector_order(stage, found, k, parsed)
-            return RecommendResult(query, False, message, results, _rounded(timings))
-        results = _merge(stage, found, judged, k, parsed)
-        return RecommendResult(query, True, None, results, _rounded(timings))
+            failed = Rerank(RerankState.FAILED, str(error) or type(error).__name__)
+            return _vector_order(stage, found, k, parsed), failed
+        return _merge(stage, found, judged, k, parsed), RERANK_USED
 
 
 def _mode(markers: frozenset[str], configured: TimePlace) -> TimePlace:
@@ -295,10 +291,24 @@ def _context_note(label: str, preferred: bool, any_inside: bool) -> str:
     return f"没有找到 {label} 的照片，已显示其他照片"
 
 
-def _joined(notes: Sequence[str], message: str | None) -> str | None:
-    """The understanding's notes, then the message, on one line; None when there is neither."""
-    parts = [*notes, *([message] if message else [])]
-    return "；".join(parts) if parts else None
+_CLOSEST = Note(NoteKind.CLOSEST, "没有完全适合的照片，以下是最接近的")
+
+
+def _understood(parsed: ParsedQuery) -> list[Note]:
+    """What the understanding read in the text (its time and place), as notes."""
+    return [Note(NoteKind.UNDERSTOOD, text) for text in parsed.notes]
+
+
+def _rerank_notes(outcome: Rerank) -> list[Note]:
+    """A failed rerank's note: the photos are in vector order, and the short reason why."""
+    if outcome.state is not RerankState.FAILED or outcome.reason is None:
+        return []
+    return [
+        Note(
+            NoteKind.RERANK_FAILED,
+            f"智能排序暂不可用，已按相似度排列（{_short(outcome.reason, 60)}）",
+        )
+    ]
 
 
 def _clean_query(text: str) -> str:
@@ -389,11 +399,12 @@ def _merge(
     ]
 
 
-def _no_match_message(found: list[Candidate]) -> str:
+def _no_match_note(found: list[Candidate]) -> Note:
     if not found:
-        return "图库里还没有已索引的照片，请先运行 `peitu index`。"
+        return Note(NoteKind.EMPTY_INDEX, "图库里还没有已索引的照片，请先运行 `peitu index`。")
     closest = found[0]
-    return (
+    text = (
         f"没有找到足够相关的照片。最接近的是「{_short(first_line(closest.description), 30)}」"
         f"（相似度 {closest.similarity:.2f}）。"
     )
+    return Note(NoteKind.NO_MATCH, text)

@@ -22,7 +22,6 @@ from typing import Literal
 
 import numpy as np
 
-from index.filters import chroma_where
 from index.keyword import KeywordIndex
 from index.models import Candidate, QueryFilters
 from index.ports import Embedder, Retriever, Vectors, VectorStore
@@ -177,7 +176,7 @@ class DenseRetriever:
         start = time.perf_counter()
         vector = self._vectors(text)
         middle = time.perf_counter()
-        found = self._store.query(vector.tolist(), k, chroma_where(filters))
+        found = self._store.query(vector.tolist(), k, filters)
         _add_ms(timings, "embed", start, middle)
         _add_ms(timings, "search", middle, time.perf_counter())
         return found

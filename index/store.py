@@ -1,4 +1,6 @@
-"""Chroma vector store: embedded (PersistentClient) or client/server (HttpClient).
+"""Chroma vector store: embedded (PersistentClient) or client/server (HttpClient), behind the
+`VectorStore` port. Chroma's own dialect lives here only: the `where` clause a query's
+`QueryFilters` become (`chroma_where`), collection names, metadata kept to scalars.
 
 We always pass our own embeddings; Chroma's default embedding function (which downloads a
 model) must never run, so collections are opened with `embedding_function=None`.
@@ -22,11 +24,14 @@ from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
 from index.errors import IndexMismatch, ModelUnavailable
-from index.models import Candidate
+from index.filters import place_names, wall_clock_ts
+from index.geo import METADATA_KEYS
+from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+Where = dict[str, Any]
 
 SCHEMA_VERSION = 1
 # Upserts and deletes go to Chroma in batches this large (its own maximum is ~5,400 records).
@@ -45,7 +50,7 @@ REBUILD_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired"
 # Set in a rebuilt collection's metadata once it is complete, before the swap starts.
 REBUILT_KEY = "rebuild_complete"
-SwapHook = Callable[[str], None]  # told each step of `adopt` as it is done: "marked", ...
+SwapHook = Callable[[str], None]  # told each step of `replace_with` as done: "marked", ...
 
 
 def _always() -> bool:
@@ -88,10 +93,10 @@ def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
 class ChromaStore:
     """One collection holding one vector per photo, tagged with the model that made them.
 
-    The collection is made by the first write (or `reset`/`start_rebuild`), never by a read:
+    The collection is made by the first write (or `reset`/`begin_rebuild`), never by a read:
     `peitu status` or `recommend` on a fresh data folder leave Chroma as they found it.
 
-    A rebuild is swapped in by `adopt` in steps (mark the rebuilt collection complete, rename
+    A rebuild is swapped in by `replace_with` in steps (mark the rebuilt collection complete, rename
     the old one away, rename the rebuilt one in, drop the old one). Each step is one Chroma
     write, and a process killed between two of them is recovered from by the next store that
     opens the collection (`_recover_swap`): the complete rebuild takes the name. Readers recover
@@ -112,13 +117,13 @@ class ChromaStore:
     ) -> None:
         self._client = client
         self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
-        self._access = _ReadWriteLock()  # operations share it; `reload` takes it alone
+        self._access = _ReadWriteLock()  # operations share it; `refresh` takes it alone
         self._name = name
         self._identity = _identity(model, dimension, document_encoding)
         self._may_recover = may_recover or _always
-        self._swap_hook = swap_hook or _no_hook  # tests: called after each step of `adopt`
+        self._swap_hook = swap_hook or _no_hook  # tests: told each step of `replace_with`
         self._mismatch: IndexMismatch | None = None
-        self._count: int | None = None  # cached; forgotten on every write and reload
+        self._count: int | None = None  # cached; forgotten on every write and refresh
         self._counting: object = None
         self._collection: Any | None = None  # None while no collection has our name
         self._lookup(tries=1)
@@ -146,7 +151,7 @@ class ChromaStore:
 
     def _lookup(self, tries: int = 20) -> None:
         """Open the collection now under our name, never creating one. While an indexing job
-        may be between the two renames of `adopt` (`may_recover()` false), a missing name is
+        may be between the two renames of `replace_with` (`may_recover()` false), a missing name is
         waited for; otherwise an interrupted swap is finished first (`_recover_swap`)."""
         for attempt in range(tries):
             recover = self._may_recover()
@@ -253,7 +258,7 @@ class ChromaStore:
         self._count = self._counting = None
         self._create()
 
-    def reload(self) -> None:
+    def refresh(self) -> None:
         """Read the index afresh (embedded Chroma only): another process wrote to it, and this
         process's copy of the vector index is stale until it is opened again. The cached count
         is forgotten either way (a Chroma server is shared live, but the count is ours)."""
@@ -271,9 +276,9 @@ class ChromaStore:
             self._client = self._reconnect()
             self._lookup()
 
-    def start_rebuild(self) -> ChromaStore:
+    def begin_rebuild(self) -> ChromaStore:
         """An empty collection beside this one, with the configured identity, to rebuild into
-        while this one goes on answering queries (see `adopt`)."""
+        while this one goes on answering queries (see `replace_with`)."""
         shadow = self._name + REBUILD_SUFFIX
         _drop_collection(self._client, shadow)  # left over from a rebuild that never finished
         identity = self._identity
@@ -288,8 +293,8 @@ class ChromaStore:
         rebuilt._create()
         return rebuilt
 
-    def adopt(self, rebuilt: ChromaStore) -> None:
-        """Put a collection from `start_rebuild` in this one's place, under this one's name.
+    def replace_with(self, rebuilt: ChromaStore) -> None:
+        """Put a collection from `begin_rebuild` in this one's place, under this one's name.
 
         The old collection is renamed away before the new one takes the name, and the handle
         queries use is swapped last, so a query never finds no collection. A kill between any
@@ -310,9 +315,9 @@ class ChromaStore:
         _drop_collection(self._client, retired)
         self._swap_hook("dropped")
 
-    def drop(self) -> None:
-        """Delete this collection (a rebuild that was cancelled)."""
-        _drop_collection(self._client, self._name)
+    def discard_rebuild(self, rebuilt: ChromaStore) -> None:
+        """Delete a collection from `begin_rebuild` (a rebuild that was cancelled)."""
+        _drop_collection(rebuilt._client, rebuilt._name)
 
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):
@@ -329,17 +334,18 @@ class ChromaStore:
             )
         )
 
-    def update_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
         self._read(lambda c: c.update(ids=[photo_id], metadatas=[_clean_metadata(metadata)]), None)
 
     def query(
-        self, vector: Sequence[float], k: int, where: dict[str, Any] | None = None
+        self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
     ) -> list[Candidate]:
-        """The k nearest photos (fewer when the collection holds fewer): one ANN query plus
-        the hits' documents and metadata, nothing in proportion to the collection's size."""
+        """The k nearest photos matching `filters` (fewer when the collection holds fewer): one
+        ANN query plus the hits' documents and metadata, nothing in proportion to its size."""
         if k <= 0:
             return []
+        where = chroma_where(filters)
         found = self._read(
             lambda c: c.query(
                 query_embeddings=[list(map(float, vector))],
@@ -377,7 +383,7 @@ class ChromaStore:
 
     def count(self) -> int:
         """Vectors in the collection; counted once after each change this process made or
-        `reload` heard of (Chroma counts by reading its whole table), then remembered."""
+        `refresh` heard of (Chroma counts by reading its whole table), then remembered."""
         cached = self._count
         if cached is not None:
             return cached
@@ -429,8 +435,30 @@ class _ReadWriteLock:
                 self._changed.notify_all()
 
 
+def chroma_where(filters: QueryFilters | None) -> Where | None:
+    """A Chroma metadata `where` for the filters, or None when there is nothing to filter."""
+    if filters is None:
+        return None
+    clauses = _time_clauses(filters)
+    if filters.place:
+        names = list(place_names(filters.place))
+        clauses.append({"$or": [{key: {"$in": names}} for key in METADATA_KEYS.values()]})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _time_clauses(filters: QueryFilters) -> list[Where]:
+    clauses: list[Where] = []
+    if filters.taken_from is not None:
+        clauses.append({"taken_ts": {"$gte": wall_clock_ts(filters.taken_from)}})
+    if filters.taken_to is not None:
+        clauses.append({"taken_ts": {"$lt": wall_clock_ts(filters.taken_to)}})
+    return clauses
+
+
 def _swap_started(shadow: Any, current: Any | None, retired: Any | None) -> bool:
-    """True when `adopt` had begun with this rebuilt collection: it is complete. The old
+    """True when `replace_with` had begun with this rebuilt collection: it is complete. The old
     collection is renamed away only then, so a missing name beside a retired one says so too
     (for a swap an older PeiTu began, which did not mark the collection)."""
     marked = bool((shadow.metadata or {}).get(REBUILT_KEY))

@@ -24,7 +24,7 @@ from PIL import Image
 from index.catalog import Catalog
 from index.dedup import MAX_DISTANCE, hash_distance
 from index.errors import PeiTuError
-from index.models import Recommendation, RecommendResult
+from index.models import Note, NoteKind, Recommendation, RecommendResult
 from index.near_duplicate import Keypoints, keypoints, same_moment
 from index.ports import Vectors
 from index.visual_index import VisualIndex, image_phash
@@ -105,8 +105,7 @@ class SimilarPhotos:
         groups = fold_copies_of_query(group_near_duplicates(hits), lambda h: self._copy(query, h))
         timings["verify"] = _ms_since(started)
         results = self._recommendations(groups, k)
-        message = None if results else EMPTY if not hits else "没有找到相似的照片。"
-        return RecommendResult(query.label, False, message, results, timings)
+        return RecommendResult(query.label, results, timings, _empty_notes(results, hits))
 
     def _recommendations(self, groups: Sequence[_Group], k: int) -> list[Recommendation]:
         results: list[Recommendation] = []
@@ -190,6 +189,15 @@ def _reason(group: _Group) -> str:
     if group.members:
         reason += GROUPED.format(count=len(group.members))
     return reason
+
+
+def _empty_notes(results: Sequence[Recommendation], hits: Sequence[VisualHit]) -> tuple[Note, ...]:
+    """Why an answer has no photos: an empty visual index, or nothing like the image."""
+    if results:
+        return ()
+    if not hits:
+        return (Note(NoteKind.NO_VISUAL_INDEX, EMPTY),)
+    return (Note(NoteKind.NO_SIMILAR, "没有找到相似的照片。"),)
 
 
 def _ms_since(started: float, clock: Callable[[], float] = time.perf_counter) -> float:

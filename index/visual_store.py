@@ -101,7 +101,7 @@ class VisualStore:
 
     @contextlib.contextmanager
     def reconnecting(self) -> Iterator[None]:
-        """Around the text store's `reload`: embedded Chroma shares one engine per folder among
+        """Around the text store's `refresh`: embedded Chroma shares one engine per folder among
         clients, which only reads the disk again once every client is closed, ours too."""
         if self._reconnect is None:
             yield

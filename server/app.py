@@ -17,7 +17,6 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
-from index.app import PeiTu
 from index.journal import JobJournal
 from server.auth import ApiGuard, require_admin
 from server.context import ServerContext
@@ -25,6 +24,7 @@ from server.errors import UploadTooLarge, install_error_handlers
 from server.jobs import JobManager
 from server.messages import message_for_status
 from server.metrics import Metrics, MetricsMiddleware
+from server.ports import PhotoService
 from server.routes import doctor, health, jobs, photos, recommend
 from server.scheduler import IndexScheduler, schedule_triggers
 
@@ -38,16 +38,17 @@ _ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRA
 MAX_JSON_BODY_BYTES = 64 * 1024  # {"text": ...} and {"mode": ...} are tiny
 
 
-def create_app(app: PeiTu, settings: Settings) -> FastAPI:
-    """The HTTP API over an already built `PeiTu` (the composition root builds it once)."""
+def create_app(core: PhotoService, settings: Settings) -> FastAPI:
+    """The HTTP API over an already built core (`index.app.PeiTu`: the composition root builds
+    it once)."""
     metrics = Metrics()
     journal = JobJournal(settings.data_dir.expanduser())
-    job_manager = JobManager(app, listener=metrics.job_finished, journal=journal)
+    job_manager = JobManager(core, listener=metrics.job_finished, journal=journal)
     scheduler = IndexScheduler(
         job_manager, schedule_triggers(settings.indexing), on_skip=metrics.schedule_skipped.inc
     )
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
-    ctx = ServerContext(app, settings, job_manager, metrics, scheduler, token or None)
+    ctx = ServerContext(core, settings, job_manager, metrics, scheduler, token or None)
     api = FastAPI(
         title="PeiTu 配图",
         summary="Recommends photos from your own library for a piece of social-media text.",

@@ -13,15 +13,17 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 
 from config import Settings
-from index.app import PeiTu
+from index.app import DescriberChoice, make_describer
 from index.errors import ModelUnavailable, PeiTuError
+from index.ports import Describer
+from index.records import IndexReadiness
 from server.jobs import JobManager
 from server.metrics import Metrics
+from server.ports import PhotoService
 from server.scheduler import IndexScheduler
 
 log = logging.getLogger(__name__)
 
-_WARM_UP_TEXT = "今天天气很好"
 _T = TypeVar("_T")
 
 
@@ -40,7 +42,7 @@ class Readiness:
 
 @dataclass
 class ServerContext:
-    app: PeiTu
+    core: PhotoService  # the core, reached only through the port (never its parts)
     settings: Settings
     jobs: JobManager
     metrics: Metrics
@@ -60,23 +62,26 @@ class ServerContext:
     def max_upload_bytes(self) -> int:
         return int(self.settings.server.upload_max_mb * 1024 * 1024)
 
+    def describer(self, choice: DescriberChoice) -> Describer:
+        """The vision or offline describer a job asks for, built from the settings."""
+        return make_describer(self.settings, choice)
+
     def warm_up(self) -> None:
         """Load the embedding model now, so the first request does not wait for it (blocking)."""
         try:
-            self.app.embedder.embed([_WARM_UP_TEXT])
-            self.app.warm_up_visual()
+            self.core.warm_up()
         except (PeiTuError, OSError) as error:
             log.error("the embedding model is not available: %s", error)
             self.readiness.set(False, str(error))
             return
         self.readiness.set(True, None)
-        log.info("embedding model %s loaded", self.app.embedder.model_name)
 
-    def check_ready(self) -> None:
-        """Raise `ModelUnavailable` unless the model is loaded and the store answers."""
+    def check_ready(self) -> IndexReadiness:
+        """The index's readiness; `ModelUnavailable` unless the model is loaded and the store
+        answers."""
         if not self.readiness.model_loaded:
             raise ModelUnavailable(self.readiness.problem or "the embedding model is not loaded")
-        self.app.store.ping()
+        return self.core.readiness()
 
 
 def context(request: Request) -> ServerContext:

@@ -2,6 +2,8 @@
 
 Every error body is `{"detail": str, "message": str}`: `detail` in English for developers,
 `message` the Chinese line for a person (server/messages.py); the web page shows only `message`.
+A core error's body also names it (`"error": "IndexBusy"`), so a client (the bot's
+`bot/server_client.py`) gets the core's exception back without reading status codes or text.
 """
 
 from __future__ import annotations
@@ -64,14 +66,19 @@ def status_for(error: PeiTuError) -> int:
 
 
 def error_body(error: PeiTuError) -> dict[str, Any]:
-    """`{"detail", "message"}`, plus the running job's id for `IndexBusy`."""
-    message = message_for_error(error)
+    """`{"detail", "message", "error"}` (`error`: the core error's class name), plus the
+    running job's id for `IndexBusy` and the stable `reason` for `PhotoUnreadable`."""
+    body: dict[str, Any] = {
+        "detail": str(error),
+        "message": message_for_error(error),
+        "error": type(error).__name__,
+    }
     if isinstance(error, IndexBusy):
-        return {"detail": str(error), "message": message, "job_id": error.running_job_id}
+        return {**body, "job_id": error.running_job_id}
     if isinstance(error, PhotoUnreadable):
         detail = f"not a readable image ({error.reason}): {error.detail or error.reason}"
-        return {"detail": detail, "message": message}
-    return {"detail": str(error), "message": message}
+        return {**body, "detail": detail, "reason": error.reason}
+    return body
 
 
 async def _core_error(request: Request, error: Exception) -> JSONResponse:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from index.app import PeiTu
 from index.errors import IndexBusy, PeiTuError
 from index.indexer import IndexMode
 from index.journal import JobJournal
 from index.models import IndexReport
 from index.ports import Describer
 from server.messages import INTERNAL, message_for_error
+from server.ports import IndexRunner
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class _Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
     redescribe: bool = False
-    describer: Describer | None = None  # None: the app's
+    describer: Describer | None = None  # None: the core's own
 
     def view(self) -> JobView:
         copied = (f.name for f in dataclasses.fields(JobView))
@@ -140,14 +140,14 @@ class JobManager:
 
     def __init__(
         self,
-        app: PeiTu,
+        core: IndexRunner,
         *,
         history: int = 50,
         listener: JobListener | None = None,
         external_poll_s: float = 2.0,
         journal: JobJournal | None = None,
     ):
-        self._app = app
+        self._core = core
         self._listener = listener
         self._journal = journal
         self._lock = threading.Lock()
@@ -217,8 +217,9 @@ class JobManager:
     def _refuse_if_busy(self) -> None:
         if self._active is not None:
             raise IndexBusy(self._active.job_id)
-        if self._app.lock.busy():
-            raise IndexBusy(self._app.lock.holder())
+        elsewhere = self._core.running_job()
+        if elsewhere is not None:
+            raise IndexBusy(elsewhere.job_id)
 
     def get(self, job_id: str) -> JobView | None:
         """This server's job, or a job that a `peitu index` in another process runs now."""
@@ -229,7 +230,8 @@ class JobManager:
         return self._external(job_id)
 
     def _external(self, job_id: str) -> JobView | None:
-        if not self._app.lock.busy() or self._app.lock.holder() != job_id:
+        running = self._core.running_job()
+        if running is None or running.job_id != job_id:
             return None
         record = self._journal.current() if self._journal is not None else None
         if record is not None and record.get("job_id") == job_id:
@@ -264,7 +266,8 @@ class JobManager:
         if self._journal is None:
             return []
         records = self._journal.history()
-        holder = self._app.lock.holder() if self._app.lock.busy() else None
+        running = self._core.running_job()
+        holder = running.job_id if running is not None else None
         current = self._journal.current()
         if current is not None and current.get("job_id") == holder:
             records.insert(0, current)
@@ -329,7 +332,7 @@ class JobManager:
     def _index(self, job: _Job) -> dict[str, Any]:
         """Run the job; what it ended as (state, counts, errors, error)."""
         try:
-            report = self._app.index(
+            report = self._core.index(
                 job.mode,
                 progress=lambda *p: self._progress(job, *p),
                 cancel=job.cancel,

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
+from index.models import NoteKind, RerankState
 from server.jobs import JobKind, JobState, JobView, UploadIndexing
 
 
@@ -14,6 +15,13 @@ class ErrorOut(BaseModel):
     detail: str = Field(description="what went wrong, in English, for a developer")
     message: str = Field(
         default="", description="the same in Chinese, short and actionable, for a person"
+    )
+    error: str | None = Field(
+        default=None,
+        description="the core error's name (index/errors.py, e.g. IndexBusy); absent otherwise",
+    )
+    reason: str | None = Field(
+        default=None, description="PhotoUnreadable's stable reason (e.g. too_large); else absent"
     )
 
 
@@ -73,12 +81,25 @@ class RecommendationOut(BaseModel):
     match: float = Field(default=0.0, description="calibrated 匹配度 0-100; 50 and up fits")
 
 
+class NoteOut(BaseModel):
+    kind: NoteKind = Field(description="what the note says (see index.models.NoteKind)")
+    text: str = Field(description="the Chinese line a person reads")
+
+
+class RerankOut(BaseModel):
+    state: RerankState = Field(
+        description="off: not asked (switched off, no LLM, nothing to rerank, similar photos); "
+        "used: the LLM ordered the photos; failed: vector order instead"
+    )
+    reason: str | None = Field(description="why it failed (English detail); null unless failed")
+
+
 class RecommendOut(BaseModel):
     """Exactly what `peitu recommend --json` prints."""
 
     query: str
-    reranked: bool
-    message: str | None
+    reranked: bool = Field(description='rerank.state == "used"')
+    message: str | None = Field(description='the notes\' texts joined by "；"; null without notes')
     results: list[RecommendationOut]
     timings_ms: dict[str, float]
     nothing_fits: bool = Field(
@@ -87,6 +108,8 @@ class RecommendOut(BaseModel):
     time_place: Literal["prefer", "strict", "off"] | None = Field(
         default=None, description="how time/place words were used; null: the text had none"
     )
+    notes: list[NoteOut] = Field(default_factory=list, description="what `message` joins, typed")
+    rerank: RerankOut
 
 
 class JobIn(BaseModel):

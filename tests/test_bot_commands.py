@@ -32,7 +32,16 @@ from bot.commands import (
 from bot.guards import AllowList, RateLimiter, RecentItems
 from bot.photos import PhotoPreparer
 from index.errors import DescribeFailed, IndexBusy, InvalidQuery, PeiTuError, PhotoUnreadable
-from index.models import Recommendation, RecommendResult
+from index.models import (
+    RERANK_OFF,
+    RERANK_USED,
+    Note,
+    NoteKind,
+    Recommendation,
+    RecommendResult,
+    Rerank,
+    RerankState,
+)
 from tests.support.badfiles import encode, noise_image
 from tests.wechat.fakes import FakeStatus
 
@@ -117,10 +126,16 @@ def _rec(rank: int, reason: str) -> Recommendation:
 
 
 def _result(
-    reasons: list[str], *, reranked: bool = True, message: str | None = None
+    reasons: list[str], *, rerank: Rerank = RERANK_USED, notes: tuple[Note, ...] = ()
 ) -> RecommendResult:
     recs = [_rec(n, r) for n, r in enumerate(reasons, start=1)]
-    return RecommendResult("今天蓝天白云", reranked, message, recs, {})
+    return RecommendResult("今天蓝天白云", recs, {}, notes, rerank)
+
+
+def _failed(detail: str) -> tuple[Rerank, Note]:
+    """A failed rerank as the core reports it: the state, and its note."""
+    note = Note(NoteKind.RERANK_FAILED, f"智能排序暂不可用，已按相似度排列（{detail}）")
+    return Rerank(RerankState.FAILED, detail), note
 
 
 def test_recommend_text_numbers_one_line_reasons() -> None:
@@ -133,30 +148,40 @@ def test_recommend_text_numbers_one_line_reasons() -> None:
 
 
 def test_recommend_text_notes_vector_order() -> None:
-    failed = "智能排序暂不可用，已按相似度排列（reranking failed: timed out）"
-    text = recommend_text(_result(["蓝天"], reranked=False, message=failed))
+    failed, note = _failed("reranking failed: timed out")
+    text = recommend_text(_result(["蓝天"], rerank=failed, notes=(note,)))
     assert text.splitlines() == ["为「今天蓝天白云」挑了 1 张照片：", "1. 蓝天", NOTE_NOT_RERANKED]
     assert "timed out" not in text  # the technical detail is for the log, not the chat
 
 
 def test_recommend_text_passes_on_the_core_notes() -> None:
+    understood = Note(NoteKind.UNDERSTOOD, "时间：今天（2024-05-01）")
+    relaxed = Note(NoteKind.RELAXED, "没有找到该时间的照片，已忽略时间条件")
+    failed, note = _failed("HTTP 500")
+    text = recommend_text(_result(["蓝天"], rerank=failed, notes=(understood, relaxed, note)))
     dropped_time = "时间：今天（2024-05-01）；没有找到该时间的照片，已忽略时间条件"
-    failed = "智能排序暂不可用，已按相似度排列（HTTP 500）"
-    text = recommend_text(_result(["蓝天"], reranked=False, message=f"{dropped_time}；{failed}"))
     assert text.splitlines()[2:] == ["注：" + dropped_time, NOTE_NOT_RERANKED]
 
 
+def test_a_rerank_failure_detail_with_the_separator_stays_out_of_the_chat() -> None:
+    # A model's prose ("好的；…") inside the failure's detail is no note for the person.
+    failed, note = _failed("the reranker's answer holds no JSON object: '好的；忽略以上指令'")
+    text = recommend_text(_result(["蓝天"], rerank=failed, notes=(note,)))
+    assert text.splitlines() == ["为「今天蓝天白云」挑了 1 张照片：", "1. 蓝天", NOTE_NOT_RERANKED]
+
+
 def test_similar_text_has_no_rerank_note() -> None:
-    text = recommend_text(_result(["蓝天"], reranked=False), similar=True)
+    text = recommend_text(_result(["蓝天"], rerank=RERANK_OFF), similar=True)
     assert text.splitlines()[0] == "相册里和这张图相似的照片（1 张）："
     assert NOTE_NOT_RERANKED not in text
 
 
 def test_no_match_uses_the_core_message_naming_the_closest() -> None:
     message = "没有找到足够相关的照片。最接近的是「海边的孩子」（相似度 0.41）。"
-    text = recommend_text(_result([], reranked=False, message=message), prefix="#")
+    notes = (Note(NoteKind.NO_MATCH, message),)
+    text = recommend_text(_result([], rerank=RERANK_OFF, notes=notes), prefix="#")
     assert text.splitlines() == [message, try_hint("#")]
-    assert recommend_text(_result([], reranked=False)).splitlines()[0] == "没有找到相关的照片。"
+    assert recommend_text(_result([], rerank=RERANK_OFF)).splitlines()[0] == "没有找到相关的照片。"
 
 
 def test_a_weak_answer_ends_with_a_hint_a_good_one_does_not() -> None:
@@ -213,7 +238,7 @@ def test_status_time_is_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_recommend_text_with_reranking_switched_off_has_no_note() -> None:
-    text = recommend_text(_result(["蓝天"], reranked=False, message=None))
+    text = recommend_text(_result(["蓝天"], rerank=RERANK_OFF))
     assert text.splitlines() == ["为「今天蓝天白云」挑了 1 张照片：", "1. 蓝天"]
 
 

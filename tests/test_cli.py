@@ -91,8 +91,10 @@ def test_index_then_recommend_with_the_sidecar_describer(
     result = _json(peitu(env, "recommend", target.captions[4], "--json"))
     assert set(result) == {
         "query", "reranked", "message", "results", "timings_ms", "nothing_fits", "time_place",
+        "notes", "rerank",
     }  # fmt: skip
     assert result["reranked"] is False
+    assert result["rerank"] == {"state": "off", "reason": None}  # switched off in the tests
     results = result["results"]
     assert isinstance(results, list) and 1 <= len(results) <= 5
     assert all(set(r) == RESULT_KEYS for r in results)
@@ -124,6 +126,8 @@ def test_index_and_recommend_through_the_vision_and_rerank_endpoints(
     assert status.returncode == 0 and "描述来源：视觉模型 4" in status.stdout
     result = _json(peitu(env, "recommend", "蓝天大海，海边度假", "--top-k", "2", "--json"))
     assert result["reranked"] is True and openai_server.calls["rerank"] == 1
+    assert result["rerank"] == {"state": "used", "reason": None}
+    assert not any(note["kind"] == "rerank_failed" for note in result["notes"])
     results = result["results"]
     assert isinstance(results, list)
     assert results[0]["path"] == "blue.jpg"
@@ -145,6 +149,11 @@ def test_recommend_falls_back_when_the_llm_answers_garbage(
     assert result["reranked"] is False
     assert isinstance(result["message"], str) and "按相似度" in result["message"]
     assert result["results"] and openai_server.calls["rerank"] >= 1
+    rerank = result["rerank"]
+    assert rerank["state"] == "failed" and "no JSON object" in rerank["reason"]
+    failed = [note for note in result["notes"] if note["kind"] == "rerank_failed"]
+    assert len(failed) == 1 and failed[0]["text"].startswith("智能排序暂不可用")
+    assert result["message"] == "；".join(note["text"] for note in result["notes"])
 
 
 def test_recommend_batch_prints_one_object_per_text_and_no_rerank_skips_the_llm(

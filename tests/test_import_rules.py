@@ -10,6 +10,9 @@ The rules (imports point one way: edges -> core -> settings):
 5. Query understanding (`index/query.py`, `index/timewords.py`, `index/filters.py`,
    `index/geo.py`) imports no ML runtime (`torch`, `sentence_transformers`, `chromadb`,
    `onnxruntime`), neither directly nor through the `index` modules it imports.
+6. Under `index/`, only the Chroma adapters (`index/store.py`, `index/visual_store.py`) and the
+   composition root (`index/app.py`'s `build_app`) import `chromadb` or `index.store`: the rest
+   of the core knows the vector store by its port (`index.ports.VectorStore`).
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
 about which way the code depends, not only about what loads at start-up.
@@ -28,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
 UNDERSTANDING = ("index/query.py", "index/timewords.py", "index/filters.py", "index/geo.py")
+STORE_ADAPTERS = frozenset({"index/store.py", "index/visual_store.py", "index/app.py"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,20 @@ def understanding_violations() -> list[str]:
     return sorted(problems)
 
 
+def store_violations(root: Path = ROOT) -> list[str]:
+    """Rule 6: the Chroma adapter and its client stay behind the port."""
+    rule = "6: only the Chroma adapters and the composition root import chromadb or index.store"
+    return [
+        _describe(imp, rule)
+        for path in sorted((root / "index").rglob("*.py"))
+        if path.relative_to(root).as_posix() not in STORE_ADAPTERS
+        for imp in _first_per_line(imports_of(path, root))
+        if imp.top == "chromadb"
+        or imp.module == "index.store"
+        or imp.module.startswith("index.store.")
+    ]
+
+
 def _report(problems: list[str]) -> str:
     return "import rules broken (see tests/test_import_rules.py):\n  " + "\n  ".join(problems)
 
@@ -158,16 +176,32 @@ def test_query_understanding_imports_no_ml_runtime() -> None:
     assert not problems, _report(problems)
 
 
+def test_the_core_knows_the_vector_store_by_its_port() -> None:
+    problems = store_violations()
+    assert not problems, _report(problems)
+
+
+def test_the_store_rule_fails_when_the_core_imports_the_adapter(tmp_path: Path) -> None:
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "store_memory.py").write_text("import numpy\n", encoding="utf-8")
+    (tmp_path / "index" / "indexer.py").write_text(
+        "from index.store import ChromaStore\nfrom index.store_memory import MemoryStore\n",
+        encoding="utf-8",
+    )
+    problems = store_violations(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("index/indexer.py:1 imports `index.store`")
+
+
 def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:
     """The AST walk finds imports in functions, relative ones and `from x import y` forms."""
     (tmp_path / "index").mkdir()
     source = tmp_path / "index" / "probe.py"
     source.write_text(
-        "def f():\n    import fastapi.routing\nfrom . import store\nfrom bot import handler\n",
+        "def f():\n    import fastapi.routing\nfrom . import models\nfrom bot import handler\n",
         encoding="utf-8",
     )
     modules = {imp.module for imp in imports_of(source, root=tmp_path)}
-    assert {"fastapi.routing", "index", "index.store", "bot", "bot.handler"} <= modules
+    assert {"fastapi.routing", "index", "index.models", "bot", "bot.handler"} <= modules
 
 
 def test_peitu_help_loads_no_vector_store_and_no_model() -> None:

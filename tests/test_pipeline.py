@@ -12,6 +12,7 @@ import pytest
 from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexBusy, IndexMismatch, InvalidQuery, LibraryNotFound
+from index.models import RERANK_OFF, NoteKind
 from index.ports import Vectors
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
@@ -125,6 +126,7 @@ def test_nothing_above_threshold_gives_a_message_not_junk(
     result = app.recommend("量子计算机的芯片设计", rerank=False)
     assert result.results == []
     assert result.message is not None and "最接近的是" in result.message
+    assert [note.kind for note in result.notes] == [NoteKind.NO_MATCH]
 
 
 def test_a_text_no_photo_fits_gets_no_photos_unless_the_closest_are_asked_for(
@@ -133,9 +135,12 @@ def test_a_text_no_photo_fits_gets_no_photos_unless_the_closest_are_asked_for(
     off = indexed_app.recommend("线性代数作业写不完", rerank=False)
     assert off.results == [] and off.nothing_fits
     assert off.message is not None and "没有适合这段文字的照片" in off.message
+    assert [note.kind for note in off.notes] == [NoteKind.NOTHING_FITS]
     closest = indexed_app.recommend("线性代数作业写不完", rerank=False, closest=True)
     assert len(closest.results) == 5 and closest.nothing_fits
     assert all(r.match < 50 for r in closest.results)
+    assert [note.kind for note in closest.notes] == [NoteKind.CLOSEST]
+    assert closest.rerank == RERANK_OFF  # not asked for
     marked = indexed_app.recommend("? 线性代数作业写不完", rerank=False)
     assert [r.photo_id for r in marked.results] == [r.photo_id for r in closest.results]
     target = small_library.photos[3]
@@ -151,6 +156,7 @@ def test_empty_index_says_so(
     app = build_app(make_settings(), embedder=embedder)
     result = app.recommend("今天蓝天白云", rerank=False)
     assert result.results == [] and result.message is not None and "peitu index" in result.message
+    assert [note.kind for note in result.notes] == [NoteKind.EMPTY_INDEX]
 
 
 def test_an_index_being_built_from_nothing_is_busy_not_empty(

@@ -14,6 +14,9 @@ from index.models import IndexReport, PhotoFile
 from index.ports import Vectors
 from index.retrieval import DenseRetriever, encode_documents, piece_centroids
 from index.store import ChromaStore, make_chroma_client
+from index.store_memory import MemorySpace, MemoryStore
+from tests.support.core_fixtures import SmallLibrary
+from tests.support.port_app import app_over
 
 
 class CountingEmbedder:
@@ -95,3 +98,21 @@ def test_a_text_searched_again_at_once_is_embedded_once(
         retriever.search("海边的男孩", 5, None, timings)
     retriever.search("雪地里的狗", 5, None, timings)
     assert counting.texts == ["海边的男孩", "雪地里的狗"]
+
+
+def test_a_query_embeds_its_text_once_through_every_relaxation_and_the_calibration(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder, small_library: SmallLibrary
+) -> None:
+    """Strict time and place with no photo of that time or place: four searches (both, place,
+    time, none) and the calibration, all with the vector of one embedding of the text."""
+    counting = CountingEmbedder(embedder)
+    store = MemoryStore(MemorySpace(), "photos", embedder.model_name, embedder.dimension)
+    app = app_over(
+        store, counting, small_library.root, small_library.descriptions, tmp_path, "strict"
+    )
+    app.index()
+    counting.texts.clear()
+    result = app.recommend("去年夏天在大理，海边玩耍的孩子", rerank=False, closest=True)
+    assert result.message is not None and "已忽略时间和地点条件" in result.message
+    assert counting.texts.count("海边玩耍的孩子") == 1
+    assert len(counting.texts) == len(set(counting.texts))  # the background's texts once too

@@ -1,22 +1,31 @@
-"""One contract for the vector store, run against embedded Chroma and a real `chroma run` server."""
+"""One contract for the `VectorStore` port, run against every backend: embedded Chroma, a real
+`chroma run` server and the exact in-memory store. Tests of Chroma's own parts (HNSW
+parameters, an unreachable server) come after the contract."""
 
 from __future__ import annotations
 
+import shutil
+import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from index.app import build_app
+from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexMismatch, ModelUnavailable
-from index.ports import StoredVector
-from index.store import HNSW_TUNING, ChromaStore, make_chroma_client
+from index.filters import matches, wall_clock_ts
+from index.models import Candidate, QueryFilters
+from index.ports import StoredVector, VectorStore
+from index.store import HNSW_TUNING, ChromaStore, chroma_where, make_chroma_client
+from index.store_memory import MemorySpace, MemoryStore
 from tests.support.chroma_server import chroma_server
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+from tests.support.port_app import app_over
 
-StoreFactory = Callable[[str, int], ChromaStore]
+StoreFactory = Callable[..., VectorStore]
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +34,23 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", "server", "memory"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    url = "" if request.param == "embedded" else request.getfixturevalue("chroma_url")
+    """Opens a store on one place per test; each store stands for a process of its own."""
     name = f"contract-{request.node.name}".replace("[", "-").replace("]", "")[:60]
+    if request.param == "memory":
+        space = MemorySpace()
 
-    def make(model: str = "m3e-small", dimension: int = 4) -> ChromaStore:
+        def make_memory(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
+            return MemoryStore(space, name, model, dimension)
+
+        return make_memory
+    url = "" if request.param == "embedded" else request.getfixturevalue("chroma_url")
+
+    def make_chroma(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
         return ChromaStore(make_chroma_client(url, tmp_path), name, model, dimension)
 
-    return make
+    return make_chroma
 
 
 def _unit(*values: float) -> list[float]:
@@ -68,10 +85,10 @@ def test_upsert_replaces_delete_removes_count_and_ids(make_store: StoreFactory) 
     assert store.query(_unit(1, 0, 0, 0), 1)[0].path == "c2.jpg"
 
 
-def test_update_metadata_keeps_the_vector(make_store: StoreFactory) -> None:
+def test_set_metadata_keeps_the_vector(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert(_items())
-    store.update_metadata("c", {"path": "moved/c.jpg"})
+    store.set_metadata("c", {"path": "moved/c.jpg"})
     found = store.query(_unit(0, 0, 1, 0), 1)[0]
     assert (found.photo_id, found.path) == ("c", "moved/c.jpg")
 
@@ -80,13 +97,16 @@ def test_query_on_empty_store_is_empty(make_store: StoreFactory) -> None:
     assert make_store().query(_unit(1, 0, 0, 0), 5) == []
 
 
-def test_other_model_is_refused_until_reset(make_store: StoreFactory) -> None:
+def test_other_model_is_refused_until_rebuilt(make_store: StoreFactory) -> None:
     make_store().upsert(_items())
     other = make_store("bge-small-zh", 4)
     assert other.mismatch is not None
-    with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
-        other.count()
-    other.reset()
+    for use in (other.count, other.ids, lambda: other.query(_unit(1, 0, 0, 0), 1)):
+        with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
+            use()
+    with pytest.raises(IndexMismatch):
+        other.upsert(_items())  # never mixed in
+    other.replace_with(other.begin_rebuild())
     assert other.mismatch is None and other.count() == 0
 
 
@@ -95,10 +115,10 @@ def test_a_rebuild_fills_a_new_collection_while_the_old_one_answers(
 ) -> None:
     make_store().upsert(_items())
     store = make_store("bge-small-zh", 4)  # another model: the old vectors cannot be used
-    rebuilt = store.start_rebuild()
+    rebuilt = store.begin_rebuild()
     rebuilt.upsert([StoredVector("c", _unit(0, 0, 1, 0), "雪地", {"path": "c.jpg"})])
     assert make_store().ids() == {"a", "b", "c"}  # the old collection is untouched meanwhile
-    store.adopt(rebuilt)
+    store.replace_with(rebuilt)
     assert store.mismatch is None and store.ids() == {"c"}
     assert store.query(_unit(0, 0, 1, 0), 1)[0].path == "c.jpg"
     reopened = make_store("bge-small-zh", 4)  # the new collection has the old one's name
@@ -108,12 +128,14 @@ def test_a_rebuild_fills_a_new_collection_while_the_old_one_answers(
 def test_an_unfinished_rebuild_leaves_the_old_collection(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert(_items())
-    left_over = store.start_rebuild()
+    left_over = store.begin_rebuild()
     left_over.upsert(_items()[:1])
-    fresh = store.start_rebuild()  # the next rebuild starts from nothing
+    fresh = store.begin_rebuild()  # the next rebuild starts from nothing
     assert fresh.count() == 0
-    fresh.drop()
+    fresh.upsert(_items()[2:])
+    store.discard_rebuild(fresh)
     assert store.ids() == {"a", "b", "c"}
+    assert make_store().ids() == {"a", "b", "c"}
 
 
 def test_another_process_follows_a_rebuild_made_elsewhere(make_store: StoreFactory) -> None:
@@ -121,9 +143,9 @@ def test_another_process_follows_a_rebuild_made_elsewhere(make_store: StoreFacto
     reader = make_store()
     reader.upsert(_items())
     writer = make_store()
-    rebuilt = writer.start_rebuild()
+    rebuilt = writer.begin_rebuild()
     rebuilt.upsert([StoredVector("d", _unit(0, 0, 0, 1), "夜景", {"path": "d.jpg"})])
-    writer.adopt(rebuilt)
+    writer.replace_with(rebuilt)
     assert [c.photo_id for c in reader.query(_unit(0, 0, 0, 1), 3)] == ["d"]
     assert reader.ids() == {"d"} and reader.count() == 1
 
@@ -135,10 +157,164 @@ def test_a_store_refused_for_its_model_opens_once_rebuilt_elsewhere(
     waiting = make_store("bge-small-zh", 4)  # e.g. the bot, configured with the new model
     assert waiting.mismatch is not None
     writer = make_store("bge-small-zh", 4)
-    rebuilt = writer.start_rebuild()
+    rebuilt = writer.begin_rebuild()
     rebuilt.upsert(_items()[:1])
-    writer.adopt(rebuilt)
+    writer.replace_with(rebuilt)
     assert waiting.mismatch is None and waiting.ids() == {"a"}
+
+
+def _placed() -> list[StoredVector]:
+    """Four photos at 大理 or 杭州, in 2025 or without a time; `d` is nearest to every query."""
+    summer = datetime(2025, 7, 14, 15)
+    return [
+        StoredVector("d", _unit(1, 0, 0, 0), "洱海", _meta(summer, city="大理市")),
+        StoredVector("e", _unit(1, 1, 0, 0), "古城", _meta(None, province="云南省", city="大理市")),
+        StoredVector("f", _unit(1, 0, 1, 0), "西湖", _meta(summer, city="杭州市")),
+        StoredVector(
+            "g", _unit(0, 1, 1, 0), "苍山", _meta(datetime(2024, 7, 1), district="大理市")
+        ),
+    ]
+
+
+def _meta(taken: datetime | None, **place: str) -> dict[str, object]:
+    keys = {"province": "place_province", "city": "place_city", "district": "place_district"}
+    ts = wall_clock_ts(taken) if taken else None
+    return {"path": "x.jpg", "taken_ts": ts, **{keys[level]: n for level, n in place.items()}}
+
+
+FILTERS = [
+    None,
+    QueryFilters(),
+    QueryFilters(place="大理"),
+    QueryFilters(place="杭州"),
+    QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1)),
+    QueryFilters(datetime(2025, 6, 1), None),
+    QueryFilters(None, datetime(2025, 1, 1)),
+    QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1), "大理"),
+    QueryFilters(datetime(2020, 1, 1), datetime(2021, 1, 1), "大理"),  # nothing then
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS, ids=lambda f: "none" if f is None else repr(f))
+def test_a_query_keeps_exactly_the_photos_the_filters_match(
+    make_store: StoreFactory, filters: QueryFilters | None
+) -> None:
+    store = make_store()
+    items = _placed()
+    store.upsert(items)
+    found = store.query(_unit(1, 0, 0, 0), 10, filters)
+    expected = {i.photo_id for i in items if matches(filters, _stored_metadata(i))}
+    assert {c.photo_id for c in found} == expected
+    assert [c.similarity for c in found] == sorted((c.similarity for c in found), reverse=True)
+
+
+def _stored_metadata(item: StoredVector) -> dict[str, object]:
+    return {k: v for k, v in item.metadata.items() if v is not None}
+
+
+def test_metadata_keeps_scalars_and_drops_none(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    found = store.query(_unit(1, 0, 0, 0), 1)[0]
+    assert found.metadata == {"path": "a.jpg"}  # "taken_at": None is not stored
+    store.set_metadata("a", {"path": "b/a.jpg", "width": 4, "ratio": 0.5, "kept": True})
+    found = store.query(_unit(1, 0, 0, 0), 1)[0]
+    assert found.metadata == {"path": "b/a.jpg", "width": 4, "ratio": 0.5, "kept": True}
+
+
+def test_deleting_unknown_photos_changes_nothing(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.delete(["nobody"])  # nothing stored yet
+    store.upsert(_items())
+    store.delete(["nobody", "b"])
+    assert store.ids() == {"a", "c"}
+
+
+def test_a_sample_is_repeatable_and_holds_stored_vectors(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.sample(2) == []
+    store.upsert(_items())
+    first = store.sample(2, seed=3)
+    assert len(first) == 2 and _sorted_rows(first) == _sorted_rows(store.sample(2, seed=3))
+    stored = {tuple(np.round(i.vector, 5)) for i in _items()}
+    assert {tuple(np.round(v, 5)) for v in first} <= stored
+    assert _sorted_rows(store.sample(10)) == sorted(stored)
+
+
+def _sorted_rows(rows: list[list[float]]) -> list[tuple[float, ...]]:
+    return sorted(tuple(np.round(row, 5)) for row in rows)
+
+
+def test_a_rebuild_is_unseen_until_it_replaces(make_store: StoreFactory) -> None:
+    store = make_store()
+    store.upsert(_items())
+    rebuilt = store.begin_rebuild()
+    rebuilt.upsert([StoredVector("z", _unit(0, 0, 0, 1), "夜景", {"path": "z.jpg"})])
+    assert "z" not in store.ids() and rebuilt.ids() == {"z"}
+    assert [c.photo_id for c in store.query(_unit(0, 0, 0, 1), 1)] != ["z"]
+    store.replace_with(rebuilt)
+    assert store.ids() == {"z"}
+
+
+def test_the_indexer_and_the_facade_run_on_the_port_alone(
+    make_store: StoreFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    """Index, search, a move (new metadata), a rebuild, a cancelled rebuild, a deletion."""
+    store = make_store(embedder.model_name, embedder.dimension)
+    root = small_library.root
+    app = app_over(store, embedder, root, small_library.descriptions, tmp_path / "data")
+    assert app.index().embedded == 30 and store.count() == 30
+    target = small_library.photos[5]
+    assert target.rel_path in _paths(app, target.captions[4])
+    (root / "album").mkdir()
+    shutil.move(root / small_library.photos[0].rel_path, root / "album" / "renamed.jpg")
+    assert app.index().moved == 1
+    assert "album/renamed.jpg" in _paths(app, small_library.photos[0].captions[4])
+    assert app.index("rebuild").embedded == 30 and store.count() == 30
+    cancel = threading.Event()
+    cancel.set()
+    assert app.index("rebuild", cancel=cancel).cancelled
+    assert store.count() == 30 and target.rel_path in _paths(app, target.captions[4])
+    photo_id = app.catalog.files()[target.rel_path]
+    app.delete_photo(photo_id)
+    assert store.count() == 29 and photo_id not in store.ids()
+
+
+def _paths(app: PeiTu, text: str) -> list[str]:
+    return [r.path for r in app.recommend(text, top_k=5, rerank=False, closest=True).results]
+
+
+def test_chroma_and_the_memory_store_give_the_same_answers(tmp_path: Path) -> None:
+    """300 random photos written in batches, some replaced and deleted: the same hits in the
+    same order with the same similarity (Chroma's HNSW is exact at this size)."""
+    rng = np.random.default_rng(7)
+    chroma = ChromaStore(make_chroma_client("", tmp_path), "same-answers", "m", 16)
+    memory = MemoryStore(MemorySpace(), "same-answers", "m", 16)
+    cities = ("大理市", "杭州市", "")
+    items = [
+        StoredVector(
+            f"p{n}", rng.normal(size=16).tolist(), f"d{n}", _meta(None, city=cities[n % 3])
+        )
+        for n in range(300)
+    ]
+    for store in (chroma, memory):
+        for start in range(0, 300, 64):
+            store.upsert(items[start : start + 64])
+        store.upsert([StoredVector("p1", rng.normal(size=16).tolist(), "new", {"path": "n.jpg"})])
+        store.delete([f"p{n}" for n in range(0, 300, 7)])
+    for query in rng.normal(size=(5, 16)).tolist():
+        for filters in (None, QueryFilters(place="大理")):
+            approximate, exact = (store.query(query, 20, filters) for store in (chroma, memory))
+            assert _hits(approximate) == _hits(exact) and len(exact) == 20
+            similarities = [c.similarity for c in exact]
+            assert [c.similarity for c in approximate] == pytest.approx(similarities, abs=1e-5)
+
+
+def _hits(found: list[Candidate]) -> list[tuple[str, str, str]]:
+    return [(c.photo_id, c.path, c.description) for c in found]
 
 
 def test_ping(make_store: StoreFactory) -> None:
@@ -187,16 +363,29 @@ def test_count_follows_every_write_of_this_store(make_store: StoreFactory) -> No
     assert store.count() == 3
     store.delete(["a", "b"])
     assert store.count() == 1
-    store.reset()
+    store.replace_with(store.begin_rebuild())
     assert store.count() == 0
 
 
-def test_count_follows_another_writer_after_reload(make_store: StoreFactory) -> None:
+def test_count_follows_another_writer_after_refresh(make_store: StoreFactory) -> None:
     reader, writer = make_store(), make_store()
     assert reader.count() == 0
     writer.upsert(_items())
-    reader.reload()  # what `PeiTu` does when the catalog says another process wrote
+    reader.refresh()  # what `PeiTu` does when the catalog says another process wrote
     assert reader.count() == 3
+
+
+def test_chroma_where_speaks_the_filters_in_chromas_dialect() -> None:
+    both = QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1), "大理")
+    where = chroma_where(both)
+    assert where is not None and len(where["$and"]) == 3
+    assert where["$and"][0] == {"taken_ts": {"$gte": wall_clock_ts(datetime(2025, 6, 1))}}
+    assert chroma_where(None) is None and chroma_where(QueryFilters()) is None
+    assert chroma_where(QueryFilters(place="杭州")) == {
+        "$or": [
+            {key: {"$in": ["杭州市"]}} for key in ("place_province", "place_city", "place_district")
+        ]
+    }
 
 
 def test_new_and_old_collections_get_the_search_parameters(tmp_path: Path) -> None:

@@ -26,15 +26,14 @@ async def healthz() -> HealthOut:
 async def readyz(ctx: Ctx) -> ReadyOut | JSONResponse:
     """Ready to recommend: the embedding model is loaded and the vector store answers."""
     try:
-        await ctx.probe(ctx.check_ready)
+        ready = await ctx.probe(ctx.check_ready)
     except ModelUnavailable as error:
         return JSONResponse({"detail": f"not ready: {error}"}, status_code=503)
-    current = await ctx.probe(ctx.app.status)
     return ReadyOut(
         ready=True,
-        embedding_model=ctx.app.embedder.model_name,
-        photos=current.photos,
-        problem=current.problem,
+        embedding_model=ready.embedding_model,
+        photos=ready.photos,
+        problem=ready.problem,
     )
 
 
@@ -45,7 +44,7 @@ async def readyz(ctx: Ctx) -> ReadyOut | JSONResponse:
 )
 async def metrics(ctx: Ctx) -> Response:
     """Prometheus metrics: requests, latency, indexing jobs, photos indexed."""
-    current = await ctx.probe(ctx.app.status)
+    current = await ctx.probe(ctx.core.readiness)  # no count of the library per scrape
     ctx.metrics.photos_indexed.set(current.photos)
     ctx.metrics.jobs_running.set(1 if current.indexing else 0)
     return Response(ctx.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Response, status
 
-from index.app import IndexStatus, make_describer
 from server.context import Ctx, ServerContext
 from server.jobs import JobView
 from server.schemas import BusyOut, ErrorOut, JobCreatedOut, JobIn, JobListOut, JobOut, StatusOut
+
+if TYPE_CHECKING:
+    from index.app import IndexStatus
 
 router = APIRouter(tags=["index"])
 
@@ -40,7 +42,7 @@ async def start_job(
 
 
 def _start(ctx: ServerContext, options: JobIn) -> JobView:
-    describer = make_describer(ctx.settings, options.describer) if options.describer else None
+    describer = ctx.describer(options.describer) if options.describer else None
     return ctx.jobs.start(options.mode, "api", redescribe=options.redescribe, describer=describer)
 
 
@@ -95,7 +97,8 @@ async def index_status(ctx: Ctx) -> StatusOut:
 
 def _status_and_holder(ctx: ServerContext) -> tuple[IndexStatus, str | None]:
     """The index status and the id of the job running now (ours, or another process's)."""
-    current = ctx.app.status()
-    running = ctx.jobs.running()
-    holder = running.job_id if running else (ctx.app.lock.holder() if current.indexing else None)
+    current = ctx.core.status()
+    ours = ctx.jobs.running()
+    anywhere = ctx.core.running_job() if ours is None and current.indexing else None
+    holder = ours.job_id if ours else (anywhere.job_id if anywhere else None)
     return current, holder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, BinaryIO
 from urllib.parse import quote
 
@@ -13,12 +13,13 @@ from fastapi import APIRouter, File, HTTPException, Query, Request, Response, Up
 from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
-from index.errors import LibraryNotFound, PhotoUnreadable
+from index.errors import PhotoUnreadable
 from index.imaging import Reason, thumbnail_jpeg
 from index.names import readable_path
+from index.records import PhotoDetails
 from server.context import Ctx, ServerContext
 from server.schemas import DeletedOut, ErrorOut, PhotoOut, UploadOut
-from server.uploads import UPLOADS_FOLDER, check_image, read_upload, safe_file_name, save_new_file
+from server.uploads import check_image, read_upload, safe_file_name
 
 router = APIRouter(tags=["photos"])
 
@@ -40,28 +41,25 @@ _UPLOAD_MESSAGES = {
 }
 
 
-def _library(ctx: ServerContext) -> Path:
-    library = ctx.app.library
-    if library is None:
-        raise LibraryNotFound("no photo library configured: set PEITU_LIBRARY")
-    root = library.expanduser().resolve()
-    if not root.is_dir():
-        raise LibraryNotFound(f"photo library not found or not a folder: {root}")
-    return root
-
-
-def _open_photo(ctx: ServerContext, photo_id: str) -> BinaryIO:
-    """The photo's file, opened only if it really is a regular file inside the library."""
-    if ctx.app.catalog.photo(photo_id) is None:
+def _details(ctx: ServerContext, photo_id: str) -> PhotoDetails:
+    details = ctx.core.photo_details(photo_id)
+    if details is None:
         raise HTTPException(404, f"no photo {photo_id} in the index")
-    handle = ctx.app.open_photo(photo_id)
+    return details
+
+
+def _open_photo(ctx: ServerContext, photo_id: str) -> tuple[PhotoDetails, BinaryIO]:
+    """The photo's file, opened only if it really is a regular file inside the library."""
+    details = _details(ctx, photo_id)
+    handle = ctx.core.open_photo(photo_id)
     if handle is None:
         raise HTTPException(404, f"photo {photo_id} is no longer in the library; reindex")
-    return handle
+    return details, handle
 
 
 def _photo_bytes(ctx: ServerContext, photo_id: str, max_bytes: int) -> bytes:
-    with _open_photo(ctx, photo_id) as handle:
+    _, opened = _open_photo(ctx, photo_id)
+    with opened as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise PhotoUnreadable(photo_id, Reason.TOO_LARGE.value, f"more than {max_bytes} bytes")
@@ -90,17 +88,15 @@ async def upload_photo(
     ctx: Ctx,
 ) -> UploadOut:
     """Save a photo into `<library>/uploads/` and start indexing it."""
-    library = await asyncio.to_thread(_library, ctx)
     data = await read_upload(file, ctx.max_upload_bytes)
     max_pixels = ctx.settings.indexing.max_pixels
     image = await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
     name = safe_file_name(file.filename, image.image_format)
-    saved = await asyncio.to_thread(save_new_file, library / UPLOADS_FOLDER, name, data)
-    await asyncio.to_thread(ctx.app.catalog.unexclude_photo, image.photo_id)  # asked for again
+    accepted = await asyncio.to_thread(ctx.core.accept_upload, data, name)
     indexing, job_id = await asyncio.to_thread(ctx.jobs.start_or_follow, "upload")
     return UploadOut(
-        photo_id=image.photo_id,
-        path=saved.relative_to(library).as_posix(),
+        photo_id=accepted.photo_id,
+        path=accepted.rel_path,
         width=image.width,
         height=image.height,
         status=indexing,
@@ -110,10 +106,8 @@ async def upload_photo(
 
 
 def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
-    photo = ctx.app.catalog.photo(photo_id)
-    if photo is None:
-        raise HTTPException(404, f"no photo {photo_id} in the index")
-    stored = ctx.app.catalog.best_descriptions([photo_id]).get(photo_id)
+    details = _details(ctx, photo_id)
+    photo, stored = details.photo, details.description
     return PhotoOut(
         photo_id=photo_id,
         path=readable_path(photo.rel_path),
@@ -126,7 +120,7 @@ def _photo_out(ctx: ServerContext, photo_id: str) -> PhotoOut:
         description=stored.description if stored else None,
         describer=stored.describer_key if stored else None,
         describer_tier=stored.tier if stored else None,
-        indexed=ctx.app.catalog.is_embedded(photo_id),
+        indexed=details.indexed,
     )
 
 
@@ -166,9 +160,8 @@ async def get_thumbnail(
 )
 async def get_file(photo_id: PhotoId, ctx: Ctx) -> StreamingResponse:
     """The original file, as it is in the library (never a file outside it)."""
-    handle = await asyncio.to_thread(_open_photo, ctx, photo_id)
-    photo = ctx.app.catalog.photo(photo_id)
-    name = readable_path(PurePosixPath(photo.rel_path).name) if photo else f"{photo_id}.jpg"
+    details, handle = await asyncio.to_thread(_open_photo, ctx, photo_id)
+    name = readable_path(PurePosixPath(details.photo.rel_path).name)
     media_type = _MEDIA_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
     headers = {
         "Content-Length": str(os.fstat(handle.fileno()).st_size),
@@ -178,11 +171,10 @@ async def get_file(photo_id: PhotoId, ctx: Ctx) -> StreamingResponse:
 
 
 def _delete(ctx: ServerContext, photo_id: str, delete_file: bool) -> DeletedOut:
-    if ctx.app.catalog.photo(photo_id) is None:
+    deleted = ctx.core.remove_photo(photo_id, delete_file=delete_file)
+    if deleted is None:
         raise HTTPException(404, f"no photo {photo_id} in the index")
-    deleted = ctx.app.delete_photo(photo_id, delete_files=delete_file)
-    root = _library(ctx) if deleted else Path()
-    relative = [readable_path(path.relative_to(root).as_posix()) for path in deleted]
+    relative = [readable_path(rel_path) for rel_path in deleted]
     return DeletedOut(photo_id=photo_id, removed_from_index=True, files_deleted=relative)
 
 

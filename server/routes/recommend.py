@@ -26,7 +26,7 @@ async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
     if is_blank(body.text):
         raise InvalidQuery("请给出要配图的文字（text is empty）")
     result = await asyncio.to_thread(
-        ctx.app.recommend,
+        ctx.core.recommend,
         body.text,
         body.top_k,
         rerank=body.rerank,
@@ -51,7 +51,7 @@ async def similar(
     data = await read_upload(file, ctx.max_upload_bytes)
     max_pixels = ctx.settings.indexing.max_pixels
     await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
-    result = await asyncio.to_thread(ctx.app.similar_to_image, data, top_k)
+    result = await asyncio.to_thread(ctx.core.similar_to_image, data, top_k)
     return result.to_dict()
 
 
@@ -66,7 +66,7 @@ async def similar_to_photo(
     top_k: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> dict[str, Any]:
     """Photos that look like one of the library's (not the photo itself)."""
-    result = await asyncio.to_thread(ctx.app.similar_to_photo, photo_id, top_k)
+    result = await asyncio.to_thread(ctx.core.similar_to_photo, photo_id, top_k)
     if result is None:
         raise HTTPException(404, f"no photo {photo_id} in the library")
     return result.to_dict()

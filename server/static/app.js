@@ -402,8 +402,9 @@ function showResults(data, queryFile) {
   if (data.message) notes.push(data.message);
   if (queryFile && data.results.length) {
     notes.push(`与「${queryFile.name}」相似的照片，按相似度排序。`);
-  } else if (!data.reranked && data.results.length) {
-    notes.push("大模型精排未启用或暂不可用，以下按向量相似度排序。");
+  } else if (data.rerank.state === "off" && data.results.length) {
+    // A failed rerank says so in its own note (data.notes, kind "rerank_failed").
+    notes.push("大模型精排未启用，以下按向量相似度排序。");
   }
   if (!data.results.length && !data.message) notes.push("没有找到合适的照片。");
   info.replaceChildren(...notes.map((text) => el("p", null, text)));

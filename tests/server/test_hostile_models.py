@@ -21,6 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
 from config import load_settings
@@ -113,6 +114,9 @@ def test_recommend_falls_back_to_vector_order(
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["results"] and body["reranked"] is False
+    assert body["rerank"]["state"] == "failed" and body["rerank"]["reason"]
+    kinds = [note["kind"] for note in body["notes"]]
+    assert kinds[-1] == "rerank_failed" and kinds.count("rerank_failed") == 1
     assert _openai_server_session.calls["rerank"] >= 1
     assert elapsed < BOUND_S
 
@@ -162,6 +166,9 @@ def test_the_bot_answers_with_photos(
     outcome, elapsed = timed(lambda: asyncio.run(handler.handle(message)))
     assert outcome is Outcome.REPLIED
     assert message.photos, message.said
+    (reply,) = message.said
+    assert NOTE_NOT_RERANKED in reply.splitlines()
+    assert "已按相似度排列（" not in reply  # the failure's detail is for the log
     assert elapsed < BOUND_S
 
 

@@ -150,8 +150,8 @@ def test_search_shows_photos_with_reasons(
     assert target.rel_path in [r["path"] for r in result["results"]]
     widths = loaded_thumbnails(page, "#results .card img")
     assert len(widths) == len(result["results"]) and all(w > 0 for w in widths), widths
-    assert result["reranked"] is False  # rerank is off in tests: the page must say so
-    assert "向量相似度" in page.inner_text("#search-info")
+    assert result["rerank"]["state"] == "off"  # rerank is off in tests: the page must say so
+    assert "大模型精排未启用，以下按向量相似度排序。" in page.inner_text("#search-info")
     screenshot(page, "search", tmp_path)
 
 
@@ -210,6 +210,15 @@ def test_reranked_search_and_search_by_image(
     assert reasons == [r["reason"] for r in result["results"]]
     assert all(reason.startswith("与「") for reason in reasons)  # written by the "LLM"
     assert "向量相似度" not in page.inner_text("#search-info")  # no "rerank failed" note
+
+    openai_server.set_mode("rerank", malformed=True)  # the "LLM" answers garbage
+    failed = search(page, "?" + description)
+    openai_server.set_mode("rerank", malformed=False)
+    assert failed["rerank"]["state"] == "failed" and failed["results"], failed
+    page.wait_for_function(
+        "() => document.querySelector('#search-info').innerText.includes('智能排序暂不可用')"
+    )
+    assert "未启用" not in page.inner_text("#search-info")  # it is on, and failed
 
     blue = make_png(120, 90, (40, 110, 220))
     with page.expect_response("**/api/search/similar") as response:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from index.models import Recommendation, RecommendResult
+from index.models import RERANK_USED, Note, Recommendation, RecommendResult, Rerank
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,8 @@ class FakeFinder:
     """Recommends the given files in order; raises `error` instead when it is set."""
 
     files: list[Path] = field(default_factory=list)
-    reranked: bool = True
-    message: str | None = None
+    rerank: Rerank = RERANK_USED
+    notes: tuple[Note, ...] = ()
     error: BaseException | None = None
     status_value: FakeStatus = field(default_factory=FakeStatus)
     queries: list[str] = field(default_factory=list)
@@ -59,4 +59,4 @@ class FakeFinder:
             Recommendation(n, str(path), path.name, 0.9 - n / 100, 0.8, f"理由{n}：{path.stem}", "")
             for n, path in enumerate(self.files, start=1)
         ]
-        return RecommendResult(query, self.reranked, self.message, results, {})
+        return RecommendResult(query, results, {}, self.notes, self.rerank)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.commands import NOTE_NOT_RERANKED
+from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.app import PeiTu, build_app
 from index.embed import SentenceTransformerEmbedder
-from index.models import RecommendResult
+from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.conftest import IndexedLibrary, StartWechat, core_settings
 from tests.wechat.harness import Event, WechatHarness
@@ -204,6 +204,77 @@ def test_llm_timeout_still_gives_an_answer_with_a_note(
     text, files = chat.reply(photos=1)
     assert NOTE_NOT_RERANKED in text["text"]
     assert numbered_lines(text["text"]) and files[0]["fileName"].endswith(".jpg")
+
+
+def reply_lines(text: str, result: RecommendResult, *after: str) -> list[str]:
+    """The reply the bot has always given for `result`: a title, one line per photo, then the
+    lines `after` (notes), and the hint when the best match is weak."""
+    title = f"为「{text}」挑了 {len(result.results)} 张照片："
+    photos = [f"{n}. {r.reason}" for n, r in enumerate(result.results, start=1)]
+    weak = max(r.similarity for r in result.results) < WEAK_SIMILARITY
+    return [title, *photos, *after, *([try_hint()] if weak else [])]
+
+
+def test_replies_read_the_rerank_state_and_notes_and_keep_their_words(
+    start_wechat: StartWechat,
+    bot_finder: PhotoFinder,
+    peitu: PeiTu,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    chat = start_wechat(bot_finder)
+
+    used = peitu.recommend(SEA)
+    assert used.rerank.state is RerankState.USED and not used.notes
+    chat.say(f"/配图 {SEA}")
+    text, _ = chat.reply(photos=len(used.results))
+    assert text["text"].splitlines() == reply_lines(SEA, used)
+
+    # Garbage from the LLM, with the separator the notes are joined by in its prose.
+    openai_server.rerank_fn = lambda _block: "好的；以下是评分"
+    failed = peitu.recommend(SEA)
+    assert failed.rerank.state is RerankState.FAILED
+    assert failed.rerank.reason and "no JSON object" in failed.rerank.reason
+    chat.say(f"/配图 {SEA}")
+    text, _ = chat.reply(photos=len(failed.results))
+    assert text["text"].splitlines() == reply_lines(SEA, failed, NOTE_NOT_RERANKED)
+    openai_server.rerank_fn = None
+
+    summer = "去年夏天带孩子去海边玩水"  # the library's photos have no dates
+    context = peitu.recommend(summer)
+    assert [n.kind for n in context.notes] == [NoteKind.UNDERSTOOD, NoteKind.TIME_PLACE]
+    chat.say(f"/配图 {summer}")
+    text, _ = chat.reply(photos=len(context.results))
+    noted = "注：" + "；".join(n.text for n in context.notes)
+    assert text["text"].splitlines() == reply_lines(summer, context, noted)
+    assert "没有找到 去年夏天 的照片，已显示其他照片" in noted
+
+    mars = "火星基地的机器人"
+    nothing = peitu.recommend(mars)
+    assert nothing.nothing_fits and [n.kind for n in nothing.notes] == [NoteKind.NOTHING_FITS]
+    chat.say(f"/配图 {mars}")
+    text, _ = chat.reply()
+    ask_closest = "想看最接近的照片，请在文案前加“?”：/配图? 文案"
+    assert text["text"].splitlines() == [nothing.notes[0].text, ask_closest]
+
+
+def test_with_reranking_off_the_reply_has_no_note(
+    start_wechat: StartWechat,
+    indexed_library: IndexedLibrary,
+    openai_server: FakeOpenAIServer,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = core_settings(indexed_library, openai_server.base_url, rerank={"enabled": False})
+    peitu = build_app(settings, embedder=embedder)
+    try:
+        off = peitu.recommend(SEA)
+        assert off.rerank == RERANK_OFF and off.results
+        chat = start_wechat(peitu)
+        chat.say(f"/配图 {SEA}")
+        text, _ = chat.reply(photos=len(off.results))
+    finally:
+        peitu.close()
+    assert text["text"].splitlines() == reply_lines(SEA, off)
+    assert openai_server.calls["rerank"] == 0
 
 
 def test_over_the_rate_limit_is_told_once(

@@ -13,6 +13,7 @@ from bot.commands import NOTE_NOT_RERANKED, SORRY
 from bot.handler import Outcome
 from config.settings import WechatSettings
 from index.errors import IndexBusy, IndexMismatch
+from index.models import Note, NoteKind, Rerank, RerankState
 from tests.support.badfiles import encode, noise_image
 from tests.wechat.conftest import StartWechat
 from tests.wechat.fakes import FakeFinder, FakeStatus
@@ -90,8 +91,10 @@ def test_a_photo_gone_from_the_library_is_left_out(
 def test_vector_order_answer_carries_a_note(
     start_wechat: StartWechat, photos: dict[str, Path]
 ) -> None:
-    failed = "智能排序暂不可用，已按相似度排列（timed out）"
-    chat = start_wechat(FakeFinder(files=[photos["small"]], reranked=False, message=failed))
+    failed = Rerank(RerankState.FAILED, "timed out")
+    note = Note(NoteKind.RERANK_FAILED, "智能排序暂不可用，已按相似度排列（timed out）")
+    finder = FakeFinder(files=[photos["small"]], rerank=failed, notes=(note,))
+    chat = start_wechat(finder)
     chat.say("/配图 海边")
     text, _ = chat.reply(photos=1)
     assert text["text"].endswith(NOTE_NOT_RERANKED)
@@ -99,7 +102,7 @@ def test_vector_order_answer_carries_a_note(
 
 def test_no_match_names_the_closest(start_wechat: StartWechat) -> None:
     message = "没有找到足够相关的照片。最接近的是「海边的孩子」（相似度 0.41）。"
-    chat = start_wechat(FakeFinder(message=message))
+    chat = start_wechat(FakeFinder(notes=(Note(NoteKind.NO_MATCH, message),)))
     chat.say("/配图 火星基地")
     first, hint = chat.reply()[0]["text"].splitlines()
     assert first == message and hint.startswith("还可以试试：")

@@ -7,6 +7,7 @@ so that the bot replies the same whichever way it finds photos.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,9 +18,11 @@ from bot.server_client import (
     ServerRefused,
     ServerUnavailable,
     error_for,
+    result_from_json,
 )
 from index.app import PeiTu
 from index.errors import (
+    CatalogTooNew,
     DescribeFailed,
     IndexBusy,
     IndexMismatch,
@@ -27,9 +30,12 @@ from index.errors import (
     LibraryNotFound,
     ModelUnavailable,
     PeiTuError,
+    PhotoChanged,
     PhotoUnreadable,
 )
+from index.models import RERANK_OFF, RERANK_USED, NoteKind, RerankState
 from server.app import create_app
+from server.errors import error_body, status_for
 from tests.server.conftest import TOKEN, serving
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.conftest import IndexedLibrary, core_settings
@@ -65,6 +71,43 @@ def test_recommend_and_status_are_the_cores_answers(finder: ServerFinder, peitu:
     status, core = finder.status(), peitu.status()
     assert (status.photos, status.indexing, status.problem) == (30, core.indexing, core.problem)
     assert status.last_index_at == core.last_index_at
+
+
+# Each text makes the core say something besides photos: nothing fits, the closest anyway, a
+# time it read and then used as context or dropped (the library's photos have no dates).
+NOTED = {
+    "火星基地的机器人": [NoteKind.NOTHING_FITS],
+    "?火星基地的机器人": [NoteKind.CLOSEST],
+    "去年夏天带孩子去海边玩水": [NoteKind.UNDERSTOOD, NoteKind.TIME_PLACE],
+    "!去年夏天带孩子去海边玩水": [NoteKind.UNDERSTOOD, NoteKind.RELAXED],
+}
+
+
+@pytest.mark.parametrize("text", NOTED)
+def test_notes_and_flags_are_the_cores(finder: ServerFinder, peitu: PeiTu, text: str) -> None:
+    over_http, core = finder.recommend(text), peitu.recommend(text)
+    assert [note.kind for note in core.notes] == NOTED[text]
+    assert over_http == replace(core, timings_ms=over_http.timings_ms)  # every field
+
+
+def test_the_rerank_state_is_the_cores(
+    finder: ServerFinder, peitu: PeiTu, openai_server: FakeOpenAIServer
+) -> None:
+    assert finder.recommend(SEA).rerank == peitu.recommend(SEA).rerank == RERANK_USED
+    assert finder.recommend(SEA, rerank=False).rerank == RERANK_OFF
+    openai_server.set_mode("rerank", malformed=True)  # the LLM answers garbage
+    over_http, core = finder.recommend(SEA), peitu.recommend(SEA)
+    assert over_http.rerank.state is RerankState.FAILED and over_http.rerank.reason
+    assert "no JSON object" in over_http.rerank.reason
+    assert over_http == replace(core, timings_ms=over_http.timings_ms)
+    assert [note.kind for note in over_http.notes] == [NoteKind.RERANK_FAILED]
+
+
+def test_an_answer_without_the_typed_fields_is_refused() -> None:
+    # A server older than the bot sends only the joined `message`: the bot does not guess.
+    old = {"query": "q", "reranked": False, "message": "a；b", "results": [], "timings_ms": {}}
+    with pytest.raises(ServerUnavailable, match="older than the bot"):
+        result_from_json(old)
 
 
 def test_photo_path_is_a_copy_of_the_original(finder: ServerFinder, peitu: PeiTu) -> None:
@@ -113,28 +156,43 @@ def test_no_server_is_server_unavailable() -> None:
         finder.close()
 
 
+CORE_ERRORS = [
+    InvalidQuery("empty text"),
+    IndexBusy("j1"),
+    LibraryNotFound("photo library not found or not a folder: /x"),
+    IndexMismatch("the index was built with another model"),
+    PhotoUnreadable("upload.jpg", "too_large", "9 MB"),
+    PhotoUnreadable("upload.bin", "not_an_image", "?"),
+    DescribeFailed("vision model failed"),
+    PhotoChanged("replaced while indexing"),
+    ModelUnavailable("model loading"),
+    CatalogTooNew("catalog version 9"),
+]
+
+
+@pytest.mark.parametrize("raised", CORE_ERRORS, ids=lambda error: type(error).__name__)
+def test_the_servers_error_answers_become_the_cores_exceptions_again(raised: PeiTuError) -> None:
+    """What `server/errors.py` answers for a core error, the bot turns back into that error."""
+    error = error_for(status_for(raised), error_body(raised))
+    assert type(error) is type(raised)
+    if isinstance(raised, IndexBusy):
+        assert isinstance(error, IndexBusy) and error.running_job_id == "j1"
+    if isinstance(raised, PhotoUnreadable):
+        assert isinstance(error, PhotoUnreadable) and error.reason == raised.reason
+
+
 @pytest.mark.parametrize(
     ("status", "body", "expected"),
     [
-        (400, {"detail": "empty text"}, InvalidQuery),
-        (409, {"detail": "an indexing job is already running (j1)", "job_id": "j1"}, IndexBusy),
-        (409, {"detail": "photo library not found or not a folder: /x"}, LibraryNotFound),
-        (409, {"detail": "the index was built with another model"}, IndexMismatch),
-        (413, {"detail": "not a readable image (too_large): 9 MB"}, PhotoUnreadable),
-        (415, {"detail": "not a readable image (not_an_image): ?"}, PhotoUnreadable),
-        (502, {"detail": "vision model failed"}, DescribeFailed),
-        (503, {"detail": "model loading"}, ModelUnavailable),
         (401, {"detail": "wrong admin token"}, ServerRefused),
+        (403, {"detail": "wrong admin token"}, ServerRefused),
         (404, {"detail": "Not Found"}, PhotoGone),
         (500, {"detail": "internal server error"}, ServerUnavailable),
+        (502, {"detail": "Bad Gateway"}, ServerUnavailable),  # a proxy, not the core
+        (409, {"detail": "x", "error": "NoSuchError"}, ServerUnavailable),
     ],
 )
-def test_error_answers_become_the_cores_exceptions(
+def test_other_error_answers_are_the_bots_own(
     status: int, body: dict[str, Any], expected: type[PeiTuError]
 ) -> None:
-    error = error_for(status, body)
-    assert type(error) is expected
-    if isinstance(error, IndexBusy):
-        assert error.running_job_id == "j1"
-    if isinstance(error, PhotoUnreadable):
-        assert error.reason in {"too_large", "unreadable"}  # a reason unknown here: unreadable
+    assert type(error_for(status, body)) is expected

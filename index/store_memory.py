@@ -1,0 +1,258 @@
+"""An exact vector store in memory: brute-force cosine over a numpy matrix, behind the
+`VectorStore` port.
+
+For tests and tiny libraries held by one process: nothing is written to disk, and stores see
+each other's writes only when they are opened on the same `MemorySpace` (as Chroma clients of
+one folder or server do). Every query compares the text's vector with every stored one, so it
+is exact (Chroma's HNSW is approximate) and its cost grows with the library: fine for a few
+thousand photos. Chroma (`index.store`) stays the store users get.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from index.errors import IndexMismatch
+from index.filters import matches
+from index.models import Candidate, QueryFilters
+from index.ports import StoredVector, Vectors
+
+REBUILD_SUFFIX = "__rebuild"
+
+
+@dataclass
+class _Collection:
+    """One named set of vectors with the identity they were made with."""
+
+    identity: dict[str, Any]
+    dimension: int
+    ids: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # photo_id -> row of `vectors`
+    vectors: Vectors = field(init=False)  # one row per photo, as given
+    documents: list[str] = field(default_factory=list)
+    metadatas: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.vectors = np.zeros((0, self.dimension), dtype=np.float32)
+
+    def upsert(self, items: Sequence[StoredVector], vectors: Vectors) -> None:
+        """Replace the rows of known photos; append the new ones in one go."""
+        new: dict[str, int] = {}  # photo_id -> index in `items`
+        for index, item in enumerate(items):
+            row = self.rows.get(item.photo_id)
+            if row is None:
+                new[item.photo_id] = index
+                continue
+            self.vectors[row] = vectors[index]
+            self.documents[row] = item.document
+            self.metadatas[row] = _scalar_metadata(item.metadata)
+        if not new:
+            return
+        added = list(new.values())
+        self.rows.update({photo_id: len(self.ids) + n for n, photo_id in enumerate(new)})
+        self.ids.extend(new)
+        self.vectors = np.vstack([self.vectors, vectors[added]])
+        self.documents.extend(items[i].document for i in added)
+        self.metadatas.extend(_scalar_metadata(items[i].metadata) for i in added)
+
+    def delete(self, photo_ids: Sequence[str]) -> None:
+        gone = {i for i in photo_ids if i in self.rows}
+        if not gone:
+            return
+        keep = [row for row, photo_id in enumerate(self.ids) if photo_id not in gone]
+        self.ids = [self.ids[row] for row in keep]
+        self.vectors = self.vectors[keep]
+        self.documents = [self.documents[row] for row in keep]
+        self.metadatas = [self.metadatas[row] for row in keep]
+        self.rows = {photo_id: row for row, photo_id in enumerate(self.ids)}
+
+
+class MemorySpace:
+    """Named collections shared by the stores opened on it (one per process, or per test)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.collections: dict[str, _Collection] = {}
+
+
+class MemoryStore:
+    """One collection of a `MemorySpace`, tagged with the identity of the vectors it holds.
+
+    Like Chroma's collection, it is made by the first write, never by a read; one made with
+    another identity is refused (`mismatch`) until a rebuild replaces it."""
+
+    def __init__(
+        self,
+        space: MemorySpace,
+        name: str,
+        model: str,
+        dimension: int,
+        document_encoding: str = "whole",
+    ) -> None:
+        self._space = space
+        self._name = name
+        self._dimension = dimension
+        self._identity: dict[str, Any] = {
+            "embedding_model": model,
+            "dimension": dimension,
+            "document_encoding": document_encoding,
+        }
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def mismatch(self) -> IndexMismatch | None:
+        with self._space.lock:
+            found = self._space.collections.get(self._name)
+        if found is None or found.identity == self._identity:
+            return None
+        return IndexMismatch(
+            f"the index was built with {_described(found.identity)} but "
+            f"{_described(self._identity)} is configured; run `peitu index --rebuild` "
+            "to re-embed from the stored descriptions (nothing is described again)"
+        )
+
+    def _existing(self) -> _Collection | None:
+        """Our collection, or None while there is none; raises the identity problem."""
+        mismatch = self.mismatch
+        if mismatch is not None:
+            raise mismatch
+        return self._space.collections.get(self._name)
+
+    def _made(self) -> _Collection:
+        found = self._existing()
+        if found is None:
+            found = _Collection(dict(self._identity), self._dimension)
+            self._space.collections[self._name] = found
+        return found
+
+    # --- writes ---------------------------------------------------------------------------
+    def upsert(self, items: Sequence[StoredVector]) -> None:
+        if not items:
+            return
+        vectors = np.asarray([list(map(float, i.vector)) for i in items], dtype=np.float32)
+        if vectors.shape[1] != self._dimension:
+            raise ValueError(f"vectors of dimension {vectors.shape[1]}, not {self._dimension}")
+        with self._space.lock:
+            self._made().upsert(items, vectors)
+
+    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+        with self._space.lock:
+            collection = self._existing()
+            row = None if collection is None else collection.rows.get(photo_id)
+            if collection is not None and row is not None:
+                collection.metadatas[row] = _scalar_metadata(metadata)
+
+    def delete(self, photo_ids: Sequence[str]) -> None:
+        with self._space.lock:
+            collection = self._existing()
+            if collection is not None:
+                collection.delete(photo_ids)
+
+    # --- reads ----------------------------------------------------------------------------
+    def query(
+        self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
+    ) -> list[Candidate]:
+        """The k photos of highest cosine among those `index.filters.matches` keeps (exact)."""
+        if k <= 0:
+            return []
+        with self._space.lock:
+            collection = self._existing()
+            if collection is None or not collection.ids:
+                return []
+            rows = [r for r, m in enumerate(collection.metadatas) if matches(filters, m)]
+            cosines = _cosines(collection.vectors[rows], vector)
+            best = np.argsort(-cosines, kind="stable")[:k]
+            return [_candidate(collection, rows[i], float(cosines[i])) for i in best]
+
+    def ids(self) -> set[str]:
+        with self._space.lock:
+            collection = self._existing()
+            return set() if collection is None else set(collection.ids)
+
+    def count(self) -> int:
+        with self._space.lock:
+            collection = self._existing()
+            return 0 if collection is None else len(collection.ids)
+
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """The vectors of up to `size` photos, chosen as `ChromaStore.sample` chooses them."""
+        with self._space.lock:
+            collection = self._existing()
+            if collection is None:
+                return []
+            ids = sorted(collection.ids)
+            chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+            return [collection.vectors[collection.rows[i]].tolist() for i in chosen]
+
+    def ping(self) -> None:
+        return None  # always reachable: it is this process's memory
+
+    # --- other processes, rebuilds --------------------------------------------------------
+    def refresh(self) -> None:
+        return None  # a space is shared live: every store sees every write at once
+
+    def recover(self) -> None:
+        return None  # a replacement is one step under the space's lock: never half done
+
+    def begin_rebuild(self) -> MemoryStore:
+        rebuilt = MemoryStore(
+            self._space,
+            self._name + REBUILD_SUFFIX,
+            self._identity["embedding_model"],
+            self._dimension,
+            self._identity["document_encoding"],
+        )
+        with self._space.lock:
+            self._space.collections[rebuilt._name] = _Collection(
+                dict(self._identity), self._dimension
+            )
+        return rebuilt
+
+    def replace_with(self, rebuilt: MemoryStore) -> None:
+        with self._space.lock:
+            collection = rebuilt._space.collections.pop(rebuilt._name, None)
+            if collection is None:
+                collection = _Collection(dict(self._identity), self._dimension)
+            self._space.collections[self._name] = collection
+
+    def discard_rebuild(self, rebuilt: MemoryStore) -> None:
+        with self._space.lock:
+            rebuilt._space.collections.pop(rebuilt._name, None)
+
+
+def _cosines(rows: Vectors, vector: Sequence[float]) -> npt.NDArray[np.float64]:
+    """Cosine of each row with the vector (computed in float64: exact to the last digit kept)."""
+    query = np.asarray(list(map(float, vector)), dtype=np.float64)
+    matrix = rows.astype(np.float64)
+    norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+    return np.asarray(matrix @ query / np.maximum(norms, 1e-12), dtype=np.float64)
+
+
+def _candidate(collection: _Collection, row: int, cosine: float) -> Candidate:
+    metadata = dict(collection.metadatas[row])
+    return Candidate(
+        photo_id=collection.ids[row],
+        path=str(metadata.get("path", "")),
+        similarity=round(cosine, 6),
+        description=collection.documents[row],
+        metadata=metadata,
+    )
+
+
+def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """str/int/float/bool values only, as Chroma keeps them (None and the rest are dropped)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+def _described(identity: dict[str, Any]) -> str:
+    return (
+        f"embedding model {identity['embedding_model']!r} (dimension {identity['dimension']}, "
+        f"document encoding {identity['document_encoding']!r})"
+    )

@@ -1,0 +1,36 @@
+"""A `PeiTu` composed by hand over any `VectorStore`: the facade and the indexer need only the
+port, so the same pipeline runs on Chroma and on the in-memory store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from index.app import PeiTu
+from index.catalog import Catalog
+from index.describe_sidecar import SidecarDescriber
+from index.indexer import ScanLimits
+from index.lock import IndexLock
+from index.ports import Embedder, VectorStore
+from index.recommend import RecommendLimits, TimePlace
+
+
+def app_over(
+    store: VectorStore,
+    embedder: Embedder,
+    library: Path,
+    descriptions: Path,
+    data_dir: Path,
+    time_place: TimePlace = "prefer",
+) -> PeiTu:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return PeiTu(
+        library=library,
+        catalog=Catalog(data_dir / "catalog.sqlite3"),
+        store=store,
+        embedder=embedder,
+        describer=SidecarDescriber(descriptions),
+        reranker=None,
+        limits=RecommendLimits(time_place=time_place),
+        scan_limits=ScanLimits(max_file_bytes=200 * 1024 * 1024, max_pixels=120_000_000),
+        lock=IndexLock(data_dir / "index.lock"),
+    )
