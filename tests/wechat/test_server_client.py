@@ -32,6 +32,7 @@ from index.errors import (
     PeiTuError,
     PhotoChanged,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import RERANK_OFF, RERANK_USED, NoteKind, RerankState
 from server.app import create_app
@@ -162,7 +163,7 @@ CORE_ERRORS = [
     LibraryNotFound("photo library not found or not a folder: /x"),
     IndexMismatch("the index was built with another model"),
     PhotoUnreadable("upload.jpg", "too_large", "9 MB"),
-    PhotoUnreadable("upload.bin", "not_an_image", "?"),
+    PhotoUnreadable("upload.bin", "corrupt", "?"),
     DescribeFailed("vision model failed"),
     PhotoChanged("replaced while indexing"),
     ModelUnavailable("model loading"),
@@ -196,3 +197,9 @@ def test_other_error_answers_are_the_bots_own(
     status: int, body: dict[str, Any], expected: type[PeiTuError]
 ) -> None:
     assert type(error_for(status, body)) is expected
+
+
+def test_a_reason_this_bot_does_not_know_is_unreadable() -> None:
+    body = {"detail": "not a readable image (from_a_newer_server): ?", "error": "PhotoUnreadable"}
+    error = error_for(415, {**body, "reason": "from_a_newer_server"})
+    assert isinstance(error, PhotoUnreadable) and error.reason is Reason.UNREADABLE
