@@ -98,13 +98,18 @@ def _summary(report: IndexReport) -> str:
     return "\n".join(lines)
 
 
-def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
+def check_recommend_args(args: argparse.Namespace) -> None:
+    """The arguments of `peitu recommend`, checked before a model or server is looked for."""
     if args.top_k is not None and args.top_k < 1:
         raise InvalidQuery("--top-k must be at least 1")
     if args.batch is None and not args.text:
         raise InvalidQuery("give the text to find photos for, or --batch FILE")
     if args.batch is not None and not args.batch.is_file():
         raise InvalidQuery(f"batch file not found: {args.batch}")
+
+
+def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
+    check_recommend_args(args)
     options = {"rerank": not args.no_rerank, "time_place": args.time_place, "closest": args.closest}
     if settings.server.url and _recommend_through_server(args, settings, options):
         return 0
@@ -223,7 +228,7 @@ def _human(payload: dict[str, Any], local_path: Callable[[dict[str, Any]], str])
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    status = build_app(settings).status()
+    status = build_app(_reading_only(settings), describer="offline").status()
     last = status.last_index_at.isoformat() if status.last_index_at else "从未"
     print(f"已索引 {status.photos} 张（图库中 {status.files} 张），上次索引：{last}")
     if status.tiers:
@@ -233,6 +238,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     if status.problem:
         print(status.problem)
     return 0
+
+
+def _reading_only(settings: Settings) -> Settings:
+    """Settings for a command that only reads the index: no LLM reranker, no vision client and
+    no object detector get built (never used to read; their imports alone cost a second)."""
+    rerank = settings.rerank.model_copy(update={"enabled": False})
+    offline = settings.offline.model_copy(update={"detector_model": ""})
+    return settings.model_copy(update={"rerank": rerank, "offline": offline})
 
 
 _TIER_NAMES = {"imported": "导入", "vision": "视觉模型", "offline": "离线", "none": "未描述"}

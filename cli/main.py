@@ -271,6 +271,10 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     try:
         if args.command == "index":
             _check_index_paths(args, settings)
+        if args.command == "recommend":
+            from cli.commands import check_recommend_args
+
+            check_recommend_args(args)
         if args.command in _NEED_EMBEDDER and not _server_answers(args, settings):
             # Before the heavy imports and before describing a single photo: with no network
             # and nothing downloaded, one Chinese line within seconds.

@@ -102,14 +102,16 @@ def _without_timings(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_status_reads_the_index_without_the_model(served: Served, m3e_path: Path) -> None:
-    run = _peitu(_env(served, m3e_path), "status")
+    # a vision key and the reranker on: their LLM clients are not built to read the index
+    llm = {"PEITU_RERANK__ENABLED": "true", "PEITU_VISION__API_KEY": "sk-0123456789abcdef"}
+    run = _peitu(_env(served, m3e_path, **llm), "status")
     assert run.code == 0, run.stderr
     lines = run.stdout.splitlines()
     # the store's identity (model, dimension) matched: no problem line after these two
     assert len(lines) == 2 and lines[0].startswith("已索引 12 张（图库中 12 张），上次索引：20")
     assert lines[1] == "描述来源：导入 12"
     assert "chromadb" in run.imported  # it did open the index
-    assert run.ml_imported() == []
+    assert run.ml_imported() == [] and "openai" not in run.imported
 
 
 @pytest.mark.parametrize("args", [("--help",), ("recommend", "--help"), ("index", "--help")])
