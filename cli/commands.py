@@ -199,11 +199,17 @@ _PHOTO_ID = re.compile("[0-9a-f]{64}")
 
 
 def _recommend_batch(answer: Answer, batch: Path) -> None:
+    """One JSON line per text; a text that fails is a line with its error, a server that
+    fails (`ServerError`) ends the run."""
+    from cli.remote import ServerError
+
     for line in batch.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
             payload = answer(line)
+        except ServerError:
+            raise
         except PeiTuError as error:
             payload = {"query": line, "error": str(error)}
         print(json.dumps(payload, ensure_ascii=False), flush=True)

@@ -21,7 +21,8 @@ ANSWER_TIMEOUT_S = 120.0  # an answer may wait on the LLM reranker and its retri
 
 
 class ServerError(PeiTuError):
-    """The server answered, but not with photos: a refused token, an error, not a PeiTu server."""
+    """The server answered, but not with photos: a refused token, an error, not a PeiTu server.
+    Unlike a text the server refused (`InvalidQuery`), it ends a `--batch` run too."""
 
 
 class ServerUnreachable(ServerError):
@@ -86,10 +87,19 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     return answer if isinstance(answer, dict) else {}
 
 
+def _detail(detail: object) -> str:
+    """FastAPI's `detail`: a string, or (a request it refused, 422) a list of errors."""
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        return f"{where}: {first.get('msg', '')}" if where else str(first.get("msg", ""))
+    return str(detail or "")
+
+
 def _error_for(status: int, answer: dict[str, Any], url: str) -> PeiTuError:
     """The server's error answer (see server/errors.py) as the command's one line."""
-    detail = str(answer.get("detail") or f"HTTP {status}")
-    if status == 400:
+    detail = _detail(answer.get("detail")) or f"HTTP {status}"
+    if status in (400, 422):  # a text refused as it is (blank, too long)
         return InvalidQuery(detail)
     if status in (401, 403):
         return ServerError(

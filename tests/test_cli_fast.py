@@ -157,6 +157,26 @@ def test_a_batch_goes_to_the_server_line_by_line(served: Served, tmp_path: Path)
     assert all(a["results"] for a in answers)
 
 
+def test_a_text_the_server_refuses_is_one_line_of_the_batch(served: Served, tmp_path: Path) -> None:
+    batch = tmp_path / "texts.txt"
+    batch.write_text(f"{TEXT}\n{'长' * 10_001}\n孩子们在草地上踢球\n", encoding="utf-8")
+    env = _env(served, tmp_path / "no-such-model", PEITU_SERVER__URL=served.url)
+    run = _peitu(env, "recommend", "--batch", str(batch), "--no-rerank")
+    assert run.code == 0, run.stderr
+    answers = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [bool(a.get("results")) for a in answers] == [True, False, True]
+    assert answers[1]["error"].startswith("body.text: ")
+
+
+def test_a_refused_token_ends_a_batch(served: Served, tmp_path: Path) -> None:
+    batch = tmp_path / "texts.txt"
+    batch.write_text(f"{TEXT}\n孩子们在草地上踢球\n", encoding="utf-8")
+    env = _env(served, tmp_path / "m", PEITU_SERVER__URL=served.url, PEITU_ADMIN_TOKEN="wrong")
+    run = _peitu(env, "recommend", "--batch", str(batch))
+    assert run.code == 1 and run.stdout == ""
+    assert "refused the token (401" in run.stderr[-1]
+
+
 def test_a_refused_token_is_an_error_not_a_search_here(served: Served, tmp_path: Path) -> None:
     env = _env(
         served,
