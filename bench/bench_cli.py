@@ -3,9 +3,11 @@
 Each row is a fresh subprocess (`sys.executable -m cli.main …`), timed by wall clock; the
 median of --repeat runs is printed for this checkout ("after") and for a git ref ("before",
 `--before main`: exported with `git archive` into a temporary folder, run by the same Python
-and models), and as a multiple of the baseline. One further run per row under `-X importtime`
-(first, so it also warms the file cache) says whether torch / chromadb / sentence_transformers
-got imported at all. Each checkout indexes its own small data folder first (12 eval photos).
+and models), each as a multiple of the baseline. The runs of before and after alternate, so a
+change in the machine's load falls on both. One further run per row and checkout under
+`-X importtime` (first, so it also warms the file cache) says whether torch / chromadb /
+sentence_transformers got imported at all. Each checkout indexes its own small data folder
+first (12 eval photos).
 
 - baseline: `python -c "import chromadb"` (the weight of the vector store alone)
 - help: `peitu --help`
@@ -103,17 +105,35 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     )
 
 
-def _measure(row: Row, cwd: Path, env: dict[str, str], repeat: int) -> Figures:
+@dataclass(frozen=True)
+class Checkout:
+    """Where a row runs: a checkout and the environment of its own indexed data folder."""
+
+    path: Path
+    env: dict[str, str]
+    server_env: dict[str, str]
+
+
+def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
+    """The row in every checkout, their runs interleaved (before, after, before, ...) so that
+    a change in the machine's load falls on both alike."""
     argv = _argv(row)
-    heavy = _heavy_imports(_run([argv[0], "-X", "importtime", *argv[1:]], cwd, env).stderr)
-    samples = []
+    where = [(c.path, c.server_env if row.via_server else c.env) for c in checkouts]
+    heavy = [
+        _heavy_imports(_run([argv[0], "-X", "importtime", *argv[1:]], cwd, env).stderr)
+        for cwd, env in where
+    ]
+    samples: list[list[float]] = [[] for _ in checkouts]
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = _run(argv, cwd, env)
-        samples.append(time.perf_counter() - start)
-        if (proc.returncode == 0) != row.expect_ok:
-            raise SystemExit(f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return Figures(samples, heavy)
+        for i, (cwd, env) in enumerate(where):
+            start = time.perf_counter()
+            proc = _run(argv, cwd, env)
+            samples[i].append(time.perf_counter() - start)
+            if (proc.returncode == 0) != row.expect_ok:
+                raise SystemExit(
+                    f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+                )
+    return [Figures(times, found) for times, found in zip(samples, heavy, strict=True)]
 
 
 def _heavy_imports(stderr: str) -> list[str]:
@@ -175,15 +195,12 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _bench_checkout(
-    checkout: Path, root: Path, rows: list[Row], repeat: int, server_url: str
-) -> list[Figures]:
-    """Every row in `checkout`, on a data folder indexed by that checkout's own code."""
+def _prepare(checkout: Path, root: Path, server_url: str) -> Checkout:
+    """`checkout` with a data folder indexed by that checkout's own code."""
     library = build_small_library(root, 12)
     env = _env(root / "data", library.root)
     _index(checkout, library, env)
-    served = {**env, "PEITU_SERVER__URL": server_url}
-    return [_measure(row, checkout, served if row.via_server else env, repeat) for row in rows]
+    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url})
 
 
 @contextmanager
@@ -196,22 +213,20 @@ def _indexed_server(root: Path) -> Iterator[str]:
         yield url
 
 
-def _print(rows: list[Row], after: list[Figures], before: list[Figures] | None, ref: str) -> None:
-    baseline = after[0].median
+def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
+    """One line per row: before and after medians, each as a multiple of its baseline."""
     print(f"median of the timed runs, wall clock, seconds; {sys.executable}")
-    print(f"before: {ref or '-'}; after: this checkout ({REPO}); × base = after / baseline")
-    print(
-        f"{'command':<34} {'before':>7} {'after':>7} {'min':>6} {'× base':>7}  "
-        "heavy imports before → after"
-    )
-    for i, row in enumerate(rows):
-        now = after[i]
-        then = f"{before[i].median:>7.2f}" if before else f"{'-':>7}"
-        heavy_then = (", ".join(before[i].heavy) or "-") if before else "?"
-        print(
-            f"{row.name:<34} {then} {now.median:>7.2f} {min(now.samples):>6.2f} "
-            f"{now.median / baseline:>7.2f}  {heavy_then} → {', '.join(now.heavy) or '-'}"
-        )
+    print(f"before: {ref or '-'}; after: this checkout ({REPO}); ×: median / the baseline's")
+    print(f"{'command':<34} {'before':>7} {'×':>5} {'after':>7} {'×':>5}  heavy imports")
+    for row, checkouts in zip(rows, figures, strict=True):
+        cells = [
+            f"{f.median:>7.2f} {f.median / figures[0][i].median:>5.2f}"
+            for i, f in enumerate(checkouts)
+        ]
+        if len(cells) == 1:
+            cells.insert(0, f"{'-':>7} {'-':>5}")
+        imports = " → ".join(", ".join(f.heavy) or "-" for f in checkouts)
+        print(f"{row.name:<34} {cells[0]} {cells[1]}  {imports}")
 
 
 def main() -> None:
@@ -220,14 +235,15 @@ def main() -> None:
     parser.add_argument("--before", default="main", help='git ref to compare with ("": none)')
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="peitu-bench-cli-") as tmp:
-        rows = _rows(Path(tmp) / "no-such-folder")
-        before = None
-        with _indexed_server(Path(tmp) / "server") as url:
+        root = Path(tmp)
+        rows = _rows(root / "no-such-folder")
+        with _indexed_server(root / "server") as url:
+            checkouts = [_prepare(REPO, root / "after", url)]
             if args.before:
-                checkout = _export(args.before, Path(tmp) / "before-checkout")
-                before = _bench_checkout(checkout, Path(tmp) / "before", rows, args.repeat, url)
-            after = _bench_checkout(REPO, Path(tmp) / "after", rows, args.repeat, url)
-    _print(rows, after, before, args.before)
+                before = _export(args.before, root / "before-checkout")
+                checkouts.insert(0, _prepare(before, root / "before", url))
+            figures = [_measure(row, checkouts, args.repeat) for row in rows]
+    _print(rows, figures, args.before)
 
 
 if __name__ == "__main__":
