@@ -221,3 +221,13 @@ def test_with_no_server_answering_it_searches_here(
         r.photo_id for r in here.results
     ]
     assert "sentence_transformers" in run.imported
+
+
+def test_a_server_url_without_its_scheme_is_refused_at_start_up() -> None:
+    from config import SettingsInvalid
+
+    with pytest.raises(SettingsInvalid, match=r"\(PEITU_SERVER__URL\): must be empty"):
+        load_settings(server={"url": "127.0.0.1:8000"})
+    assert load_settings(server={"url": "http://127.0.0.1:8000/"}).server.url == (
+        "http://127.0.0.1:8000"
+    )
