@@ -1,137 +1,249 @@
-"""Start-up cost of the `peitu` command, side by side with `python -c "import chromadb"`.
+"""Start-up cost of the `peitu` command, before/after side by side, beside `import chromadb`.
 
-Each row is a fresh subprocess (`sys.executable -m cli.main …` from the repo root), timed by
-wall clock; the median of --repeat runs is printed beside the baseline and as a multiple of it.
-One further run per row under `-X importtime` says whether torch / chromadb /
-sentence_transformers got imported at all.
+Each row is a fresh subprocess (`sys.executable -m cli.main …`), timed by wall clock; the
+median of --repeat runs is printed for this checkout ("after") and for a git ref ("before",
+`--before main`: exported with `git archive` into a temporary folder, run by the same Python
+and models), each as a multiple of the baseline. The runs of before and after alternate, so a
+change in the machine's load falls on both. One further run per row and checkout under
+`-X importtime` (first, so it also warms the file cache) says whether torch / chromadb /
+sentence_transformers got imported at all. Each checkout indexes its own small data folder
+first (12 eval photos).
 
 - baseline: `python -c "import chromadb"` (the weight of the vector store alone)
 - help: `peitu --help`
-- status: `peitu status` (PEITU_LIBRARY set) on a small data folder (12 eval photos, indexed once beforehand)
+- status: `peitu status` (PEITU_LIBRARY set) on the small data folder
 - bad library: `peitu index --library /no/such/folder` (must fail fast, with one line)
-- recommend: a cold `peitu recommend 海边的日落 --no-rerank` (models/m3e-small, HF_HUB_OFFLINE=1)
+- recommend (cold): `peitu recommend 海边的日落 --no-rerank` (models/m3e-small, HF_HUB_OFFLINE=1)
+- recommend (server): the same with PEITU_SERVER__URL naming a `peitu serve` of this checkout,
+  started once and ready beforehand (a checkout without that setting searches on its own)
 
 Timing is noisy on a shared machine; the figures are for reading, nothing is asserted.
 
-    .venv/bin/python bench/bench_cli.py [--repeat 5]
+    .venv/bin/python bench/bench_cli.py [--repeat 3] [--before main | --before ""]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.support.core_fixtures import build_small_library  # noqa: E402
+from tests.support.core_fixtures import SmallLibrary, build_small_library  # noqa: E402
 
 HEAVY = ("torch", "chromadb", "sentence_transformers")
+TOKEN = "bench-cli-admin-token-0123456789abcdef"
+TEXT = "海边的日落"
 
 
 @dataclass(frozen=True)
 class Row:
     name: str
-    argv: list[str]
+    args: list[str]  # after `python -m cli.main`; empty: the baseline
     expect_ok: bool = True
+    via_server: bool = False
 
 
-def _env(data_dir: Path) -> dict[str, str]:
+@dataclass(frozen=True)
+class Figures:
+    samples: list[float]
+    heavy: list[str]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def _rows(missing: Path) -> list[Row]:
+    return [
+        Row("baseline: import chromadb", []),
+        Row("peitu --help", ["--help"]),
+        Row("peitu status", ["status"]),
+        Row("peitu index --library <missing>", ["index", "--library", str(missing)], False),
+        Row("peitu recommend (cold)", ["recommend", TEXT, "--no-rerank"]),
+        Row("peitu recommend (server)", ["recommend", TEXT, "--no-rerank"], via_server=True),
+    ]
+
+
+def _env(data_dir: Path, library: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
     env.update(
         HF_HUB_OFFLINE="1",
         PEITU_DATA_DIR=str(data_dir),
+        PEITU_LIBRARY=str(library),
         PEITU_EMBEDDING__MODEL=str(REPO / "models" / "m3e-small"),
         PEITU_RERANK__ENABLED="false",
+        PEITU_ADMIN_TOKEN=TOKEN,
     )
     return env
 
 
-def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _argv(row: Row) -> list[str]:
+    if not row.args:
+        return [sys.executable, "-c", "import chromadb"]
+    return [sys.executable, "-m", "cli.main", *row.args]
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
     )
 
 
-def _timed(row: Row, env: dict[str, str], repeat: int) -> list[float]:
-    samples = []
+@dataclass(frozen=True)
+class Checkout:
+    """Where a row runs: a checkout and the environment of its own indexed data folder."""
+
+    path: Path
+    env: dict[str, str]
+    server_env: dict[str, str]
+
+
+def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
+    """The row in every checkout, their runs interleaved (before, after, before, ...) so that
+    a change in the machine's load falls on both alike."""
+    argv = _argv(row)
+    where = [(c.path, c.server_env if row.via_server else c.env) for c in checkouts]
+    heavy = [
+        _heavy_imports(_run([argv[0], "-X", "importtime", *argv[1:]], cwd, env).stderr)
+        for cwd, env in where
+    ]
+    samples: list[list[float]] = [[] for _ in checkouts]
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = _run(row.argv, env)
-        samples.append(time.perf_counter() - start)
-        if (proc.returncode == 0) != row.expect_ok:
-            raise SystemExit(f"{row.name}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
-    return samples
+        for i, (cwd, env) in enumerate(where):
+            start = time.perf_counter()
+            proc = _run(argv, cwd, env)
+            samples[i].append(time.perf_counter() - start)
+            if (proc.returncode == 0) != row.expect_ok:
+                raise SystemExit(
+                    f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
+                )
+    return [Figures(times, found) for times, found in zip(samples, heavy, strict=True)]
 
 
-def _heavy_imports(row: Row, env: dict[str, str]) -> list[str]:
+def _heavy_imports(stderr: str) -> list[str]:
     """Which of HEAVY the command imported (top-level names from `-X importtime`)."""
-    proc = _run([row.argv[0], "-X", "importtime", *row.argv[1:]], env)
     imported = set()
-    for line in proc.stderr.splitlines():
+    for line in stderr.splitlines():
         if line.startswith("import time:") and line.count("|") == 2:
             imported.add(line.rsplit("|", 1)[1].strip().split(".")[0])
     return [name for name in HEAVY if name in imported]
 
 
-def _prepare(root: Path) -> dict[str, str]:
-    library = build_small_library(root, 12)
-    env = _env(root / "data")
-    env["PEITU_LIBRARY"] = str(library.root)
-    proc = _run(
-        [
-            sys.executable,
-            "-m",
-            "cli.main",
-            "index",
-            "--library",
-            str(library.root),
-            "--descriptions",
-            str(library.descriptions),
-            "--json",
-        ],
-        env,
-    )
+def _index(checkout: Path, library: SmallLibrary, env: dict[str, str]) -> None:
+    argv = [sys.executable, "-m", "cli.main", "index", "--descriptions", str(library.descriptions)]
+    proc = _run(argv, checkout, env)
     if proc.returncode != 0:
-        raise SystemExit(f"indexing the small library failed:\n{proc.stderr[-2000:]}")
-    return env
+        raise SystemExit(f"indexing the small library in {checkout} failed:\n{proc.stderr[-2000:]}")
+
+
+def _export(ref: str, target: Path) -> Path:
+    """The tree of `ref` in `target` (no .git, no models: the same Python and models serve)."""
+    tree = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref], capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
+        archive.extractall(target, filter="data")
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@contextmanager
+def _server(env: dict[str, str]) -> Iterator[str]:
+    """`peitu serve` of this checkout on a free loopback port, ready (model loaded)."""
+    port = _free_port()
+    argv = [sys.executable, "-m", "cli.main", "serve", "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while not _ready(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"peitu serve did not get ready (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _prepare(checkout: Path, root: Path, server_url: str) -> Checkout:
+    """`checkout` with a data folder indexed by that checkout's own code."""
+    library = build_small_library(root, 12)
+    env = _env(root / "data", library.root)
+    _index(checkout, library, env)
+    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url})
+
+
+@contextmanager
+def _indexed_server(root: Path) -> Iterator[str]:
+    """A ready `peitu serve` of this checkout over its own small data folder."""
+    library = build_small_library(root, 12)
+    env = _env(root / "data", library.root)
+    _index(REPO, library, env)
+    with _server(env) as url:
+        yield url
+
+
+def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
+    """One line per row: before and after medians, each as a multiple of its baseline."""
+    print(f"median of the timed runs, wall clock, seconds; {sys.executable}")
+    print(f"before: {ref or '-'}; after: this checkout ({REPO}); ×: median / the baseline's")
+    print(f"{'command':<34} {'before':>7} {'×':>5} {'after':>7} {'×':>5}  heavy imports")
+    for row, checkouts in zip(rows, figures, strict=True):
+        cells = [
+            f"{f.median:>7.2f} {f.median / figures[0][i].median:>5.2f}"
+            for i, f in enumerate(checkouts)
+        ]
+        if len(cells) == 1:
+            cells.insert(0, f"{'-':>7} {'-':>5}")
+        imports = " → ".join(", ".join(f.heavy) or "-" for f in checkouts)
+        print(f"{row.name:<34} {cells[0]} {cells[1]}  {imports}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before", default="main", help='git ref to compare with ("": none)')
     args = parser.parse_args()
-    peitu = [sys.executable, "-m", "cli.main"]
     with tempfile.TemporaryDirectory(prefix="peitu-bench-cli-") as tmp:
-        env = _prepare(Path(tmp))
-        rows = [
-            Row("baseline: import chromadb", [sys.executable, "-c", "import chromadb"]),
-            Row("peitu --help", [*peitu, "--help"]),
-            Row("peitu status", [*peitu, "status"]),
-            Row(
-                "peitu index --library <missing>",
-                [*peitu, "index", "--library", str(Path(tmp) / "no-such-folder")],
-                expect_ok=False,
-            ),
-            Row("peitu recommend (cold)", [*peitu, "recommend", "海边的日落", "--no-rerank"]),
-        ]
-        results = [(row, _timed(row, env, args.repeat), _heavy_imports(row, env)) for row in rows]
-    baseline = statistics.median(results[0][1])
-    print(f"median of {args.repeat} runs, wall clock, {sys.executable}")
-    print(f"{'command':<34} {'median s':>9} {'min s':>7} {'× base':>7}  heavy imports")
-    for row, samples, heavy in results:
-        median = statistics.median(samples)
-        print(
-            f"{row.name:<34} {median:>9.2f} {min(samples):>7.2f} {median / baseline:>7.2f}  "
-            f"{', '.join(heavy) or '-'}"
-        )
+        root = Path(tmp)
+        rows = _rows(root / "no-such-folder")
+        with _indexed_server(root / "server") as url:
+            checkouts = [_prepare(REPO, root / "after", url)]
+            if args.before:
+                before = _export(args.before, root / "before-checkout")
+                checkouts.insert(0, _prepare(before, root / "before", url))
+            figures = [_measure(row, checkouts, args.repeat) for row in rows]
+    _print(rows, figures, args.before)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The CLI's commands. Each builds the app once from settings (the composition root)."""
+"""The CLI's commands. Each builds the app once from settings (the composition root).
+
+`index.app` (chromadb, jieba, ...) is imported by the commands that build the app, not here:
+`peitu recommend` through a server (`PEITU_SERVER__URL`) never needs it.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,29 @@ import json
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.progress import progress_output
 from config import Settings
-from index.app import PeiTu, build_app
 from index.errors import InvalidQuery, PeiTuError
-from index.indexer import IndexMode
 from index.journal import JobJournal
-from index.models import IndexReport, ProgressCallback, RecommendResult
+from index.models import IndexReport, ProgressCallback
 from index.names import readable_path
+
+if TYPE_CHECKING:
+    from index.app import PeiTu
+    from index.indexer import IndexMode
+
+Answer = Callable[[str], dict[str, Any]]  # one text -> the JSON of `peitu recommend --json`
+
+
+def build_app(settings: Settings, **parts: Any) -> PeiTu:
+    """`index.app.build_app`, imported when a command needs the index."""
+    from index.app import build_app as build
+
+    return build(settings, **parts)
 
 
 def run_index(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,18 +98,77 @@ def _summary(report: IndexReport) -> str:
     return "\n".join(lines)
 
 
-def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
+def check_recommend_args(args: argparse.Namespace) -> None:
+    """The arguments of `peitu recommend`, checked before a model or server is looked for."""
     if args.top_k is not None and args.top_k < 1:
         raise InvalidQuery("--top-k must be at least 1")
     if args.batch is None and not args.text:
         raise InvalidQuery("give the text to find photos for, or --batch FILE")
+    if args.batch is not None and not args.batch.is_file():
+        raise InvalidQuery(f"batch file not found: {args.batch}")
+
+
+def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
+    check_recommend_args(args)
+    options = {"rerank": not args.no_rerank, "time_place": args.time_place, "closest": args.closest}
+    if settings.server.url and _recommend_through_server(args, settings, options):
+        return 0
     app = build_app(settings)
-    options = {"time_place": args.time_place, "closest": args.closest}
-    if args.batch is not None:
-        return _recommend_batch(app, args.batch, args.top_k, not args.no_rerank, options)
-    result = app.recommend(args.text, args.top_k, rerank=not args.no_rerank, **options)
-    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
+
+    def answer(text: str) -> dict[str, Any]:
+        return app.recommend(text, args.top_k, **options).to_dict()
+
+    _print_answers(args, answer, _library_file(app))
     return 0
+
+
+def _recommend_through_server(
+    args: argparse.Namespace, settings: Settings, options: dict[str, Any]
+) -> bool:
+    """Ask the server at `server.url`; False (after one line) when nothing answers there."""
+    from cli.remote import RemoteRecommender, ServerUnreachable
+
+    token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    with RemoteRecommender(settings.server.url, token) as server:
+        try:
+            server.check_reachable()
+        except ServerUnreachable as error:
+            print(
+                f"peitu: no PeiTu server answers at PEITU_SERVER__URL ({error}); "
+                "searching here instead (loading the model)",
+                file=sys.stderr,
+            )
+            return False
+        print(f"peitu: asking the PeiTu server at {server.url}", file=sys.stderr)
+
+        def answer(text: str) -> dict[str, Any]:
+            return server.recommend(text, args.top_k, **options)
+
+        _print_answers(args, answer, lambda item: _local_copy(settings, item["path"]))
+    return True
+
+
+def _library_file(app: PeiTu) -> Callable[[dict[str, Any]], str]:
+    """The photo's real file in the index's library ("" when it is gone)."""
+    return lambda item: str(app.photo_path(item["photo_id"]) or "")
+
+
+def _local_copy(settings: Settings, rel_path: str) -> str:
+    """The server's photo in this machine's library, when it is there ("" otherwise)."""
+    if settings.library is None:
+        return ""
+    path = settings.library / rel_path
+    return str(path) if path.is_file() else ""
+
+
+def _print_answers(
+    args: argparse.Namespace, answer: Answer, local_path: Callable[[dict[str, Any]], str]
+) -> None:
+    if args.batch is not None:
+        _recommend_batch(answer, args.batch)
+        return
+    payload = answer(args.text)
+    print(json.dumps(payload, ensure_ascii=False) if args.json else _human(payload, local_path))
 
 
 def run_similar(args: argparse.Namespace, settings: Settings) -> int:
@@ -111,46 +186,55 @@ def run_similar(args: argparse.Namespace, settings: Settings) -> int:
         result = found
     else:
         raise InvalidQuery(f"not an image file nor a photo id: {args.query}")
-    print(json.dumps(result.to_dict(), ensure_ascii=False) if args.json else _human(result, app))
+    payload = result.to_dict()
+    print(
+        json.dumps(payload, ensure_ascii=False)
+        if args.json
+        else _human(payload, _library_file(app))
+    )
     return 0
 
 
 _PHOTO_ID = re.compile("[0-9a-f]{64}")
 
 
-def _recommend_batch(
-    app: PeiTu, batch: Path, top_k: int | None, rerank: bool, options: dict[str, Any]
-) -> int:
-    if not batch.is_file():
-        raise InvalidQuery(f"batch file not found: {batch}")
+def _recommend_batch(answer: Answer, batch: Path) -> None:
+    """One JSON line per text; a text that fails is a line with its error, a server that
+    fails (`ServerError`) ends the run."""
+    from cli.remote import ServerError
+
     for line in batch.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
-            payload = app.recommend(line, top_k, rerank=rerank, **options).to_dict()
+            payload = answer(line)
+        except ServerError:
+            raise
         except PeiTuError as error:
             payload = {"query": line, "error": str(error)}
         print(json.dumps(payload, ensure_ascii=False), flush=True)
-    return 0
 
 
-def _human(result: RecommendResult, app: PeiTu) -> str:
-    lines = [f"「{result.query}」"]
-    if result.message:
-        lines.append(result.message)
-    if result.nothing_fits and not result.results:
+def _human(payload: dict[str, Any], local_path: Callable[[dict[str, Any]], str]) -> str:
+    """The answer for a person, from the JSON of `--json` (the core's or a server's alike);
+    `local_path` is the photo's file on this machine, "" to show the path as the answer has it."""
+    lines = [f"「{payload['query']}」"]
+    if payload["message"]:
+        lines.append(payload["message"])
+    if payload.get("nothing_fits") and not payload["results"]:
         lines.append("（加 --closest 或在文字前加 ? 仍然显示最接近的照片）")
-    for r in result.results:
-        path = readable_path(str(app.photo_path(r.photo_id) or r.path))
+    for r in payload["results"]:
+        path = readable_path(local_path(r) or r["path"])
         lines.append(
-            f"{r.rank}. {path}  (匹配度 {r.match:.0f}, 得分 {r.score:.2f}, 相似度 {r.similarity:.2f})"
+            f"{r['rank']}. {path}  "
+            f"(匹配度 {r['match']:.0f}, 得分 {r['score']:.2f}, 相似度 {r['similarity']:.2f})"
         )
-        lines.append(f"   {r.reason}")
+        lines.append(f"   {r['reason']}")
     return "\n".join(lines)
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
-    status = build_app(settings).status()
+    status = build_app(_reading_only(settings), describer="offline").status()
     last = status.last_index_at.isoformat() if status.last_index_at else "从未"
     print(f"已索引 {status.photos} 张（图库中 {status.files} 张），上次索引：{last}")
     if status.tiers:
@@ -160,6 +244,14 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     if status.problem:
         print(status.problem)
     return 0
+
+
+def _reading_only(settings: Settings) -> Settings:
+    """Settings for a command that only reads the index: no LLM reranker, no vision client and
+    no object detector get built (never used to read; their imports alone cost a second)."""
+    rerank = settings.rerank.model_copy(update={"enabled": False})
+    offline = settings.offline.model_copy(update={"detector_model": ""})
+    return settings.model_copy(update={"rerank": rerank, "offline": offline})
 
 
 _TIER_NAMES = {"imported": "导入", "vision": "视觉模型", "offline": "离线", "none": "未描述"}

@@ -56,7 +56,13 @@ def _add_index(sub: Any) -> None:
 
 
 def _add_recommend(sub: Any) -> None:
-    p = sub.add_parser("recommend", help="recommend photos for a piece of text")
+    p = sub.add_parser(
+        "recommend",
+        help="recommend photos for a piece of text",
+        description="Find photos for a text. With PEITU_SERVER__URL set (a running `peitu "
+        "serve`, token PEITU_ADMIN_TOKEN) the server answers and no model loads here; when "
+        "nothing answers at that address, the command searches the data folder itself.",
+    )
     p.add_argument("text", nargs="?", help="the text to find photos for")
     p.add_argument("--top-k", type=int, help="how many photos (default: PEITU_TOP_K_FINAL)")
     p.add_argument(
@@ -265,7 +271,11 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     try:
         if args.command == "index":
             _check_index_paths(args, settings)
-        if args.command in _NEED_EMBEDDER:
+        if args.command == "recommend":
+            from cli.commands import check_recommend_args
+
+            check_recommend_args(args)
+        if args.command in _NEED_EMBEDDER and not _server_answers(args, settings):
             # Before the heavy imports and before describing a single photo: with no network
             # and nothing downloaded, one Chinese line within seconds.
             ensure_model_obtainable(settings.embedding.model)
@@ -273,6 +283,12 @@ def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     except PeiTuError as error:
         print(f"peitu: {error}", file=sys.stderr)
         return 1
+
+
+def _server_answers(args: argparse.Namespace, settings: Settings) -> bool:
+    """`peitu recommend` asks the server at PEITU_SERVER__URL: the model is the server's (if
+    nothing answers there, the model is looked for when it loads, with the same line)."""
+    return args.command == "recommend" and bool(settings.server.url)
 
 
 def _check_index_paths(args: argparse.Namespace, settings: Settings) -> None:

@@ -164,6 +164,16 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     upload_max_mb: float = Field(default=50.0, gt=0)
+    # A running `peitu serve` (e.g. http://127.0.0.1:8000) that `peitu recommend` asks, with
+    # PEITU_ADMIN_TOKEN, instead of loading the model itself; empty: it searches on its own.
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _http_url_or_empty(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be empty (peitu recommend searches itself) or an http(s):// URL")
+        return value.rstrip("/")
 
 
 class WechatSettings(BaseModel):

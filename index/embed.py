@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +46,10 @@ class SentenceTransformerEmbedder:
 
     @property
     def dimension(self) -> int:
+        """The vector length. Read from the model folder's configuration while the model is not
+        loaded (`peitu status` opens the index without torch); loading tells otherwise."""
+        if self._model is None and (known := configured_dimension(self._name_or_path)):
+            return known
         dim = self._loaded().get_embedding_dimension()
         if dim is None:
             raise ModelUnavailable(f"embedding model {self.model_name} does not report a dimension")
@@ -89,6 +94,98 @@ class SentenceTransformerEmbedder:
                 "Set PEITU_EMBEDDING__MODEL to a local model folder (with HF_HUB_OFFLINE=1) "
                 "or make sure the machine can reach the model hub."
             ) from error
+
+
+# sentence-transformers modules (modules.json "type", last part) that leave the vector length as
+# it is; any module not named here or below makes the folder's dimension unknown (load instead).
+_SAME_LENGTH = frozenset({"Normalize", "Dropout"})
+_LEGACY_POOLING_MODES = (
+    "pooling_mode_cls_token",
+    "pooling_mode_max_tokens",
+    "pooling_mode_mean_tokens",
+    "pooling_mode_mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens",
+    "pooling_mode_lasttoken",
+)
+
+
+def configured_dimension(name_or_path: str) -> int | None:
+    """The vector length the model will produce, read from its files without loading it: a
+    local folder, or a hub model already in the cache. None when the files do not say for sure
+    (a hub model not downloaded, a module type not known here): then only loading tells."""
+    folder = _model_folder(name_or_path)
+    if folder is None:
+        return None
+    try:
+        return folder_dimension(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def folder_dimension(folder: Path) -> int | None:
+    """As sentence-transformers decides it: the last module that has a dimension (Dense: its
+    `out_features`; Pooling: the token dimension times its modes; Transformer: `hidden_size`).
+    A folder without modules.json is a plain transformer that gets mean pooling."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return _transformer_dimension(folder)
+    modules: list[dict[str, Any]] = json.loads(modules_file.read_text(encoding="utf-8"))
+    for module in reversed(modules):
+        kind = str(module["type"]).rsplit(".", 1)[-1]
+        if kind in _SAME_LENGTH:
+            continue
+        return _module_dimension(kind, folder / str(module.get("path", "")))
+    return None
+
+
+def _module_dimension(kind: str, folder: Path) -> int | None:
+    if kind == "Transformer":
+        return _transformer_dimension(folder)
+    if kind not in ("Dense", "Pooling"):
+        return None
+    config = _json_object(folder / "config.json")
+    if kind == "Dense":
+        return _positive(config["out_features"])
+    token_dimension = config.get("embedding_dimension", config.get("word_embedding_dimension"))
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = max(1, sum(bool(config.get(key)) for key in _LEGACY_POOLING_MODES))
+    else:
+        modes = 1 if isinstance(mode, str) else len(mode)
+    dimension = _positive(token_dimension)
+    return None if dimension is None else modes * dimension
+
+
+def _transformer_dimension(folder: Path) -> int | None:
+    config = _json_object(folder / "config.json")
+    if any(key in config for key in ("projection_dim", "embedding_dim")):
+        return None  # heads that may project elsewhere: sentence-transformers decides
+    return _positive(config.get("hidden_size"))
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    value = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return value
+
+
+def _positive(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _model_folder(name_or_path: str) -> Path | None:
+    """The folder holding the model's files: the local folder, or the hub cache's snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name_or_path, "config.json")
+    except ValueError:  # not a hub name
+        return None
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def set_torch_threads(threads: int) -> None:

@@ -47,3 +47,17 @@ def test_a_missing_descriptions_file_is_named_before_the_model(tmp_path: Path) -
     proc = _peitu(tmp_path, "index", "--library", str(library), "--descriptions", str(missing))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [f"peitu: descriptions file not found: {missing}"]
+
+
+def test_recommend_arguments_are_checked_before_the_model(tmp_path: Path) -> None:
+    missing = tmp_path / "texts.txt"
+    cases = {
+        ("recommend",): "peitu: give the text to find photos for, or --batch FILE",
+        ("recommend", ""): "peitu: give the text to find photos for, or --batch FILE",
+        ("recommend", "海边", "--top-k", "0"): "peitu: --top-k must be at least 1",
+        ("recommend", "--batch", str(missing)): f"peitu: batch file not found: {missing}",
+    }
+    for args, line in cases.items():
+        proc = _peitu(tmp_path, *args)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines() == [line], args
