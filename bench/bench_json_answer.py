@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from index.errors import RerankFailed
-from index.rerank import extract_json_object
+from index.ranking.rerank import extract_json_object
 
 BASELINE_S = {25_000: 0.5, 100_000: 7.7, 200_000: 28.0}
 VALID_TAIL = (

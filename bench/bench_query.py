@@ -5,7 +5,7 @@
 - dedup: pHash per photo over ../shared/eval/images; pairwise distances between distinct photos
   (false collapses at each threshold), of edited copies (60 % size, recoloured, JPEG q70) and of
   burst-like neighbours (the same photo cropped 2/4/6 % apart) — the figures behind
-  `index.dedup.MAX_DISTANCE`.
+  `index.library.dedup.MAX_DISTANCE`.
 - offline: `OfflineDescriber.describe` per photo (OCR + ImageNet tags), models loaded first.
 Prints figures; asserts nothing.
 
@@ -30,11 +30,11 @@ from PIL import Image, ImageEnhance
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from index import geo  # noqa: E402
-from index.dedup import hash_distance, perceptual_hash  # noqa: E402
-from index.describe_offline import OfflineDescriber  # noqa: E402
+from index.describers.offline import OfflineDescriber  # noqa: E402
+from index.library.dedup import hash_distance, perceptual_hash  # noqa: E402
 from index.models import PhotoFile  # noqa: E402
-from index.query import RuleBasedUnderstanding  # noqa: E402
+from index.understanding import geo  # noqa: E402
+from index.understanding.query import RuleBasedUnderstanding  # noqa: E402
 from tests.support.core_fixtures import EVAL_DIR  # noqa: E402
 
 MAX_PIXELS = 120_000_000  # PEITU_INDEXING__MAX_PIXELS by default

@@ -52,14 +52,14 @@ from pydantic import SecretStr  # noqa: E402
 
 from config import Settings, load_settings  # noqa: E402
 from index.app import _retrieval_config, build_app  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.embed import SentenceTransformerEmbedder  # noqa: E402
 from index.evaluation import protocol_text, read_eval_set  # noqa: E402
-from index.filters import wall_clock_ts  # noqa: E402
+from index.library.catalog import Catalog  # noqa: E402
 from index.models import PhotoFile  # noqa: E402
 from index.ports import StoredVector  # noqa: E402
-from index.retrieval import strip_filler  # noqa: E402
-from index.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
+from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
+from index.search.retrieval import strip_filler  # noqa: E402
+from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
+from index.understanding.filters import wall_clock_ts  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"
 MODEL = REPO / "models" / "m3e-small"
@@ -389,9 +389,9 @@ def _print_serve(label: str, s: dict[str, Any], raw_p50: float | None) -> None:
 _ENCODER_RATE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from index.evaluation import protocol_text, read_eval_set
-from index.retrieval import DocumentEncoder
+from index.search.retrieval import DocumentEncoder
 threads, count, model, captions = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 texts = [protocol_text(i, "rich")[0] for i in read_eval_set(__import__("pathlib").Path(captions))][:count]
 e = SentenceTransformerEmbedder(model)

@@ -34,10 +34,10 @@ sys.path.insert(0, str(REPO))
 
 from config import load_settings  # noqa: E402
 from index.app import PeiTu, build_app  # noqa: E402
-from index.describe_offline import OfflineDescriber  # noqa: E402
+from index.describers.offline import OfflineDescriber  # noqa: E402
 from index.evaluation import EvalImage, prepare_library, read_eval_set  # noqa: E402
 from index.models import RecommendResult  # noqa: E402
-from index.visual_search import SAME_MOMENT  # noqa: E402
+from index.visual.search import SAME_MOMENT  # noqa: E402
 from tests.support.edits import edited_copy  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"

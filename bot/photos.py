@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from index.errors import PhotoUnreadable
-from index.imaging import thumbnail_jpeg
-from index.names import readable_path
+from index.library.imaging import thumbnail_jpeg
+from index.library.names import readable_path
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ _MIN_SIDE = 320
 @dataclass(frozen=True)
 class OutgoingPhoto:
     path: Path  # the file to send: the original, or a converted copy in the cache
-    name: str  # the file name the recipient sees (valid UTF-8: see index.names)
+    name: str  # the file name the recipient sees (valid UTF-8: see index.library.names)
     converted: bool
 
 

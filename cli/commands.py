@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from cli.progress import progress_output
 from config import Settings
 from index.errors import InvalidQuery, PeiTuError
-from index.journal import JobJournal
+from index.library.journal import JobJournal
+from index.library.names import readable_path
 from index.models import IndexReport, ProgressCallback
-from index.names import readable_path
 
 if TYPE_CHECKING:
     from index.app import PeiTu
-    from index.indexer import IndexMode
+    from index.library.indexer import IndexMode
 
 Answer = Callable[[str], dict[str, Any]]  # one text -> the JSON of `peitu recommend --json`
 

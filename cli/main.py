@@ -258,7 +258,7 @@ def _exit_now() -> NoReturn:
 def _run(argv: Sequence[str] | None, command: list[str]) -> int:
     from config import SettingsInvalid, load_settings
     from index.errors import PeiTuError
-    from index.model_source import ensure_model_obtainable
+    from index.search.model_source import ensure_model_obtainable
 
     args = build_parser().parse_args(argv)
     command.append(args.command)
@@ -294,7 +294,7 @@ def _server_answers(args: argparse.Namespace, settings: Settings) -> bool:
 def _check_index_paths(args: argparse.Namespace, settings: Settings) -> None:
     """The library and descriptions file of `peitu index`, checked before any model loads:
     a wrong path answers in a second, with the line the indexer would give after loading."""
-    from index.describe_sidecar import SidecarFileInvalid
+    from index.describers.sidecar import SidecarFileInvalid
     from index.errors import LibraryNotFound
 
     library = args.library or settings.library

@@ -114,7 +114,7 @@ DEFAULT_DETECTOR_MODEL = Path(__file__).resolve().parents[1] / "models" / "cente
 
 
 class OfflineSettings(BaseModel):
-    """The offline describer's COCO-80 object detector (contract: index/detect.py)."""
+    """The offline describer's COCO-80 object detector (contract: index/describers/detect.py)."""
 
     detector_model: str = str(DEFAULT_DETECTOR_MODEL)  # an ONNX file; "" = no detector
     detector_pixel_scale: float = Field(default=255.0, gt=0)  # input pixels 0..255, or 0..1

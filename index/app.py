@@ -23,13 +23,8 @@ from PIL import Image
 
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
-from index.calibration import Calibrator, MatchParams, SampleSource, background_texts
-from index.catalog import Catalog
-from index.dedup import collapse_near_duplicates
-from index.describe_sidecar import SidecarDescriber
-from index.descriptions import TIERS
-from index.detect import Detector
-from index.embed import SentenceTransformerEmbedder
+from index.describers.detect import Detector
+from index.describers.sidecar import SidecarDescriber
 from index.errors import (
     DescribeFailed,
     IndexBusy,
@@ -38,16 +33,21 @@ from index.errors import (
     ModelUnavailable,
     PhotoUnreadable,
 )
-from index.indexer import Indexer, IndexMode, ScanLimits
-from index.keyword import KeywordIndex
-from index.library_files import OUTSIDE, delete_inside, open_inside, real_path_inside
-from index.lock import IndexLock
+from index.library.catalog import Catalog
+from index.library.dedup import collapse_near_duplicates
+from index.library.descriptions import TIERS
+from index.library.files import OUTSIDE, delete_inside, open_inside, real_path_inside
+from index.library.indexer import Indexer, IndexMode, ScanLimits
+from index.library.lock import IndexLock
+from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
-from index.query import RuleBasedUnderstanding
-from index.recommend import Recommender, RecommendLimits, TimePlace
+from index.ranking.recommend import Recommender, RecommendLimits, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
-from index.retrieval import (
+from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
+from index.search.embed import SentenceTransformerEmbedder
+from index.search.keyword import KeywordIndex
+from index.search.retrieval import (
     DocumentEncoder,
     FusionParams,
     QueryVectors,
@@ -55,12 +55,12 @@ from index.retrieval import (
     make_retriever,
     query_preparation,
 )
-from index.store import ChromaStore, make_chroma_client
-from index.uploads import UPLOADS_FOLDER, save_new_file
-from index.visual_index import VisualIndex, VisualLimits
-from index.visual_search import SimilarPhotos
-from index.visual_store import SUFFIX as VISUAL_SUFFIX
-from index.visual_store import VisualStore
+from index.search.store import ChromaStore, make_chroma_client
+from index.understanding.query import RuleBasedUnderstanding
+from index.visual.index import VisualIndex, VisualLimits
+from index.visual.search import SimilarPhotos
+from index.visual.store import SUFFIX as VISUAL_SUFFIX
+from index.visual.store import VisualStore
 
 log = logging.getLogger(__name__)
 
@@ -333,7 +333,7 @@ class PeiTu:
 
     def open_photo(self, photo_id: str) -> BinaryIO | None:
         """The photo's file opened for reading, checked at the moment of opening to be a
-        regular file really inside the library (see `index.library_files`); None otherwise."""
+        regular file really inside the library (see `index.library.files`); None otherwise."""
         photo = self.catalog.photo(photo_id)
         if photo is None or self.library is None:
             return None
@@ -492,7 +492,7 @@ def _describer(
         return SidecarDescriber(descriptions)
     max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
     if choice == "offline" or (choice == "auto" and _vision_unconfigured(settings)):
-        from index.describe_offline import OfflineDescriber
+        from index.describers.offline import OfflineDescriber
 
         if choice == "auto":
             log.info(
@@ -504,7 +504,7 @@ def _describer(
             max_bytes=max_bytes,
             detector=_detector(settings.offline),
         )
-    from index.describe_vision import VisionDescriber
+    from index.describers.vision import VisionDescriber
 
     return VisionDescriber(
         settings.vision, max_pixels=settings.indexing.max_pixels, max_bytes=max_bytes
@@ -520,7 +520,7 @@ def _detector(settings: OfflineSettings) -> Detector | None:
     """The offline describer's object detector, or None (turned off, or the model is absent)."""
     if not settings.detector_model:
         return None
-    from index.detect import OnnxDetector
+    from index.describers.detect import OnnxDetector
 
     model = Path(settings.detector_model).expanduser()
     if not model.is_file():
@@ -538,7 +538,7 @@ def _detector(settings: OfflineSettings) -> Detector | None:
 def _reranker(settings: Settings) -> Reranker | None:
     if not settings.rerank.enabled:
         return None
-    from index.rerank import LLMReranker
+    from index.ranking.rerank import LLMReranker
 
     return LLMReranker(settings.rerank)
 
@@ -556,7 +556,7 @@ def _visual_index(
     if embedder is None and settings.visual.embedder:
         embedder = _plugged_visual_embedder(settings.visual.embedder)
     if embedder is None:
-        from index.visual_embed import EfficientNetVisualEmbedder
+        from index.visual.embed import EfficientNetVisualEmbedder
 
         embedder = EfficientNetVisualEmbedder()  # the offline tagger's network: loaded once
     store = VisualStore(
@@ -609,7 +609,7 @@ def build_app(
     )
     url = settings.chroma.url
     retrieval = _retrieval_config(settings)
-    lock = IndexLock(data_dir / "index.lock")
+    lock = IndexLock(data_dir / "index.library.lock")
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))

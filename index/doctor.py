@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from config import ModelEndpoint, Settings
-from index.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
+from index.search.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
 
 Level = Literal["ok", "warn", "fail"]
 DASHSCOPE_HOST = "dashscope.aliyuncs.com"

@@ -304,7 +304,7 @@ def offline_baseline(settings: Settings) -> Settings:
 
 def _unknown_descriptions(app: PeiTu) -> int:
     """Photos whose stored description says nothing about what the picture shows."""
-    from index.describe_offline import says_nothing
+    from index.describers.offline import says_nothing
 
     photo_ids = set(app.catalog.files().values())
     stored = app.catalog.latest_descriptions(photo_ids)

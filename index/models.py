@@ -85,7 +85,9 @@ class Recommendation:
     score: float  # the LLM's score, or match / 100 when no LLM judged the photo
     reason: str
     description: str
-    match: float = 0.0  # calibrated 匹配度, 0–100; 50 and up fits the text (index.calibration)
+    match: float = (
+        0.0  # calibrated 匹配度, 0–100; 50 and up fits the text (index.search.calibration)
+    )
 
 
 class NoteKind(StrEnum):

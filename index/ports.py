@@ -67,11 +67,11 @@ class VectorStore(Protocol):
     """Stores one vector per photo, tagged with the identity of what made the vectors (the
     embedding model, its dimension, the document encoding), and finds the nearest by cosine.
 
-    The bundled stores are Chroma (`index.store.ChromaStore`: embedded or client/server; the
-    one users get) and an exact in-memory one (`index.store_memory.MemoryStore`). Every
+    The bundled stores are Chroma (`index.search.store.ChromaStore`: embedded or client/server; the
+    one users get) and an exact in-memory one (`index.search.store_memory.MemoryStore`). Every
     backend passes the same contract suite (tests/test_store_contract.py). Filters arrive as
     `QueryFilters`; turning them into a backend's own query language is the backend's job, and
-    a photo is kept exactly when `index.filters.matches` says so.
+    a photo is kept exactly when `index.understanding.filters.matches` says so.
 
     A store holding vectors of another identity is never mixed with: `mismatch` says so, and
     reads and writes raise it until a rebuild (`begin_rebuild`, `replace_with`) replaces it.
@@ -168,7 +168,7 @@ class QueryUnderstanding(Protocol):
 class VisualEmbedder(Protocol):
     """Turns images into L2-normalised vectors of what they look like (photo → similar photos).
 
-    The bundled one is EfficientNet-Lite0 features (`index.visual_embed`); a CLIP or
+    The bundled one is EfficientNet-Lite0 features (`index.visual.embed`); a CLIP or
     Chinese-CLIP image encoder (a local model folder, or an HTTP service such as Immich's
     machine learning) fits the same port. Vectors of two identities are never mixed.
     """

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from index.catalog import StoredDescription
+from index.library.catalog import StoredDescription
 from index.models import PhotoFile
 
 

@@ -29,7 +29,7 @@ from index.errors import (
     PhotoUnreadable,
     RerankFailed,
 )
-from index.imaging import Reason
+from index.library.imaging import Reason
 from server.messages import INTERNAL, message_for_error, message_for_status
 
 log = logging.getLogger(__name__)

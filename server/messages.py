@@ -18,7 +18,7 @@ from index.errors import (
     PhotoUnreadable,
     RerankFailed,
 )
-from index.imaging import Reason
+from index.library.imaging import Reason
 
 _BY_ERROR: tuple[tuple[type[PeiTuError], str], ...] = (
     (InvalidQuery, "请写上要配图的文案。"),

@@ -16,8 +16,8 @@ from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJ
 
 if TYPE_CHECKING:  # only for types: importing them at run time loads the whole pipeline
     from index.app import IndexStatus
-    from index.indexer import IndexMode
-    from index.recommend import TimePlace
+    from index.library.indexer import IndexMode
+    from index.ranking.recommend import TimePlace
 
 
 class IndexRunner(Protocol):

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from fastapi import UploadFile
 
 from index.errors import PhotoUnreadable
-from index.imaging import open_image
-from index.uploads import UPLOADS_FOLDER as UPLOADS_FOLDER  # the tests' and routes' name
+from index.library.imaging import open_image
+from index.library.uploads import UPLOADS_FOLDER as UPLOADS_FOLDER  # the tests' and routes' name
 from server.errors import UploadTooLarge
 
 # The extensions the library scanner reads, per decoded format; the first is the one we write.

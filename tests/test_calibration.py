@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from index.calibration import Calibrator, MatchParams, SampleSource, background_texts
-from index.embed import SentenceTransformerEmbedder
 from index.models import Candidate
 from index.ports import Vectors
+from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
+from index.search.embed import SentenceTransformerEmbedder
 
 
 class _NoLibrarySample(SampleSource):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from index.catalog import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, Catalog
 from index.errors import CatalogTooNew
+from index.library.catalog import MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION, Catalog
 
 
 def _user_version(path: Path) -> int:

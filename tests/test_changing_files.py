@@ -13,7 +13,7 @@ from PIL import Image
 
 from config.settings import VisionSettings
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.openai_server import FakeOpenAIServer, describe_image
 

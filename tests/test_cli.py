@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer
 

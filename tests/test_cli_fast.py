@@ -22,7 +22,7 @@ import pytest
 
 from config import load_settings
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, serving
 from tests.support.core_fixtures import build_small_library

@@ -10,9 +10,14 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from index.app import build_app
-from index.dedup import MAX_DISTANCE, collapse_near_duplicates, hash_distance, perceptual_hash
-from index.embed import SentenceTransformerEmbedder
+from index.library.dedup import (
+    MAX_DISTANCE,
+    collapse_near_duplicates,
+    hash_distance,
+    perceptual_hash,
+)
 from index.models import Candidate
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.made_photos import scene
 

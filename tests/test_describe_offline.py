@@ -11,7 +11,7 @@ from PIL import Image
 
 from cli.main import build_parser
 from index.app import build_app
-from index.describe_offline import (
+from index.describers.offline import (
     KEY,
     LABELS_FILE,
     OFFLINE_MARK,
@@ -21,9 +21,9 @@ from index.describe_offline import (
     read_labels,
     tag_input,
 )
-from index.embed import SentenceTransformerEmbedder
+from index.library.scan import scan_library
 from index.models import PhotoFile
-from index.scan import scan_library
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.badfiles import encode
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, photo_exif, text_image, write_photo

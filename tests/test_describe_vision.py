@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from config.settings import IndexingSettings, VisionSettings
-from index.describe_vision import (
+from index.describers.vision import (
     FACET_LABELS,
     VisionDescriber,
     clean_description,

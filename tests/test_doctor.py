@@ -27,8 +27,8 @@ from index.doctor import (
     check_token,
     run_checks,
 )
-from index.embed import SentenceTransformerEmbedder
 from index.errors import ModelUnavailable
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from index.embed import SentenceTransformerEmbedder, configured_dimension, folder_dimension
+from index.search.embed import SentenceTransformerEmbedder, configured_dimension, folder_dimension
 
 
 def _loaded_dimension(folder: Path) -> int:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from index.catalog import Catalog
+from index.library.catalog import Catalog
+from index.library.names import readable_path
 from index.models import PhotoFile
-from index.names import readable_path
 from tests.support.odd_names import SHOWN, make_odd_names_library
 from tests.support.openai_server import FakeOpenAIServer
 from tests.test_cli import _env, _json, peitu

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from index.geo import Place, default_gazetteer, place_at, short_name
-from index.imaging import probe_image
+from index.library.imaging import probe_image
+from index.understanding.geo import Place, default_gazetteer, place_at, short_name
 from tests.support.badfiles import encode, exif_with_time_and_place, noise_image
 
 DALI = (25.6065, 100.2676)

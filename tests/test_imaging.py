@@ -13,7 +13,7 @@ from PIL import ExifTags, Image
 from PIL.TiffImagePlugin import IFDRational
 
 from index.errors import PhotoUnreadable, Reason
-from index.imaging import (
+from index.library.imaging import (
     has_image_extension,
     open_image,
     probe_image,

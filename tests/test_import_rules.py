@@ -7,11 +7,11 @@ The rules (imports point one way: edges -> core -> settings):
    (`wechaty`, `fastapi`, `starlette`, `uvicorn`).
 3. `bot/` imports neither `server` nor `cli`.
 4. `server/` imports neither `bot` nor `cli`.
-5. Query understanding (`index/query.py`, `index/timewords.py`, `index/filters.py`,
-   `index/geo.py`) imports no ML runtime (`torch`, `sentence_transformers`, `chromadb`,
+5. Query understanding (`index/understanding/query.py`, `index/understanding/timewords.py`, `index/understanding/filters.py`,
+   `index/understanding/geo.py`) imports no ML runtime (`torch`, `sentence_transformers`, `chromadb`,
    `onnxruntime`), neither directly nor through the `index` modules it imports.
-6. Under `index/`, only the Chroma adapters (`index/store.py`, `index/visual_store.py`) and the
-   composition root (`index/app.py`'s `build_app`) import `chromadb` or `index.store`: the rest
+6. Under `index/`, only the Chroma adapters (`index/search/store.py`, `index/visual/store.py`) and the
+   composition root (`index/app.py`'s `build_app`) import `chromadb` or `index.search.store`: the rest
    of the core knows the vector store by its port (`index.ports.VectorStore`).
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
@@ -30,8 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
-UNDERSTANDING = ("index/query.py", "index/timewords.py", "index/filters.py", "index/geo.py")
-STORE_ADAPTERS = frozenset({"index/store.py", "index/visual_store.py", "index/app.py"})
+UNDERSTANDING = (
+    "index/understanding/query.py",
+    "index/understanding/timewords.py",
+    "index/understanding/filters.py",
+    "index/understanding/geo.py",
+)
+STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/app.py"})
 
 
 @dataclass(frozen=True)
@@ -150,15 +155,17 @@ def understanding_violations() -> list[str]:
 
 def store_violations(root: Path = ROOT) -> list[str]:
     """Rule 6: the Chroma adapter and its client stay behind the port."""
-    rule = "6: only the Chroma adapters and the composition root import chromadb or index.store"
+    rule = (
+        "6: only the Chroma adapters and the composition root import chromadb or index.search.store"
+    )
     return [
         _describe(imp, rule)
         for path in sorted((root / "index").rglob("*.py"))
         if path.relative_to(root).as_posix() not in STORE_ADAPTERS
         for imp in _first_per_line(imports_of(path, root))
         if imp.top == "chromadb"
-        or imp.module == "index.store"
-        or imp.module.startswith("index.store.")
+        or imp.module == "index.search.store"
+        or imp.module.startswith("index.search.store.")
     ]
 
 
@@ -182,14 +189,19 @@ def test_the_core_knows_the_vector_store_by_its_port() -> None:
 
 
 def test_the_store_rule_fails_when_the_core_imports_the_adapter(tmp_path: Path) -> None:
-    (tmp_path / "index").mkdir()
-    (tmp_path / "index" / "store_memory.py").write_text("import numpy\n", encoding="utf-8")
-    (tmp_path / "index" / "indexer.py").write_text(
-        "from index.store import ChromaStore\nfrom index.store_memory import MemoryStore\n",
+    for package in ("search", "library"):
+        (tmp_path / "index" / package).mkdir(parents=True)
+    (tmp_path / "index" / "search" / "store_memory.py").write_text(
+        "import numpy\n", encoding="utf-8"
+    )
+    (tmp_path / "index" / "library" / "indexer.py").write_text(
+        "from index.search.store import ChromaStore\nfrom index.search.store_memory import MemoryStore\n",
         encoding="utf-8",
     )
     problems = store_violations(tmp_path)
-    assert len(problems) == 1 and problems[0].startswith("index/indexer.py:1 imports `index.store`")
+    assert len(problems) == 1 and problems[0].startswith(
+        "index/library/indexer.py:1 imports `index.search.store`"
+    )
 
 
 def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:

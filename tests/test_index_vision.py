@@ -9,7 +9,7 @@ from PIL import Image
 
 from config.settings import RerankSettings, VisionSettings
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support import badfiles
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary
 
 

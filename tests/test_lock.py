@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from index.errors import IndexBusy
-from index.lock import IndexLock
+from index.library.lock import IndexLock
 
 REPO = Path(__file__).resolve().parents[1]
 
 PROBE_IN_CHILD = """
 import sys, threading
 sys.path.insert(0, sys.argv[2])
-from index.lock import IndexLock
+from index.library.lock import IndexLock
 lock = IndexLock(__import__("pathlib").Path(sys.argv[1]))
 done = threading.Event()
 threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
@@ -30,7 +30,7 @@ while not done.is_set():
 HOLD_IN_CHILD = """
 import sys, time
 sys.path.insert(0, sys.argv[2])
-from index.lock import IndexLock
+from index.library.lock import IndexLock
 with IndexLock(__import__("pathlib").Path(sys.argv[1])).hold("child-job"):
     print("held", flush=True)
     sys.stdin.readline()
@@ -38,7 +38,7 @@ with IndexLock(__import__("pathlib").Path(sys.argv[1])).hold("child-job"):
 
 
 def test_busy_follows_a_holder_in_this_process(tmp_path: Path) -> None:
-    lock = IndexLock(tmp_path / "index.lock")
+    lock = IndexLock(tmp_path / "index.library.lock")
     assert not lock.busy()
     with lock.hold("job-1"):
         assert lock.busy() and lock.holder() == "job-1"
@@ -67,7 +67,7 @@ def child_process(script: str, lock_path: Path, says: str) -> Iterator[None]:
 
 
 def test_a_holder_in_another_process_is_seen_and_refused(tmp_path: Path) -> None:
-    path = tmp_path / "index.lock"
+    path = tmp_path / "index.library.lock"
     with child_process(HOLD_IN_CHILD, path, "held"):
         lock = IndexLock(path)
         assert lock.busy()
@@ -79,7 +79,7 @@ def test_a_holder_in_another_process_is_seen_and_refused(tmp_path: Path) -> None
 
 def test_status_probes_never_make_a_job_fail(tmp_path: Path) -> None:
     """`busy()` is polled by /readyz, /metrics, the page and other processes while jobs start."""
-    path = tmp_path / "index.lock"
+    path = tmp_path / "index.library.lock"
     lock = IndexLock(path)
     failures = 0
     with child_process(PROBE_IN_CHILD, path, "probing"):

@@ -17,17 +17,17 @@ from PIL import Image, ImageDraw, ImageFont
 
 from config.settings import DEFAULT_DETECTOR_MODEL, OfflineSettings
 from index.app import build_app
-from index.describe_offline import UNKNOWN_LINE, OfflineDescriber, says_nothing
-from index.detect import (
+from index.describers.detect import (
     Detection,
     OnnxDetector,
     detector_input,
     read_coco_classes,
     suppress_duplicates,
 )
-from index.embed import SentenceTransformerEmbedder
+from index.describers.offline import UNKNOWN_LINE, OfflineDescriber, says_nothing
+from index.describers.offline_words import SceneWriter, count_words, reconcile_animals
 from index.models import PhotoFile
-from index.offline_words import SceneWriter, count_words, reconcile_animals
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory
 from tests.support.made_photos import cjk_font_path
 

@@ -2,7 +2,7 @@
 a rebuild or a move decodes no photo again for it, and a data folder made before the catalog
 kept hashes upgrades and computes each photo's hash once more, then never again.
 
-Decodes are counted by a real wrapper of `index.imaging.read_photo` handed to the `Indexer`
+Decodes are counted by a real wrapper of `index.library.imaging.read_photo` handed to the `Indexer`
 (the scan and the indexer decode through it), over real parts: SQLite catalog, embedded Chroma,
 m3e-small, the sidecar describer."""
 
@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from chromadb.api import ClientAPI
 
-from index.catalog import SCHEMA_VERSION, Catalog
-from index.dedup import perceptual_hash
-from index.describe_sidecar import SidecarDescriber
-from index.embed import SentenceTransformerEmbedder
-from index.imaging import DecodedPhoto, ImageSource, read_photo
-from index.indexer import Indexer, ScanLimits
+from index.describers.sidecar import SidecarDescriber
+from index.library.catalog import SCHEMA_VERSION, Catalog
+from index.library.dedup import perceptual_hash
+from index.library.imaging import DecodedPhoto, ImageSource, read_photo
+from index.library.indexer import Indexer, ScanLimits
 from index.models import PhotoFile
-from index.retrieval import DocumentEncoder
-from index.store import ChromaStore, make_chroma_client
+from index.search.embed import SentenceTransformerEmbedder
+from index.search.retrieval import DocumentEncoder
+from index.search.store import ChromaStore, make_chroma_client
 from tests.support.core_fixtures import SmallLibrary, build_small_library
 
 COLLECTION = "peitu_photos"

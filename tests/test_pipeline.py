@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexBusy, IndexMismatch, InvalidQuery, LibraryNotFound
 from index.models import RERANK_OFF, NoteKind
 from index.ports import Vectors
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
 

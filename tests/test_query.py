@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
-from index.filters import matches, relaxations, wall_clock_ts
 from index.models import QueryFilters
-from index.query import RuleBasedUnderstanding
+from index.search.embed import SentenceTransformerEmbedder
+from index.understanding.filters import matches, relaxations, wall_clock_ts
+from index.understanding.query import RuleBasedUnderstanding
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, write_photo
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from index.calibration import Match, content_words, shared_words
-from index.reasons import MAX_REASON_CHARS, facets_of, match_reason
+from index.ranking.reasons import MAX_REASON_CHARS, facets_of, match_reason
+from index.search.calibration import Match, content_words, shared_words
 from tests.support.core_fixtures import read_eval_captions
 
 

@@ -11,7 +11,7 @@ import pytest
 from chromadb.config import Settings as ChromaClientSettings
 
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import REPO, SettingsFactory, SmallLibrary
 from tests.support.swap_crash import COLLECTION
 

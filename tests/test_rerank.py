@@ -10,8 +10,8 @@ import pytest
 from config.settings import RerankSettings
 from index.errors import RerankFailed
 from index.models import Candidate
-from index.recommend import description_reason
-from index.rerank import (
+from index.ranking.recommend import description_reason
+from index.ranking.rerank import (
     DATA_END,
     DATA_START,
     MAX_REASON_CHARS,

@@ -9,12 +9,12 @@ import chromadb
 import numpy as np
 import pytest
 
-from index.embed import SentenceTransformerEmbedder
 from index.errors import IndexMismatch
-from index.keyword import KeywordIndex, tokenize
 from index.models import Candidate, QueryFilters
 from index.ports import Vectors
-from index.retrieval import (
+from index.search.embed import SentenceTransformerEmbedder
+from index.search.keyword import KeywordIndex, tokenize
+from index.search.retrieval import (
     DocumentEncoder,
     FusionParams,
     HybridRetriever,
@@ -24,7 +24,7 @@ from index.retrieval import (
     split_pieces,
     strip_filler,
 )
-from index.store import ChromaStore
+from index.search.store import ChromaStore
 
 
 class TableEmbedder:

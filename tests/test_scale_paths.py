@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from index.catalog import Catalog
-from index.embed import SentenceTransformerEmbedder
+from index.library.catalog import Catalog
 from index.models import IndexReport, PhotoFile
 from index.ports import Vectors
-from index.retrieval import DenseRetriever, encode_documents, piece_centroids
-from index.store import ChromaStore, make_chroma_client
-from index.store_memory import MemorySpace, MemoryStore
+from index.search.embed import SentenceTransformerEmbedder
+from index.search.retrieval import DenseRetriever, encode_documents, piece_centroids
+from index.search.store import ChromaStore, make_chroma_client
+from index.search.store_memory import MemorySpace, MemoryStore
 from tests.support.core_fixtures import SmallLibrary
 from tests.support.port_app import app_over
 

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from index.errors import LibraryNotFound
+from index.library.scan import KnownLookup, ScanProgress, ScanResult, scan_library
 from index.models import PhotoFile
-from index.scan import KnownLookup, ScanProgress, ScanResult, scan_library
 from tests.support.badfiles import (
     EXIF_LAT,
     EXIF_LON,
@@ -157,7 +157,7 @@ def test_each_skip_is_logged_with_its_relative_path(
     library: Library, caplog: pytest.LogCaptureFixture
 ) -> None:
     root, _ = library
-    with caplog.at_level(logging.WARNING, logger="index.scan"):
+    with caplog.at_level(logging.WARNING, logger="index.library.scan"):
         scan(root)
     messages = [record.getMessage() for record in caplog.records]
     assert any(m.startswith("skipped bad/truncated.jpg: truncated") for m in messages)
@@ -229,7 +229,7 @@ def test_empty_library_scans_to_nothing(tmp_path: Path) -> None:
 _CHILD_SCAN = """
 import json, sys
 from pathlib import Path
-from index.scan import scan_library
+from index.library.scan import scan_library
 from tests.support.badfiles import MAX_FILE_BYTES, MAX_PIXELS
 result = scan_library(Path(sys.argv[1]), max_file_bytes=MAX_FILE_BYTES, max_pixels=MAX_PIXELS)
 found = {photo.rel_path: [photo.width, photo.height] for photo in result.photos}

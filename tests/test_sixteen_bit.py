@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageStat
 
-from index.dedup import perceptual_hash
-from index.describe_offline import OfflineDescriber
-from index.describe_vision import encode_for_vision
-from index.imaging import thumbnail_jpeg
+from index.describers.offline import OfflineDescriber
+from index.describers.vision import encode_for_vision
+from index.library.dedup import perceptual_hash
+from index.library.imaging import thumbnail_jpeg
+from index.library.scan import scan_library
 from index.models import PhotoFile
-from index.scan import scan_library
 
 GREY_16 = 30000  # 30000 / 65535 of full scale: 117 in 8 bits
 GREY_8 = GREY_16 / 257

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import EVAL_DIR, read_eval_captions
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, write_photo
 

@@ -18,12 +18,12 @@ from PIL import Image
 
 from config import SettingsInvalid
 from index.app import PeiTu, build_app
-from index.describe_offline import ImageNetTagger
-from index.efficientnet import FEATURE_DIMENSION, bundled_network
-from index.embed import SentenceTransformerEmbedder
+from index.describers.efficientnet import FEATURE_DIMENSION, bundled_network
+from index.describers.offline import ImageNetTagger
 from index.errors import IndexMismatch, ModelUnavailable
 from index.ports import Vectors, VisualEmbedder
-from index.visual_embed import EfficientNetVisualEmbedder, normalised
+from index.search.embed import SentenceTransformerEmbedder
+from index.visual.embed import EfficientNetVisualEmbedder, normalised
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
 from tests.support.edits import edited_copy
 

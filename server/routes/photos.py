@@ -14,8 +14,8 @@ from fastapi import Path as PathParam
 from fastapi.responses import StreamingResponse
 
 from index.errors import PhotoUnreadable
-from index.imaging import Reason, thumbnail_jpeg
-from index.names import readable_path
+from index.library.imaging import Reason, thumbnail_jpeg
+from index.library.names import readable_path
 from index.records import PhotoDetails
 from server.context import Ctx, ServerContext
 from server.schemas import DeletedOut, ErrorOut, PhotoOut, UploadOut

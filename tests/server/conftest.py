@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from server.app import create_app
 from server.context import ServerContext
 from tests.support.core_fixtures import SmallLibrary, build_small_library

@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
 from index.errors import (
     DescribeFailed,
     IndexBusy,
@@ -21,6 +20,7 @@ from index.errors import (
     PhotoUnreadable,
 )
 from index.ports import Vectors
+from index.search.embed import SentenceTransformerEmbedder
 from server.app import create_app
 from server.errors import status_for
 from tests.server.conftest import Served, ServerFactory, metric, serving

@@ -27,7 +27,7 @@ from bot.photos import PhotoPreparer
 from config import load_settings
 from config.settings import WechatSettings
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, ServerFactory, serving
 from tests.support.core_fixtures import build_small_library

@@ -14,7 +14,7 @@ from index.errors import (
     PeiTuError,
     PhotoUnreadable,
 )
-from index.journal import HISTORY_KEPT, JobJournal
+from index.library.journal import HISTORY_KEPT, JobJournal
 from index.models import IndexReport
 from server.errors import error_body
 from tests.server.conftest import ServerFactory

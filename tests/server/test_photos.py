@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from index.lock import IndexLock
+from index.library.lock import IndexLock
 from server.uploads import UPLOADS_FOLDER, safe_file_name
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
@@ -328,7 +328,9 @@ def test_an_upload_during_a_job_is_indexed_by_a_follow_up_job(
 def test_an_upload_while_another_process_indexes_gets_indexed_when_it_ends(
     vision_server: Served, empty_library: Path
 ) -> None:
-    other_process = IndexLock(vision_server.settings.data_dir / "index.lock")  # its own flock
+    other_process = IndexLock(
+        vision_server.settings.data_dir / "index.library.lock"
+    )  # its own flock
     with vision_server.client() as client:
         with other_process.hold("cli-job-1"):
             body = upload(client, "while-busy.jpg", jpeg_of((30, 90, 220))).json()

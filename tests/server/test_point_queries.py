@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from index.app import PeiTu
-from index.catalog import Catalog
+from index.library.catalog import Catalog
 from index.models import PhotoFile
 from server.app import create_app
 from tests.server.conftest import Served, ServerFactory, serving, wait_for

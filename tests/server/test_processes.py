@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from config import load_settings
-from index.describe_vision import encode_for_vision, jpeg_data_url
+from index.describers.vision import encode_for_vision, jpeg_data_url
 from server.main import run
 from tests.server.conftest import TOKEN, ServerFactory, vision_settings, wait_for
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
@@ -96,7 +96,7 @@ def test_a_killed_cli_run_is_finished_by_the_server_with_no_repeated_vision_call
         cli.kill()
         cli.wait(timeout=30)
     assert cli.returncode == -signal.SIGKILL
-    holder = (settings.data_dir / "index.lock").read_text().strip()
+    holder = (settings.data_dir / "index.library.lock").read_text().strip()
     assert busy.status_code == 409 and busy.json()["job_id"] == holder
     assert (external["trigger"], external["state"]) == ("external", "running")
     assert cancel.status_code == 409 and "another process" in cancel.json()["detail"]

@@ -10,8 +10,8 @@ import pytest
 
 from config import load_settings
 from index.app import build_app
-from index.embed import SentenceTransformerEmbedder
-from index.visual_search import SAME_MOMENT
+from index.search.embed import SentenceTransformerEmbedder
+from index.visual.search import SAME_MOMENT
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, serving
 from tests.support.core_fixtures import EVAL_DIR, build_small_library, read_eval_captions

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from config import Settings, load_settings
-from index.embed import SentenceTransformerEmbedder
+from index.search.embed import SentenceTransformerEmbedder
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_DIR = Path(os.environ.get("PEITU_EVAL_DIR", REPO.parent / "shared" / "eval"))

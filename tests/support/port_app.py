@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from index.app import PeiTu
-from index.catalog import Catalog
-from index.describe_sidecar import SidecarDescriber
-from index.indexer import ScanLimits
-from index.lock import IndexLock
+from index.describers.sidecar import SidecarDescriber
+from index.library.catalog import Catalog
+from index.library.indexer import ScanLimits
+from index.library.lock import IndexLock
 from index.ports import Embedder, VectorStore
-from index.recommend import RecommendLimits, TimePlace
+from index.ranking.recommend import RecommendLimits, TimePlace
 
 
 def app_over(
@@ -32,5 +32,5 @@ def app_over(
         reranker=None,
         limits=RecommendLimits(time_place=time_place),
         scan_limits=ScanLimits(max_file_bytes=200 * 1024 * 1024, max_pixels=120_000_000),
-        lock=IndexLock(data_dir / "index.lock"),
+        lock=IndexLock(data_dir / "index.library.lock"),
     )

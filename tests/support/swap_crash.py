@@ -13,13 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
-from index.catalog import Catalog
-from index.describe_sidecar import SidecarDescriber
-from index.embed import SentenceTransformerEmbedder
-from index.indexer import Indexer, ScanLimits
-from index.lock import IndexLock
-from index.retrieval import DocumentEncoder
-from index.store import ChromaStore, make_chroma_client
+from index.describers.sidecar import SidecarDescriber
+from index.library.catalog import Catalog
+from index.library.indexer import Indexer, ScanLimits
+from index.library.lock import IndexLock
+from index.search.embed import SentenceTransformerEmbedder
+from index.search.retrieval import DocumentEncoder
+from index.search.store import ChromaStore, make_chroma_client
 
 COLLECTION = "peitu_photos"
 
@@ -44,7 +44,7 @@ def main(data_dir: Path, library: Path, descriptions: Path, model: str, step: st
     indexer = Indexer(
         catalog, store, embedder, SidecarDescriber(descriptions), limits, encoder=encoder
     )
-    with IndexLock(data_dir / "index.lock").hold("swap-crash"):
+    with IndexLock(data_dir / "index.library.lock").hold("swap-crash"):
         indexer.run(library, "rebuild")
     raise SystemExit(f"step {step!r} never came")
 

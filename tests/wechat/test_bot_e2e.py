@@ -18,8 +18,8 @@ from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.app import PeiTu, build_app
-from index.embed import SentenceTransformerEmbedder
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
+from index.search.embed import SentenceTransformerEmbedder
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.conftest import IndexedLibrary, StartWechat, core_settings
 from tests.wechat.harness import Event, WechatHarness

@@ -4,7 +4,7 @@ Raw cosine says little on its own: with m3e-small an unrelated text sits at 0.7�
 every photo and a good match at 0.85. What separates them is how far a photo stands above the
 library's *background* for that text: the similarities of a random sample of the library's
 vectors to the same query. A photo's evidence is its z-score against that background, raised
-when a content word of the text occurs in its description (jieba words, `index.keyword`): by
+when a content word of the text occurs in its description (jieba words, `index.search.keyword`): by
 the full bonus for a word of two characters or more or a one-character noun (狗), by half for
 another one-character word (拿, 等, 用: a verb or particle a description shares by chance).
 The match (匹配度) is a logistic of that evidence; a photo *fits* at `MatchParams.fit` and up.
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index.keyword import single_character_nouns, tokenize
 from index.models import Candidate
 from index.ports import Vectors, VectorStore
+from index.search.keyword import single_character_nouns, tokenize
 
 log = logging.getLogger(__name__)
 

@@ -183,7 +183,9 @@ def _detections_output(session: Any) -> str:
     for output in session.get_outputs():
         if output.shape and output.shape[-1] == 6:
             return str(output.name)
-    raise ModelUnavailable("the detector has no output of shape [1, N, 6] (see index/detect.py)")
+    raise ModelUnavailable(
+        "the detector has no output of shape [1, N, 6] (see index/describers/detect.py)"
+    )
 
 
 def detector_input(

@@ -21,7 +21,7 @@ import imagehash
 from PIL import Image
 
 from index.errors import PhotoUnreadable
-from index.imaging import DECODE_ERRORS, PhotoReader, eight_bit, read_photo
+from index.library.imaging import DECODE_ERRORS, PhotoReader, eight_bit, read_photo
 from index.models import Candidate
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ MAX_DISTANCE = 10
 
 
 def image_hash(image: Image.Image) -> str | None:
-    """The pHash of a photo as `index.imaging.read_photo` decodes it (upright, a JPEG at reduced
+    """The pHash of a photo as `index.library.imaging.read_photo` decodes it (upright, a JPEG at reduced
     scale), as 16 hex digits; None for a mode it cannot be computed in (a CIELAB TIFF). The scan
     computes it there, once; the catalog keeps it."""
     try:

@@ -1,6 +1,6 @@
 """Reasons without an LLM: one short Chinese line saying what in the photo matches the text.
 
-Built from the calibrated match (`index.calibration`): the words the text and the description
+Built from the calibrated match (`index.search.calibration`): the words the text and the description
 share, the facets of the description they appear in (主体/场景/氛围 … of a vision model's
 labelled description), and the time/place when the photo is of the time/place the text names.
 Never an excerpt of the description: that is shown beside the reason anyway.
@@ -8,7 +8,7 @@ Never an excerpt of the description: that is shown beside the reason anyway.
 
 from __future__ import annotations
 
-from index.calibration import Match
+from index.search.calibration import Match
 
 MAX_REASON_CHARS = 40
 _MAX_WORDS = 3

@@ -22,7 +22,7 @@ from PIL import Image
 
 from config.settings import VisionSettings
 from index.errors import DescribeFailed, ModelUnavailable
-from index.imaging import decode_image, flat_rgb
+from index.library.imaging import decode_image, flat_rgb
 from index.llm import CallGate, Sleep, chat, make_client
 from index.models import PhotoFile
 
@@ -153,7 +153,7 @@ def clean_description(answer: str) -> str:
 def encode_for_vision(
     source: Path | bytes, max_side: int, *, max_pixels: int, max_bytes: int | None = None
 ) -> bytes:
-    """Decode an image (JPEG, PNG, HEIC, ...) through `index.imaging.decode_image`, upright
+    """Decode an image (JPEG, PNG, HEIC, ...) through `index.library.imaging.decode_image`, upright
     it, and re-encode it as an RGB JPEG.
 
     The long side is at most `max_side`; smaller images keep their size. Raises

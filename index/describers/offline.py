@@ -3,11 +3,11 @@
 For a library indexed before a vision endpoint is configured (or without one at all). What it
 writes is shorter and much weaker than a vision model's description, and says so on its last
 line (`OFFLINE_MARK`). Descriptions are stored under their describer's key, and the index embeds
-each photo's best description (`index.descriptions`: imported > vision > offline), so a
+each photo's best description (`index.library.descriptions`: imported > vision > offline), so a
 later run with the vision model replaces these.
 
-- People and things: a COCO-80 object detector (`index.detect`, by default MobileNetV3-CenterNet
-  in onnxruntime) gives boxes; `index.offline_words` turns them into counts and relations
+- People and things: a COCO-80 object detector (`index.describers.detect`, by default MobileNetV3-CenterNet
+  in onnxruntime) gives boxes; `index.describers.offline_words` turns them into counts and relations
   ("两个人和一只黑狗", "三个人骑自行车") on the lines `主体：`, `人物动作：`, `场景：`, labelled like a
   vision model's description so the retrieval's facet split works the same. Without a detector
   model the describer still runs, without those lines.
@@ -18,7 +18,7 @@ later run with the vision model replaces these.
   reference does ((x - 127) / 128); class names in Chinese from `imagenet_labels_zh.txt`, whose
   header cites its source. Only classes the model gives at least `MIN_TAG_PROBABILITY` appear,
   worded as "可能有" because ImageNet's fine classes are often wrong on personal photos.
-- Time and place: the EXIF time, and the GPS position named offline by `index.geo`.
+- Time and place: the EXIF time, and the GPS position named offline by `index.understanding.geo`.
 """
 
 from __future__ import annotations
@@ -33,19 +33,19 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from index.detect import DetectFailed, Detector
-from index.efficientnet import EfficientNetLite0, bundled_network, network_input
-from index.errors import DescribeFailed, ModelUnavailable
-from index.geo import Place, place_at
-from index.imaging import open_image, read_metadata, thumbnail_jpeg
-from index.models import PhotoFile
-from index.offline_words import (
+from index.describers.detect import DetectFailed, Detector
+from index.describers.efficientnet import EfficientNetLite0, bundled_network, network_input
+from index.describers.offline_words import (
     ACTIVITY_CLASSES,
     SCENE_CLASSES,
     SCENE_MIN_PROBABILITY,
     SceneWriter,
     reconcile_animals,
 )
+from index.errors import DescribeFailed, ModelUnavailable
+from index.library.imaging import open_image, read_metadata, thumbnail_jpeg
+from index.models import PhotoFile
+from index.understanding.geo import Place, place_at
 
 log = logging.getLogger(__name__)
 

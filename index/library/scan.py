@@ -4,7 +4,7 @@ What is ignored silently (not counted): names starting with "." and the junk fol
 and archivers leave behind (`JUNK_DIRS`), files without an image extension, and a directory
 reached a second time through a symlink (its photos are listed under their real path).
 What is counted in `ScanResult.skipped`: every image-extension file that cannot be read (keys are
-`index.imaging.Reason` values), every broken or looping symlink whatever its name, and every
+`index.library.imaging.Reason` values), every broken or looping symlink whatever its name, and every
 directory that cannot be listed (permission_denied / io_error).
 
 Symlinks are followed while their real target lies inside the library. A link (to a file with an
@@ -23,9 +23,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from index.dedup import image_hash
 from index.errors import LibraryNotFound, PhotoChanged, PhotoUnreadable
-from index.imaging import PhotoReader, Reason, check_image_file, has_image_extension, read_photo
+from index.library.dedup import image_hash
+from index.library.imaging import (
+    PhotoReader,
+    Reason,
+    check_image_file,
+    has_image_extension,
+    read_photo,
+)
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
@@ -51,7 +57,7 @@ _DirKey = tuple[int, int]  # (st_dev, st_ino) of a real directory
 @dataclass
 class ScanResult:
     """Photos found (sorted by rel_path) and what was skipped, by reason and by path; the
-    perceptual hash (`index.dedup`) of each photo this scan read (not of those `known` gave)."""
+    perceptual hash (`index.library.dedup`) of each photo this scan read (not of those `known` gave)."""
 
     photos: list[PhotoFile] = field(default_factory=list)
     hashes: dict[str, str] = field(default_factory=dict)  # photo_id -> perceptual hash

@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from index.keyword import KeywordIndex
 from index.models import Candidate, QueryFilters
 from index.ports import Embedder, Retriever, Vectors, VectorStore
+from index.search.keyword import KeywordIndex
 
 DocumentEncoding = Literal["whole", "centroid", "mixture"]
 Fusion = Literal["zscore", "rrf"]
@@ -106,7 +106,7 @@ class DocumentEncoder:
 
 
 # --- query side ---------------------------------------------------------------------------
-# General social filler only; time and place words belong to query understanding (index/query.py).
+# General social filler only; time and place words belong to query understanding (index/understanding/query.py).
 _FILLER = re.compile(
     r"[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200d]"  # emoji and pictographs
     r"|[#＃~～…]+"  # hashtag marks (the tag's words stay), tildes, ellipses

@@ -4,7 +4,7 @@ Descriptions are the expensive part (a vision-model call each), so each one is c
 moment it arrives: a crash loses at most the photos being described at that instant.
 
 Paths (`rel_path` columns) are stored losslessly: as TEXT when they are valid UTF-8, else as the
-file name's raw bytes in a BLOB (`os.fsencode`), read back with `os.fsdecode` (see `index.names`).
+file name's raw bytes in a BLOB (`os.fsencode`), read back with `os.fsdecode` (see `index.library.names`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-from index.descriptions import DescriptionRow, Tier, best_of, tier_of
 from index.errors import CatalogTooNew
+from index.library.descriptions import DescriptionRow, Tier, best_of, tier_of
+from index.library.names import is_lossless_text
 from index.models import IndexReport, PhotoFile
-from index.names import is_lossless_text
 
 # Ordered migrations: MIGRATIONS[n] brings a catalog from user_version n to n + 1. Append new
 # steps at the end, never edit a released one: data folders made by older versions upgrade in
@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS visual_embedded (
 );
 """
 
-# Each photo's perceptual hash (`index.dedup`), computed once when the scan reads the photo
+# Each photo's perceptual hash (`index.library.dedup`), computed once when the scan reads the photo
 # (issue 12): a rebuild or a move reuses it instead of decoding the photo again. Keyed by
 # photo_id (the hash is of the content); a data folder from before fills it as photos need it.
 PERCEPTUAL_HASHES = """
@@ -258,7 +258,7 @@ class Catalog:
         with self._tx() as db:
             db.execute("DELETE FROM files WHERE rel_path=?", (db_path(rel_path),))
 
-    # --- perceptual hashes (computed by the scan; see index.dedup) ---------------------------
+    # --- perceptual hashes (computed by the scan; see index.library.dedup) ---------------------------
     def save_perceptual_hashes(self, hashes: Mapping[str, str]) -> None:
         """Keep photo_id -> perceptual hash (16 hex digits)."""
         with self._tx() as db:
@@ -322,7 +322,7 @@ class Catalog:
         return out
 
     def best_descriptions(self, photo_ids: Iterable[str]) -> dict[str, StoredDescription]:
-        """For each photo, the description that counts (see `index.descriptions`)."""
+        """For each photo, the description that counts (see `index.library.descriptions`)."""
         best: dict[str, StoredDescription] = {}
         for photo_id, rows in self.description_rows(photo_ids).items():
             row = best_of(rows)

@@ -8,7 +8,7 @@ keeps only photos of that time/place (relaxed, with a note, when there are none)
 them. A text that is nothing but a time or place ("去年夏天在大理") is strict and skips the
 threshold and the fit: the filters are then what the user asked for.
 
-Whether a photo fits comes from `index.calibration` (background z-score and shared words, not
+Whether a photo fits comes from `index.search.calibration` (background z-score and shared words, not
 raw cosine). When none fits, the answer is empty and says so, unless the closest photos are
 asked for (`closest=True`, or "?" before the text).
 """
@@ -21,9 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
-from index.calibration import Calibrator, Match
 from index.errors import InvalidQuery, RerankFailed
-from index.filters import matches, relaxations
 from index.models import (
     RERANK_OFF,
     RERANK_USED,
@@ -39,8 +37,10 @@ from index.models import (
     RerankState,
 )
 from index.ports import QueryUnderstanding, Reranker, Retriever
-from index.query import split_markers
-from index.reasons import match_reason
+from index.ranking.reasons import match_reason
+from index.search.calibration import Calibrator, Match
+from index.understanding.filters import matches, relaxations
+from index.understanding.query import split_markers
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Recommender:
         markers (for a photo's own description, whose 拍摄时间/地名 are no request).
         `time_place` overrides the configured use of time/place words; `closest` returns the
         closest photos even when none fits. Leading markers in the text do the same: "!"
-        strict, "~" off, "?" closest (`index.query.split_markers`)."""
+        strict, "~" off, "?" closest (`index.understanding.query.split_markers`)."""
         query = _clean_query(text)
         markers: frozenset[str] = frozenset()
         if understand:

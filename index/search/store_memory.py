@@ -5,7 +5,7 @@ For tests and tiny libraries held by one process: nothing is written to disk, an
 each other's writes only when they are opened on the same `MemorySpace` (as Chroma clients of
 one folder or server do). Every query compares the text's vector with every stored one, so it
 is exact (Chroma's HNSW is approximate) and its cost grows with the library: fine for a few
-thousand photos. Chroma (`index.store`) stays the store users get.
+thousand photos. Chroma (`index.search.store`) stays the store users get.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 import numpy.typing as npt
 
 from index.errors import IndexMismatch
-from index.filters import matches
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
+from index.understanding.filters import matches
 
 REBUILD_SUFFIX = "__rebuild"
 
@@ -159,7 +159,7 @@ class MemoryStore:
     def query(
         self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
     ) -> list[Candidate]:
-        """The k photos of highest cosine among those `index.filters.matches` keeps (exact)."""
+        """The k photos of highest cosine among those `index.understanding.filters.matches` keeps (exact)."""
         if k <= 0:
             return []
         with self._space.lock:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from index.errors import ModelUnavailable
-from index.model_source import ensure_model_obtainable
 from index.ports import Vectors
+from index.search.model_source import ensure_model_obtainable
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -1,12 +1,12 @@
 """Time/place filters (`QueryFilters`) applied to photo metadata: `matches` is the rule. Each
 vector store applies it in its own way in the first stage (Chroma as a `where` clause, built in
-`index.store`), and the recommender checks every candidate's metadata against it afterwards.
+`index.search.store`), and the recommender checks every candidate's metadata against it afterwards.
 
 Times are compared as camera wall-clock time: EXIF gives no time zone, so the index stores
 `taken_ts` as the wall-clock time read as if it were UTC (`wall_clock_ts`) and the filter
 converts its bounds the same way. The result does not depend on the machine's time zone.
 Places match when any of place_province/place_city/place_district is one of the official names
-the filter's name stands for (see `index.geo`).
+the filter's name stands for (see `index.understanding.geo`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from index.geo import METADATA_KEYS, default_gazetteer
 from index.models import QueryFilters
+from index.understanding.geo import METADATA_KEYS, default_gazetteer
 
 
 def wall_clock_ts(moment: datetime) -> float:
@@ -33,7 +33,7 @@ def place_names(place: str) -> tuple[str, ...]:
 
 def matches(filters: QueryFilters | None, metadata: Mapping[str, Any]) -> bool:
     """True when a photo's metadata satisfies the filters: the rule every vector store's
-    `query` applies (Chroma's `where`, see `index.store.chroma_where`, says the same)."""
+    `query` applies (Chroma's `where`, see `index.search.store.chroma_where`, says the same)."""
     if filters is None:
         return True
     return _in_time(filters, metadata.get("taken_ts")) and _at_place(filters.place, metadata)

@@ -26,7 +26,7 @@ from config.settings import RerankSettings
 from index.errors import ModelUnavailable, RerankFailed
 from index.llm import CallGate, ModelRequestRejected, Sleep, chat, make_client
 from index.models import Candidate, Judgement
-from index.recommend import description_reason
+from index.ranking.recommend import description_reason
 
 logger = logging.getLogger(__name__)
 

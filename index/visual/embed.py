@@ -12,7 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from index.efficientnet import FEATURE_DIMENSION, NAME, EfficientNetLite0, bundled_network, stack
+from index.describers.efficientnet import (
+    FEATURE_DIMENSION,
+    NAME,
+    EfficientNetLite0,
+    bundled_network,
+    stack,
+)
 from index.ports import Vectors
 
 # Bump when the preprocessing or pooling changes: stored vectors are then made again.

@@ -24,10 +24,10 @@ from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
 from index.errors import IndexMismatch, ModelUnavailable
-from index.filters import place_names, wall_clock_ts
-from index.geo import METADATA_KEYS
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
+from index.understanding.filters import place_names, wall_clock_ts
+from index.understanding.geo import METADATA_KEYS
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -371,7 +371,7 @@ class ChromaStore:
 
     def sample(self, size: int, seed: int = 0) -> list[list[float]]:
         """The vectors of up to `size` photos chosen at random (the same for the same seed and
-        photos): the library's background for calibrating matches (`index.calibration`)."""
+        photos): the library's background for calibrating matches (`index.search.calibration`)."""
         ids = sorted(self.ids())
         chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
         if not chosen:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from index.detect import CocoClass, Detection, overlap_share, read_coco_classes
+from index.describers.detect import CocoClass, Detection, overlap_share, read_coco_classes
 
 MIN_BOX_AREA = 0.004  # smaller boxes are far-away specks: not counted, not named
 MAX_SUBJECTS = 3

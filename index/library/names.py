@@ -5,7 +5,7 @@ a name written by Chinese Windows (GBK, as zips and Samba shares often keep it) 
 arrives as a `str` holding lone surrogates (`caf\\udce9.jpg`). That `str` is the lossless form:
 `os.fsencode` gives the exact bytes back, and `open()` and `Path` accept it, so the core keeps
 it as it is. It cannot be encoded as UTF-8, though, so SQLite, Chroma, JSON and the terminal
-get `readable_path(...)` instead, and the catalog stores the raw bytes (see `index.catalog`).
+get `readable_path(...)` instead, and the catalog stores the raw bytes (see `index.library.catalog`).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
 _EXIF_ERRORS = DECODE_ERRORS
 # The scan decodes a JPEG at the smallest scale (1/2 ... 1/8) that keeps both sides at least 128
 # pixels: every byte is still decoded (truncation shows), and the perceptual hash is computed from
-# this very image (`index.dedup`), so its values must not change with it.
+# this very image (`index.library.dedup`), so its values must not change with it.
 PREVIEW_BOX = (128, 128)
 _NEGATIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "S", ExifTags.GPS.GPSLongitudeRef: "W"}
 _POSITIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLongitudeRef: "E"}

@@ -21,12 +21,12 @@ import imagehash
 import numpy as np
 from PIL import Image
 
-from index.catalog import Catalog
 from index.errors import ModelUnavailable, PeiTuError
-from index.imaging import open_image_at_least
+from index.library.catalog import Catalog
+from index.library.imaging import open_image_at_least
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.ports import Vectors, VisualEmbedder
-from index.visual_store import VisualStore
+from index.visual.store import VisualStore
 
 log = logging.getLogger(__name__)
 
@@ -140,5 +140,5 @@ class VisualIndex:
 
 
 def image_phash(image: Image.Image) -> str:
-    """64-bit DCT pHash as 16 hex digits, the same measure as `index.dedup`."""
+    """64-bit DCT pHash as 16 hex digits, the same measure as `index.library.dedup`."""
     return str(imagehash.phash(image))

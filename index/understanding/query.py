@@ -2,10 +2,10 @@
 
 "去年夏天在大理，蓝天白云" → semantic "蓝天白云", photos taken 1 Jun–31 Aug of last year in 大理.
 
-Times: see `index.timewords`.
+Times: see `index.understanding.timewords`.
 
 Places: a name of a Chinese province, city or district from the offline gazetteer
-(`index.geo`). Official names of three characters or more ("杭州市", "白云区") and short names of
+(`index.understanding.geo`). Official names of three characters or more ("杭州市", "白云区") and short names of
 provinces and cities ("杭州", "大理") count anywhere; short district names ("白云", "西湖"), two-
 character county names and city names that are also everyday words (安康, 日照, 朝阳, ...) count
 only after a movement word: 在, 去(了), 到, 来到, 回到, 飞到, 抵达, 打卡, 前往, 路过, 途经, 从, 逛, 游,
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from index.geo import Gazetteer, KnownName, default_gazetteer
 from index.models import ParsedQuery, QueryFilters
-from index.timewords import TimeRange, find_times
+from index.understanding.geo import Gazetteer, KnownName, default_gazetteer
+from index.understanding.timewords import TimeRange, find_times
 
 _EVERYDAY = "安康 长治 日照 白银 阿里 玉树 大同 朝阳 中山 红河 普洱 和田 哈密 三明 天水 山南 北海"
 _EVERYDAY_WORDS = frozenset(_EVERYDAY.split())  # city names that are also ordinary words

@@ -2,10 +2,10 @@
 
 Near-duplicates are grouped: a burst or an edited copy of one moment shows once, with a note of
 how many it stands for. Copies of the query photo itself (edited, cropped, recompressed, or its
-burst neighbours) are found by matching local features (`index.near_duplicate`) among the
+burst neighbours) are found by matching local features (`index.library.near_duplicate`) among the
 nearest few, folded into one result, labelled, and put first: someone searching with an edited
 copy usually wants the original. Among the other results, two photos are near-duplicates when
-their perceptual hashes are close (`index.dedup.MAX_DISTANCE`) or their vectors very close
+their perceptual hashes are close (`index.library.dedup.MAX_DISTANCE`) or their vectors very close
 (`NEAR_DUPLICATE_COSINE`).
 """
 
@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from index.catalog import Catalog
-from index.dedup import MAX_DISTANCE, hash_distance
 from index.errors import PeiTuError
+from index.library.catalog import Catalog
+from index.library.dedup import MAX_DISTANCE, hash_distance
+from index.library.near_duplicate import Keypoints, keypoints, same_moment
 from index.models import Note, NoteKind, Recommendation, RecommendResult
-from index.near_duplicate import Keypoints, keypoints, same_moment
 from index.ports import Vectors
-from index.visual_index import VisualIndex, image_phash
-from index.visual_store import VisualHit
+from index.visual.index import VisualIndex, image_phash
+from index.visual.store import VisualHit
 
 log = logging.getLogger(__name__)
 

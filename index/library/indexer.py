@@ -17,20 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from index.catalog import Catalog, StoredDescription, text_sha
-from index.dedup import METADATA_KEY as PHASH_KEY
-from index.dedup import perceptual_hash
-from index.descriptions import should_describe
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
-from index.filters import wall_clock_ts
-from index.geo import place_at
-from index.imaging import PhotoReader, read_photo
+from index.library.catalog import Catalog, StoredDescription, text_sha
+from index.library.dedup import METADATA_KEY as PHASH_KEY
+from index.library.dedup import perceptual_hash
+from index.library.descriptions import should_describe
+from index.library.imaging import PhotoReader, read_photo
+from index.library.names import readable_path
+from index.library.scan import ScanResult, read_unchanged, scan_library
 from index.models import IndexReport, PhotoFile, ProgressCallback
-from index.names import readable_path
 from index.ports import Describer, Embedder, StoredVector, VectorStore
-from index.retrieval import DocumentEncoder
-from index.scan import ScanResult, read_unchanged, scan_library
-from index.visual_index import VisualIndex
+from index.search.retrieval import DocumentEncoder
+from index.understanding.filters import wall_clock_ts
+from index.understanding.geo import place_at
+from index.visual.index import VisualIndex
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Indexer:
         """Index the library. Callers hold the index lock; see `PeiTu.index`.
 
         An ordinary run describes only photos that no describer of the same or a better tier
-        has described (see `index.descriptions`); `redescribe` describes every photo again
+        has described (see `index.library.descriptions`); `redescribe` describes every photo again
         with `describer` (default: the indexer's) and makes that description the one used."""
         report_progress = progress or _no_progress
         stop = cancel or threading.Event()
@@ -387,7 +387,7 @@ def _metadata(
         "width": photo.width,
         "height": photo.height,
         "taken_at": photo.taken_at.isoformat() if photo.taken_at else None,
-        # EXIF time has no zone: stored as wall-clock time read as UTC (see index.filters).
+        # EXIF time has no zone: stored as wall-clock time read as UTC (see index.understanding.filters).
         "taken_ts": wall_clock_ts(photo.taken_at) if photo.taken_at else None,
         "gps_lat": photo.gps_lat,
         "gps_lon": photo.gps_lon,

@@ -1,0 +1,1 @@
+"""From candidates to the answer: recommend, the LLM rerank, reasons."""

@@ -1,0 +1,1 @@
+"""Descriptions as vectors and finding the nearest: embedder, vector store, keywords, calibration."""

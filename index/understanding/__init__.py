@@ -1,0 +1,1 @@
+"""What a text asks for: time and place words, filters. No ML runtime."""

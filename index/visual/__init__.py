@@ -1,0 +1,1 @@
+"""Photos by what they look like: the visual embedder, its store and search."""
