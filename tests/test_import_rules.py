@@ -7,12 +7,23 @@ The rules (imports point one way: edges -> core -> settings):
    (`wechaty`, `fastapi`, `starlette`, `uvicorn`).
 3. `bot/` imports neither `server` nor `cli`.
 4. `server/` imports neither `bot` nor `cli`.
-5. Query understanding (`index/understanding/query.py`, `index/understanding/timewords.py`, `index/understanding/filters.py`,
-   `index/understanding/geo.py`) imports no ML runtime (`torch`, `sentence_transformers`, `chromadb`,
-   `onnxruntime`), neither directly nor through the `index` modules it imports.
+5. Query understanding (`index/understanding/`) imports no ML runtime (`torch`,
+   `sentence_transformers`, `chromadb`, `onnxruntime`), neither directly nor through the
+   `index` modules it imports.
 6. Under `index/`, only the Chroma adapters (`index/search/store.py`, `index/visual/store.py`) and the
    composition root (`index/app.py`'s `build_app`) import `chromadb` or `index.search.store`: the rest
    of the core knows the vector store by its port (`index.ports.VectorStore`).
+
+7. Inside the core, sub-packages import one way (`index/…/` may import the kernel — `errors`,
+   `models`, `ports`, `llm` — and only the sub-packages listed):
+   - `understanding/`: none;
+   - `search/`: `understanding/`;
+   - `ranking/`: `search/`, `understanding/`;
+   - `describers/`: `library/` (the one image decoder), `understanding/` (place names);
+   - `visual/`: `library/`, `describers/` (the EfficientNet features);
+   - `library/`: `search/`, `understanding/`, `visual/` (the indexer writes both stores).
+   The kernel imports no sub-package. Only the facade and composition root (`index/app.py`,
+   its `index/records.py`) and the evaluation runner see everything.
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
 about which way the code depends, not only about what loads at start-up.
@@ -30,13 +41,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
-UNDERSTANDING = (
-    "index/understanding/query.py",
-    "index/understanding/timewords.py",
-    "index/understanding/filters.py",
-    "index/understanding/geo.py",
-)
 STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/app.py"})
+
+
+KERNEL = ("errors", "models", "ports", "llm")
+SUB_PACKAGES: dict[str, frozenset[str]] = {  # rule 7: what each sub-package may import
+    "understanding": frozenset(),
+    "search": frozenset({"understanding"}),
+    "ranking": frozenset({"search", "understanding"}),
+    "describers": frozenset({"library", "understanding"}),
+    "visual": frozenset({"library", "describers"}),
+    "library": frozenset({"search", "understanding", "visual"}),
+}
 
 
 @dataclass(frozen=True)
@@ -136,7 +152,7 @@ def understanding_violations() -> list[str]:
     """Rule 5, followed through the `index` modules each understanding module imports."""
     rule = "5: query understanding imports no ML runtime"
     problems: set[str] = set()
-    for start in UNDERSTANDING:
+    for start in sorted(str(p.relative_to(ROOT)) for p in _package_files("index/understanding")):
         seen: set[Path] = set()
         todo = [ROOT / start]
         while todo:
@@ -167,6 +183,30 @@ def store_violations(root: Path = ROOT) -> list[str]:
         or imp.module == "index.search.store"
         or imp.module.startswith("index.search.store.")
     ]
+
+
+def _sub_package(module: str) -> str | None:
+    """`index.search.store` -> "search"; None for the kernel and for what is not ours."""
+    parts = module.split(".")
+    if parts[0] != "index" or len(parts) < 2:
+        return None
+    return parts[1] if parts[1] in SUB_PACKAGES else None
+
+
+def sub_package_violations() -> list[str]:
+    """Rule 7: each sub-package imports only the kernel and the sub-packages it may."""
+    problems = []
+    for package, allowed in SUB_PACKAGES.items():
+        for path in _package_files(f"index/{package}"):
+            for imp in _first_per_line(imports_of(path)):
+                target = _sub_package(imp.module)
+                if target is not None and target != package and target not in allowed:
+                    problems.append(_describe(imp, f"7: index/{package}/ imports no {target}/"))
+    for name in KERNEL:
+        for imp in imports_of(ROOT / "index" / f"{name}.py"):
+            if (target := _sub_package(imp.module)) is not None:
+                problems.append(_describe(imp, f"7: the kernel imports no {target}/"))
+    return sorted(set(problems))
 
 
 def _report(problems: list[str]) -> str:
@@ -202,6 +242,17 @@ def test_the_store_rule_fails_when_the_core_imports_the_adapter(tmp_path: Path) 
     assert len(problems) == 1 and problems[0].startswith(
         "index/library/indexer.py:1 imports `index.search.store`"
     )
+
+
+def test_core_sub_packages_import_one_way() -> None:
+    problems = sub_package_violations()
+    assert not problems, _report(problems)
+
+
+def test_every_core_module_is_in_a_sub_package_or_the_kernel() -> None:
+    """A new module goes into the sub-package it belongs to (README, Where things live)."""
+    top = {p.stem for p in (ROOT / "index").glob("*.py")} - {"__init__"}
+    assert top <= {*KERNEL, "app", "records", "evaluation", "doctor"}, sorted(top)
 
 
 def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:
