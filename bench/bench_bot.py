@@ -23,8 +23,9 @@ sys.path.insert(0, str(REPO))
 
 from config import load_settings  # noqa: E402
 from config.settings import WechatSettings  # noqa: E402
-from index.app import PeiTu, build_app  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
+from index.service import PeiTu  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 from tests.support.core_fixtures import build_small_library  # noqa: E402
 from tests.support.openai_server import FakeOpenAIServer  # noqa: E402
 from tests.wechat.harness import GATEWAY_DIR, WechatHarness  # noqa: E402

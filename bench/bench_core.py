@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import load_settings  # noqa: E402
-from index.app import build_app  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "eval"
 

@@ -20,17 +20,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from config import load_settings  # noqa: E402
-from config.settings import RetrievalSettings  # noqa: E402
-from index.app import build_app  # noqa: E402
-from index.evaluation import (  # noqa: E402
+from cli.evaluation import (  # noqa: E402
     eval_settings,
     prepare_library,
     protocol_text,
     read_eval_set,
 )
+from config import load_settings  # noqa: E402
+from config.settings import RetrievalSettings  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
 from index.search.retrieval import DocumentEncoder  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"
 OLD = RetrievalSettings(document_encoding="whole", keyword_weight=0.0, strip_filler=False)

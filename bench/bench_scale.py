@@ -50,9 +50,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
 
+from cli.evaluation import protocol_text, read_eval_set  # noqa: E402
 from config import Settings, load_settings  # noqa: E402
-from index.app import _retrieval_config, build_app  # noqa: E402
-from index.evaluation import protocol_text, read_eval_set  # noqa: E402
 from index.library.catalog import Catalog  # noqa: E402
 from index.models import PhotoFile  # noqa: E402
 from index.ports import StoredVector  # noqa: E402
@@ -60,6 +59,7 @@ from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
 from index.search.retrieval import strip_filler  # noqa: E402
 from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
 from index.understanding.filters import wall_clock_ts  # noqa: E402
+from index.wiring import _retrieval_config, build_app  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"
 MODEL = REPO / "models" / "m3e-small"
@@ -390,7 +390,7 @@ _ENCODER_RATE = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from index.search.embed import SentenceTransformerEmbedder
-from index.evaluation import protocol_text, read_eval_set
+from cli.evaluation import protocol_text, read_eval_set
 from index.search.retrieval import DocumentEncoder
 threads, count, model, captions = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 texts = [protocol_text(i, "rich")[0] for i in read_eval_set(__import__("pathlib").Path(captions))][:count]
@@ -411,8 +411,8 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 os.chdir(sys.argv[1])
 from config import load_settings
-from index.app import build_app
-from index.evaluation import prepare_library, read_eval_set
+from index.wiring import build_app
+from cli.evaluation import prepare_library, read_eval_set
 count, model, eval_dir = int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 images = read_eval_set(eval_dir / "captions.jsonl", count)[:count]
 work = Path(tempfile.mkdtemp(prefix="peitu-index-"))

@@ -39,8 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import Settings, load_settings  # noqa: E402
-from index.app import PeiTu, build_app  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
+from index.service import PeiTu  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 from tests.support.openai_server import FakeOpenAIServer  # noqa: E402
 
 EVAL = REPO.parent / "shared" / "eval"

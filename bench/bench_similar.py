@@ -32,12 +32,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cli.evaluation import EvalImage, prepare_library, read_eval_set  # noqa: E402
 from config import load_settings  # noqa: E402
-from index.app import PeiTu, build_app  # noqa: E402
 from index.describers.offline import OfflineDescriber  # noqa: E402
-from index.evaluation import EvalImage, prepare_library, read_eval_set  # noqa: E402
 from index.models import RecommendResult  # noqa: E402
+from index.service import PeiTu  # noqa: E402
 from index.visual.search import SAME_MOMENT  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 from tests.support.edits import edited_copy  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"

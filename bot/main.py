@@ -50,7 +50,7 @@ def build_finder(settings: Settings) -> tuple[PhotoFinder, Callable[[], None]]:
         log.info("peitu bot: asks the PeiTu server at %s (no index or model of its own)", url)
         return server, server.close
     # Imported here: the core brings Chroma and PyTorch, which a bot asking a server never needs.
-    from index.app import build_app
+    from index.wiring import build_app
 
     app = build_app(settings)
     return app, app.close

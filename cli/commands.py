@@ -1,6 +1,6 @@
 """The CLI's commands. Each builds the app once from settings (the composition root).
 
-`index.app` (chromadb, jieba, ...) is imported by the commands that build the app, not here:
+`index.wiring` (chromadb, jieba, ...) is imported by the commands that build the app, not here:
 `peitu recommend` through a server (`PEITU_SERVER__URL`) never needs it.
 """
 
@@ -23,15 +23,15 @@ from index.library.names import readable_path
 from index.models import IndexReport, ProgressCallback
 
 if TYPE_CHECKING:
-    from index.app import PeiTu
     from index.library.indexer import IndexMode
+    from index.service import PeiTu
 
 Answer = Callable[[str], dict[str, Any]]  # one text -> the JSON of `peitu recommend --json`
 
 
 def build_app(settings: Settings, **parts: Any) -> PeiTu:
-    """`index.app.build_app`, imported when a command needs the index."""
-    from index.app import build_app as build
+    """`index.wiring.build_app`, imported when a command needs the index."""
+    from index.wiring import build_app as build
 
     return build(settings, **parts)
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cli.evaluation import DESCRIBERS, PROTOCOLS, VARIANTS, EvalReport, EvalRequest
 from config import Settings
 from index.errors import InvalidQuery
-from index.evaluation import DESCRIBERS, PROTOCOLS, VARIANTS, EvalReport, EvalRequest
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -63,7 +63,7 @@ def add_eval_parser(sub: Any) -> None:
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Run one evaluation and print its figures."""
-    from index.evaluation import offline_baseline, run_evaluation
+    from cli.evaluation import offline_baseline, run_evaluation
 
     for name in ("limit", "queries"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

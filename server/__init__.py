@@ -1,1 +1,1 @@
-"""The admin HTTP server: a thin FastAPI edge over the core (`index.app.PeiTu`)."""
+"""The admin HTTP server: a thin FastAPI edge over the core (`index.service.PeiTu`)."""

@@ -39,7 +39,7 @@ MAX_JSON_BODY_BYTES = 64 * 1024  # {"text": ...} and {"mode": ...} are tiny
 
 
 def create_app(core: PhotoService, settings: Settings) -> FastAPI:
-    """The HTTP API over an already built core (`index.app.PeiTu`: the composition root builds
+    """The HTTP API over an already built core (`index.service.PeiTu`: the composition root builds
     it once)."""
     metrics = Metrics()
     journal = JobJournal(settings.data_dir.expanduser())

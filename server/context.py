@@ -13,10 +13,10 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 
 from config import Settings
-from index.app import DescriberChoice, make_describer
 from index.errors import ModelUnavailable, PeiTuError
 from index.ports import Describer
 from index.records import IndexReadiness
+from index.wiring import DescriberChoice, make_describer
 from server.jobs import JobManager
 from server.metrics import Metrics
 from server.ports import PhotoService

@@ -8,7 +8,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from config import Settings
-from index.app import build_app
+from index.wiring import build_app
 from server.app import create_app
 from server.auth import is_loopback
 from server.scheduler import ScheduleInvalid, schedule_triggers

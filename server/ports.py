@@ -1,7 +1,7 @@
 """What the admin server needs from the core, as `Protocol`s named by intent (like `bot/ports.py`).
 
 Routes and the job manager reach the core only through these: never its catalog, store, lock
-or embedder. `index.app.PeiTu` is the implementation; a test can put a counting or failing one
+or embedder. `index.service.PeiTu` is the implementation; a test can put a counting or failing one
 in its place. Every method blocks: call it in a thread.
 """
 
@@ -15,9 +15,9 @@ from index.ports import Describer
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
 
 if TYPE_CHECKING:  # only for types: importing them at run time loads the whole pipeline
-    from index.app import IndexStatus
     from index.library.indexer import IndexMode
     from index.ranking.recommend import TimePlace
+    from index.service import IndexStatus
 
 
 class IndexRunner(Protocol):

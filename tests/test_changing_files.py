@@ -12,8 +12,8 @@ from pathlib import Path
 from PIL import Image
 
 from config.settings import VisionSettings
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.openai_server import FakeOpenAIServer, describe_image
 

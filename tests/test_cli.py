@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer
 

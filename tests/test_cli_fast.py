@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from config import load_settings
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, serving
 from tests.support.core_fixtures import build_small_library

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageEnhance
 
-from index.app import build_app
 from index.library.dedup import (
     MAX_DISTANCE,
     collapse_near_duplicates,
@@ -18,6 +17,7 @@ from index.library.dedup import (
 )
 from index.models import Candidate
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.made_photos import scene
 

@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from cli.main import build_parser
-from index.app import build_app
 from index.describers.offline import (
     KEY,
     LABELS_FILE,
@@ -24,6 +23,7 @@ from index.describers.offline import (
 from index.library.scan import scan_library
 from index.models import PhotoFile
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.badfiles import encode
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, photo_exif, text_image, write_photo

@@ -6,9 +6,10 @@ import threading
 from pathlib import Path
 
 from config.settings import VisionSettings
-from index.app import PeiTu, build_app
 from index.library.descriptions import DescriptionRow, best_of, should_describe, tier_of
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary, build_small_library
 from tests.support.openai_server import FakeOpenAIServer
 

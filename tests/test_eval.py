@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cli.main import main
-from config.settings import DEFAULT_DETECTOR_MODEL
-from index.evaluation import (
+from cli.evaluation import (
     EvalImage,
     EvalQuery,
     mean_reciprocal_rank,
@@ -21,6 +19,8 @@ from index.evaluation import (
     retrieval_metrics,
     spread,
 )
+from cli.main import main
+from config.settings import DEFAULT_DETECTOR_MODEL
 from tests.support.core_fixtures import EVAL_DIR
 from tests.support.openai_server import FakeOpenAIServer
 

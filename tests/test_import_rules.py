@@ -11,7 +11,7 @@ The rules (imports point one way: edges -> core -> settings):
    `sentence_transformers`, `chromadb`, `onnxruntime`), neither directly nor through the
    `index` modules it imports.
 6. Under `index/`, only the Chroma adapters (`index/search/store.py`, `index/visual/store.py`) and the
-   composition root (`index/app.py`'s `build_app`) import `chromadb` or `index.search.store`: the rest
+   composition root (`index/wiring.py`) import `chromadb` or `index.search.store`: the rest
    of the core knows the vector store by its port (`index.ports.VectorStore`).
 
 7. Inside the core, sub-packages import one way (`index/…/` may import the kernel — `errors`,
@@ -22,8 +22,8 @@ The rules (imports point one way: edges -> core -> settings):
    - `describers/`: `library/` (the one image decoder), `understanding/` (place names);
    - `visual/`: `library/`, `describers/` (the EfficientNet features);
    - `library/`: `search/`, `understanding/`, `visual/` (the indexer writes both stores).
-   The kernel imports no sub-package. Only the facade and composition root (`index/app.py`,
-   its `index/records.py`) and the evaluation runner see everything.
+   The kernel imports no sub-package. Only the facade (`index/service.py`, its `index/records.py`)
+   and the composition root (`index/wiring.py`) see everything.
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
 about which way the code depends, not only about what loads at start-up.
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
-STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/app.py"})
+STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/wiring.py"})
 
 
 KERNEL = ("errors", "models", "ports", "llm")
@@ -252,7 +252,7 @@ def test_core_sub_packages_import_one_way() -> None:
 def test_every_core_module_is_in_a_sub_package_or_the_kernel() -> None:
     """A new module goes into the sub-package it belongs to (README, Where things live)."""
     top = {p.stem for p in (ROOT / "index").glob("*.py")} - {"__init__"}
-    assert top <= {*KERNEL, "app", "records", "evaluation", "doctor"}, sorted(top)
+    assert top <= {*KERNEL, "service", "records", "wiring", "doctor"}, sorted(top)
 
 
 def test_the_checker_sees_imports_everywhere(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ import pytest
 from PIL import Image
 
 from config.settings import RerankSettings, VisionSettings
-from index.app import PeiTu, build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from tests.support import badfiles
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary
 
 

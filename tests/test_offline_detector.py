@@ -16,7 +16,6 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from config.settings import DEFAULT_DETECTOR_MODEL, OfflineSettings
-from index.app import build_app
 from index.describers.detect import (
     Detection,
     OnnxDetector,
@@ -28,6 +27,7 @@ from index.describers.offline import UNKNOWN_LINE, OfflineDescriber, says_nothin
 from index.describers.offline_words import SceneWriter, count_words, reconcile_animals
 from index.models import PhotoFile
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory
 from tests.support.made_photos import cjk_font_path
 
@@ -111,7 +111,7 @@ def test_without_the_model_file_the_describer_runs_without_detection(
 ) -> None:
     missing = tmp_path / "no-such-detector.onnx"
     settings = make_settings(offline={"detector_model": str(missing)})
-    with caplog.at_level(logging.WARNING, logger="index.app"):
+    with caplog.at_level(logging.WARNING, logger="index.wiring"):
         app = build_app(settings, embedder=embedder, describer="offline")
     assert f"no object detector at {missing}" in caplog.text
     record = next(r for r in _records() if _all_captions_say(r, PERSON_WORDS, "dog"))

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from index.app import PeiTu, build_app
 from index.errors import IndexBusy, IndexMismatch, InvalidQuery, LibraryNotFound
 from index.models import RERANK_OFF, NoteKind
 from index.ports import Vectors
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from index.app import PeiTu, build_app
 from index.models import QueryFilters
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
 from index.understanding.filters import matches, relaxations, wall_clock_ts
 from index.understanding.query import RuleBasedUnderstanding
+from index.wiring import build_app
 from tests.support.core_fixtures import SettingsFactory
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, write_photo
 

@@ -10,8 +10,8 @@ import chromadb
 import pytest
 from chromadb.config import Settings as ChromaClientSettings
 
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from tests.support.core_fixtures import REPO, SettingsFactory, SmallLibrary
 from tests.support.swap_crash import COLLECTION
 

@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index.app import PeiTu, build_app
 from index.errors import IndexMismatch, ModelUnavailable
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, VectorStore
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.store import HNSW_TUNING, ChromaStore, chroma_where, make_chroma_client
 from index.search.store_memory import MemorySpace, MemoryStore
+from index.service import PeiTu
 from index.understanding.filters import matches, wall_clock_ts
+from index.wiring import build_app
 from tests.support.chroma_server import chroma_server
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 from tests.support.port_app import app_over

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from index.app import PeiTu, build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from tests.support.core_fixtures import EVAL_DIR, read_eval_captions
 from tests.support.made_photos import DALI, HANGZHOU, MadePhoto, write_photo
 

@@ -12,7 +12,7 @@ from server.jobs import JobView
 from server.schemas import BusyOut, ErrorOut, JobCreatedOut, JobIn, JobListOut, JobOut, StatusOut
 
 if TYPE_CHECKING:
-    from index.app import IndexStatus
+    from index.service import IndexStatus
 
 router = APIRouter(tags=["index"])
 

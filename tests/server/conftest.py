@@ -19,8 +19,9 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings, load_settings
-from index.app import PeiTu, build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from server.app import create_app
 from server.context import ServerContext
 from tests.support.core_fixtures import SmallLibrary, build_small_library

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import pytest
 from PIL import Image
 
-from index.app import build_app
 from index.errors import (
     DescribeFailed,
     IndexBusy,
@@ -21,6 +20,7 @@ from index.errors import (
 )
 from index.ports import Vectors
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from server.app import create_app
 from server.errors import status_for
 from tests.server.conftest import Served, ServerFactory, metric, serving

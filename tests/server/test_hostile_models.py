@@ -26,8 +26,8 @@ from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
 from config import load_settings
 from config.settings import WechatSettings
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.wiring import build_app
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, ServerFactory, serving
 from tests.support.core_fixtures import build_small_library

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from index.app import PeiTu
+from index.service import PeiTu
 from tests.server.conftest import TOKEN, Served, ServerFactory, vision_settings
 from tests.support.core_fixtures import SettingsFactory, build_small_library
 from tests.support.openai_server import FakeOpenAIServer

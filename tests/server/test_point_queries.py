@@ -13,9 +13,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from index.app import PeiTu
 from index.library.catalog import Catalog
 from index.models import PhotoFile
+from index.service import PeiTu
 from server.app import create_app
 from tests.server.conftest import Served, ServerFactory, serving, wait_for
 from tests.support.core_fixtures import SettingsFactory

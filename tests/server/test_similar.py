@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from config import load_settings
-from index.app import build_app
 from index.search.embed import SentenceTransformerEmbedder
 from index.visual.search import SAME_MOMENT
+from index.wiring import build_app
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, serving
 from tests.support.core_fixtures import EVAL_DIR, build_small_library, read_eval_captions

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from index.app import PeiTu
+from index.service import PeiTu
 from server.uploads import UPLOADS_FOLDER
 from tests.server.conftest import Served, ServerFactory, vision_settings
 from tests.server.web_support import CHROMIUM, CHROMIUM_FLAGS, make_png, require_browser_tooling

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from index.app import PeiTu
+from index.service import PeiTu
 from server.uploads import UPLOADS_FOLDER
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
 from tests.server.test_web import (

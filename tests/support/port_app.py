@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index.app import PeiTu
 from index.describers.sidecar import SidecarDescriber
 from index.library.catalog import Catalog
 from index.library.indexer import ScanLimits
 from index.library.lock import IndexLock
 from index.ports import Embedder, VectorStore
 from index.ranking.recommend import RecommendLimits, TimePlace
+from index.service import PeiTu
 
 
 def app_over(

@@ -13,8 +13,9 @@ import pytest
 from bot.ports import PhotoFinder
 from bot.server_client import ServerFinder
 from config.settings import Settings, WechatSettings, load_settings
-from index.app import PeiTu, build_app
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from server.app import create_app
 from tests.server.conftest import TOKEN as ADMIN_TOKEN
 from tests.server.conftest import serving

@@ -17,9 +17,10 @@ from PIL import Image
 from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
-from index.app import PeiTu, build_app
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
 from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.wiring import build_app
 from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.conftest import IndexedLibrary, StartWechat, core_settings
 from tests.wechat.harness import Event, WechatHarness

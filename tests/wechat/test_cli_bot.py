@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from index.app import PeiTu
+from index.service import PeiTu
 from server.app import create_app
 from tests.server.conftest import TOKEN as ADMIN_TOKEN
 from tests.server.conftest import serving

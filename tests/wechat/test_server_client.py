@@ -20,7 +20,6 @@ from bot.server_client import (
     error_for,
     result_from_json,
 )
-from index.app import PeiTu
 from index.errors import (
     CatalogTooNew,
     DescribeFailed,
@@ -35,6 +34,7 @@ from index.errors import (
     Reason,
 )
 from index.models import RERANK_OFF, RERANK_USED, NoteKind, RerankState
+from index.service import PeiTu
 from server.app import create_app
 from server.errors import error_body, status_for
 from tests.server.conftest import TOKEN, serving

@@ -35,8 +35,8 @@ from config.settings import ChromaSettings, RetrievalSettings
 from index.errors import PeiTuError
 
 if TYPE_CHECKING:  # chromadb & co. load only when an evaluation runs, not for `peitu --help`
-    from index.app import PeiTu
     from index.ports import Embedder
+    from index.service import PeiTu
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def run_evaluation(
     settings: Settings, request: EvalRequest, embedder: Embedder | None = None
 ) -> EvalReport:
     """Index the eval images in a working folder, ask every query, measure the rankings."""
-    from index.app import build_app
+    from index.wiring import build_app
 
     images = read_eval_set(request.captions, request.limit)
     retrieval = variant_retrieval(settings, request.variant)
