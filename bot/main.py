@@ -12,7 +12,7 @@ from bot.ports import PhotoFinder
 from bot.server_client import ServerFinder, ServerRefused, ServerUnavailable
 from bot.wechat import puppet_options, run_bot
 from config import Settings
-from config.settings import WechatSettings
+from config.settings import MAX_PIXELS, WechatSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ def run(settings: Settings) -> int:
     finder, close = build_finder(settings)
     try:
         _log_index_status(finder)
-        return asyncio.run(serve_until_stopped(finder, settings.wechat))
+        limit = settings.indexing.max_pixels
+        return asyncio.run(serve_until_stopped(finder, settings.wechat, max_pixels=limit))
     except ServerRefused as error:
         log.error("peitu bot: %s", error)
         return EXIT_REFUSED
@@ -56,9 +57,12 @@ def build_finder(settings: Settings) -> tuple[PhotoFinder, Callable[[], None]]:
     return app, app.close
 
 
-async def serve_until_stopped(app: PhotoFinder, settings: WechatSettings) -> int:
-    """Run the bot; SIGINT or SIGTERM stop it cleanly (exit code 0)."""
-    task = asyncio.create_task(run_bot(app, settings))
+async def serve_until_stopped(
+    app: PhotoFinder, settings: WechatSettings, *, max_pixels: int = MAX_PIXELS
+) -> int:
+    """Run the bot; SIGINT or SIGTERM stop it cleanly (exit code 0). `max_pixels` is the
+    indexing limit (`PEITU_INDEXING__MAX_PIXELS`), which the bot's photo copies keep too."""
+    task = asyncio.create_task(run_bot(app, settings, max_pixels=max_pixels))
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(stop_signal, task.cancel)

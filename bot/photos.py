@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from config.settings import MAX_PIXELS
 from index.errors import PhotoUnreadable
 from index.library.imaging import thumbnail_jpeg
 from index.library.names import readable_path
@@ -40,7 +41,7 @@ class PhotoPreparer:
         max_bytes: int,
         *,
         max_side: int = 2048,
-        max_pixels: int = 120_000_000,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.cache_dir = cache_dir
         self.max_bytes = max_bytes

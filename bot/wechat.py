@@ -29,7 +29,7 @@ from bot.handler import MessageHandler, Outcome
 from bot.photos import OutgoingPhoto, PhotoPreparer
 from bot.ports import PhotoFinder
 from bot.wx_media import download_image
-from config.settings import WechatSettings
+from config.settings import MAX_PIXELS, WechatSettings
 
 log = logging.getLogger(__name__)
 
@@ -300,17 +300,21 @@ def create_bot(
     cache_dir: Path,
     *,
     on_handled: HandledHook | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> PeiTuBot:
-    """Compose the bot: handler, photo preparation (copies go to `cache_dir`), connection."""
-    photos = PhotoPreparer(cache_dir, settings.max_image_bytes)
+    """Compose the bot: handler, photo preparation (copies go to `cache_dir`; a photo over
+    `max_pixels`, the indexing limit, is refused as it is by the scan), connection."""
+    photos = PhotoPreparer(cache_dir, settings.max_image_bytes, max_pixels=max_pixels)
     handler = MessageHandler(finder, settings, photos)
     return PeiTuBot(handler, settings, on_handled=on_handled)
 
 
-async def run_bot(app: PhotoFinder, settings: WechatSettings) -> None:
+async def run_bot(
+    app: PhotoFinder, settings: WechatSettings, *, max_pixels: int = MAX_PIXELS
+) -> None:
     """Serve WeChat until cancelled. Raises `BotConfigError` for unusable settings."""
     with tempfile.TemporaryDirectory(prefix="peitu-bot-") as cache_dir:
-        bot = create_bot(app, settings, Path(cache_dir))
+        bot = create_bot(app, settings, Path(cache_dir), max_pixels=max_pixels)
         try:
             await bot.run_forever()
         finally:

@@ -99,9 +99,12 @@ class ChromaSettings(BaseModel):
         return value.rstrip("/")
 
 
+MAX_PIXELS = 120_000_000  # the one default: the scan, the describers and the bot's photo copies
+
+
 class IndexingSettings(BaseModel):
     max_file_mb: float = Field(default=200.0, gt=0)
-    max_pixels: int = Field(default=120_000_000, ge=1_000_000)
+    max_pixels: int = Field(default=MAX_PIXELS, ge=1_000_000)
     schedule_minutes: float = Field(default=0.0, ge=0)  # 0 = no periodic indexing
     schedule_cron: str = ""  # e.g. "0 3 * * *"
     # Symlinks (files or folders) whose target is outside the library are skipped, counted as

@@ -409,3 +409,14 @@ def test_missing_or_broken_photo_is_unreadable(tmp_path: Path) -> None:
     broken.write_bytes(b"not an image at all")
     with pytest.raises(PhotoUnreadable):
         preparer.prepare(broken)
+
+
+def test_the_bot_keeps_the_indexing_pixel_limit_for_its_copies(tmp_path: Path) -> None:
+    """`PEITU_INDEXING__MAX_PIXELS` reaches the bot (bot/main.py passes it down): a photo over
+    it is refused before decoding, as the scan refuses it, rather than decoded to be resent."""
+    photo = tmp_path / "wide.webp"
+    photo.write_bytes(encode(noise_image(1500, 1000), "WEBP"))
+    with pytest.raises(PhotoUnreadable) as refused:
+        PhotoPreparer(tmp_path / "cache", 100_000, max_pixels=1_000_000).prepare(photo)
+    assert refused.value.reason == "too_many_pixels"
+    assert PhotoPreparer(tmp_path / "cache", 100_000, max_pixels=2_000_000).prepare(photo).converted
