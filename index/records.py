@@ -43,3 +43,4 @@ class AcceptedUpload:
     photo_id: str
     rel_path: str  # POSIX, relative to the library
     readmitted: bool  # it had been taken out of the index before, and is back in
+    already_indexed: bool = False  # the same bytes are searchable already (another copy)

@@ -369,7 +369,8 @@ class PeiTu:
         saved = save_new_file(root / UPLOADS_FOLDER, file_name, data)
         photo_id = hashlib.sha256(data).hexdigest()  # the identity the scan will give it
         readmitted = self.catalog.unexclude_photo(photo_id)
-        return AcceptedUpload(photo_id, saved.relative_to(root).as_posix(), readmitted)
+        indexed = not readmitted and self.catalog.is_embedded(photo_id)
+        return AcceptedUpload(photo_id, saved.relative_to(root).as_posix(), readmitted, indexed)
 
     def remove_photo(self, photo_id: str, *, delete_file: bool = False) -> list[str] | None:
         """`delete_photo` for an edge: None when the photo is not in the index, else the files

@@ -245,7 +245,11 @@ class UploadOut(BaseModel):
         "busy: another process is indexing; a job starts by itself when it ends"
     )
     job_id: str | None = Field(description="the job that was started, or the one running")
-    indexed: bool = False
+    indexed: bool = Field(
+        default=False,
+        description="the same photo (the same bytes) is searchable already; a new one is "
+        "indexed by the job (status, job_id)",
+    )
     message: str
 
 

@@ -101,6 +101,7 @@ async def upload_photo(
         height=image.height,
         status=indexing,
         job_id=job_id,
+        indexed=accepted.already_indexed,
         message=_UPLOAD_MESSAGES[indexing].format(job=job_id),
     )
 

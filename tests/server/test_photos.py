@@ -74,7 +74,10 @@ def test_an_uploaded_photo_is_saved_described_and_indexed(
         job = vision_server.wait_job(client, body["job_id"])
         photo = client.get(f"/api/photos/{body['photo_id']}").json()
         found = client.post("/api/recommend", json={"text": photo["description"]}).json()
-    assert created.status_code == 201
+        again = upload(client, "海边 日落.JPG", eval_photos[0]).json()
+        vision_server.wait_job(client, again["job_id"])
+    assert created.status_code == 201 and body["indexed"] is False
+    assert again["indexed"] is True and again["path"] == f"{UPLOADS_FOLDER}/海边_日落-1.jpg"
     assert body["photo_id"] == hashlib.sha256(eval_photos[0]).hexdigest()
     assert body["path"] == f"{UPLOADS_FOLDER}/海边_日落.jpg" and body["status"] == "started"
     assert (vision_server.app.library or Path()).joinpath(body["path"]).read_bytes() == eval_photos[
