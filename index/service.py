@@ -30,7 +30,7 @@ from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
 from index.library.descriptions import TIERS
 from index.library.files import OUTSIDE, delete_inside, open_inside, real_path_inside
-from index.library.indexer import Indexer, IndexMode, ScanLimits
+from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, IndexMode, ScanLimits
 from index.library.lock import IndexLock
 from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
@@ -79,7 +79,7 @@ class PeiTu:
         limits: RecommendLimits,
         scan_limits: ScanLimits,
         lock: IndexLock,
-        concurrency: int = 4,
+        concurrency: int = DESCRIBE_CONCURRENCY,
         retrieval: RetrievalConfig | None = None,
         now: Callable[[], datetime] = datetime.now,
         visual: VisualIndex | None = None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from config.settings import VisionSettings
 from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
 from index.library.catalog import Catalog, StoredDescription, text_sha
 from index.library.dedup import METADATA_KEY as PHASH_KEY
@@ -33,6 +34,9 @@ from index.understanding.geo import place_at
 from index.visual.index import VisualIndex
 
 log = logging.getLogger(__name__)
+
+# photos described at once; the one home of the default is `config.settings.VisionSettings`
+DESCRIBE_CONCURRENCY: int = VisionSettings.model_fields["concurrency"].default
 
 IndexMode = Literal["incremental", "rebuild"]
 _EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
@@ -68,7 +72,7 @@ class Indexer:
         embedder: Embedder,
         describer: Describer,
         limits: ScanLimits,
-        concurrency: int = 4,
+        concurrency: int = DESCRIBE_CONCURRENCY,
         encoder: DocumentEncoder | None = None,
         visual: VisualIndex | None = None,
         read: PhotoReader = read_photo,

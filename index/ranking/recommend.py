@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
+from config.settings import Settings
 from index.errors import InvalidQuery, RerankFailed
 from index.models import (
     RERANK_OFF,
@@ -49,12 +50,15 @@ _T = TypeVar("_T")
 TimePlace = Literal["prefer", "strict", "off"]
 
 
+_DEFAULTS = Settings.model_fields  # the one home of these defaults: `config.settings.Settings`
+
+
 @dataclass(frozen=True)
 class RecommendLimits:
-    top_k_initial: int = 20
-    similarity_threshold: float = 0.5
-    top_k_final: int = 5
-    time_place: TimePlace = "prefer"
+    top_k_initial: int = _DEFAULTS["top_k_initial"].default
+    similarity_threshold: float = _DEFAULTS["similarity_threshold"].default
+    top_k_final: int = _DEFAULTS["top_k_final"].default
+    time_place: TimePlace = _DEFAULTS["time_place"].default
 
 
 @dataclass
