@@ -22,10 +22,7 @@ import pytest
 
 from config import load_settings
 from index.search.embed import SentenceTransformerEmbedder
-from index.wiring import build_app
-from server.app import create_app
-from tests.server.conftest import TOKEN, Served, serving
-from tests.support.core_fixtures import build_small_library
+from tests.server.conftest import TOKEN, Served, serving_indexed
 
 ROOT = Path(__file__).resolve().parents[1]
 ML_MODULES = ("torch", "sentence_transformers", "transformers")
@@ -37,23 +34,8 @@ def served(
     tmp_path_factory: pytest.TempPathFactory, m3e_path: Path, embedder: SentenceTransformerEmbedder
 ) -> Iterator[Served]:
     """A server over 12 indexed eval photos (imported descriptions), for read-only tests."""
-    root = tmp_path_factory.mktemp("cli-fast")
-    library = build_small_library(root, 12)
-    settings = load_settings(
-        library=library.root,
-        data_dir=root / "data",
-        embedding={"model": str(m3e_path)},
-        rerank={"enabled": False},
-        admin_token=TOKEN,
-    )
-    app = build_app(settings, descriptions=library.descriptions, embedder=embedder)
-    try:
-        app.index()
-        api = create_app(app, settings)
-        with serving(api) as url:
-            yield Served(url, api, app, settings, TOKEN, library)
-    finally:
-        app.close()
+    with serving_indexed(tmp_path_factory.mktemp("cli-fast"), m3e_path, embedder, 12) as served:
+        yield served
 
 
 def _env(served: Served, model: Path, **extra: str) -> dict[str, str]:

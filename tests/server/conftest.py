@@ -141,15 +141,13 @@ def vision_settings(server: FakeOpenAIServer, concurrency: int = 4) -> dict[str,
     }
 
 
-@pytest.fixture(scope="module")
-def indexed_server(
-    tmp_path_factory: pytest.TempPathFactory,
-    m3e_path: Path,
-    embedder: SentenceTransformerEmbedder,
+@contextmanager
+def serving_indexed(
+    root: Path, m3e_path: Path, embedder: SentenceTransformerEmbedder, photos: int = 30
 ) -> Iterator[Served]:
-    """One server over the 30-photo library, indexed from its sidecar, for read-only tests."""
-    root = tmp_path_factory.mktemp("indexed")
-    library = build_small_library(root)
+    """A real server over a small library of eval photos in `root`, indexed from its sidecar
+    descriptions (rerank off), ready to answer; closed afterwards."""
+    library = build_small_library(root, photos)
     settings = load_settings(
         library=library.root,
         data_dir=root / "data",
@@ -168,3 +166,14 @@ def indexed_server(
             yield served
     finally:
         app.close()
+
+
+@pytest.fixture(scope="module")
+def indexed_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    m3e_path: Path,
+    embedder: SentenceTransformerEmbedder,
+) -> Iterator[Served]:
+    """One server over the 30-photo library, indexed from its sidecar, for read-only tests."""
+    with serving_indexed(tmp_path_factory.mktemp("indexed"), m3e_path, embedder) as served:
+        yield served
