@@ -38,7 +38,7 @@ from index.ports import Describer, Embedder, Reranker, VectorStore
 from index.ranking.recommend import Recommender, RecommendLimits, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
 from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
-from index.search.keyword import KeywordIndex
+from index.search.keyword import KeywordIndex, single_character_nouns, tokenize
 from index.search.retrieval import (
     QueryVectors,
     RetrievalConfig,
@@ -403,9 +403,11 @@ class PeiTu:
         return RunningJob(self.lock.holder())
 
     def warm_up(self) -> None:
-        """Load the embedding model (and the image model) and run each once, so the first
-        request does not wait for them; raises `ModelUnavailable` or `OSError` when one fails."""
+        """Load the embedding model, jieba's dictionaries and the image model and run each once,
+        so the first request does not wait for them; raises `ModelUnavailable` or `OSError` when one fails."""
         self.embedder.embed([_WARM_UP_TEXT])
+        tokenize(_WARM_UP_TEXT)  # jieba's dictionaries: the match score's words
+        single_character_nouns(_WARM_UP_TEXT)  # and its part-of-speech tags
         self.warm_up_visual()
         log.info("embedding model %s loaded", self.embedder.model_name)
 

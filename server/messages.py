@@ -16,9 +16,9 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
     RerankFailed,
 )
-from index.library.imaging import Reason
 
 _BY_ERROR: tuple[tuple[type[PeiTuError], str], ...] = (
     (InvalidQuery, "请写上要配图的文案。"),

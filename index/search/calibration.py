@@ -23,7 +23,7 @@ import numpy as np
 
 from index.models import Candidate
 from index.ports import Vectors, VectorStore
-from index.search.keyword import single_character_nouns, tokenize
+from index.search.keyword import single_character_nouns, tokenize, word_core
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Calibrator:
         """One `Match` per candidate, in order."""
         mean, spread = self._background(text)
         words = content_words(text)
-        nouns = single_character_nouns(text) if any(len(w) <= 2 for w in words) else frozenset()
+        nouns = single_character_nouns(text)
         return [self._match(c, mean, spread, words, nouns) for c in candidates]
 
     def _background(self, text: str) -> tuple[float, float]:
@@ -187,7 +187,7 @@ def shared_words(words: Sequence[str], description: str) -> tuple[str, ...]:
     found = []
     tokens: set[str] | None = None
     for word in words:
-        core = word[0] if len(word) == 2 and word[0] == word[1] else word
+        core = word_core(word)
         if len(core) == 1:
             tokens = set(tokenize(description)) if tokens is None else tokens
             if core in tokens:

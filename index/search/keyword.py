@@ -65,6 +65,11 @@ def tokenize(text: str) -> list[str]:
     return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
 
 
+def word_core(word: str) -> str:
+    """A doubled word's one character (狗狗 → 狗, 猫猫 → 猫); any other word as it is."""
+    return word[0] if len(word) == 2 and word[0] == word[1] else word
+
+
 def single_character_nouns(text: str) -> frozenset[str]:
     """The one-character nouns of a text (狗, 猫, 船; 狗 of 狗狗 too), by jieba's part-of-speech
     tags: a one-character word that is a verb or particle (拿, 等, 用) says little on its own."""
@@ -73,12 +78,8 @@ def single_character_nouns(text: str) -> frozenset[str]:
     nouns: set[str] = set()
     for pair in jieba.posseg.lcut(text):
         word, flag = str(pair.word).strip().lower(), str(pair.flag)
-        if not flag.startswith("n"):
-            continue
-        if len(word) == 1:
-            nouns.add(word)
-        elif len(word) == 2 and word[0] == word[1]:
-            nouns.add(word[0])
+        if flag.startswith("n") and len(core := word_core(word)) == 1:
+            nouns.add(core)
     return frozenset(nouns)
 
 

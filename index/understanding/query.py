@@ -38,7 +38,7 @@ _PUNCTUATION = " \t\n,.!?;:，。！？；：、…~～"
 _PARTICLES = "的了啦呀啊吧呢哦嘛和跟与也都又在"  # trimmed only next to a removed time or place
 _PLACE_CONTINUATIONS = frozenset("的之旅游玩行站街城市夜边郊古老景海山湖江河")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
-_ON_OR_UNDER = re.compile(r"[上下](?:[的面边]|[\s,.!?;:，。！？；：、…~～]|$)")
+_ON_OR_UNDER = re.compile(f"[上下](?:[的面边\\s{re.escape(_PUNCTUATION)}]|$)")
 _LONGEST_NAME = 12
 _LONGEST_CUE = 3  # 来到了
 
