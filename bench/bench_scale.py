@@ -54,12 +54,13 @@ from cli.evaluation import protocol_text, read_eval_set  # noqa: E402
 from config import Settings, load_settings  # noqa: E402
 from index.library.catalog import Catalog  # noqa: E402
 from index.models import PhotoFile  # noqa: E402
-from index.ports import StoredVector  # noqa: E402
+from index.ports import StoredVector, VectorStore  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
-from index.search.retrieval import strip_filler  # noqa: E402
+from index.search.retrieval import RetrievalConfig, strip_filler  # noqa: E402
 from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
+from index.search.store_hnsw import HnswParams, HnswStore  # noqa: E402
 from index.understanding.filters import wall_clock_ts  # noqa: E402
-from index.wiring import _retrieval_config, build_app  # noqa: E402
+from index.wiring import build_app  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"
 MODEL = REPO / "models" / "m3e-small"
@@ -96,14 +97,37 @@ def _load() -> str:
         return " ".join(f.read().split()[:3])
 
 
-def _settings(data_dir: Path, chroma_url: str = "") -> Settings:
+def _settings(data_dir: Path, chroma_url: str = "", backend: str = "chroma") -> Settings:
     return load_settings(
         data_dir=data_dir,
         library=data_dir / "library",
         embedding={"model": str(MODEL)},
         rerank={"enabled": False},
         chroma={"url": chroma_url},
+        store={"backend": backend},
     )
+
+
+def _store(backend: str, data_dir: Path, settings: Settings, dimension: int) -> VectorStore:
+    """The project's store for `backend`, made as `index.wiring.build_app` makes it."""
+    identity = RetrievalConfig.from_settings(settings.retrieval).encoder.identity
+    if backend == "hnsw":
+        s = settings.store
+        params = HnswParams(m=s.m, ef_construction=s.ef_construction, ef_search=s.ef_search)
+        return HnswStore(
+            data_dir / "vectors",
+            settings.chroma.collection,
+            MODEL.name,
+            dimension,
+            identity,
+            params,
+        )
+    client = make_chroma_client("", data_dir)
+    return ChromaStore(client, settings.chroma.collection, MODEL.name, dimension, identity)
+
+
+def _store_disk_mb(backend: str, data_dir: Path) -> float:
+    return _du_mb(data_dir / ("vectors" if backend == "hnsw" else "chroma"))
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -114,7 +138,7 @@ def _base(settings: Settings, queries: int, cache: Path) -> tuple[list[str], np.
     descriptions = [d for d, _ in pairs]
     texts = [q for _, q in pairs if q is not None]
     random.Random(7).shuffle(texts)
-    encoder = _retrieval_config(settings).encoder
+    encoder = RetrievalConfig.from_settings(settings.retrieval).encoder
     if cache.is_file():
         vectors = np.load(cache)
     else:
@@ -170,20 +194,20 @@ def _metadata(photo: PhotoFile) -> dict[str, Any]:
 
 # --- build --------------------------------------------------------------------------------
 def _build(
-    n: int, data_dir: Path, settings: Settings, base: np.ndarray, descriptions: list[str]
-) -> tuple[np.ndarray, dict[str, float]]:
-    """The store and catalog of n photos; returns all their vectors and the build figures."""
-    retrieval = _retrieval_config(settings)
-    store = ChromaStore(
-        make_chroma_client("", data_dir),
-        settings.chroma.collection,
-        MODEL.name,
-        base.shape[1],
-        retrieval.encoder.identity,
-    )
+    n: int,
+    data_dir: Path,
+    settings: Settings,
+    base: np.ndarray,
+    descriptions: list[str],
+    backends: list[str],
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The catalog of n photos and each backend's store of them (the same vectors); returns
+    all the vectors and the build figures (seconds and vectors/s per store)."""
+    stores = {b: _store(b, data_dir, settings, base.shape[1]) for b in backends}
     catalog = Catalog(data_dir / "catalog.sqlite3")
     everything = np.zeros((n, base.shape[1]), dtype=np.float32)
-    store_s = catalog_s = 0.0
+    store_s = dict.fromkeys(backends, 0.0)
+    catalog_s = 0.0
     described_by: list[int] = []
     for start in range(0, n, CHUNK):
         stop = min(n, start + CHUNK)
@@ -195,9 +219,10 @@ def _build(
             StoredVector(p.photo_id, v.tolist(), descriptions[f], _metadata(p))
             for p, v, f in zip(photos, vectors, first, strict=True)
         ]
-        t = time.perf_counter()
-        store.upsert(items)
-        store_s += time.perf_counter() - t
+        for backend, store in stores.items():
+            t = time.perf_counter()
+            store.upsert(items)
+            store_s[backend] += time.perf_counter() - t
         t = time.perf_counter()
         for p, f in zip(photos, first, strict=True):
             catalog.save_description(p.photo_id, "sidecar", descriptions[f])
@@ -207,10 +232,16 @@ def _build(
         )
         catalog_s += time.perf_counter() - t
         if stop % 100_000 == 0 or stop == n:
+            stored = ", ".join(f"{b} {s:6.0f} s" for b, s in store_s.items())
             print(
-                f"    built {stop:>9,} photos  ({store_s:6.0f} s store, {catalog_s:5.0f} s catalog, load {_load()})",
+                f"    built {stop:>9,} photos  ({stored}; catalog {catalog_s:5.0f} s, load {_load()})",
                 flush=True,
             )
+    flush_s = {}
+    for backend, store in stores.items():  # the end of an index job: the graph saved
+        t = time.perf_counter()
+        store.flush()
+        flush_s[backend] = time.perf_counter() - t
     t = time.perf_counter()
     catalog.replace_files(_photo(i) for i in range(n))
     run = catalog.start_run("rebuild")
@@ -219,9 +250,9 @@ def _build(
     catalog.finish_run(run, IndexReport(scanned=n, new=n, described=n, embedded=n))
     catalog_s += time.perf_counter() - t
     catalog.close()
-    del store
+    del stores
     gc.collect()
-    return everything, {"insert_per_s": n / store_s, "store_s": store_s, "catalog_s": catalog_s}
+    return everything, {"store_s": store_s, "flush_s": flush_s, "catalog_s": catalog_s}
 
 
 # --- references ---------------------------------------------------------------------------
@@ -293,7 +324,7 @@ def _serve(args: argparse.Namespace) -> None:
     from server.app import create_app
 
     data_dir = Path(args.serve)
-    settings = _settings(data_dir, args.chroma_url).model_copy(
+    settings = _settings(data_dir, args.chroma_url, args.backend).model_copy(
         update={"admin_token": SecretStr(TOKEN)}
     )
     texts = json.loads((data_dir / "queries.json").read_text(encoding="utf-8"))
@@ -351,9 +382,11 @@ def _serve(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def _run_serve(n: int, data_dir: Path, args: argparse.Namespace, url: str = "") -> dict[str, Any]:
+def _run_serve(
+    n: int, data_dir: Path, args: argparse.Namespace, url: str = "", backend: str = "chroma"
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--serve", str(data_dir), "--n", str(n)]
-    command += ["--requests", str(args.requests), "--chroma-url", url]
+    command += ["--requests", str(args.requests), "--chroma-url", url, "--backend", backend]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -377,7 +410,7 @@ def _print_serve(label: str, s: dict[str, Any], raw_p50: float | None) -> None:
     print(
         f"      search         {_ms(s['search'])}  ({100 * search_p50 / total_p50:.0f}% of p50){ratio}"
     )
-    print(f"    ChromaStore.query k=20 {_ms(s['store_query'])}")
+    print(f"    store.query k=20 {_ms(s['store_query'])}")
     print(f"    recall@20 of the store: mean {s['recall']:.4f}, worst query {s['recall_min']:.2f}")
     for path, samples in s["endpoints"].items():
         print(
@@ -414,11 +447,12 @@ from config import load_settings
 from index.wiring import build_app
 from cli.evaluation import prepare_library, read_eval_set
 count, model, eval_dir = int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+backend = {"store": {"backend": sys.argv[5]}} if sys.argv[5] != "chroma" else {}
 images = read_eval_set(eval_dir / "captions.jsonl", count)[:count]
 work = Path(tempfile.mkdtemp(prefix="peitu-index-"))
 library, sidecar, _ = prepare_library(images, eval_dir / "images", "rich", work)
 settings = load_settings(data_dir=work / "data", library=library, embedding={"model": model},
-                         rerank={"enabled": False}, chroma={"url": ""})
+                         rerank={"enabled": False}, chroma={"url": ""}, **backend)
 app = build_app(settings, descriptions=sidecar)
 t = time.perf_counter(); report = app.index(); seconds = time.perf_counter() - t
 print("INDEXED", report.embedded, seconds)
@@ -464,13 +498,13 @@ def _indexing(count: int, work: Path, old_ref: str) -> None:
     finally:
         busy.kill()
         busy.wait()
-    for label, tree in (
-        ("this tree", REPO),
-        (f"old {old_ref}", _old_tree(old_ref, work) if old_ref else None),
-    ):
-        if tree is None:
-            continue
-        embedded, seconds = _python(_INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR))
+    runs = [("this tree, chroma", REPO, "chroma"), ("this tree, hnsw", REPO, "hnsw")]
+    if old_ref:
+        runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma"))
+    for label, tree, backend in runs:
+        embedded, seconds = _python(
+            _INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR), backend
+        )
         print(
             f"  PeiTu.index --descriptions, {label}: {embedded} photos in {float(seconds):.1f} s = "
             f"{int(embedded) / float(seconds):.0f} photos/s  (load {_load()})",
@@ -486,12 +520,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per endpoint")
     parser.add_argument("--brute-max", type=int, default=100_000)
     parser.add_argument("--chroma-server-at", type=int, default=100_000)
+    parser.add_argument("--backends", default="chroma,hnsw", help="stores to build and serve")
+    parser.add_argument(
+        "--chroma-max", type=int, default=100_000, help="largest N stored in Chroma too"
+    )
     parser.add_argument("--index-photos", type=int, default=2000, help="0 skips the indexing part")
     parser.add_argument("--old", default="main", help="git ref to compare indexing with ('' skips)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (kept)")
     parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--chroma-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--backend", default="chroma", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         _serve(args)
@@ -506,7 +545,7 @@ def main() -> None:
     descriptions, base, texts = _base(settings0, args.queries, work / "base.npy")
     print(
         f"base: {len(descriptions)} descriptions, dimension {base.shape[1]}, encoding "
-        f"{_retrieval_config(settings0).encoder.identity}",
+        f"{RetrievalConfig.from_settings(settings0.retrieval).encoder.identity}",
         flush=True,
     )
     query_embedder = SentenceTransformerEmbedder(str(MODEL), threads=1)
@@ -517,16 +556,19 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
         settings = _settings(data_dir)
-        print(f"\nN = {n:,}  (load {_load()})", flush=True)
+        backends = [b for b in args.backends.split(",") if b != "chroma" or n <= args.chroma_max]
+        print(f"\nN = {n:,}, stores: {', '.join(backends)}  (load {_load()})", flush=True)
         t = time.perf_counter()
-        vectors, built = _build(n, data_dir, settings, base, descriptions)
+        vectors, built = _build(n, data_dir, settings, base, descriptions, backends)
         build_s = time.perf_counter() - t
-        disk = _du_mb(data_dir / "chroma")
+        for b in backends:
+            print(
+                f"  insert into {b}: {n / built['store_s'][b]:.0f} vectors/s through its upsert "
+                f"({built['store_s'][b]:.0f} s, then flush {built['flush_s'][b]:.1f} s); "
+                f"disk {_store_disk_mb(b, data_dir):.0f} MB"
+            )
         cat = _du_mb(data_dir / "catalog.sqlite3")
-        print(
-            f"  insert: {built['insert_per_s']:.0f} vectors/s through ChromaStore.upsert ({built['store_s']:.0f} s), "
-            f"catalog {built['catalog_s']:.0f} s; build {build_s:.0f} s; disk: Chroma {disk:.0f} MB, catalog {cat:.0f} MB"
-        )
+        print(f"  catalog {built['catalog_s']:.0f} s, {cat:.0f} MB; build {build_s:.0f} s in all")
         exact = _exact(vectors, queries)
         np.save(data_dir / "exact.npy", exact)
         (data_dir / "queries.json").write_text(
@@ -542,8 +584,10 @@ def main() -> None:
             print(f"  numpy brute force: p50 {brute['p50']:.2f} p95 {brute['p95']:.2f} ms")
         del vectors
         gc.collect()
-        _print_serve("embedded Chroma", _run_serve(n, data_dir, args), raw["p50"])
-        if n == args.chroma_server_at:
+        for b in backends:
+            label = "embedded Chroma" if b == "chroma" else "hnsw (graph over SQLite)"
+            _print_serve(label, _run_serve(n, data_dir, args, backend=b), raw["p50"])
+        if n == args.chroma_server_at and "chroma" in backends:
             from tests.support.chroma_server import chroma_server
 
             with chroma_server(data_dir / "chroma") as url:

@@ -99,6 +99,23 @@ class ChromaSettings(BaseModel):
         return value.rstrip("/")
 
 
+class StoreSettings(BaseModel):
+    """Where the text vectors live (`PEITU_STORE__BACKEND`).
+
+    "chroma": Chroma, embedded in the data folder or a server (`PEITU_CHROMA__URL`); the
+    default. "hnsw": an HNSW graph (hnswlib) in memory over SQLite rows in the data folder
+    (`vectors/`), for a large library served by one machine: a query costs one graph search
+    plus the hits' rows, a time or place filter reads indexed columns (see docs/deploy.md,
+    "Sizing"). Switching backends needs `peitu index --rebuild` (nothing is described again).
+    The graph parameters are hnswlib's and apply to "hnsw" only.
+    """
+
+    backend: Literal["chroma", "hnsw"] = "chroma"
+    ef_search: int = Field(default=600, ge=20, le=5000)
+    m: int = Field(default=16, ge=4, le=64)
+    ef_construction: int = Field(default=100, ge=20, le=2000)
+
+
 MAX_PIXELS = 120_000_000  # the one default: the scan, the describers and the bot's photo copies
 
 
@@ -241,6 +258,7 @@ class Settings(BaseSettings):
     rerank: RerankSettings = Field(default_factory=RerankSettings)
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     indexing: IndexingSettings = Field(default_factory=IndexingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     visual: VisualSettings = Field(default_factory=VisualSettings)
@@ -267,6 +285,11 @@ class Settings(BaseSettings):
         if self.top_k_final > self.top_k_initial:
             raise ValueError(
                 f"top_k_final ({self.top_k_final}) cannot exceed top_k_initial ({self.top_k_initial})"
+            )
+        if self.store.backend == "hnsw" and self.chroma.url:
+            raise ValueError(
+                "store.backend 'hnsw' keeps the vectors in the data folder; it cannot use the "
+                f"Chroma server {self.chroma.url} (unset PEITU_CHROMA__URL, or use 'chroma')"
             )
         dashscope_key = os.environ.get("DASHSCOPE_API_KEY")
         if dashscope_key and not is_placeholder_key(dashscope_key):

@@ -68,7 +68,9 @@ class VectorStore(Protocol):
     embedding model, its dimension, the document encoding), and finds the nearest by cosine.
 
     The bundled stores are Chroma (`index.search.store.ChromaStore`: embedded or client/server; the
-    one users get) and an exact in-memory one (`index.search.store_memory.MemoryStore`). Every
+    one users get), a local HNSW graph over SQLite for large libraries
+    (`index.search.store_hnsw.HnswStore`) and an exact in-memory one
+    (`index.search.store_memory.MemoryStore`). Every
     backend passes the same contract suite (tests/test_store_contract.py). Filters arrive as
     `QueryFilters`; turning them into a backend's own query language is the backend's job, and
     a photo is kept exactly when `index.understanding.filters.matches` says so.
@@ -135,6 +137,11 @@ class VectorStore(Protocol):
 
     def discard_rebuild(self, rebuilt: Self) -> None:
         """Throw away a store from `begin_rebuild` (a cancelled rebuild); this one is kept."""
+        ...
+
+    def flush(self) -> None:
+        """Make what was written quick to open again (the end of an index job): a store
+        whose search structure is a cache of its rows saves it. Writes are durable without it."""
         ...
 
 

@@ -11,7 +11,6 @@ import hashlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,28 +23,18 @@ from index.errors import (
     IndexBusy,
     IndexMismatch,
     LibraryNotFound,
-    PhotoUnreadable,
 )
 from index.library.catalog import Catalog
-from index.library.dedup import collapse_near_duplicates
 from index.library.descriptions import TIERS
-from index.library.files import OUTSIDE, delete_inside, open_inside, real_path_inside
-from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, IndexMode, ScanLimits
+from index.library.files import LibraryFiles, delete_inside
+from index.library.indexer import Indexer, IndexMode
 from index.library.lock import IndexLock
 from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
-from index.ports import Describer, Embedder, Reranker, VectorStore
-from index.ranking.recommend import Recommender, RecommendLimits, TimePlace
+from index.ports import Describer, Embedder, VectorStore
+from index.ranking.recommend import Recommender, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
-from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
 from index.search.keyword import KeywordIndex, single_character_nouns, tokenize
-from index.search.retrieval import (
-    QueryVectors,
-    RetrievalConfig,
-    make_retriever,
-    query_preparation,
-)
-from index.understanding.query import RuleBasedUnderstanding
 from index.visual.index import VisualIndex
 from index.visual.search import SimilarPhotos
 
@@ -75,63 +64,30 @@ class PeiTu:
         store: VectorStore,
         embedder: Embedder,
         describer: Describer,
-        reranker: Reranker | None,
-        limits: RecommendLimits,
-        scan_limits: ScanLimits,
         lock: IndexLock,
-        concurrency: int = DESCRIBE_CONCURRENCY,
-        retrieval: RetrievalConfig | None = None,
-        now: Callable[[], datetime] = datetime.now,
+        files: LibraryFiles,
+        recommender: Recommender,
+        indexer: Indexer,
+        keywords: KeywordIndex | None = None,
         visual: VisualIndex | None = None,
-        match_params: MatchParams | None = None,
+        similar: SimilarPhotos | None = None,
     ) -> None:
+        """Built parts only (`index.wiring.compose` builds them): the facade decides nothing
+        about how its recommender, indexer or searches are made."""
         self.library = library
-        self._follow_external_links = scan_limits.follow_external_links
         self.catalog = catalog
         self._catalog_version = catalog.data_version()
         self._version_lock = threading.Lock()
         self.store = store
         self.embedder = embedder
         self.describer = describer
-        self.reranker = reranker
         self.lock = lock
-        first_stage = retrieval or RetrievalConfig()
-        self.keywords = (
-            KeywordIndex(lambda: _searchable_descriptions(catalog))
-            if first_stage.fusion.weight > 0
-            else None
-        )
-        vectors = QueryVectors(embedder, query_preparation(first_stage))
-        retriever = make_retriever(embedder, store, first_stage, self.keywords, vectors)
-        match = match_params or MatchParams()
-        calibrator = Calibrator(
-            vectors,
-            SampleSource(store, match.sample_size),
-            match,
-            fixed=lambda: embedder.embed(background_texts()),
-        )
-        self.recommender = Recommender(
-            retriever,
-            reranker,
-            limits,
-            understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
-            collapse=collapse_near_duplicates,
-            calibrator=calibrator,
-        )
+        self.files = files
+        self.recommender = recommender
+        self.indexer = indexer
+        self.keywords = keywords
         self.visual = visual
-        self.similar = (
-            SimilarPhotos(visual, catalog, self.photo_path, limits.top_k_final) if visual else None
-        )
-        self.indexer = Indexer(
-            catalog,
-            store,
-            embedder,
-            describer,
-            scan_limits,
-            concurrency,
-            first_stage.encoder,
-            visual=visual,
-        )
+        self.similar = similar
 
     def index(
         self,
@@ -308,27 +264,12 @@ class PeiTu:
     def photo_path(self, photo_id: str) -> Path | None:
         """Real path of a regular file holding the photo inside the library, or None when it
         is not in the index, gone, or (a link swapped in, a linked folder) really elsewhere."""
-        photo = self.catalog.photo(photo_id)
-        if photo is None or self.library is None:
-            return None
-        try:
-            real = real_path_inside(self.library, photo.rel_path, self._follow_external_links)
-        except PhotoUnreadable as error:
-            _log_refused_file(error)
-            return None
-        return real if real.is_file() else None
+        return self.files.path(photo_id)
 
     def open_photo(self, photo_id: str) -> BinaryIO | None:
         """The photo's file opened for reading, checked at the moment of opening to be a
         regular file really inside the library (see `index.library.files`); None otherwise."""
-        photo = self.catalog.photo(photo_id)
-        if photo is None or self.library is None:
-            return None
-        try:
-            return open_inside(self.library, photo.rel_path, self._follow_external_links)
-        except PhotoUnreadable as error:
-            _log_refused_file(error)
-            return None
+        return self.files.open(photo_id)
 
     def delete_photo(self, photo_id: str, *, delete_files: bool = False) -> list[Path]:
         """Take a photo out of the index for good: later scans skip it even if its file stays.
@@ -443,14 +384,3 @@ def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:
             continue
         deleted.append(real)
     return deleted
-
-
-def _log_refused_file(error: PhotoUnreadable) -> None:
-    if error.reason == OUTSIDE:
-        log.warning("refused to read %s: %s", error.path, error.detail)
-
-
-def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:
-    """photo_id -> description of every photo with a vector: the keyword index's documents."""
-    stored = catalog.best_descriptions(catalog.embedded())
-    return {photo_id: d.description for photo_id, d in stored.items()}

@@ -24,35 +24,67 @@ from index.errors import (
     ModelUnavailable,
 )
 from index.library.catalog import Catalog
-from index.library.indexer import ScanLimits
+from index.library.dedup import collapse_near_duplicates
+from index.library.files import LibraryFiles
+from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
-from index.ports import Describer, Embedder, Reranker, VisualEmbedder
-from index.ranking.recommend import RecommendLimits
+from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
+from index.ranking.recommend import Recommender, RecommendLimits
+from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
 from index.search.embed import SentenceTransformerEmbedder
+from index.search.keyword import KeywordIndex
 from index.search.retrieval import (
-    DocumentEncoder,
-    FusionParams,
+    QueryVectors,
     RetrievalConfig,
+    make_retriever,
+    query_preparation,
 )
 from index.search.store import ChromaStore, make_chroma_client
 from index.service import PeiTu
+from index.understanding.query import RuleBasedUnderstanding
 from index.visual.index import VisualIndex, VisualLimits
+from index.visual.search import SimilarPhotos
 from index.visual.store import SUFFIX as VISUAL_SUFFIX
 from index.visual.store import VisualStore
 
 log = logging.getLogger(__name__)
 
 
-def _retrieval_config(settings: Settings) -> RetrievalConfig:
-    r = settings.retrieval
-    return RetrievalConfig(
-        encoder=DocumentEncoder(r.document_encoding, r.whole_weight),
-        fusion=FusionParams(r.keyword_weight, r.fusion, r.rrf_k, r.candidate_pool),
-        strip_filler=r.strip_filler,
-    )
-
-
 DescriberChoice = Literal["auto", "vision", "offline"]
+
+
+def _text_store(
+    settings: Settings,
+    data_dir: Path,
+    model: Embedder,
+    retrieval: RetrievalConfig,
+    lock: IndexLock,
+    reconnect: Callable[[], ClientAPI] | None,
+) -> VectorStore:
+    """The text vectors' store: Chroma (embedded or a server), or the local HNSW graph."""
+    if settings.store.backend == "hnsw":
+        from index.search.store_hnsw import HnswParams, HnswStore
+
+        s = settings.store
+        return HnswStore(
+            data_dir / "vectors",
+            settings.chroma.collection,
+            model.model_name,
+            model.dimension,
+            retrieval.encoder.identity,
+            HnswParams(m=s.m, ef_construction=s.ef_construction, ef_search=s.ef_search),
+        )
+    return ChromaStore(
+        make_chroma_client(settings.chroma.url, data_dir),
+        settings.chroma.collection,
+        model.model_name,
+        model.dimension,
+        retrieval.encoder.identity,
+        reconnect=reconnect,
+        # A rebuild swap left half done by a killed process is finished by the next reader,
+        # unless an indexing job runs now: that job may be the one swapping.
+        may_recover=lambda: not lock.busy(),
+    )
 
 
 def _vision_unconfigured(settings: Settings) -> bool:
@@ -185,26 +217,16 @@ def build_app(
         threads=settings.embedding.threads,
     )
     url = settings.chroma.url
-    retrieval = _retrieval_config(settings)
+    retrieval = RetrievalConfig.from_settings(settings.retrieval)
     lock = IndexLock(data_dir / "index.library.lock")
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))
-    store = ChromaStore(
-        make_chroma_client(url, data_dir),
-        settings.chroma.collection,
-        model.model_name,
-        model.dimension,
-        retrieval.encoder.identity,
-        reconnect=reconnect,
-        # A rebuild swap left half done by a killed process is finished by the next reader,
-        # unless an indexing job runs now: that job may be the one swapping.
-        may_recover=lambda: not lock.busy(),
-    )
+    store = _text_store(settings, data_dir, model, retrieval, lock, reconnect)
     catalog = Catalog(data_dir / "catalog.sqlite3")
     visual_client = make_chroma_client(url, data_dir)
     visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
-    return PeiTu(
+    return compose(
         library=settings.library,
         catalog=catalog,
         store=store,
@@ -228,3 +250,88 @@ def build_app(
         now=now,
         visual=visual,
     )
+
+
+def compose(
+    *,
+    library: Path | None,
+    catalog: Catalog,
+    store: VectorStore,
+    embedder: Embedder,
+    describer: Describer,
+    reranker: Reranker | None,
+    limits: RecommendLimits,
+    scan_limits: ScanLimits,
+    lock: IndexLock,
+    concurrency: int = DESCRIBE_CONCURRENCY,
+    retrieval: RetrievalConfig | None = None,
+    now: Callable[[], datetime] = datetime.now,
+    visual: VisualIndex | None = None,
+    match_params: MatchParams | None = None,
+) -> PeiTu:
+    """The facade over the given adapters, with every inner part built here: the first stage
+    (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
+    the indexer and the similar-photo search. `build_app` calls this with parts made from
+    settings; tests call it with their own store or embedder."""
+    first_stage = retrieval or RetrievalConfig()
+    keywords = _keyword_index(catalog, first_stage)
+    vectors = QueryVectors(embedder, query_preparation(first_stage))
+    files = LibraryFiles(catalog, library, scan_limits.follow_external_links)
+    recommender = Recommender(
+        make_retriever(embedder, store, first_stage, keywords, vectors),
+        reranker,
+        limits,
+        understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
+        collapse=collapse_near_duplicates,
+        calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams()),
+    )
+    indexer = Indexer(
+        catalog,
+        store,
+        embedder,
+        describer,
+        scan_limits,
+        concurrency,
+        first_stage.encoder,
+        visual=visual,
+    )
+    similar = SimilarPhotos(visual, catalog, files.path, limits.top_k_final) if visual else None
+    return PeiTu(
+        library=library,
+        catalog=catalog,
+        store=store,
+        embedder=embedder,
+        describer=describer,
+        lock=lock,
+        files=files,
+        recommender=recommender,
+        indexer=indexer,
+        keywords=keywords,
+        visual=visual,
+        similar=similar,
+    )
+
+
+def _keyword_index(catalog: Catalog, first_stage: RetrievalConfig) -> KeywordIndex | None:
+    """BM25 over the searchable descriptions, when the fusion gives it any weight."""
+    if first_stage.fusion.weight <= 0:
+        return None
+    return KeywordIndex(lambda: _searchable_descriptions(catalog))
+
+
+def _calibrator(
+    vectors: QueryVectors, store: VectorStore, embedder: Embedder, match: MatchParams
+) -> Calibrator:
+    """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts."""
+    return Calibrator(
+        vectors,
+        SampleSource(store, match.sample_size),
+        match,
+        fixed=lambda: embedder.embed(background_texts()),
+    )
+
+
+def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:
+    """photo_id -> description of every photo with a vector: the keyword index's documents."""
+    stored = catalog.best_descriptions(catalog.embedded())
+    return {photo_id: d.description for photo_id, d in stored.items()}

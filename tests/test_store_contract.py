@@ -18,6 +18,7 @@ from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, VectorStore
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.store import HNSW_TUNING, ChromaStore, chroma_where, make_chroma_client
+from index.search.store_hnsw import HnswStore
 from index.search.store_memory import MemorySpace, MemoryStore
 from index.service import PeiTu
 from index.understanding.filters import matches, wall_clock_ts
@@ -35,10 +36,16 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=["embedded", "server", "memory"])
+@pytest.fixture(params=["embedded", "server", "memory", "hnsw"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Opens a store on one place per test; each store stands for a process of its own."""
     name = f"contract-{request.node.name}".replace("[", "-").replace("]", "")[:60]
+    if request.param == "hnsw":
+
+        def make_hnsw(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
+            return HnswStore(tmp_path / "vectors", name, model, dimension, "whole")
+
+        return make_hnsw
     if request.param == "memory":
         space = MemorySpace()
 
@@ -395,8 +402,9 @@ def test_new_and_old_collections_get_the_search_parameters(tmp_path: Path) -> No
     older = {"hnsw:space": "cosine", **identity}  # how PeiTu made collections before
     old = client.create_collection("made-by-an-older-peitu", metadata=older)
     assert old.configuration["hnsw"]["ef_search"] == 100  # Chroma's default
-    stores = [
-        ChromaStore(client, name, "m3e-small", 4) for name in ("made-by-an-older-peitu", "made-now")
+    stores = [  # an older collection's vectors are of the whole text ("whole")
+        ChromaStore(client, name, "m3e-small", 4, "whole")
+        for name in ("made-by-an-older-peitu", "made-now")
     ]
     for store, name in zip(stores, ("made-by-an-older-peitu", "made-now"), strict=True):
         store.upsert(_items())  # a new collection is made by its first write

@@ -379,6 +379,11 @@ class Catalog:
             found = rows.fetchall()
         return {row[0]: EmbeddedRecord(row[1], row[2], path_from_db(row[3])) for row in found}
 
+    def any_embedded(self) -> bool:
+        """Whether the vector store should hold any photo, as we last wrote it: one lookup."""
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM embedded LIMIT 1").fetchone() is not None
+
     def is_embedded(self, photo_id: str) -> bool:
         """Whether the vector store holds the photo, as we last wrote it: one lookup."""
         with self._lock:

@@ -10,12 +10,18 @@ inside the library, and it is unlinked relative to that folder's open descriptor
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from index.errors import PhotoUnreadable
+
+if TYPE_CHECKING:
+    from index.library.catalog import Catalog
+
+log = logging.getLogger(__name__)
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -122,3 +128,49 @@ def _same_file(fd: int, path: Path) -> bool:
     opened = os.fstat(fd)
     now = os.stat(path, follow_symlinks=False)
     return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+class LibraryFiles:
+    """The library's photos by id: each one's file, found through the catalog and checked to
+    be a regular file really inside the library at the moment it is asked for."""
+
+    def __init__(
+        self, catalog: Catalog, library: Path | None, follow_external_links: bool = False
+    ) -> None:
+        self._catalog = catalog
+        self._library = library
+        self._follow_external_links = follow_external_links
+
+    def path(self, photo_id: str) -> Path | None:
+        """Real path of a regular file holding the photo inside the library, or None when it
+        is not in the index, gone, or (a link swapped in, a linked folder) really elsewhere."""
+        rel_path = self._rel_path(photo_id)
+        if rel_path is None or self._library is None:
+            return None
+        try:
+            real = real_path_inside(self._library, rel_path, self._follow_external_links)
+        except PhotoUnreadable as error:
+            _log_refused(error)
+            return None
+        return real if real.is_file() else None
+
+    def open(self, photo_id: str) -> BinaryIO | None:
+        """The photo's file opened for reading, checked at the moment of opening (see
+        `open_inside`); None otherwise."""
+        rel_path = self._rel_path(photo_id)
+        if rel_path is None or self._library is None:
+            return None
+        try:
+            return open_inside(self._library, rel_path, self._follow_external_links)
+        except PhotoUnreadable as error:
+            _log_refused(error)
+            return None
+
+    def _rel_path(self, photo_id: str) -> str | None:
+        photo = self._catalog.photo(photo_id)
+        return None if photo is None else photo.rel_path
+
+
+def _log_refused(error: PhotoUnreadable) -> None:
+    if error.reason == OUTSIDE:
+        log.warning("refused to read %s: %s", error.path, error.detail)

@@ -112,6 +112,8 @@ class Indexer:
         self._store.recover()  # a rebuild a killed run left half swapped in
         if mode == "incremental" and self._store.mismatch is not None:
             raise self._store.mismatch
+        if mode == "incremental":
+            self._embed_again_if_store_lost()
         run_id = self._catalog.start_run(mode)
         report = IndexReport()
         # A rebuild fills a new collection while the current one goes on answering queries.
@@ -129,8 +131,20 @@ class Indexer:
         report.cancelled = stop.is_set()
         if target is not self._store:
             self._finish_rebuild(target, report.cancelled)
+        self._store.flush()  # quick to open next time (a store with a saved search graph)
         self._catalog.finish_run(run_id, report)
         return report
+
+    def _embed_again_if_store_lost(self) -> None:
+        """An empty store for a catalog that says photos were embedded (its folder deleted, a
+        new `PEITU_STORE__BACKEND`): embed them all again, from the stored descriptions."""
+        if self._store.count() == 0 and self._catalog.any_embedded():
+            log.warning(
+                "the vector store holds no photo although photos were embedded before (a new "
+                "store backend, or its files removed): embedding them again from their stored "
+                "descriptions (nothing is described again)"
+            )
+            self._catalog.forget_embedded()
 
     def _finish_rebuild(self, rebuilt: VectorStore, cancelled: bool) -> None:
         """Put the rebuilt store in place; after a cancel keep the old one (the catalog has

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from config.settings import RetrievalSettings
 from index.models import Candidate, QueryFilters
 from index.ports import Embedder, Retriever, Vectors, VectorStore
 from index.search.keyword import KeywordIndex
@@ -33,6 +34,7 @@ _PIECE_BOUNDARY = re.compile(r"[。！？；!?;\n]+")
 _FACET_LABEL = re.compile(r"^[\u4e00-\u9fffA-Za-z]{1,6}\s*[:：]\s*")
 _EMPTY_FACETS = frozenset({"无", "没有", "暂无", "none", "n/a"})
 _PIECE_TRIM = " \t，,、。.：:"
+_DEFAULTS = RetrievalSettings.model_fields  # the one home of these defaults: config.settings
 
 
 def split_pieces(description: str) -> list[str]:
@@ -91,8 +93,8 @@ def encode_documents(
 class DocumentEncoder:
     """How descriptions become stored vectors; `identity` is recorded with the collection."""
 
-    encoding: DocumentEncoding = "whole"
-    whole_weight: float = 0.3
+    encoding: DocumentEncoding = _DEFAULTS["document_encoding"].default
+    whole_weight: float = _DEFAULTS["whole_weight"].default
 
     @property
     def identity(self) -> str:
@@ -220,10 +222,10 @@ def fuse_rrf(
 
 @dataclass(frozen=True)
 class FusionParams:
-    weight: float = 0.2  # share of the keyword score; 0 = dense order
-    method: Fusion = "zscore"
-    rrf_k: int = 60
-    pool: int = 100  # dense hits re-ordered by the fusion
+    weight: float = _DEFAULTS["keyword_weight"].default  # keyword score's share; 0 = dense
+    method: Fusion = _DEFAULTS["fusion"].default
+    rrf_k: int = _DEFAULTS["rrf_k"].default
+    pool: int = _DEFAULTS["candidate_pool"].default  # dense hits re-ordered by the fusion
 
 
 class HybridRetriever:
@@ -267,13 +269,22 @@ class HybridRetriever:
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """The first stage as built from `Settings.retrieval` (whose defaults are the measured
-    winner). The defaults here are the plain old first stage (whole text, dense only), which
-    matches `ChromaStore`'s default identity, for a `PeiTu` built without settings."""
+    """The first stage as built from `Settings.retrieval`; its defaults are that model's (the
+    measured winner), so a `PeiTu` composed without settings searches as the product does."""
 
     encoder: DocumentEncoder = DocumentEncoder()
-    fusion: FusionParams = FusionParams(weight=0.0)
-    strip_filler: bool = False
+    fusion: FusionParams = FusionParams()
+    strip_filler: bool = _DEFAULTS["strip_filler"].default
+
+    @classmethod
+    def from_settings(cls, settings: RetrievalSettings) -> RetrievalConfig:
+        return cls(
+            encoder=DocumentEncoder(settings.document_encoding, settings.whole_weight),
+            fusion=FusionParams(
+                settings.keyword_weight, settings.fusion, settings.rrf_k, settings.candidate_pool
+            ),
+            strip_filler=settings.strip_filler,
+        )
 
 
 def query_preparation(config: RetrievalConfig) -> Callable[[str], str]:

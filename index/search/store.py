@@ -26,6 +26,7 @@ from chromadb.errors import NotFoundError
 from index.errors import IndexMismatch, ModelUnavailable
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
+from index.search.retrieval import DocumentEncoder
 from index.understanding.filters import place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
 
@@ -109,7 +110,7 @@ class ChromaStore:
         name: str,
         model: str,
         dimension: int,
-        document_encoding: str = "whole",
+        document_encoding: str = DocumentEncoder().identity,
         reconnect: Callable[[], ClientAPI] | None = None,
         *,
         may_recover: Callable[[], bool] | None = None,
@@ -318,6 +319,9 @@ class ChromaStore:
     def discard_rebuild(self, rebuilt: ChromaStore) -> None:
         """Delete a collection from `begin_rebuild` (a rebuild that was cancelled)."""
         _drop_collection(rebuilt._client, rebuilt._name)
+
+    def flush(self) -> None:
+        return None  # Chroma persists its index itself
 
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):

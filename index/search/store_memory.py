@@ -222,6 +222,9 @@ class MemoryStore:
                 collection = _Collection(dict(self._identity), self._dimension)
             self._space.collections[self._name] = collection
 
+    def flush(self) -> None:
+        return None  # nothing kept on disk
+
     def discard_rebuild(self, rebuilt: MemoryStore) -> None:
         with self._space.lock:
             rebuilt._space.collections.pop(rebuilt._name, None)

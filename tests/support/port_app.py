@@ -12,6 +12,7 @@ from index.library.lock import IndexLock
 from index.ports import Embedder, VectorStore
 from index.ranking.recommend import RecommendLimits, TimePlace
 from index.service import PeiTu
+from index.wiring import compose
 
 
 def app_over(
@@ -23,7 +24,7 @@ def app_over(
     time_place: TimePlace = "prefer",
 ) -> PeiTu:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return PeiTu(
+    return compose(
         library=library,
         catalog=Catalog(data_dir / "catalog.sqlite3"),
         store=store,

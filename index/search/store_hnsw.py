@@ -1,0 +1,665 @@
+"""A local vector store for large libraries: an HNSW graph (hnswlib) in memory over SQLite rows
+on disk, behind the `VectorStore` port (`PEITU_STORE__BACKEND=hnsw`).
+
+SQLite (`<data>/vectors/vectors.sqlite3`, WAL) holds the truth: one row per photo with its
+vector, document and metadata, plus the columns the filters read (`taken_ts`, the place names),
+indexed. Every write is one transaction that also advances its collection's `seq`, so nothing
+written is lost when a process dies. The graph is built from those rows and saved beside them
+(`<collection id>.hnsw` with the `seq` it holds) so that opening a million photos reads one
+file instead of building a graph; rows written after that `seq` (by this or another process)
+are added on the next read, deletions likewise. A query is then one graph search plus one
+`WHERE label IN (…)` lookup of the hits: nothing in proportion to the library. A filtered
+query (a time or a place) reads the matching labels from the indexed columns and searches
+only among them.
+
+A rebuild fills a second collection and takes the name in one transaction (`replace_with`), so
+there is no half-done swap to recover from; the retired rows are deleted afterwards.
+Chroma (`index.search.store`) stays the default: it is the one to use with a Chroma server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from index.errors import IndexMismatch
+from index.models import Candidate, QueryFilters
+from index.ports import StoredVector, Vectors
+from index.understanding.filters import place_names, wall_clock_ts
+from index.understanding.geo import METADATA_KEYS
+
+log = logging.getLogger(__name__)
+
+REBUILD_SUFFIX = "__rebuild"
+RETIRED_SUFFIX = "__retired-"
+PLACE_COLUMNS = tuple(METADATA_KEYS.values())  # place_province, place_city, place_district
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """The graph's build and search parameters (hnswlib's names)."""
+
+    m: int = 16
+    ef_construction: int = 100
+    ef_search: int = 600
+    exact_below: int = 2_000  # a filter keeping fewer photos than this is searched exactly
+
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS collections (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, identity TEXT NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS vectors (
+    label INTEGER PRIMARY KEY AUTOINCREMENT, collection TEXT NOT NULL, photo_id TEXT NOT NULL,
+    vector BLOB NOT NULL, document TEXT NOT NULL, metadata TEXT NOT NULL, taken_ts REAL,
+    {", ".join(f"{c} TEXT" for c in PLACE_COLUMNS)}, seq INTEGER NOT NULL,
+    UNIQUE (collection, photo_id));
+CREATE INDEX IF NOT EXISTS vectors_by_seq ON vectors (collection, seq);
+CREATE INDEX IF NOT EXISTS vectors_by_time ON vectors (collection, taken_ts);
+{"".join(f"CREATE INDEX IF NOT EXISTS vectors_by_{c} ON vectors (collection, {c});" for c in PLACE_COLUMNS)}
+CREATE TABLE IF NOT EXISTS deleted (collection TEXT NOT NULL, label INTEGER NOT NULL,
+    seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deleted_by_seq ON deleted (collection, seq);
+"""
+
+
+class _Graph:
+    """One collection's HNSW graph as of `seq`, and its count of live photos."""
+
+    def __init__(self, index: hnswlib.Index, params: HnswParams, seq: int = 0, live: int = 0):
+        self.index = index
+        self.index.set_ef(params.ef_search)
+        self.seq = seq
+        self.live = live
+
+    @classmethod
+    def empty(cls, dimension: int, params: HnswParams) -> _Graph:
+        index = hnswlib.Index(space="cosine", dim=dimension)
+        index.init_index(
+            max_elements=1024,
+            M=params.m,
+            ef_construction=params.ef_construction,
+            allow_replace_deleted=True,
+        )
+        return cls(index, params)
+
+    @classmethod
+    def load(cls, path: Path, dimension: int, params: HnswParams, seq: int, live: int) -> _Graph:
+        """A saved graph; raises RuntimeError when hnswlib cannot read it."""
+        index = hnswlib.Index(space="cosine", dim=dimension)
+        index.load_index(str(path), allow_replace_deleted=True)
+        return cls(index, params, seq, live)
+
+    def add(self, labels: Sequence[int], vectors: Vectors, new: int) -> None:
+        """Add (or replace, for a label already there) these rows; `new` of them are new."""
+        needed = self.index.element_count + len(labels)
+        if needed > self.index.max_elements:
+            self.index.resize_index(max(needed, 2 * self.index.max_elements))
+        self.index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=-1)
+        self.live += new
+
+    def remove(self, labels: Iterable[int]) -> None:
+        for label in labels:
+            try:
+                self.index.mark_deleted(label)
+            except RuntimeError:  # not in the graph (deleted already, or never added)
+                continue
+            self.live -= 1
+
+
+@dataclass(frozen=True)
+class _Write:
+    collection: str
+    graph: _Graph
+    seq: int
+
+
+class HnswStore:
+    """One named collection in a folder's `vectors.sqlite3`, with its graph in memory.
+
+    Stores opened on the same folder (in this process or another) see each other's writes at
+    their next read: each read first applies the rows written since its graph's `seq`."""
+
+    def __init__(
+        self,
+        folder: Path,
+        name: str,
+        model: str,
+        dimension: int,
+        document_encoding: str,
+        params: HnswParams | None = None,
+    ) -> None:
+        self._folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self._name = name
+        self._dimension = dimension
+        self._params = params or HnswParams()
+        self._identity: dict[str, Any] = {
+            "embedding_model": model,
+            "dimension": dimension,
+            "document_encoding": document_encoding,
+        }
+        self._identity_text = json.dumps(self._identity, sort_keys=True)  # as stored
+        self._db = _connect(folder / "vectors.sqlite3")
+        self._lock = threading.RLock()
+        self._collection: str | None = None  # id of the collection the graph is of
+        self._graph: _Graph | None = None
+        self._unsaved = 0
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def mismatch(self) -> IndexMismatch | None:
+        with self._lock:
+            return self._mismatch(self._row())
+
+    def _mismatch(self, found: tuple[str, str, int] | None) -> IndexMismatch | None:
+        if found is None or found[1] == self._identity_text:
+            return None
+        return IndexMismatch(
+            f"the index was built with {_described(json.loads(found[1]))} but "
+            f"{_described(self._identity)} is configured; run `peitu index --rebuild` "
+            "to re-embed from the stored descriptions (nothing is described again)"
+        )
+
+    def _row(self) -> tuple[str, str, int] | None:
+        """(id, identity, seq) of the collection holding our name, or None."""
+        row = self._db.execute(
+            "SELECT id, identity, seq FROM collections WHERE name = ?", (self._name,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
+    def _current(self) -> _Graph | None:
+        """The graph brought up to date with the disk, or None while there is no collection;
+        raises the identity problem. Call with the lock held."""
+        found = self._row()
+        mismatch = self._mismatch(found)
+        if mismatch is not None:
+            raise mismatch
+        if found is None:
+            self._collection, self._graph = None, None
+            return None
+        collection, _, seq = found
+        if collection != self._collection or self._graph is None:
+            self._collection, self._graph = collection, self._open_graph(collection)
+        self._catch_up(collection, self._graph, seq)
+        return self._graph
+
+    # --- writes ---------------------------------------------------------------------------
+    def upsert(self, items: Sequence[StoredVector]) -> None:
+        if not items:
+            return
+        vectors = np.asarray([list(map(float, i.vector)) for i in items], dtype=np.float32)
+        if vectors.shape[1] != self._dimension:
+            raise ValueError(f"vectors of dimension {vectors.shape[1]}, not {self._dimension}")
+        with self._lock, self._writing() as write:
+            assert write is not None  # made when missing
+            collection, graph, seq = write.collection, write.graph, write.seq
+            known = self._labels(collection, [i.photo_id for i in items])
+            self._db.executemany(
+                "INSERT INTO vectors (collection, photo_id, vector, document, metadata, "
+                f"taken_ts, {', '.join(PLACE_COLUMNS)}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (collection, photo_id) DO UPDATE SET vector = excluded.vector, "
+                "document = excluded.document, metadata = excluded.metadata, "
+                "taken_ts = excluded.taken_ts, "
+                + ", ".join(f"{c} = excluded.{c}" for c in PLACE_COLUMNS)
+                + ", seq = excluded.seq",
+                [
+                    _row_of(collection, item, vector, seq)
+                    for item, vector in zip(items, vectors, strict=True)
+                ],
+            )
+            labels = self._labels(collection, [i.photo_id for i in items])
+            graph.add([labels[i.photo_id] for i in items], vectors, len(labels) - len(known))
+            self._unsaved += len(items)
+        self._save_if_due()
+
+    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+        clean = _scalar_metadata(metadata)
+        with self._lock, self._writing(create=False) as write:
+            if write is None:
+                return
+            self._db.execute(
+                f"UPDATE vectors SET metadata = ?, taken_ts = ?, "
+                f"{', '.join(f'{c} = ?' for c in PLACE_COLUMNS)}, seq = ? "
+                "WHERE collection = ? AND photo_id = ?",
+                (
+                    json.dumps(clean, ensure_ascii=False),
+                    *_filter_columns(clean),
+                    write.seq,
+                    write.collection,
+                    photo_id,
+                ),
+            )
+
+    def delete(self, photo_ids: Sequence[str]) -> None:
+        if not photo_ids:
+            return
+        with self._lock, self._writing(create=False) as write:
+            if write is None:
+                return
+            labels = list(self._labels(write.collection, photo_ids).values())
+            self._db.executemany(
+                "DELETE FROM vectors WHERE label = ?", [(label,) for label in labels]
+            )
+            self._db.executemany(
+                "INSERT INTO deleted (collection, label, seq) VALUES (?, ?, ?)",
+                [(write.collection, label, write.seq) for label in labels],
+            )
+            write.graph.remove(labels)
+
+    @contextmanager
+    def _writing(self, create: bool = True) -> Iterator[_Write | None]:
+        """One write transaction on our collection (made when `create` and missing), with the
+        graph first brought up to date and the collection's next `seq`; None (and nothing to
+        write to) when there is no collection and `create` is false."""
+        with self._transaction():
+            graph = self._current()
+            if graph is None and create:
+                self._make_collection(self._name, self._identity)
+                graph = self._current()
+            if graph is None or self._collection is None:
+                yield None
+                return
+            seq = graph.seq + 1
+            self._db.execute("UPDATE collections SET seq = ? WHERE id = ?", (seq, self._collection))
+            yield _Write(self._collection, graph, seq)
+            graph.seq = seq
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")  # no other writer until COMMIT: seq stays ours
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            self._collection, self._graph = None, None  # the graph may hold what was undone
+            raise
+
+    def _make_collection(self, name: str, identity: dict[str, Any]) -> str:
+        collection = uuid.uuid4().hex
+        self._db.execute(
+            "INSERT INTO collections (id, name, identity) VALUES (?, ?, ?)",
+            (collection, name, json.dumps(identity, sort_keys=True)),  # = `_identity_text`
+        )
+        return collection
+
+    def _labels(self, collection: str, photo_ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(photo_ids), 500):
+            chunk = list(photo_ids[start : start + 500])
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                self._db.execute(
+                    f"SELECT photo_id, label FROM vectors WHERE collection = ? AND photo_id IN ({marks})",
+                    [collection, *chunk],
+                ).fetchall()
+            )
+        return found
+
+    # --- reads ----------------------------------------------------------------------------
+    def query(
+        self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
+    ) -> list[Candidate]:
+        """The k nearest photos among those the filters keep: one graph search (or, for a
+        filter keeping few photos, an exact search among them) and one lookup of the hits."""
+        if k <= 0:
+            return []
+        query = np.asarray(vector, dtype=np.float32)
+        with self._lock:
+            graph = self._current()
+            if graph is None or graph.live == 0 or self._collection is None:
+                return []
+            allowed = self._allowed(self._collection, filters)
+            if allowed is not None and len(allowed) < self._params.exact_below:
+                hits = _exact(graph, query, allowed, k)
+            else:
+                hits = _search(graph, query, k, allowed)
+            return self._candidates(hits)
+
+    def _allowed(self, collection: str, filters: QueryFilters | None) -> list[int] | None:
+        """Labels of the photos the filters keep (read from the indexed columns), or None
+        when there is nothing to filter."""
+        where, values = _filter_sql(filters)
+        if not where:
+            return None
+        rows = self._db.execute(
+            f"SELECT label FROM vectors WHERE collection = ? AND {where}", [collection, *values]
+        )
+        return [row[0] for row in rows]
+
+    def _candidates(self, hits: list[tuple[int, float]]) -> list[Candidate]:
+        if not hits:
+            return []
+        marks = ", ".join("?" * len(hits))
+        rows = self._db.execute(
+            f"SELECT label, photo_id, document, metadata FROM vectors WHERE label IN ({marks})",
+            [label for label, _ in hits],
+        )
+        found: dict[int, tuple[str, str, str]] = {row[0]: (row[1], row[2], row[3]) for row in rows}
+        return [
+            _candidate(*found[label], similarity) for label, similarity in hits if label in found
+        ]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            if self._current() is None:
+                return set()
+            rows = self._db.execute(
+                "SELECT photo_id FROM vectors WHERE collection = ?", (self._collection,)
+            )
+            return {row[0] for row in rows}
+
+    def count(self) -> int:
+        """Photos in the collection: kept by the graph as writes arrive, never counted; a
+        store that has not loaded its graph (`peitu status`) counts the rows instead."""
+        with self._lock:
+            if self._graph is None:
+                return self._count_rows()
+            graph = self._current()
+            return 0 if graph is None else graph.live
+
+    def _count_rows(self) -> int:
+        found = self._row()
+        mismatch = self._mismatch(found)
+        if mismatch is not None:
+            raise mismatch
+        if found is None:
+            return 0
+        row = self._db.execute("SELECT COUNT(*) FROM vectors WHERE collection = ?", (found[0],))
+        return int(row.fetchone()[0])
+
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """The vectors of up to `size` photos, chosen as `ChromaStore.sample` chooses them."""
+        ids = sorted(self.ids())
+        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+        if not chosen:
+            return []
+        with self._lock:
+            vectors: list[list[float]] = []
+            for start in range(0, len(chosen), 500):
+                chunk = chosen[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT vector FROM vectors WHERE collection = ? AND photo_id IN ({marks})",
+                    [self._collection, *chunk],
+                )
+                vectors.extend(np.frombuffer(row[0], dtype=np.float32).tolist() for row in rows)
+            return vectors
+
+    def ping(self) -> None:
+        return None  # a file in the data folder: reachable while the process runs
+
+    # --- other processes, rebuilds --------------------------------------------------------
+    def refresh(self) -> None:
+        return None  # every read catches up with the disk by itself
+
+    def recover(self) -> None:
+        """Delete the rows of collections retired by a swap whose process died before it
+        deleted them (the swap itself is one transaction: never half done)."""
+        with self._lock:
+            retired = self._db.execute(
+                "SELECT id FROM collections WHERE name LIKE ?", (self._name + RETIRED_SUFFIX + "%",)
+            ).fetchall()
+            for (collection,) in retired:
+                self._drop(collection)
+
+    def begin_rebuild(self) -> HnswStore:
+        rebuilt = HnswStore(
+            self._folder,
+            self._name + REBUILD_SUFFIX,
+            self._identity["embedding_model"],
+            self._dimension,
+            self._identity["document_encoding"],
+            self._params,
+        )
+        with self._lock:
+            left_over = rebuilt._row()
+            if left_over is not None:
+                self._drop(left_over[0])
+            with self._transaction():
+                self._make_collection(rebuilt._name, self._identity)
+        return rebuilt
+
+    def replace_with(self, rebuilt: HnswStore) -> None:
+        """The rebuilt collection takes our name in one transaction; the old rows go after."""
+        with self._lock, rebuilt._lock:
+            graph = rebuilt._current()
+            with self._transaction():
+                old = self._row()
+                if old is not None:
+                    retired = self._name + RETIRED_SUFFIX + old[0]
+                    self._db.execute(
+                        "UPDATE collections SET name = ? WHERE id = ?", (retired, old[0])
+                    )
+                self._db.execute(
+                    "UPDATE collections SET name = ? WHERE id = ?",
+                    (self._name, rebuilt._collection),
+                )
+            self._collection, self._graph = rebuilt._collection, graph
+            rebuilt._collection, rebuilt._graph = None, None
+            if graph is not None and self._collection is not None:
+                self._save(self._collection, graph)
+            if old is not None:
+                self._drop(old[0])
+
+    def discard_rebuild(self, rebuilt: HnswStore) -> None:
+        with self._lock:
+            found = rebuilt._row()
+            if found is not None:
+                self._drop(found[0])
+            rebuilt._collection, rebuilt._graph = None, None
+
+    def _drop(self, collection: str) -> None:
+        with self._transaction():
+            for table in ("vectors", "deleted"):
+                self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (collection,))
+            self._db.execute("DELETE FROM collections WHERE id = ?", (collection,))
+        self._graph_file(collection).unlink(missing_ok=True)
+
+    # --- the graph on disk ----------------------------------------------------------------
+    def _graph_file(self, collection: str) -> Path:
+        return self._folder / f"{collection}.hnsw"
+
+    def _open_graph(self, collection: str) -> _Graph:
+        """The collection's saved graph when there is one, else a new empty graph (either is
+        then brought up to date from the rows)."""
+        path = self._graph_file(collection)
+        saved = _read_saved(path)
+        if saved is None:
+            return _Graph.empty(self._dimension, self._params)
+        try:
+            return _Graph.load(path, self._dimension, self._params, *saved)
+        except RuntimeError as error:  # a damaged cache: rebuilt from the rows
+            log.warning("the saved search graph %s is unreadable (%s); rebuilding it", path, error)
+            return _Graph.empty(self._dimension, self._params)
+
+    def _catch_up(self, collection: str, graph: _Graph, seq: int) -> None:
+        """Apply the rows written and deleted after the graph's `seq`, up to `seq`."""
+        if seq <= graph.seq:
+            return
+        behind = graph.seq
+        gone = self._db.execute(
+            "SELECT label FROM deleted WHERE collection = ? AND seq > ?", (collection, behind)
+        )
+        graph.remove(row[0] for row in gone)
+        rows = self._db.execute(
+            "SELECT label, vector FROM vectors WHERE collection = ? AND seq > ? ORDER BY label",
+            (collection, behind),
+        )
+        added = 0
+        fresh = graph.index.element_count == 0  # every row is new to an empty graph
+        while batch := rows.fetchmany(5_000):
+            labels = [row[0] for row in batch]
+            new = len(labels) if fresh else sum(1 for x in labels if not _in_graph(graph, x))
+            vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=np.float32)
+            graph.add(labels, vectors.reshape(len(batch), self._dimension), new)
+            added += len(batch)
+        graph.seq = seq
+        self._unsaved += added
+        if added >= 10_000:
+            log.info("the search graph took in %d photos written since it was saved", added)
+
+    def _save_if_due(self) -> None:
+        """Save the graph when a quarter of it (and at least 20,000 rows) is newer than the
+        saved one: opening then reads the file and adds little."""
+        with self._lock:
+            graph, collection = self._graph, self._collection
+            if graph is None or collection is None:
+                return
+            if self._unsaved >= max(20_000, graph.live // 4):
+                self._save(collection, graph)
+
+    def flush(self) -> None:
+        """Save the graph now if anything is newer than the saved one (end of an index job)."""
+        with self._lock:
+            if self._graph is not None and self._collection is not None and self._unsaved:
+                self._save(self._collection, self._graph)
+
+    def _save(self, collection: str, graph: _Graph) -> None:
+        path = self._graph_file(collection)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        graph.index.save_index(str(partial))
+        facts = {"seq": graph.seq, "live": graph.live, "bytes": partial.stat().st_size}
+        partial.with_suffix(".json").write_text(json.dumps(facts), encoding="utf-8")
+        os.replace(partial.with_suffix(".json"), path.with_suffix(".json"))
+        os.replace(partial, path)  # the graph last: a graph is never older than its seq says
+        self._unsaved = 0
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+def _read_saved(path: Path) -> tuple[int, int] | None:
+    """(seq, live) of a saved graph, or None when there is none, or when the file is not the
+    size that was saved (cut short by a full disk, say: hnswlib must not read it)."""
+    try:
+        facts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if size != facts.get("bytes"):
+        log.warning("the saved search graph %s is unreadable (cut short); rebuilding it", path)
+        return None
+    return int(facts["seq"]), int(facts["live"])
+
+
+def _in_graph(graph: _Graph, label: int) -> bool:
+    try:
+        graph.index.get_items([label])
+    except RuntimeError:
+        return False
+    return True
+
+
+def _search(
+    graph: _Graph, query: np.ndarray, k: int, allowed: list[int] | None
+) -> list[tuple[int, float]]:
+    """(label, cosine) of the k nearest in the graph (among `allowed`), nearest first."""
+    within = None if allowed is None else set(allowed)
+    k = min(k, graph.live if within is None else len(within))
+    keep = None if within is None else within.__contains__
+    while k > 0:
+        try:
+            labels, distances = graph.index.knn_query(query, k=k, num_threads=1, filter=keep)
+        except RuntimeError:  # fewer than k reachable (deletions, a narrow filter)
+            k //= 2
+            continue
+        return [(int(x), 1.0 - float(d)) for x, d in zip(labels[0], distances[0], strict=True)]
+    return []
+
+
+def _exact(graph: _Graph, query: np.ndarray, allowed: list[int], k: int) -> list[tuple[int, float]]:
+    """(label, cosine) of the k nearest among `allowed`, compared one by one."""
+    if not allowed:
+        return []
+    vectors = np.asarray(graph.index.get_items(allowed, return_type="numpy"), dtype=np.float32)
+    unit = query / max(float(np.linalg.norm(query)), 1e-12)
+    cosines = vectors @ unit  # the graph keeps unit vectors (cosine space)
+    best = np.argsort(-cosines, kind="stable")[:k]
+    return [(allowed[i], float(cosines[i])) for i in best]
+
+
+def _filter_sql(filters: QueryFilters | None) -> tuple[str, list[Any]]:
+    """The SQL condition (over the indexed columns) that `index.understanding.filters.matches`
+    states, and its values; "" when there is nothing to filter."""
+    if filters is None:
+        return "", []
+    clauses: list[str] = []
+    values: list[Any] = []
+    if filters.taken_from is not None:
+        clauses.append("taken_ts >= ?")
+        values.append(wall_clock_ts(filters.taken_from))
+    if filters.taken_to is not None:
+        clauses.append("taken_ts < ?")
+        values.append(wall_clock_ts(filters.taken_to))
+    if filters.place:
+        names = list(place_names(filters.place))
+        marks = ", ".join("?" * len(names))
+        clauses.append("(" + " OR ".join(f"{c} IN ({marks})" for c in PLACE_COLUMNS) + ")")
+        values.extend(names * len(PLACE_COLUMNS))
+    return " AND ".join(clauses), values
+
+
+def _row_of(collection: str, item: StoredVector, vector: np.ndarray, seq: int) -> tuple[Any, ...]:
+    clean = _scalar_metadata(item.metadata)
+    return (
+        collection,
+        item.photo_id,
+        vector.astype(np.float32).tobytes(),
+        item.document,
+        json.dumps(clean, ensure_ascii=False),
+        *_filter_columns(clean),
+        seq,
+    )
+
+
+def _filter_columns(metadata: dict[str, Any]) -> tuple[Any, ...]:
+    """taken_ts (a number, else NULL) and the place names, as the filters read them."""
+    taken = metadata.get("taken_ts")
+    places = tuple(
+        metadata.get(c) if isinstance(metadata.get(c), str) else None for c in PLACE_COLUMNS
+    )
+    return (float(taken) if isinstance(taken, int | float) else None, *places)
+
+
+def _candidate(photo_id: str, document: str, metadata: str, similarity: float) -> Candidate:
+    found = json.loads(metadata)
+    return Candidate(
+        photo_id=photo_id,
+        path=str(found.get("path", "")),
+        similarity=round(similarity, 6),
+        description=document,
+        metadata=found,
+    )
+
+
+def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """str/int/float/bool values only, as Chroma keeps them (None and the rest are dropped)."""
+    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
+
+
+def _described(identity: dict[str, Any]) -> str:
+    return (
+        f"embedding model {identity['embedding_model']!r} (dimension {identity['dimension']}, "
+        f"document encoding {identity['document_encoding']!r})"
+    )
