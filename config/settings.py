@@ -83,8 +83,17 @@ class EmbeddingSettings(BaseModel):
     batch_size: int = Field(default=32, ge=1, le=1024)
     device: str = "cpu"
     # torch intra-op threads for the encoder (process-wide); 0 = torch's default (one per core).
-    # 1 is the default: on a busy small machine more threads than free cores collapse the rate.
-    threads: int = Field(default=1, ge=0, le=64)
+    # "auto" (the default): one for a query; for a big encode (indexing) the faster of one and
+    # one per core, measured as it runs: on a busy small machine more threads than free cores
+    # collapse the rate, on an idle one they nearly double it (index.search.embed.ThreadChoice).
+    threads: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
+
+    @field_validator("threads")
+    @classmethod
+    def _thread_count(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 64:
+            raise ValueError("must be 'auto' or a thread count from 0 to 64")
+        return value
 
 
 class ChromaSettings(BaseModel):

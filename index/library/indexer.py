@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,9 @@ DESCRIBE_CONCURRENCY: int = VisionSettings.model_fields["concurrency"].default
 
 IndexMode = Literal["incremental", "rebuild"]
 _EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
-_LIVE_BATCH = 16  # descriptions embedded at once while describing
+_LIVE_BATCH = 16  # descriptions embedded at once while describing, at least
+_FULL_BATCH = 256  # ... and at most, when they come faster than `_LIVE_SECONDS` allows
+_LIVE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -236,11 +239,13 @@ class Indexer:
         progress: ProgressCallback,
         stop: threading.Event,
     ) -> None:
-        """Describe what needs it; every `_LIVE_BATCH` new descriptions are embedded at once,
-        so photos become searchable while the run goes on and a cancel or Ctrl-C keeps them."""
+        """Describe what needs it; new descriptions are embedded in batches while describing
+        (`_LiveBatches`), so photos become searchable while the run goes on and a cancel or
+        Ctrl-C keeps them."""
         todo = self._to_describe(describing, photos)
         progress("describe", 0, len(todo))
         fresh: list[str] = []
+        batches = _LiveBatches()
         try:
             described = self._describe_all(describing, todo, stop)
             for done, (photo, error) in enumerate(described, start=1):
@@ -251,8 +256,9 @@ class Indexer:
                     report.failed += 1
                     report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
                     log.warning("could not describe %s: %s", photo.rel_path, error)
-                if len(fresh) >= _LIVE_BATCH:
+                if batches.due(len(fresh)):
                     report.embedded += self._embed_now(store, photos, fresh)
+                    batches.embedded()
                     fresh = []
                 progress("describe", done, len(todo))
         finally:  # also on KeyboardInterrupt: what was described stays searchable
@@ -413,6 +419,31 @@ def _metadata(
         PHASH_KEY: phash,
         "describer": description.describer_key,
     }
+
+
+class _LiveBatches:
+    """When to embed what was described: at `_LIVE_BATCH` descriptions when they come slowly
+    (a vision model: each batch searchable within seconds), in batches doubling up to
+    `_FULL_BATCH` when they come fast (a descriptions file: the encoder works on big batches)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._size = _LIVE_BATCH
+        self._last = clock()
+
+    def due(self, waiting: int) -> bool:
+        """Whether to embed the `waiting` descriptions now (then a new batch begins)."""
+        if waiting < _LIVE_BATCH:
+            return False
+        fast = self._clock() - self._last < _LIVE_SECONDS  # since the last batch was embedded
+        if waiting < self._size and fast:
+            return False
+        self._size = min(2 * self._size, _FULL_BATCH) if fast else _LIVE_BATCH
+        return True
+
+    def embedded(self) -> None:
+        """A batch was just embedded: the next one's time counts from now."""
+        self._last = self._clock()
 
 
 def _error_text(future: Future[None]) -> str | None:

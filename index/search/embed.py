@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,12 +33,20 @@ class SentenceTransformerEmbedder:
     """Loads the model on first use; `embed` returns normalised float32 rows."""
 
     def __init__(
-        self, name_or_path: str, *, device: str = "cpu", batch_size: int = 32, threads: int = 0
+        self,
+        name_or_path: str,
+        *,
+        device: str = "cpu",
+        batch_size: int = 32,
+        threads: int | Literal["auto"] = 0,
     ) -> None:
         self._name_or_path = name_or_path
         self._device = device
         self._batch_size = batch_size
-        self._threads = threads  # torch intra-op threads, set when the model loads; 0 = torch's
+        # torch intra-op threads, set when the model loads (0 = torch's own choice); "auto":
+        # one for a query, and for a big encode whichever count `ThreadChoice` measures faster
+        self._threads = threads
+        self._choice = ThreadChoice(os.cpu_count() or 1) if threads == "auto" else None
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
 
@@ -62,7 +72,20 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._loaded().encode(
+        model = self._loaded()
+        if self._choice is None or len(texts) < BIG_ENCODE:
+            return self._encode(model, texts)
+        threads = self._choice.pick()
+        set_torch_threads(threads)
+        started = time.perf_counter()
+        try:
+            return self._encode(model, texts)
+        finally:
+            self._choice.record(threads, len(texts), time.perf_counter() - started)
+            set_torch_threads(1)  # a query (or a small batch) meanwhile: one thread
+
+    def _encode(self, model: SentenceTransformer, texts: Sequence[str]) -> Vectors:
+        vectors = model.encode(
             list(texts),
             batch_size=self._batch_size,
             normalize_embeddings=True,
@@ -84,7 +107,9 @@ class SentenceTransformerEmbedder:
         ensure_model_obtainable(self._name_or_path)
         from sentence_transformers import SentenceTransformer
 
-        if self._threads > 0:
+        if self._threads == "auto":
+            set_torch_threads(1)
+        elif self._threads > 0:
             set_torch_threads(self._threads)
         try:
             return SentenceTransformer(self._name_or_path, device=self._device)
@@ -186,6 +211,36 @@ def _model_folder(name_or_path: str) -> Path | None:
     except ValueError:  # not a hub name
         return None
     return Path(found).parent if isinstance(found, str) else None
+
+
+BIG_ENCODE = 32  # texts in one call from which "auto" measures its thread counts
+_RETRY_EVERY = 6  # big encodes between two tries of the count not in use
+
+
+class ThreadChoice:
+    """The torch thread count for big encodes, chosen by measuring: one thread, or one per
+    core. Both are tried first, then the faster (texts/s) is used and the other tried again
+    every `_RETRY_EVERY` calls, so a neighbour that starts or stops using a core is followed.
+    On this 2-core machine with the other core busy, two threads encode ~1.5-4x slower than one
+    (they wait on each other); with both cores free, ~1.8x faster (bench/bench_scale.py)."""
+
+    def __init__(self, cores: int) -> None:
+        self._counts = (1, cores) if cores > 1 else (1,)
+        self._rate: dict[int, float] = {}  # threads -> texts/s of its latest big encode
+        self._calls = 0
+
+    def pick(self) -> int:
+        self._calls += 1
+        untried = [n for n in self._counts if n not in self._rate]
+        if untried:
+            return untried[0]
+        best = max(self._counts, key=lambda n: self._rate[n])
+        if self._calls % _RETRY_EVERY == 0:
+            return next(n for n in self._counts if n != best) if len(self._counts) > 1 else best
+        return best
+
+    def record(self, threads: int, texts: int, seconds: float) -> None:
+        self._rate[threads] = texts / max(seconds, 1e-6)
 
 
 def set_torch_threads(threads: int) -> None:
