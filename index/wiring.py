@@ -72,7 +72,7 @@ def _text_store(
             model.model_name,
             model.dimension,
             retrieval.encoder.identity,
-            HnswParams(m=s.m, ef_construction=s.ef_construction, ef_search=s.ef_search),
+            HnswParams(s.m, s.ef_construction, None if s.ef_search == "auto" else s.ef_search),
         )
     return ChromaStore(
         make_chroma_client(settings.chroma.url, data_dir),

@@ -17,7 +17,7 @@ from config import load_settings
 from index.models import QueryFilters
 from index.ports import StoredVector
 from index.search.embed import SentenceTransformerEmbedder
-from index.search.store_hnsw import HnswParams, HnswStore
+from index.search.store_hnsw import HnswParams, HnswStore, auto_ef_search
 from index.search.store_memory import MemorySpace, MemoryStore
 from index.understanding.filters import wall_clock_ts
 from index.wiring import build_app
@@ -168,3 +168,17 @@ def test_switching_a_library_to_hnsw_embeds_it_again_without_describing(
     found = app.recommend(target.captions[4], rerank=False, closest=True).results
     assert target.rel_path in [r.path for r in found]
     assert app.status().photos == 30
+
+
+def test_the_search_breadth_grows_with_the_library() -> None:
+    assert [auto_ef_search(n) for n in (10, 100_000, 240_000, 1_000_000, 10**8)] == [
+        600,
+        600,
+        600,
+        2_500,
+        5_000,
+    ]
+    assert HnswParams(ef_search=300).ef_for(1_000_000) == 300  # a set value wins
+    assert load_settings(store={"ef_search": "300"}).store.ef_search == 300
+    with pytest.raises(ValueError, match="auto"):
+        load_settings(store={"ef_search": 7})
