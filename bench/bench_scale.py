@@ -1,28 +1,33 @@
-"""Scale benchmark: stores of N photos built through the project's own `ChromaStore` and
-`Catalog`, then the search path and the server endpoints measured by a fresh serving process,
-beside raw hnswlib and numpy brute force on the same vectors in the same run.
+"""Scale benchmark: stores of N photos built through the project's own stores (`ChromaStore`,
+`HnswStore`) and `Catalog`, then the search path and the server endpoints measured by a fresh
+serving process, beside raw hnswlib and numpy brute force on the same vectors in the same run.
 
 Vectors are real m3e-small vectors of the ../shared/eval descriptions (the configured document
 encoding) mixed with a second description and small noise, so N photos are N distinct vectors
 with realistic neighbourhoods. Queries are real held-out captions (the `rich` protocol), embedded
 by the serving process as `PeiTu.recommend` does (rerank off).
 
-For each N it prints: insert rate (vectors/s through `ChromaStore.upsert`) and catalog write
-time, disk size, open time and RSS of the serving process after open and after 100 queries,
-recommend p50/p95/p99 with the embed and search parts, raw hnswlib (same M / ef as the store)
-and numpy brute force (up to --brute-max) p50, recall@20 of the store's and of hnswlib's search
-against exact top-20, and p50/p95 of GET /api/photos/{id}, /api/status, /readyz, /metrics
-through the FastAPI app in-process. With --chroma-server-at N the same serving measurements run
-again against a `chroma run` server holding that store. Then the indexing throughput: raw
-encoder texts/s vs the document encoding vs `PeiTu.index` of --index-photos photos from a
-descriptions file. Prints figures; asserts nothing.
+For each N and store (--backends; Chroma up to --chroma-max) it prints: insert rate (vectors/s
+through the store's upsert, then its flush) and catalog write time, disk size, open time and RSS
+of the serving process after open and after 100 queries, recommend p50/p95/p99 with the embed
+and search parts, recommend of texts with a time word (a filter keeping a sixth of the photos),
+raw hnswlib (same M / ef as the store) and numpy brute force (up to --brute-max) p50, recall@20
+of the store's and of hnswlib's search against exact top-20, and p50/p95 of
+GET /api/photos/{id}, /api/status, /readyz, /metrics through the FastAPI app in-process. With
+--chroma-server-at N the same serving measurements run again against a `chroma run` server
+holding that store. Then the indexing throughput, with both cores free and with one kept busy:
+raw encoder texts/s with 1 and 2 threads vs the document encoding vs `PeiTu.index` of
+--index-photos photos from a descriptions file, this tree (both stores) and --old. Prints
+figures; asserts nothing.
 
     .venv/bin/python bench/bench_scale.py [--sizes 2000,100000,1000000] [--queries 200]
-        [--brute-max 100000] [--chroma-server-at 100000] [--index-photos 2000] [--work DIR]
+        [--backends chroma,hnsw] [--chroma-max 100000] [--brute-max 100000]
+        [--chroma-server-at 100000] [--index-photos 2000] [--old REF] [--work DIR]
 
-Run time on the shared 2-core machine at load 12-22: `--sizes 2000,100000` with the Chroma server
-and the indexing comparison took 44 min (the old tree's indexing alone 12 min); storing 1M photos
-alone takes ~1.5 h there (300k took 18 min), plus the exact and hnswlib references and serving.
+Run time on an otherwise idle 2-core, 24 GB machine: `--sizes 2000,100000,1000000 --chroma-max
+100000 --index-photos 2000 --old 118b929` took 21 min (the 1M store: 6.6 min to build, 3 min for
+the raw hnswlib reference, 2 min to serve; the indexing comparison 7.5 min). Chroma is built up
+to --chroma-max only: storing 1M vectors in it takes ~1.5 h here.
 """
 
 from __future__ import annotations

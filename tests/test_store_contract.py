@@ -1,5 +1,5 @@
 """One contract for the `VectorStore` port, run against every backend: embedded Chroma, a real
-`chroma run` server and the exact in-memory store. Tests of Chroma's own parts (HNSW
+`chroma run` server, the local HNSW graph over SQLite and the exact in-memory store. Tests of Chroma's own parts (HNSW
 parameters, an unreachable server) come after the contract."""
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def _items(count: int, seed: int = 0, first: int = 0) -> list[StoredVector]:
     ]
 
 
-def _store(folder: Path, **params: int) -> HnswStore:
+def _store(folder: Path, **params: float) -> HnswStore:
     return HnswStore(folder, "photos", "m3e-small", DIM, "whole", HnswParams(**params))
 
 
@@ -104,12 +104,20 @@ def test_a_damaged_graph_file_is_rebuilt_from_the_rows(
     assert "unreadable" in caplog.text
 
 
-@pytest.mark.parametrize("exact_below", [0, 10_000], ids=["graph-path", "exact-path"])
-def test_filtered_queries_find_what_an_exact_search_finds(tmp_path: Path, exact_below: int) -> None:
-    """A time or place filter reads the indexed columns; the graph then searches among the
-    kept photos only (or compares them one by one when few): the answer of an exact store."""
+@pytest.mark.parametrize(
+    ("exact_below", "post_filter_share"),
+    [(0, 2.0), (0, 0.0), (10_000, 0.05)],
+    ids=["graph-among-kept", "wider-search-then-filter", "one-by-one"],
+)
+def test_filtered_queries_find_what_an_exact_search_finds(
+    tmp_path: Path, exact_below: int, post_filter_share: float
+) -> None:
+    """A time or place filter becomes a mask over the photos (kept in memory); the graph then
+    searches among the kept photos only, or searches wider and keeps the matching hits, or the
+    few kept photos are compared one by one: each the answer of an exact store."""
     items = _items(1500)
-    hnsw = _store(tmp_path, exact_below=exact_below)
+    params = HnswParams(exact_below=exact_below, post_filter_share=post_filter_share)
+    hnsw = HnswStore(tmp_path, "photos", "m3e-small", DIM, "whole", params)
     exact = MemoryStore(MemorySpace(), "photos", "m3e-small", DIM)
     hnsw.upsert(items)
     exact.upsert(items)

@@ -27,6 +27,7 @@ from index.errors import IndexMismatch, ModelUnavailable
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
 from index.search.retrieval import DocumentEncoder
+from index.search.stored import candidate, scalar_metadata
 from index.understanding.filters import place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
 
@@ -334,13 +335,13 @@ class ChromaStore:
                 ids=[i.photo_id for i in batch],
                 embeddings=[list(map(float, i.vector)) for i in batch],
                 documents=[i.document for i in batch],
-                metadatas=[_clean_metadata(i.metadata) for i in batch],
+                metadatas=[scalar_metadata(i.metadata) for i in batch],
             )
         )
 
     def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
-        self._read(lambda c: c.update(ids=[photo_id], metadatas=[_clean_metadata(metadata)]), None)
+        self._read(lambda c: c.update(ids=[photo_id], metadatas=[scalar_metadata(metadata)]), None)
 
     def query(
         self, vector: Sequence[float], k: int, filters: QueryFilters | None = None
@@ -495,11 +496,6 @@ def _drop_collection(client: ClientAPI, name: str) -> None:
         log.debug("collection %s did not exist", name)
 
 
-def _clean_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Chroma accepts str/int/float/bool values only; drop the rest (None)."""
-    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
-
-
 def _candidates(found: Any) -> list[Candidate]:
     ids = found["ids"][0]
     distances = found["distances"][0]
@@ -509,14 +505,6 @@ def _candidates(found: Any) -> list[Candidate]:
     for photo_id, distance, document, metadata in zip(
         ids, distances, documents, metadatas, strict=True
     ):
-        meta = dict(metadata or {})
-        out.append(
-            Candidate(
-                photo_id=photo_id,
-                path=str(meta.get("path", "")),
-                similarity=round(1.0 - float(distance), 6),
-                description=document or "",
-                metadata=meta,
-            )
-        )
+        similarity = 1.0 - float(distance)
+        out.append(candidate(photo_id, document or "", dict(metadata or {}), similarity))
     return out

@@ -2,15 +2,16 @@
 on disk, behind the `VectorStore` port (`PEITU_STORE__BACKEND=hnsw`).
 
 SQLite (`<data>/vectors/vectors.sqlite3`, WAL) holds the truth: one row per photo with its
-vector, document and metadata, plus the columns the filters read (`taken_ts`, the place names),
-indexed. Every write is one transaction that also advances its collection's `seq`, so nothing
-written is lost when a process dies. The graph is built from those rows and saved beside them
-(`<collection id>.hnsw` with the `seq` it holds) so that opening a million photos reads one
-file instead of building a graph; rows written after that `seq` (by this or another process)
-are added on the next read, deletions likewise. A query is then one graph search plus one
-`WHERE label IN (…)` lookup of the hits: nothing in proportion to the library. A filtered
-query (a time or a place) reads the matching labels from the indexed columns and searches
-only among them.
+vector, document and metadata, plus the columns the filters read (`taken_ts`, the place names).
+Every write is one transaction that also advances its collection's `seq`, so nothing written is
+lost when a process dies. The graph is built from those rows and saved beside them
+(`<collection id>.hnsw` with the `seq` it holds, at the end of each index job and as it grows)
+so that opening a million photos reads one file instead of building a graph; rows written
+after that `seq` (by this or another process) are added on the next read, deletions likewise.
+A query is then one graph search plus one `WHERE label IN (…)` lookup of the hits: nothing in
+proportion to the library. The filter columns are also kept in memory per label (`_Facets`),
+so a time or place filter is a mask computed in milliseconds; the search then depends on how
+many photos it keeps (`_filtered_search`).
 
 A rebuild fills a second collection and takes the name in one transaction (`replace_with`), so
 there is no half-done swap to recover from; the retired rows are deleted afterwards.
@@ -38,7 +39,8 @@ import numpy as np
 from index.errors import IndexMismatch
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
-from index.understanding.filters import place_names, wall_clock_ts
+from index.search.stored import candidate, described, scalar_metadata, vectors_of
+from index.understanding.filters import has_place, has_time, place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class HnswParams:
     ef_construction: int = 100
     ef_search: int | None = None  # None: `auto_ef_search` of the collection's size
     exact_below: int = 2_000  # a filter keeping fewer photos than this is searched exactly
+    post_filter_share: float = 0.05  # one keeping this share or more filters a wider search
 
     def ef_for(self, photos: int) -> int:
         return self.ef_search or auto_ef_search(photos)
@@ -80,22 +83,77 @@ CREATE TABLE IF NOT EXISTS vectors (
     {", ".join(f"{c} TEXT" for c in PLACE_COLUMNS)}, seq INTEGER NOT NULL,
     UNIQUE (collection, photo_id));
 CREATE INDEX IF NOT EXISTS vectors_by_seq ON vectors (collection, seq);
-CREATE INDEX IF NOT EXISTS vectors_by_time ON vectors (collection, taken_ts);
-{"".join(f"CREATE INDEX IF NOT EXISTS vectors_by_{c} ON vectors (collection, {c});" for c in PLACE_COLUMNS)}
 CREATE TABLE IF NOT EXISTS deleted (collection TEXT NOT NULL, label INTEGER NOT NULL,
     seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deleted_by_seq ON deleted (collection, seq);
 """
 
 
+FilterColumns = tuple[float | None, str | None, str | None, str | None]  # taken_ts, places
+
+
+class _Facets:
+    """What the filters read, per label, in memory: the time taken (NaN: none) and the place
+    names (as codes; -1: none), so a filter becomes a mask over all labels in milliseconds."""
+
+    def __init__(self) -> None:
+        self.taken = np.full(0, np.nan)
+        self.places = np.full((0, len(PLACE_COLUMNS)), -1, dtype=np.int32)
+        self.present = np.zeros(0, dtype=bool)
+        self._codes: dict[str, int] = {}
+
+    def set(self, labels: Sequence[int], columns: Sequence[FilterColumns]) -> None:
+        if not labels:
+            return
+        self._grow(max(labels) + 1)
+        index = np.asarray(labels, dtype=np.int64)
+        self.taken[index] = [np.nan if c[0] is None else c[0] for c in columns]
+        self.places[index] = [[self._code(name) for name in c[1:]] for c in columns]
+        self.present[index] = True
+
+    def remove(self, labels: Sequence[int]) -> None:
+        known = [label for label in labels if label < len(self.present)]
+        self.present[known] = False
+
+    def mask(self, filters: QueryFilters) -> np.ndarray:
+        """True for each label that `index.understanding.filters.matches` keeps."""
+        keep = self.present.copy()
+        with np.errstate(invalid="ignore"):  # NaN (no time) compares false: not kept
+            if filters.taken_from is not None:
+                keep &= self.taken >= wall_clock_ts(filters.taken_from)
+            if filters.taken_to is not None:
+                keep &= self.taken < wall_clock_ts(filters.taken_to)
+        if filters.place:
+            codes = [self._codes[n] for n in place_names(filters.place) if n in self._codes]
+            keep &= np.isin(self.places, codes).any(axis=1)
+        return keep
+
+    def _code(self, name: str | None) -> int:
+        if name is None:
+            return -1
+        return self._codes.setdefault(name, len(self._codes))
+
+    def _grow(self, size: int) -> None:
+        if size <= len(self.present):
+            return
+        size = max(size, 2 * len(self.present))
+        extra = size - len(self.present)
+        self.taken = np.concatenate([self.taken, np.full(extra, np.nan)])
+        self.places = np.concatenate(
+            [self.places, np.full((extra, len(PLACE_COLUMNS)), -1, dtype=np.int32)]
+        )
+        self.present = np.concatenate([self.present, np.zeros(extra, dtype=bool)])
+
+
 class _Graph:
-    """One collection's HNSW graph as of `seq`, and its count of live photos."""
+    """One collection's HNSW graph as of `seq`, its count of live photos and their facets."""
 
     def __init__(self, index: hnswlib.Index, params: HnswParams, seq: int = 0, live: int = 0):
         self.index = index
         self.params = params
         self.seq = seq
         self.live = live
+        self.facets = _Facets()
         self._ef = 0
 
     def set_ef(self) -> None:
@@ -123,21 +181,27 @@ class _Graph:
         index.load_index(str(path), allow_replace_deleted=True)
         return cls(index, params, seq, live)
 
-    def add(self, labels: Sequence[int], vectors: Vectors, new: int) -> None:
+    def add(
+        self, labels: Sequence[int], vectors: Vectors, columns: Sequence[FilterColumns], new: int
+    ) -> None:
         """Add (or replace, for a label already there) these rows; `new` of them are new."""
         needed = self.index.element_count + len(labels)
         if needed > self.index.max_elements:
             self.index.resize_index(max(needed, 2 * self.index.max_elements))
         self.index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=-1)
+        self.facets.set(labels, columns)
         self.live += new
 
     def remove(self, labels: Iterable[int]) -> None:
+        gone = []
         for label in labels:
             try:
                 self.index.mark_deleted(label)
             except RuntimeError:  # not in the graph (deleted already, or never added)
                 continue
-            self.live -= 1
+            gone.append(label)
+        self.facets.remove(gone)
+        self.live -= len(gone)
 
 
 @dataclass(frozen=True)
@@ -189,8 +253,8 @@ class HnswStore:
         if found is None or found[1] == self._identity_text:
             return None
         return IndexMismatch(
-            f"the index was built with {_described(json.loads(found[1]))} but "
-            f"{_described(self._identity)} is configured; run `peitu index --rebuild` "
+            f"the index was built with {described(json.loads(found[1]))} but "
+            f"{described(self._identity)} is configured; run `peitu index --rebuild` "
             "to re-embed from the stored descriptions (nothing is described again)"
         )
 
@@ -221,9 +285,7 @@ class HnswStore:
     def upsert(self, items: Sequence[StoredVector]) -> None:
         if not items:
             return
-        vectors = np.asarray([list(map(float, i.vector)) for i in items], dtype=np.float32)
-        if vectors.shape[1] != self._dimension:
-            raise ValueError(f"vectors of dimension {vectors.shape[1]}, not {self._dimension}")
+        vectors = vectors_of(items, self._dimension)
         with self._lock, self._writing() as write:
             assert write is not None  # made when missing
             collection, graph, seq = write.collection, write.graph, write.seq
@@ -242,12 +304,14 @@ class HnswStore:
                 ],
             )
             labels = self._labels(collection, [i.photo_id for i in items])
-            graph.add([labels[i.photo_id] for i in items], vectors, len(labels) - len(known))
+            columns = [_filter_columns(scalar_metadata(i.metadata)) for i in items]
+            new = len(labels) - len(known)
+            graph.add([labels[i.photo_id] for i in items], vectors, columns, new)
             self._unsaved += len(items)
         self._save_if_due()
 
     def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
-        clean = _scalar_metadata(metadata)
+        clean = scalar_metadata(metadata)
         with self._lock, self._writing(create=False) as write:
             if write is None:
                 return
@@ -263,6 +327,9 @@ class HnswStore:
                     photo_id,
                 ),
             )
+            label = self._labels(write.collection, [photo_id]).get(photo_id)
+            if label is not None:
+                write.graph.facets.set([label], [_filter_columns(clean)])
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         if not photo_ids:
@@ -344,23 +411,7 @@ class HnswStore:
             graph = self._current()
             if graph is None or graph.live == 0 or self._collection is None:
                 return []
-            allowed = self._allowed(self._collection, filters)
-            if allowed is not None and len(allowed) < self._params.exact_below:
-                hits = _exact(graph, query, allowed, k)
-            else:
-                hits = _search(graph, query, k, allowed)
-            return self._candidates(hits)
-
-    def _allowed(self, collection: str, filters: QueryFilters | None) -> list[int] | None:
-        """Labels of the photos the filters keep (read from the indexed columns), or None
-        when there is nothing to filter."""
-        where, values = _filter_sql(filters)
-        if not where:
-            return None
-        rows = self._db.execute(
-            f"SELECT label FROM vectors WHERE collection = ? AND {where}", [collection, *values]
-        )
-        return [row[0] for row in rows]
+            return self._candidates(_filtered_search(graph, query, k, filters, self._params))
 
     def _candidates(self, hits: list[tuple[int, float]]) -> list[Candidate]:
         if not hits:
@@ -371,9 +422,12 @@ class HnswStore:
             [label for label, _ in hits],
         )
         found: dict[int, tuple[str, str, str]] = {row[0]: (row[1], row[2], row[3]) for row in rows}
-        return [
-            _candidate(*found[label], similarity) for label, similarity in hits if label in found
-        ]
+        out = []
+        for label, similarity in hits:
+            if label in found:  # else deleted by another process since the search
+                photo_id, document, metadata = found[label]
+                out.append(candidate(photo_id, document, json.loads(metadata), similarity))
+        return out
 
     def ids(self) -> set[str]:
         with self._lock:
@@ -503,10 +557,22 @@ class HnswStore:
         if saved is None:
             return _Graph.empty(self._dimension, self._params)
         try:
-            return _Graph.load(path, self._dimension, self._params, *saved)
+            graph = _Graph.load(path, self._dimension, self._params, *saved)
         except RuntimeError as error:  # a damaged cache: rebuilt from the rows
             log.warning("the saved search graph %s is unreadable (%s); rebuilding it", path, error)
             return _Graph.empty(self._dimension, self._params)
+        self._read_facets(collection, graph, saved[0])
+        return graph
+
+    def _read_facets(self, collection: str, graph: _Graph, seq: int) -> None:
+        """The filter columns of the rows a saved graph holds (those up to its `seq`)."""
+        rows = self._db.execute(
+            f"SELECT label, taken_ts, {', '.join(PLACE_COLUMNS)} FROM vectors "
+            "WHERE collection = ? AND seq <= ?",
+            (collection, seq),
+        )
+        while batch := rows.fetchmany(50_000):
+            graph.facets.set([row[0] for row in batch], [row[1:] for row in batch])
 
     def _catch_up(self, collection: str, graph: _Graph, seq: int) -> None:
         """Apply the rows written and deleted after the graph's `seq`, up to `seq`."""
@@ -518,7 +584,8 @@ class HnswStore:
         )
         graph.remove(row[0] for row in gone)
         rows = self._db.execute(
-            "SELECT label, vector FROM vectors WHERE collection = ? AND seq > ? ORDER BY label",
+            f"SELECT label, vector, taken_ts, {', '.join(PLACE_COLUMNS)} FROM vectors "
+            "WHERE collection = ? AND seq > ? ORDER BY label",
             (collection, behind),
         )
         added = 0
@@ -527,7 +594,8 @@ class HnswStore:
             labels = [row[0] for row in batch]
             new = len(labels) if fresh else sum(1 for x in labels if not _in_graph(graph, x))
             vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=np.float32)
-            graph.add(labels, vectors.reshape(len(batch), self._dimension), new)
+            columns = [(row[2], row[3], row[4], row[5]) for row in batch]
+            graph.add(labels, vectors.reshape(len(batch), self._dimension), columns, new)
             added += len(batch)
         graph.seq = seq
         self._unsaved += added
@@ -591,11 +659,45 @@ def _in_graph(graph: _Graph, label: int) -> bool:
     return True
 
 
+def _filtered_search(
+    graph: _Graph, query: np.ndarray, k: int, filters: QueryFilters | None, params: HnswParams
+) -> list[tuple[int, float]]:
+    """(label, cosine) of the k nearest photos the filters keep, nearest first. A filter
+    keeping few photos compares them one by one; one keeping many (a year of six) asks the
+    graph for more neighbours and keeps the matching ones; one in between searches the graph
+    among the kept photos only."""
+    if filters is None or (has_time(filters), has_place(filters)) == (False, False):
+        return _search(graph, query, k, None)
+    mask = graph.facets.mask(filters)
+    kept = int(np.count_nonzero(mask))
+    if kept == 0:
+        return []
+    if kept < params.exact_below:
+        return _exact(graph, query, np.flatnonzero(mask).tolist(), k)
+    if kept >= params.post_filter_share * graph.live:
+        return _post_filtered(graph, query, k, mask, kept)
+    return _search(graph, query, k, set(np.flatnonzero(mask).tolist()))
+
+
+def _post_filtered(
+    graph: _Graph, query: np.ndarray, k: int, mask: np.ndarray, kept: int
+) -> list[tuple[int, float]]:
+    """The k nearest matching photos among a widening search's neighbours: twice as many as
+    the kept share predicts, four times more while too few of them match."""
+    wanted = min(graph.live, 2 * k * graph.live // kept + k)
+    while True:
+        hits = _search(graph, query, wanted, None)
+        matching = [(label, cosine) for label, cosine in hits if mask[label]]
+        if len(matching) >= k or wanted >= graph.live:
+            return matching[:k]
+        wanted = min(graph.live, 4 * wanted)
+
+
 def _search(
-    graph: _Graph, query: np.ndarray, k: int, allowed: list[int] | None
+    graph: _Graph, query: np.ndarray, k: int, allowed: set[int] | None
 ) -> list[tuple[int, float]]:
     """(label, cosine) of the k nearest in the graph (among `allowed`), nearest first."""
-    within = None if allowed is None else set(allowed)
+    within = allowed
     k = min(k, graph.live if within is None else len(within))
     keep = None if within is None else within.__contains__
     graph.set_ef()
@@ -620,29 +722,8 @@ def _exact(graph: _Graph, query: np.ndarray, allowed: list[int], k: int) -> list
     return [(allowed[i], float(cosines[i])) for i in best]
 
 
-def _filter_sql(filters: QueryFilters | None) -> tuple[str, list[Any]]:
-    """The SQL condition (over the indexed columns) that `index.understanding.filters.matches`
-    states, and its values; "" when there is nothing to filter."""
-    if filters is None:
-        return "", []
-    clauses: list[str] = []
-    values: list[Any] = []
-    if filters.taken_from is not None:
-        clauses.append("taken_ts >= ?")
-        values.append(wall_clock_ts(filters.taken_from))
-    if filters.taken_to is not None:
-        clauses.append("taken_ts < ?")
-        values.append(wall_clock_ts(filters.taken_to))
-    if filters.place:
-        names = list(place_names(filters.place))
-        marks = ", ".join("?" * len(names))
-        clauses.append("(" + " OR ".join(f"{c} IN ({marks})" for c in PLACE_COLUMNS) + ")")
-        values.extend(names * len(PLACE_COLUMNS))
-    return " AND ".join(clauses), values
-
-
 def _row_of(collection: str, item: StoredVector, vector: np.ndarray, seq: int) -> tuple[Any, ...]:
-    clean = _scalar_metadata(item.metadata)
+    clean = scalar_metadata(item.metadata)
     return (
         collection,
         item.photo_id,
@@ -661,26 +742,3 @@ def _filter_columns(metadata: dict[str, Any]) -> tuple[Any, ...]:
         metadata.get(c) if isinstance(metadata.get(c), str) else None for c in PLACE_COLUMNS
     )
     return (float(taken) if isinstance(taken, int | float) else None, *places)
-
-
-def _candidate(photo_id: str, document: str, metadata: str, similarity: float) -> Candidate:
-    found = json.loads(metadata)
-    return Candidate(
-        photo_id=photo_id,
-        path=str(found.get("path", "")),
-        similarity=round(similarity, 6),
-        description=document,
-        metadata=found,
-    )
-
-
-def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """str/int/float/bool values only, as Chroma keeps them (None and the rest are dropped)."""
-    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
-
-
-def _described(identity: dict[str, Any]) -> str:
-    return (
-        f"embedding model {identity['embedding_model']!r} (dimension {identity['dimension']}, "
-        f"document encoding {identity['document_encoding']!r})"
-    )

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from index.errors import IndexMismatch
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
+from index.search.stored import candidate, described, scalar_metadata, vectors_of
 from index.understanding.filters import matches
 
 REBUILD_SUFFIX = "__rebuild"
@@ -52,7 +53,7 @@ class _Collection:
                 continue
             self.vectors[row] = vectors[index]
             self.documents[row] = item.document
-            self.metadatas[row] = _scalar_metadata(item.metadata)
+            self.metadatas[row] = scalar_metadata(item.metadata)
         if not new:
             return
         added = list(new.values())
@@ -60,7 +61,7 @@ class _Collection:
         self.ids.extend(new)
         self.vectors = np.vstack([self.vectors, vectors[added]])
         self.documents.extend(items[i].document for i in added)
-        self.metadatas.extend(_scalar_metadata(items[i].metadata) for i in added)
+        self.metadatas.extend(scalar_metadata(items[i].metadata) for i in added)
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         gone = {i for i in photo_ids if i in self.rows}
@@ -113,8 +114,8 @@ class MemoryStore:
         if found is None or found.identity == self._identity:
             return None
         return IndexMismatch(
-            f"the index was built with {_described(found.identity)} but "
-            f"{_described(self._identity)} is configured; run `peitu index --rebuild` "
+            f"the index was built with {described(found.identity)} but "
+            f"{described(self._identity)} is configured; run `peitu index --rebuild` "
             "to re-embed from the stored descriptions (nothing is described again)"
         )
 
@@ -136,9 +137,7 @@ class MemoryStore:
     def upsert(self, items: Sequence[StoredVector]) -> None:
         if not items:
             return
-        vectors = np.asarray([list(map(float, i.vector)) for i in items], dtype=np.float32)
-        if vectors.shape[1] != self._dimension:
-            raise ValueError(f"vectors of dimension {vectors.shape[1]}, not {self._dimension}")
+        vectors = vectors_of(items, self._dimension)
         with self._space.lock:
             self._made().upsert(items, vectors)
 
@@ -147,7 +146,7 @@ class MemoryStore:
             collection = self._existing()
             row = None if collection is None else collection.rows.get(photo_id)
             if collection is not None and row is not None:
-                collection.metadatas[row] = _scalar_metadata(metadata)
+                collection.metadatas[row] = scalar_metadata(metadata)
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         with self._space.lock:
@@ -240,22 +239,4 @@ def _cosines(rows: Vectors, vector: Sequence[float]) -> npt.NDArray[np.float64]:
 
 def _candidate(collection: _Collection, row: int, cosine: float) -> Candidate:
     metadata = dict(collection.metadatas[row])
-    return Candidate(
-        photo_id=collection.ids[row],
-        path=str(metadata.get("path", "")),
-        similarity=round(cosine, 6),
-        description=collection.documents[row],
-        metadata=metadata,
-    )
-
-
-def _scalar_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
-    """str/int/float/bool values only, as Chroma keeps them (None and the rest are dropped)."""
-    return {k: v for k, v in metadata.items() if isinstance(v, str | int | float | bool)}
-
-
-def _described(identity: dict[str, Any]) -> str:
-    return (
-        f"embedding model {identity['embedding_model']!r} (dimension {identity['dimension']}, "
-        f"document encoding {identity['document_encoding']!r})"
-    )
+    return candidate(collection.ids[row], collection.documents[row], metadata, cosine)
