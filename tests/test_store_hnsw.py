@@ -67,6 +67,18 @@ def test_a_saved_graph_catches_up_with_rows_written_after_it(tmp_path: Path) -> 
     assert "p00000" not in [c.photo_id for c in reopened.query(_items(1)[0].vector, 5)]
 
 
+def test_each_save_leaves_one_whole_graph_and_its_facts(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    for first in (0, 100, 200):
+        store.upsert(_items(100, seed=first, first=first))
+        store.flush()
+    saved = sorted(path.name.split(".", 1)[1] for path in tmp_path.glob("*.hnsw"))
+    facts = sorted(path.name.split(".", 1)[1] for path in tmp_path.glob("*.json"))
+    assert saved == ["3.hnsw"] and facts == ["3.json"]  # the graph as of seq 3, and no other
+    assert not list(tmp_path.glob("*.partial"))
+    assert _store(tmp_path).count() == 300
+
+
 def test_a_writer_killed_before_saving_loses_nothing(tmp_path: Path) -> None:
     """The rows are the truth: a process that dies after its writes (no flush, no save of
     the graph) leaves every photo findable by the next one."""

@@ -5,7 +5,7 @@ SQLite (`<data>/vectors/vectors.sqlite3`, WAL) holds the truth: one row per phot
 vector, document and metadata, plus the columns the filters read (`taken_ts`, the place names).
 Every write is one transaction that also advances its collection's `seq`, so nothing written is
 lost when a process dies. The graph is built from those rows and saved beside them
-(`<collection id>.hnsw` with the `seq` it holds, at the end of each index job and as it grows)
+(`<collection id>.<seq>.hnsw` and its facts, at the end of each index job and as it grows)
 so that opening a million photos reads one file instead of building a graph; rows written
 after that `seq` (by this or another process) are added on the next read, deletions likewise.
 A query is then one graph search plus one `WHERE label IN (…)` lookup of the hits: nothing in
@@ -543,26 +543,46 @@ class HnswStore:
             for table in ("vectors", "deleted"):
                 self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (collection,))
             self._db.execute("DELETE FROM collections WHERE id = ?", (collection,))
-        self._graph_file(collection).unlink(missing_ok=True)
+        for path in self._folder.glob(f"{collection}.*"):
+            path.unlink(missing_ok=True)
 
     # --- the graph on disk ----------------------------------------------------------------
-    def _graph_file(self, collection: str) -> Path:
-        return self._folder / f"{collection}.hnsw"
+    # Saved as a pair per seq, `<collection>.<seq>.hnsw` then its facts `<collection>.<seq>.json`
+    # (seq, live, bytes): a pair whose facts exist is whole, and a reader never sees a graph
+    # and facts of two different saves. Older pairs are removed after a save.
+    def _saved(self, collection: str) -> list[tuple[int, Path]]:
+        """(seq, facts file) of the collection's saved graphs, newest first."""
+        found = []
+        for facts in self._folder.glob(f"{collection}.*.json"):
+            seq = facts.name.removeprefix(f"{collection}.").removesuffix(".json")
+            if seq.isdigit():
+                found.append((int(seq), facts))
+        return sorted(found, reverse=True)
 
     def _open_graph(self, collection: str) -> _Graph:
-        """The collection's saved graph when there is one, else a new empty graph (either is
-        then brought up to date from the rows)."""
-        path = self._graph_file(collection)
-        saved = _read_saved(path)
-        if saved is None:
-            return _Graph.empty(self._dimension, self._params)
+        """The collection's newest saved graph that reads whole, else a new empty graph
+        (either is then brought up to date from the rows)."""
+        for seq, facts in self._saved(collection):
+            loaded = self._load_saved(facts.with_suffix(".hnsw"), facts)
+            if loaded is not None:
+                self._read_facets(collection, loaded, seq)
+                return loaded
+        return _Graph.empty(self._dimension, self._params)
+
+    def _load_saved(self, path: Path, facts_file: Path) -> _Graph | None:
         try:
-            graph = _Graph.load(path, self._dimension, self._params, *saved)
+            facts = json.loads(facts_file.read_text(encoding="utf-8"))
+            whole = path.stat().st_size == facts["bytes"]  # hnswlib must not read a cut file
+        except (OSError, ValueError, KeyError):
+            return None  # removed by a newer save meanwhile, or not ours
+        if not whole:
+            log.warning("the saved search graph %s is unreadable (cut short); rebuilding it", path)
+            return None
+        try:
+            return _Graph.load(path, self._dimension, self._params, facts["seq"], facts["live"])
         except RuntimeError as error:  # a damaged cache: rebuilt from the rows
             log.warning("the saved search graph %s is unreadable (%s); rebuilding it", path, error)
-            return _Graph.empty(self._dimension, self._params)
-        self._read_facets(collection, graph, saved[0])
-        return graph
+            return None
 
     def _read_facets(self, collection: str, graph: _Graph, seq: int) -> None:
         """The filter columns of the rows a saved graph holds (those up to its `seq`)."""
@@ -601,6 +621,8 @@ class HnswStore:
         self._unsaved += added
         if added >= 10_000:
             log.info("the search graph took in %d photos written since it was saved", added)
+        if self._unsaved >= _save_after(graph):  # the next process to open it reads this
+            self._save(collection, graph)
 
     def _save_if_due(self) -> None:
         """Save the graph when a quarter of it (and at least 20,000 rows) is newer than the
@@ -609,7 +631,7 @@ class HnswStore:
             graph, collection = self._graph, self._collection
             if graph is None or collection is None:
                 return
-            if self._unsaved >= max(20_000, graph.live // 4):
+            if self._unsaved >= _save_after(graph):
                 self._save(collection, graph)
 
     def flush(self) -> None:
@@ -619,14 +641,24 @@ class HnswStore:
                 self._save(self._collection, self._graph)
 
     def _save(self, collection: str, graph: _Graph) -> None:
-        path = self._graph_file(collection)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
+        stem = self._folder / f"{collection}.{graph.seq}"
+        partial = stem.with_name(f"{stem.name}.{os.getpid()}.partial")
         graph.index.save_index(str(partial))
         facts = {"seq": graph.seq, "live": graph.live, "bytes": partial.stat().st_size}
-        partial.with_suffix(".json").write_text(json.dumps(facts), encoding="utf-8")
-        os.replace(partial.with_suffix(".json"), path.with_suffix(".json"))
-        os.replace(partial, path)  # the graph last: a graph is never older than its seq says
+        os.replace(partial, stem.with_name(stem.name + ".hnsw"))
+        partial.write_text(json.dumps(facts), encoding="utf-8")
+        os.replace(partial, stem.with_name(stem.name + ".json"))  # the facts last: now whole
         self._unsaved = 0
+        for seq, older in self._saved(collection):
+            if seq < graph.seq:
+                older.unlink(missing_ok=True)  # facts first: never a pair without its graph
+                older.with_suffix(".hnsw").unlink(missing_ok=True)
+
+
+def _save_after(graph: _Graph) -> int:
+    """Rows newer than the saved graph that make it worth saving again: a quarter of it, and
+    at least 20,000 (a save of a million photos writes 2 GB)."""
+    return max(20_000, graph.live // 4)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -635,20 +667,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     db.executescript(_SCHEMA)
     return db
-
-
-def _read_saved(path: Path) -> tuple[int, int] | None:
-    """(seq, live) of a saved graph, or None when there is none, or when the file is not the
-    size that was saved (cut short by a full disk, say: hnswlib must not read it)."""
-    try:
-        facts = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        size = path.stat().st_size
-    except (OSError, ValueError):
-        return None
-    if size != facts.get("bytes"):
-        log.warning("the saved search graph %s is unreadable (cut short); rebuilding it", path)
-        return None
-    return int(facts["seq"]), int(facts["live"])
 
 
 def _in_graph(graph: _Graph, label: int) -> bool:
@@ -715,9 +733,10 @@ def _exact(graph: _Graph, query: np.ndarray, allowed: list[int], k: int) -> list
     """(label, cosine) of the k nearest among `allowed`, compared one by one."""
     if not allowed:
         return []
-    vectors = np.asarray(graph.index.get_items(allowed, return_type="numpy"), dtype=np.float32)
+    vectors = np.asarray(graph.index.get_items(allowed), dtype=np.float32)
     unit = query / max(float(np.linalg.norm(query)), 1e-12)
-    cosines = vectors @ unit  # the graph keeps unit vectors (cosine space)
+    norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)  # kept as given, or unit
+    cosines = (vectors @ unit) / norms
     best = np.argsort(-cosines, kind="stable")[:k]
     return [(allowed[i], float(cosines[i])) for i in best]
 
