@@ -60,14 +60,15 @@ from pydantic import SecretStr  # noqa: E402
 from cli.evaluation import protocol_text, read_eval_set  # noqa: E402
 from config import Settings, load_settings  # noqa: E402
 from index.library.catalog import Catalog  # noqa: E402
+from index.library.lock import IndexLock  # noqa: E402
 from index.models import PhotoFile  # noqa: E402
 from index.ports import StoredVector, VectorStore  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
 from index.search.retrieval import RetrievalConfig, strip_filler  # noqa: E402
-from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client  # noqa: E402
-from index.search.store_hnsw import HnswParams, HnswStore, auto_ef_search  # noqa: E402
+from index.search.store import HNSW_TUNING  # noqa: E402
+from index.search.store_hnsw import auto_ef_search  # noqa: E402
 from index.understanding.filters import wall_clock_ts  # noqa: E402
-from index.wiring import build_app  # noqa: E402
+from index.wiring import build_app, text_store  # noqa: E402
 
 EVAL_DIR = REPO.parent / "shared" / "eval"
 MODEL = REPO / "models" / "m3e-small"
@@ -116,22 +117,11 @@ def _settings(data_dir: Path, chroma_url: str = "", backend: str = "chroma") -> 
     )
 
 
-def _store(backend: str, data_dir: Path, settings: Settings, dimension: int) -> VectorStore:
+def _store(backend: str, data_dir: Path, dimension: int) -> VectorStore:
     """The project's store for `backend`, made as `index.wiring.build_app` makes it."""
-    identity = RetrievalConfig.from_settings(settings.retrieval).encoder.identity
-    if backend == "hnsw":
-        s = settings.store
-        params = HnswParams(s.m, s.ef_construction, None if s.ef_search == "auto" else s.ef_search)
-        return HnswStore(
-            data_dir / "vectors",
-            settings.chroma.collection,
-            MODEL.name,
-            dimension,
-            identity,
-            params,
-        )
-    client = make_chroma_client("", data_dir)
-    return ChromaStore(client, settings.chroma.collection, MODEL.name, dimension, identity)
+    settings = _settings(data_dir, backend=backend)
+    lock = IndexLock(data_dir / "index.library.lock")
+    return text_store(settings, data_dir, MODEL.name, dimension, lock)
 
 
 def _store_disk_mb(backend: str, data_dir: Path) -> float:
@@ -202,16 +192,11 @@ def _metadata(photo: PhotoFile) -> dict[str, Any]:
 
 # --- build --------------------------------------------------------------------------------
 def _build(
-    n: int,
-    data_dir: Path,
-    settings: Settings,
-    base: np.ndarray,
-    descriptions: list[str],
-    backends: list[str],
+    n: int, data_dir: Path, base: np.ndarray, descriptions: list[str], backends: list[str]
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The catalog of n photos and each backend's store of them (the same vectors); returns
     all the vectors and the build figures (seconds and vectors/s per store)."""
-    stores = {b: _store(b, data_dir, settings, base.shape[1]) for b in backends}
+    stores = {b: _store(b, data_dir, base.shape[1]) for b in backends}
     catalog = Catalog(data_dir / "catalog.sqlite3")
     everything = np.zeros((n, base.shape[1]), dtype=np.float32)
     store_s = dict.fromkeys(backends, 0.0)
@@ -599,11 +584,10 @@ def main() -> None:
         data_dir = work / f"n{n}"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
-        settings = _settings(data_dir)
         backends = [b for b in args.backends.split(",") if b != "chroma" or n <= args.chroma_max]
         print(f"\nN = {n:,}, stores: {', '.join(backends)}  (load {_load()})", flush=True)
         t = time.perf_counter()
-        vectors, built = _build(n, data_dir, settings, base, descriptions, backends)
+        vectors, built = _build(n, data_dir, base, descriptions, backends)
         build_s = time.perf_counter() - t
         for b in backends:
             print(

@@ -53,15 +53,17 @@ log = logging.getLogger(__name__)
 DescriberChoice = Literal["auto", "vision", "offline"]
 
 
-def _text_store(
+def text_store(
     settings: Settings,
     data_dir: Path,
-    model: Embedder,
-    retrieval: RetrievalConfig,
+    model_name: str,
+    dimension: int,
     lock: IndexLock,
-    reconnect: Callable[[], ClientAPI] | None,
+    reconnect: Callable[[], ClientAPI] | None = None,
 ) -> VectorStore:
-    """The text vectors' store: Chroma (embedded or a server), or the local HNSW graph."""
+    """The text vectors' store `settings.store.backend` names: Chroma (embedded or a server),
+    or the local HNSW graph; for vectors of `model_name` in the configured document encoding."""
+    encoding = RetrievalConfig.from_settings(settings.retrieval).encoder.identity
     if settings.store.backend == "hnsw":
         from index.search.store_hnsw import HnswParams, HnswStore
 
@@ -69,17 +71,17 @@ def _text_store(
         return HnswStore(
             data_dir / "vectors",
             settings.chroma.collection,
-            model.model_name,
-            model.dimension,
-            retrieval.encoder.identity,
+            model_name,
+            dimension,
+            encoding,
             HnswParams(s.m, s.ef_construction, None if s.ef_search == "auto" else s.ef_search),
         )
     return ChromaStore(
         make_chroma_client(settings.chroma.url, data_dir),
         settings.chroma.collection,
-        model.model_name,
-        model.dimension,
-        retrieval.encoder.identity,
+        model_name,
+        dimension,
+        encoding,
         reconnect=reconnect,
         # A rebuild swap left half done by a killed process is finished by the next reader,
         # unless an indexing job runs now: that job may be the one swapping.
@@ -222,7 +224,7 @@ def build_app(
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))
-    store = _text_store(settings, data_dir, model, retrieval, lock, reconnect)
+    store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
     catalog = Catalog(data_dir / "catalog.sqlite3")
     visual_client = make_chroma_client(url, data_dir)
     visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.library.indexer import _FULL_BATCH, _LIVE_BATCH, _LiveBatches
+from index.library.indexer import _EMBED_BATCH, _LIVE_BATCH, _LiveBatches
 from index.search.embed import BIG_ENCODE, SentenceTransformerEmbedder, ThreadChoice
 
 
@@ -35,7 +35,7 @@ def test_a_descriptions_file_is_embedded_in_batches_growing_to_the_full_size() -
     clock = Clock()
     sizes = _batch_sizes(_LiveBatches(clock), clock, 1000, gap_s=0.0001)
     assert sizes[:5] == [16, 32, 64, 128, 256]
-    assert set(sizes[5:]) == {_FULL_BATCH}
+    assert set(sizes[5:]) == {_EMBED_BATCH}
 
 
 def test_a_slow_describer_gets_its_photos_searchable_every_live_batch() -> None:

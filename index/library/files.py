@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from index.errors import PhotoUnreadable
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from index.library.catalog import Catalog
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -144,31 +146,25 @@ class LibraryFiles:
     def path(self, photo_id: str) -> Path | None:
         """Real path of a regular file holding the photo inside the library, or None when it
         is not in the index, gone, or (a link swapped in, a linked folder) really elsewhere."""
-        rel_path = self._rel_path(photo_id)
-        if rel_path is None or self._library is None:
-            return None
-        try:
-            real = real_path_inside(self._library, rel_path, self._follow_external_links)
-        except PhotoUnreadable as error:
-            _log_refused(error)
-            return None
-        return real if real.is_file() else None
+        real = self._inside(photo_id, real_path_inside)
+        return real if real is not None and real.is_file() else None
 
     def open(self, photo_id: str) -> BinaryIO | None:
         """The photo's file opened for reading, checked at the moment of opening (see
         `open_inside`); None otherwise."""
-        rel_path = self._rel_path(photo_id)
-        if rel_path is None or self._library is None:
+        return self._inside(photo_id, open_inside)
+
+    def _inside(self, photo_id: str, use: Callable[[Path, str, bool], _T]) -> _T | None:
+        """`use(library, rel_path, follow_external_links)` for the photo's file; None when the
+        photo or the library is unknown, or the file is refused (`PhotoUnreadable`)."""
+        photo = self._catalog.photo(photo_id)
+        if photo is None or self._library is None:
             return None
         try:
-            return open_inside(self._library, rel_path, self._follow_external_links)
+            return use(self._library, photo.rel_path, self._follow_external_links)
         except PhotoUnreadable as error:
             _log_refused(error)
             return None
-
-    def _rel_path(self, photo_id: str) -> str | None:
-        photo = self._catalog.photo(photo_id)
-        return None if photo is None else photo.rel_path
 
 
 def _log_refused(error: PhotoUnreadable) -> None:

@@ -41,8 +41,7 @@ DESCRIBE_CONCURRENCY: int = VisionSettings.model_fields["concurrency"].default
 
 IndexMode = Literal["incremental", "rebuild"]
 _EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
-_LIVE_BATCH = 16  # descriptions embedded at once while describing, at least
-_FULL_BATCH = 256  # ... and at most, when they come faster than `_LIVE_SECONDS` allows
+_LIVE_BATCH = 16  # descriptions embedded at once while describing, at least (at most _EMBED_BATCH)
 _LIVE_SECONDS = 2.0
 
 
@@ -113,9 +112,9 @@ class Indexer:
         if not library.is_dir():
             raise LibraryNotFound(f"photo library not found or not a folder: {library}")
         self._store.recover()  # a rebuild a killed run left half swapped in
-        if mode == "incremental" and self._store.mismatch is not None:
-            raise self._store.mismatch
         if mode == "incremental":
+            if self._store.mismatch is not None:
+                raise self._store.mismatch
             self._embed_again_if_store_lost()
         run_id = self._catalog.start_run(mode)
         report = IndexReport()
@@ -424,7 +423,7 @@ def _metadata(
 class _LiveBatches:
     """When to embed what was described: at `_LIVE_BATCH` descriptions when they come slowly
     (a vision model: each batch searchable within seconds), in batches doubling up to
-    `_FULL_BATCH` when they come fast (a descriptions file: the encoder works on big batches)."""
+    `_EMBED_BATCH` when they come fast (a descriptions file: the encoder works on big batches)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -438,7 +437,7 @@ class _LiveBatches:
         fast = self._clock() - self._last < _LIVE_SECONDS  # since the last batch was embedded
         if waiting < self._size and fast:
             return False
-        self._size = min(2 * self._size, _FULL_BATCH) if fast else _LIVE_BATCH
+        self._size = min(2 * self._size, _EMBED_BATCH) if fast else _LIVE_BATCH
         return True
 
     def embedded(self) -> None:

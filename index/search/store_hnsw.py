@@ -100,6 +100,7 @@ class _Facets:
         self.taken = np.full(0, np.nan)
         self.places = np.full((0, len(PLACE_COLUMNS)), -1, dtype=np.int32)
         self.present = np.zeros(0, dtype=bool)
+        self.count = 0  # labels present: the photos in the collection
         self._codes: dict[str, int] = {}
 
     def set(self, labels: Sequence[int], columns: Sequence[FilterColumns]) -> None:
@@ -109,10 +110,12 @@ class _Facets:
         index = np.asarray(labels, dtype=np.int64)
         self.taken[index] = [np.nan if c[0] is None else c[0] for c in columns]
         self.places[index] = [[self._code(name) for name in c[1:]] for c in columns]
+        self.count += int(np.count_nonzero(~self.present[np.unique(index)]))
         self.present[index] = True
 
     def remove(self, labels: Sequence[int]) -> None:
-        known = [label for label in labels if label < len(self.present)]
+        known = np.unique(np.asarray([x for x in labels if x < len(self.present)], dtype=np.int64))
+        self.count -= int(np.count_nonzero(self.present[known]))
         self.present[known] = False
 
     def mask(self, filters: QueryFilters) -> np.ndarray:
@@ -146,15 +149,19 @@ class _Facets:
 
 
 class _Graph:
-    """One collection's HNSW graph as of `seq`, its count of live photos and their facets."""
+    """One collection's HNSW graph as of `seq`, and the facets of the photos it holds."""
 
-    def __init__(self, index: hnswlib.Index, params: HnswParams, seq: int = 0, live: int = 0):
+    def __init__(self, index: hnswlib.Index, params: HnswParams, seq: int = 0):
         self.index = index
         self.params = params
         self.seq = seq
-        self.live = live
         self.facets = _Facets()
         self._ef = 0
+
+    @property
+    def live(self) -> int:
+        """Photos in the graph, not counting those marked deleted."""
+        return self.facets.count
 
     def set_ef(self) -> None:
         """The search breadth for the graph's size now (`HnswParams.ef_for`)."""
@@ -175,22 +182,21 @@ class _Graph:
         return cls(index, params)
 
     @classmethod
-    def load(cls, path: Path, dimension: int, params: HnswParams, seq: int, live: int) -> _Graph:
-        """A saved graph; raises RuntimeError when hnswlib cannot read it."""
+    def load(cls, path: Path, dimension: int, params: HnswParams, seq: int) -> _Graph:
+        """A saved graph (its facets still to be read); RuntimeError when hnswlib cannot."""
         index = hnswlib.Index(space="cosine", dim=dimension)
         index.load_index(str(path), allow_replace_deleted=True)
-        return cls(index, params, seq, live)
+        return cls(index, params, seq)
 
     def add(
-        self, labels: Sequence[int], vectors: Vectors, columns: Sequence[FilterColumns], new: int
+        self, labels: Sequence[int], vectors: Vectors, columns: Sequence[FilterColumns]
     ) -> None:
-        """Add (or replace, for a label already there) these rows; `new` of them are new."""
+        """Add these rows, or replace those whose label the graph holds already."""
         needed = self.index.element_count + len(labels)
         if needed > self.index.max_elements:
             self.index.resize_index(max(needed, 2 * self.index.max_elements))
         self.index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=-1)
         self.facets.set(labels, columns)
-        self.live += new
 
     def remove(self, labels: Iterable[int]) -> None:
         gone = []
@@ -201,7 +207,6 @@ class _Graph:
                 continue
             gone.append(label)
         self.facets.remove(gone)
-        self.live -= len(gone)
 
 
 @dataclass(frozen=True)
@@ -289,7 +294,6 @@ class HnswStore:
         with self._lock, self._writing() as write:
             assert write is not None  # made when missing
             collection, graph, seq = write.collection, write.graph, write.seq
-            known = self._labels(collection, [i.photo_id for i in items])
             self._db.executemany(
                 "INSERT INTO vectors (collection, photo_id, vector, document, metadata, "
                 f"taken_ts, {', '.join(PLACE_COLUMNS)}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -305,8 +309,7 @@ class HnswStore:
             )
             labels = self._labels(collection, [i.photo_id for i in items])
             columns = [_filter_columns(scalar_metadata(i.metadata)) for i in items]
-            new = len(labels) - len(known)
-            graph.add([labels[i.photo_id] for i in items], vectors, columns, new)
+            graph.add([labels[i.photo_id] for i in items], vectors, columns)
             self._unsaved += len(items)
         self._save_if_due()
 
@@ -548,7 +551,7 @@ class HnswStore:
 
     # --- the graph on disk ----------------------------------------------------------------
     # Saved as a pair per seq, `<collection>.<seq>.hnsw` then its facts `<collection>.<seq>.json`
-    # (seq, live, bytes): a pair whose facts exist is whole, and a reader never sees a graph
+    # (seq, bytes): a pair whose facts exist is whole, and a reader never sees a graph
     # and facts of two different saves. Older pairs are removed after a save.
     def _saved(self, collection: str) -> list[tuple[int, Path]]:
         """(seq, facts file) of the collection's saved graphs, newest first."""
@@ -579,7 +582,7 @@ class HnswStore:
             log.warning("the saved search graph %s is unreadable (cut short); rebuilding it", path)
             return None
         try:
-            return _Graph.load(path, self._dimension, self._params, facts["seq"], facts["live"])
+            return _Graph.load(path, self._dimension, self._params, facts["seq"])
         except RuntimeError as error:  # a damaged cache: rebuilt from the rows
             log.warning("the saved search graph %s is unreadable (%s); rebuilding it", path, error)
             return None
@@ -609,13 +612,11 @@ class HnswStore:
             (collection, behind),
         )
         added = 0
-        fresh = graph.index.element_count == 0  # every row is new to an empty graph
         while batch := rows.fetchmany(5_000):
             labels = [row[0] for row in batch]
-            new = len(labels) if fresh else sum(1 for x in labels if not _in_graph(graph, x))
             vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=np.float32)
             columns = [(row[2], row[3], row[4], row[5]) for row in batch]
-            graph.add(labels, vectors.reshape(len(batch), self._dimension), columns, new)
+            graph.add(labels, vectors.reshape(len(batch), self._dimension), columns)
             added += len(batch)
         graph.seq = seq
         self._unsaved += added
@@ -644,7 +645,7 @@ class HnswStore:
         stem = self._folder / f"{collection}.{graph.seq}"
         partial = stem.with_name(f"{stem.name}.{os.getpid()}.partial")
         graph.index.save_index(str(partial))
-        facts = {"seq": graph.seq, "live": graph.live, "bytes": partial.stat().st_size}
+        facts = {"seq": graph.seq, "bytes": partial.stat().st_size}
         os.replace(partial, stem.with_name(stem.name + ".hnsw"))
         partial.write_text(json.dumps(facts), encoding="utf-8")
         os.replace(partial, stem.with_name(stem.name + ".json"))  # the facts last: now whole
@@ -667,14 +668,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous = NORMAL")
     db.executescript(_SCHEMA)
     return db
-
-
-def _in_graph(graph: _Graph, label: int) -> bool:
-    try:
-        graph.index.get_items([label])
-    except RuntimeError:
-        return False
-    return True
 
 
 def _filtered_search(
@@ -715,9 +708,8 @@ def _search(
     graph: _Graph, query: np.ndarray, k: int, allowed: set[int] | None
 ) -> list[tuple[int, float]]:
     """(label, cosine) of the k nearest in the graph (among `allowed`), nearest first."""
-    within = allowed
-    k = min(k, graph.live if within is None else len(within))
-    keep = None if within is None else within.__contains__
+    k = min(k, graph.live if allowed is None else len(allowed))
+    keep = None if allowed is None else allowed.__contains__
     graph.set_ef()
     while k > 0:
         try:
