@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import gc
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -428,21 +429,20 @@ def _print_serve(label: str, s: dict[str, Any], raw_p50: float | None) -> None:
 # --- indexing throughput -----------------------------------------------------------------------
 _ENCODER_RATE = """
 import sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from index.search.embed import SentenceTransformerEmbedder
 from cli.evaluation import protocol_text, read_eval_set
 from index.search.retrieval import DocumentEncoder
 threads, count, model, captions = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-texts = [protocol_text(i, "rich")[0] for i in read_eval_set(__import__("pathlib").Path(captions))][:count]
-e = SentenceTransformerEmbedder(model)
-import torch
-if threads:
-    torch.set_num_threads(threads)
+runtime, exports = sys.argv[6], Path(sys.argv[7])
+texts = [protocol_text(i, "rich")[0] for i in read_eval_set(Path(captions))][:count]
+e = SentenceTransformerEmbedder(model, threads=threads, runtime=runtime, export_cache=exports)
 e.embed(texts[:8])
 t = time.perf_counter(); e.embed(texts); raw = len(texts) / (time.perf_counter() - t)
 t = time.perf_counter(); DocumentEncoder("mixture", 0.3).encode(e, texts)
 mixture = len(texts) / (time.perf_counter() - t)
-print("RATE", raw, mixture, torch.get_num_threads())
+print("RATE", raw, mixture, e.runtime)
 """
 
 _INDEX_RUN = """
@@ -459,6 +459,9 @@ except ImportError:  # a tree from before the composition root moved (118b929, s
     from index.evaluation import prepare_library, read_eval_set
 count, model, eval_dir = int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 backend = {"store": {"backend": sys.argv[5]}} if sys.argv[5] != "chroma" else {}
+embedding = {"model": model}
+if "runtime" in Settings.model_fields["embedding"].annotation.model_fields:
+    embedding["runtime"] = sys.argv[6]  # the export itself is made before, in PEITU_EMBEDDING__EXPORT_DIR
 if "visual" in Settings.model_fields:  # text indexing only, as in trees without photo vectors
     backend["visual"] = {"backend": "off"}
 if "follow_external_links" in Settings.model_fields["indexing"].annotation.model_fields:
@@ -466,7 +469,7 @@ if "follow_external_links" in Settings.model_fields["indexing"].annotation.model
 images = read_eval_set(eval_dir / "captions.jsonl", count)[:count]
 work = Path(tempfile.mkdtemp(prefix="peitu-index-"))
 library, sidecar, _ = prepare_library(images, eval_dir / "images", "rich", work)
-settings = load_settings(data_dir=work / "data", library=library, embedding={"model": model},
+settings = load_settings(data_dir=work / "data", library=library, embedding=embedding,
                          rerank={"enabled": False}, chroma={"url": ""}, **backend)
 app = build_app(settings, descriptions=sidecar)
 t = time.perf_counter(); report = app.index(); seconds = time.perf_counter() - t
@@ -496,29 +499,52 @@ def _old_tree(ref: str, work: Path) -> Path:
     return tree
 
 
+_EXPORT_ONCE = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from index.search.embed import SentenceTransformerEmbedder
+t = time.perf_counter()
+e = SentenceTransformerEmbedder(sys.argv[2], runtime="onnx", export_cache=Path(sys.argv[3]))
+e.load()
+print("RATE", time.perf_counter() - t, e.runtime)
+"""
+
+
 def _indexing(count: int, work: Path, old_ref: str) -> None:
-    """Encoder rates with 1 and 2 torch threads, with both cores free and with one kept busy;
-    then `PeiTu.index` of `count` photos from a descriptions file (text only: no photo
-    vectors) with this tree (both stores) and with `old_ref`, under the same two conditions."""
+    """Encoder rates (torch and onnxruntime, 1 and 2 threads), with both cores free and with one
+    kept busy; then `PeiTu.index` of `count` photos from a descriptions file (text only: no
+    photo vectors) with this tree (both stores; the onnx runtime, and torch) and with
+    `old_ref`, under the same two conditions. The model is exported once before (timed apart,
+    as a user's first start pays it), into a folder every run shares."""
     captions = str(EVAL_DIR / "captions.jsonl")
-    runs = [("this tree, chroma", REPO, "chroma"), ("this tree, hnsw", REPO, "hnsw")]
+    exports = work / "encoders"
+    os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = str(exports)
+    seconds, _ = _python(_EXPORT_ONCE, str(REPO), str(MODEL), str(exports))
+    print(f"  export of {MODEL.name} for onnxruntime (once): {float(seconds):.1f} s", flush=True)
+    runs = [
+        ("this tree, hnsw", REPO, "hnsw", "auto"),
+        ("this tree, chroma", REPO, "chroma", "auto"),
+        ("this tree, hnsw, torch runtime", REPO, "hnsw", "torch"),
+    ]
     if old_ref:
-        runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma"))
+        runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma", "torch"))
     for neighbour in ("idle", "busy"):
         with _busy_core(neighbour == "busy"):
             condition = "one core kept busy beside it" if neighbour == "busy" else "both cores free"
-            for threads in (1, 2):
+            for runtime, threads in itertools.product(("torch", "onnx"), (1, 2)):
                 raw, mixture, used = _python(
-                    _ENCODER_RATE, str(REPO), str(threads), "600", str(MODEL), captions
-                )
+                    _ENCODER_RATE, str(REPO), str(threads), "600", str(MODEL), captions,
+                    runtime, str(exports),
+                )  # fmt: skip
                 print(
-                    f"  encoder, {used} torch thread(s), {condition}: raw {float(raw):5.0f} "
+                    f"  encoder, {used}, {threads} thread(s), {condition}: raw {float(raw):5.0f} "
                     f"texts/s, mixture encoding {float(mixture):5.0f} descriptions/s  (load {_load()})",
                     flush=True,
                 )
-            for label, tree, backend in runs:
+            for label, tree, backend, runtime in runs:
                 embedded, seconds = _python(
-                    _INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR), backend
+                    _INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR), backend, runtime
                 )
                 print(
                     f"  PeiTu.index --descriptions, {label}, {condition}: {embedded} photos in "

@@ -87,6 +87,12 @@ class EmbeddingSettings(BaseModel):
     # one per core, measured as it runs: on a busy small machine more threads than free cores
     # collapse the rate, on an idle one they nearly double it (index.search.embed.ThreadChoice).
     threads: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
+    # What runs the model. "auto" (the default): onnxruntime, from an export made once with
+    # torch into DATA_DIR/encoders/ and checked against sentence-transformers' vectors (the
+    # same vectors, ~1.7x the speed, no torch at query time); torch when the export cannot be
+    # made. "onnx": the same, but refuse to start without it. "torch": sentence-transformers.
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    export_dir: str = ""  # where the exports are kept; "" = DATA_DIR/encoders
 
     @field_validator("threads")
     @classmethod

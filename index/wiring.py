@@ -51,6 +51,13 @@ log = logging.getLogger(__name__)
 
 
 DescriberChoice = Literal["auto", "vision", "offline"]
+ENCODERS_DIR = "encoders"  # in the data folder: the embedding model exported for onnxruntime
+
+
+def encoder_exports(settings: Settings, data_dir: Path) -> Path:
+    """The folder of the embedding model's onnxruntime exports."""
+    configured = settings.embedding.export_dir
+    return Path(configured).expanduser() if configured else data_dir / ENCODERS_DIR
 
 
 def text_store(
@@ -217,6 +224,8 @@ def build_app(
         device=settings.embedding.device,
         batch_size=settings.embedding.batch_size,
         threads=settings.embedding.threads,
+        runtime=settings.embedding.runtime,
+        export_cache=encoder_exports(settings, data_dir),
     )
     url = settings.chroma.url
     retrieval = RetrievalConfig.from_settings(settings.retrieval)

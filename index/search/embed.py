@@ -15,6 +15,13 @@ import numpy as np
 
 from index.errors import ModelUnavailable
 from index.ports import Vectors
+from index.search.embed_onnx import (
+    ExportFailed,
+    OnnxEncoder,
+    export_encoder,
+    load_export,
+    model_fingerprint,
+)
 from index.search.model_source import ensure_model_obtainable
 
 if TYPE_CHECKING:
@@ -29,8 +36,26 @@ def model_identity(name_or_path: str) -> str:
     return path.name if path.is_dir() else name_or_path
 
 
+Runtime = Literal["auto", "torch", "onnx"]
+# Exceptions an export may raise besides ExportFailed (torch's exporter, onnx, the file system).
+_EXPORT_ERRORS = (
+    ExportFailed,
+    RuntimeError,
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+)
+
+
 class SentenceTransformerEmbedder:
-    """Loads the model on first use; `embed` returns normalised float32 rows."""
+    """Loads the model on first use; `embed` returns normalised float32 rows.
+
+    `runtime` "auto" / "onnx" with an `export_cache`: the model runs in onnxruntime from an
+    export kept in that folder (`index.search.embed_onnx`: the same vectors, faster, no torch at
+    query time); the first load exports it with torch. "auto" stays on torch when the export
+    cannot be made or checked, "onnx" refuses to."""
 
     def __init__(
         self,
@@ -39,15 +64,20 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = 32,
         threads: int | Literal["auto"] = 0,
+        runtime: Runtime = "torch",
+        export_cache: Path | None = None,
     ) -> None:
         self._name_or_path = name_or_path
         self._device = device
         self._batch_size = batch_size
-        # torch intra-op threads, set when the model loads (0 = torch's own choice); "auto":
-        # one for a query, and for a big encode whichever count `ThreadChoice` measures faster
+        # intra-op threads (0 = the runtime's own choice: one per core); "auto": one for a
+        # query, and for a big encode whichever count `ThreadChoice` measures faster
         self._threads = threads
         self._choice = ThreadChoice(os.cpu_count() or 1) if threads == "auto" else None
+        self._runtime: Runtime = runtime if export_cache is not None else "torch"
+        self._export_cache = export_cache
         self._model: SentenceTransformer | None = None
+        self._onnx: OnnxEncoder | None = None
         self._load_lock = threading.Lock()
 
     @property
@@ -55,33 +85,60 @@ class SentenceTransformerEmbedder:
         return model_identity(self._name_or_path)
 
     @property
+    def runtime(self) -> str:
+        """ "onnx" or "torch" once loaded (what runs the model), else the configured choice."""
+        if self._onnx is not None:
+            return "onnx"
+        return "torch" if self._model is not None else self._runtime
+
+    @property
     def dimension(self) -> int:
         """The vector length. Read from the model folder's configuration while the model is not
         loaded (`peitu status` opens the index without torch); loading tells otherwise."""
-        if self._model is None and (known := configured_dimension(self._name_or_path)):
+        loaded = self._model is not None or self._onnx is not None
+        if not loaded and (known := configured_dimension(self._name_or_path)):
             return known
-        dim = self._loaded().get_embedding_dimension()
+        self._ensure_loaded()
+        if self._onnx is not None:
+            return self._onnx.dimension
+        assert self._model is not None
+        dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ModelUnavailable(f"embedding model {self.model_name} does not report a dimension")
         return int(dim)
 
     def load(self) -> None:
         """Load the model now (start-up) rather than on the first request."""
-        self._loaded()
+        self._ensure_loaded()
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        model = self._loaded()
+        self._ensure_loaded()
         if self._choice is None or len(texts) < BIG_ENCODE:
-            return self._encode(model, texts)
+            return self._run(texts, self._query_threads())
         threads = self._choice.pick()
-        set_torch_threads(threads)
         started = time.perf_counter()
         try:
-            return self._encode(model, texts)
+            return self._run(texts, threads)
         finally:
             self._choice.record(threads, len(texts), time.perf_counter() - started)
+
+    def _query_threads(self) -> int:
+        if self._threads == "auto":
+            return 1
+        return self._threads or (os.cpu_count() or 1)
+
+    def _run(self, texts: Sequence[str], threads: int) -> Vectors:
+        if self._onnx is not None:
+            return self._onnx.encode(texts, threads)
+        assert self._model is not None
+        if self._threads != "auto":  # a fixed count was set when the model loaded
+            return self._encode(self._model, texts)
+        set_torch_threads(threads)
+        try:
+            return self._encode(self._model, texts)
+        finally:
             set_torch_threads(1)  # a query (or a small batch) meanwhile: one thread
 
     def _encode(self, model: SentenceTransformer, texts: Sequence[str]) -> Vectors:
@@ -94,11 +151,56 @@ class SentenceTransformerEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
-    def _loaded(self) -> SentenceTransformer:
+    def _ensure_loaded(self) -> None:
         with self._load_lock:
-            if self._model is None:
-                self._model = self._load_model()
-            return self._model
+            if self._model is not None or self._onnx is not None:
+                return
+            self._onnx = self._cached_export()
+            if self._onnx is None:
+                model = self._load_model()
+                self._onnx = self._export(model)
+                self._model = None if self._onnx is not None else model
+
+    def _fingerprint(self) -> str | None:
+        folder = _model_folder(self._name_or_path)
+        return model_fingerprint(folder) if folder is not None else None
+
+    def _cached_export(self) -> OnnxEncoder | None:
+        if self._runtime == "torch" or self._export_cache is None:
+            return None
+        fingerprint = self._fingerprint()
+        if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
+            return None
+        encoder = load_export(self._export_cache, fingerprint, self._batch_size)
+        if encoder is not None:
+            log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
+        return encoder
+
+    def _export(self, model: SentenceTransformer) -> OnnxEncoder | None:
+        if self._runtime == "torch" or self._export_cache is None:
+            return None
+        fingerprint = self._fingerprint()
+        try:
+            if fingerprint is None:
+                raise ExportFailed("the model's files are not in a folder or the hub cache")
+            log.info("exporting embedding model %s for onnxruntime (once)", self.model_name)
+            encoder = export_encoder(
+                model, self._name_or_path, self._export_cache, fingerprint, self._batch_size
+            )
+        except _EXPORT_ERRORS as error:
+            if self._runtime == "onnx":
+                raise ModelUnavailable(
+                    f"embedding model {self.model_name} cannot run in onnxruntime: {error}. "
+                    "Set PEITU_EMBEDDING__RUNTIME=auto (or torch) to run it with torch."
+                ) from error
+            log.warning("embedding model %s stays on torch: %s", self.model_name, error)
+            return None
+        log.info(
+            "embedding model %s runs in onnxruntime (largest difference %.1g)",
+            self.model_name,
+            encoder.facts.largest_difference,
+        )
+        return encoder
 
     def _load_model(self) -> SentenceTransformer:
         log.info("loading embedding model %s", self._name_or_path)
