@@ -505,10 +505,19 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from index.search.embed import SentenceTransformerEmbedder
 t = time.perf_counter()
-e = SentenceTransformerEmbedder(sys.argv[2], runtime="onnx", export_cache=Path(sys.argv[3]))
+e = SentenceTransformerEmbedder(sys.argv[2], runtime=sys.argv[4], export_cache=Path(sys.argv[3]))
 e.load()
 print("RATE", time.perf_counter() - t, e.runtime)
 """
+
+
+def _export_once(exports: Path) -> None:
+    """Export the model for onnxruntime (fp32 and int8) into `exports`, which every process of
+    the run then shares (timed apart: a user's first start pays it once)."""
+    os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = str(exports)
+    for runtime in ("onnx", "onnx-int8"):
+        seconds, _ = _python(_EXPORT_ONCE, str(REPO), str(MODEL), str(exports), runtime)
+        print(f"export of {MODEL.name} for onnxruntime ({runtime}, once): {float(seconds):.1f} s")
 
 
 def _indexing(count: int, work: Path, old_ref: str) -> None:
@@ -516,29 +525,27 @@ def _indexing(count: int, work: Path, old_ref: str) -> None:
     kept busy; then `PeiTu.index` of `count` photos from a descriptions file (text only: no
     photo vectors) with this tree (both stores; the onnx runtime, and torch) and with
     `old_ref`, under the same two conditions. The model is exported once before (timed apart,
-    as a user's first start pays it), into a folder every run shares."""
+    as a user's first start pays it), into a folder every run shares (`_export_once`)."""
     captions = str(EVAL_DIR / "captions.jsonl")
-    exports = work / "encoders"
-    os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = str(exports)
-    seconds, _ = _python(_EXPORT_ONCE, str(REPO), str(MODEL), str(exports))
-    print(f"  export of {MODEL.name} for onnxruntime (once): {float(seconds):.1f} s", flush=True)
+    exports = Path(os.environ["PEITU_EMBEDDING__EXPORT_DIR"])
     runs = [
         ("this tree, hnsw", REPO, "hnsw", "auto"),
         ("this tree, chroma", REPO, "chroma", "auto"),
-        ("this tree, hnsw, torch runtime", REPO, "hnsw", "torch"),
+        ("this tree, hnsw, runtime onnx-int8", REPO, "hnsw", "onnx-int8"),
+        ("this tree, hnsw, runtime torch", REPO, "hnsw", "torch"),
     ]
     if old_ref:
         runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma", "torch"))
     for neighbour in ("idle", "busy"):
         with _busy_core(neighbour == "busy"):
             condition = "one core kept busy beside it" if neighbour == "busy" else "both cores free"
-            for runtime, threads in itertools.product(("torch", "onnx"), (1, 2)):
+            for runtime, threads in itertools.product(("torch", "onnx", "onnx-int8"), (1, 2)):
                 raw, mixture, used = _python(
                     _ENCODER_RATE, str(REPO), str(threads), "600", str(MODEL), captions,
                     runtime, str(exports),
                 )  # fmt: skip
                 print(
-                    f"  encoder, {used}, {threads} thread(s), {condition}: raw {float(raw):5.0f} "
+                    f"  encoder, {runtime} (runs in {used}), {threads} thread(s), {condition}: raw {float(raw):5.0f} "
                     f"texts/s, mixture encoding {float(mixture):5.0f} descriptions/s  (load {_load()})",
                     flush=True,
                 )
@@ -596,6 +603,7 @@ def main() -> None:
     print(
         f"bench_scale: sizes {args.sizes}, {args.queries} queries, work {work}; {os.cpu_count()} CPUs, load {_load()}"
     )
+    _export_once(work / "encoders")
     settings0 = _settings(work)
     descriptions, base, texts = _base(settings0, args.queries, work / "base.npy")
     print(

@@ -145,3 +145,19 @@ def test_torch_runtime_never_exports(model_copy: Path, tmp_path: Path) -> None:
     torch_only = _onnx(model_copy, tmp_path, runtime="torch")
     torch_only.load()
     assert torch_only.runtime == "torch" and not list(tmp_path.iterdir())
+
+
+def test_int8_is_close_smaller_and_known_by_another_name(
+    model_copy: Path, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    int8 = _onnx(model_copy, tmp_path, runtime="onnx-int8")
+    got = int8.embed(TEXTS)
+    assert int8.runtime == "onnx" and int8.model_name == "m3e-small+int8"
+    cosines = np.sum(got * embedder.embed(TEXTS), axis=1)
+    assert cosines.min() >= embed_onnx.INT8_MIN_COSINE and cosines.max() < 1.0 - 1e-6
+    fp32 = _onnx(model_copy, tmp_path)
+    fp32.load()
+    assert fp32.model_name == "m3e-small"
+    fingerprint = model_fingerprint(model_copy)
+    small = (tmp_path / f"{fingerprint}-int8" / MODEL_FILE).stat().st_size
+    assert small < (tmp_path / fingerprint / MODEL_FILE).stat().st_size / 3

@@ -18,7 +18,9 @@ from index.ports import Vectors
 from index.search.embed_onnx import (
     ExportFailed,
     OnnxEncoder,
+    Precision,
     export_encoder,
+    export_key,
     load_export,
     model_fingerprint,
 )
@@ -36,7 +38,7 @@ def model_identity(name_or_path: str) -> str:
     return path.name if path.is_dir() else name_or_path
 
 
-Runtime = Literal["auto", "torch", "onnx"]
+Runtime = Literal["auto", "torch", "onnx", "onnx-int8"]
 # Exceptions an export may raise besides ExportFailed (torch's exporter, onnx, the file system).
 _EXPORT_ERRORS = (
     ExportFailed,
@@ -55,7 +57,9 @@ class SentenceTransformerEmbedder:
     `runtime` "auto" / "onnx" with an `export_cache`: the model runs in onnxruntime from an
     export kept in that folder (`index.search.embed_onnx`: the same vectors, faster, no torch at
     query time); the first load exports it with torch. "auto" stays on torch when the export
-    cannot be made or checked, "onnx" refuses to."""
+    cannot be made or checked, "onnx" refuses to. "onnx-int8": the export's weights quantized
+    to int8, whose vectors are close but not the same: the model is known by another name
+    (`<model>+int8`), so an index built by the other precision is not mixed with it."""
 
     def __init__(
         self,
@@ -82,7 +86,12 @@ class SentenceTransformerEmbedder:
 
     @property
     def model_name(self) -> str:
-        return model_identity(self._name_or_path)
+        identity = model_identity(self._name_or_path)
+        return f"{identity}+int8" if self._precision == "int8" else identity
+
+    @property
+    def _precision(self) -> Precision:
+        return "int8" if self._runtime == "onnx-int8" else "fp32"
 
     @property
     def runtime(self) -> str:
@@ -171,7 +180,8 @@ class SentenceTransformerEmbedder:
         fingerprint = self._fingerprint()
         if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
             return None
-        encoder = load_export(self._export_cache, fingerprint, self._batch_size)
+        key = export_key(fingerprint, self._precision)
+        encoder = load_export(self._export_cache, key, self._batch_size)
         if encoder is not None:
             log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
         return encoder
@@ -185,10 +195,15 @@ class SentenceTransformerEmbedder:
                 raise ExportFailed("the model's files are not in a folder or the hub cache")
             log.info("exporting embedding model %s for onnxruntime (once)", self.model_name)
             encoder = export_encoder(
-                model, self._name_or_path, self._export_cache, fingerprint, self._batch_size
+                model,
+                self._name_or_path,
+                self._export_cache,
+                export_key(fingerprint, self._precision),
+                self._batch_size,
+                self._precision,
             )
         except _EXPORT_ERRORS as error:
-            if self._runtime == "onnx":
+            if self._runtime != "auto":
                 raise ModelUnavailable(
                     f"embedding model {self.model_name} cannot run in onnxruntime: {error}. "
                     "Set PEITU_EMBEDDING__RUNTIME=auto (or torch) to run it with torch."

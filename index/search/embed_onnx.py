@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # of the folder's files; a new format exports again
 TOLERANCE = 1e-4  # largest |difference| of a unit vector's component against sentence-transformers
+# int8 (weights quantized per channel, activations per batch) cannot be that close; its vectors
+# are another model's. Measured on m3e-small, 2,000 captions: cosine to fp32 0.998 mean, 0.996
+# lowest; the same eval figures within a query; 3.6x torch's texts/s on one thread. Activations
+# are scaled per batch, so a text's vector depends a little on its batch: the empty probe beside
+# the long one gets 0.983 (0.996 alone).
+INT8_MIN_COSINE = 0.975
+Precision = Literal["fp32", "int8"]
 MODEL_FILE, TOKENIZER_FILE, FACTS_FILE = "model.onnx", "tokenizer.json", "encoder.json"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _POOLINGS = ("mean", "cls")
@@ -69,6 +76,14 @@ class EncoderFacts:
     largest_difference: float  # against sentence-transformers on `PROBES`
     source: str  # the model as configured (its name or folder)
     model_bytes: int = 0  # the size model.onnx had when written: a cut file is not used
+    precision: str = "fp32"
+    lowest_cosine: float = 1.0  # against sentence-transformers on `PROBES`
+
+    @property
+    def close_enough(self) -> bool:
+        if self.precision == "int8":
+            return self.lowest_cosine >= INT8_MIN_COSINE
+        return self.precision == "fp32" and self.largest_difference <= TOLERANCE
 
     def to_json(self) -> str:
         return json.dumps({"format": FORMAT, **self.__dict__}, ensure_ascii=False, indent=1)
@@ -94,7 +109,7 @@ def read_facts(folder: Path) -> EncoderFacts | None:
     except (OSError, ValueError, TypeError, KeyError):
         return None
     complete = size == facts.model_bytes and (folder / TOKENIZER_FILE).is_file()
-    checked = facts.pooling in _POOLINGS and facts.largest_difference <= TOLERANCE
+    checked = facts.pooling in _POOLINGS and facts.close_enough
     return facts if complete and checked else None
 
 
@@ -188,17 +203,27 @@ def load_export(cache: Path, fingerprint: str, batch_size: int) -> OnnxEncoder |
     return encoder
 
 
+def export_key(fingerprint: str, precision: Precision) -> str:
+    """The folder name of a model's export at a precision."""
+    return fingerprint if precision == "fp32" else f"{fingerprint}-{precision}"
+
+
 def export_encoder(
-    model: SentenceTransformer, source: str, cache: Path, fingerprint: str, batch_size: int
+    model: SentenceTransformer,
+    source: str,
+    cache: Path,
+    key: str,
+    batch_size: int,
+    precision: Precision = "fp32",
 ) -> OnnxEncoder:
-    """Export a loaded sentence-transformers model, check it on `PROBES`, and keep it under
-    `cache/fingerprint` (written aside and moved into place: a crash leaves no half export, and
-    two processes exporting at once keep one)."""
+    """Export a loaded sentence-transformers model (int8: then quantize its weights), check it
+    on `PROBES`, and keep it under `cache/key` (written aside and moved into place: a crash
+    leaves no half export, and two processes exporting at once keep one)."""
     pooling = _pooling(model)
     cache.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=cache))
+    work = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=cache))
     try:
-        _write_model(model, work / MODEL_FILE)
+        _write_model(model, work / MODEL_FILE, precision)
         tokenizer = model.tokenizer
         if not getattr(tokenizer, "is_fast", False):
             raise ExportFailed("the model's tokenizer has no fast (tokenizer.json) form")
@@ -211,21 +236,24 @@ def export_encoder(
             raise ExportFailed("the model states no sequence limit")
         provisional = EncoderFacts(pooling, int(limit), int(expected.shape[1]), 0.0, source)
         got = OnnxEncoder(work, provisional, batch_size).encode(PROBES)
-        difference = float(np.max(np.abs(got - expected)))
-        if difference > TOLERANCE:
-            raise ExportFailed(
-                f"onnxruntime's vectors differ from sentence-transformers' by {difference:.2g}"
-            )
         facts = EncoderFacts(
             pooling,
             provisional.max_seq_length,
             provisional.dimension,
-            difference,
+            float(np.max(np.abs(got - expected))),
             source,
             (work / MODEL_FILE).stat().st_size,
+            precision,
+            float(np.min(np.sum(got * expected, axis=1))),
         )
+        if not facts.close_enough:
+            raise ExportFailed(
+                f"onnxruntime's {precision} vectors are too far from sentence-transformers' "
+                f"(largest difference {facts.largest_difference:.2g}, "
+                f"lowest cosine {facts.lowest_cosine:.4f})"
+            )
         (work / FACTS_FILE).write_text(facts.to_json(), encoding="utf-8")
-        return OnnxEncoder(_move_into_place(work, cache / fingerprint), facts, batch_size)
+        return OnnxEncoder(_move_into_place(work, cache / key), facts, batch_size)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -258,7 +286,24 @@ def _pooling(model: SentenceTransformer) -> str:
     return str(mode)
 
 
-def _write_model(model: SentenceTransformer, path: Path) -> None:
+def _write_model(model: SentenceTransformer, path: Path, precision: Precision) -> None:
+    """The transformer as an ONNX graph at `path`; int8: its weights quantized per channel."""
+    if precision == "fp32":
+        _write_fp32(model, path)
+        return
+    fp32 = path.with_name("fp32.onnx")
+    _write_fp32(model, fp32)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # its advice to "run pre-processing" goes to the root log
+    try:
+        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        logging.disable(logging.NOTSET)
+    fp32.unlink()
+
+
+def _write_fp32(model: SentenceTransformer, path: Path) -> None:
     try:
         import onnx  # noqa: F401  (torch's exporter needs it)
         import torch
