@@ -210,10 +210,15 @@ def variant_retrieval(settings: Settings, variant: str | None) -> RetrievalSetti
 def eval_settings(
     settings: Settings, work: Path, library: Path, retrieval: RetrievalSettings, rerank: bool
 ) -> Settings:
-    """The user's settings with everything stateful moved into `work` and the threshold off."""
+    """The user's settings with everything stateful moved into `work` and the threshold off
+    (the embedding model's onnxruntime export stays where the user's runs keep it)."""
+    from index.wiring import encoder_exports
+
+    exports = encoder_exports(settings, settings.data_dir.expanduser())
     return settings.model_copy(
         update={
             "data_dir": work / "data",
+            "embedding": settings.embedding.model_copy(update={"export_dir": str(exports)}),
             "library": library,
             "similarity_threshold": -1.0,
             "top_k_initial": max(settings.top_k_initial, TOP_K),
