@@ -210,10 +210,14 @@ class SentenceTransformerEmbedder:
                 ) from error
             log.warning("embedding model %s stays on torch: %s", self.model_name, error)
             return None
+        facts = encoder.facts
         log.info(
-            "embedding model %s runs in onnxruntime (largest difference %.1g)",
+            "embedding model %s runs in onnxruntime (%s; against sentence-transformers: largest "
+            "difference %.1g, lowest cosine %.4f)",
             self.model_name,
-            encoder.facts.largest_difference,
+            facts.precision,
+            facts.largest_difference,
+            facts.lowest_cosine,
         )
         return encoder
 
