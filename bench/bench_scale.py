@@ -16,9 +16,10 @@ of the store's and of hnswlib's search against exact top-20, and p50/p95 of
 GET /api/photos/{id}, /api/status, /readyz, /metrics through the FastAPI app in-process. With
 --chroma-server-at N the same serving measurements run again against a `chroma run` server
 holding that store. Then the indexing throughput, with both cores free and with one kept busy:
-raw encoder texts/s with 1 and 2 threads vs the document encoding vs `PeiTu.index` of
---index-photos photos from a descriptions file, this tree (both stores) and --old. Prints
-figures; asserts nothing.
+raw encoder texts/s (torch, onnxruntime, onnxruntime int8; 1 and 2 threads) vs the document
+encoding vs `PeiTu.index` of --index-photos photos from a descriptions file, this tree (both
+stores; each runtime) and --old. The model is exported for onnxruntime once at the start (timed;
+every process of the run shares the export). Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_scale.py [--sizes 2000,100000,1000000] [--queries 200]
         [--backends chroma,hnsw] [--chroma-max 100000] [--brute-max 100000]
@@ -26,7 +27,7 @@ figures; asserts nothing.
 
 Run time on an otherwise idle 2-core, 24 GB machine: `--sizes 2000,100000,1000000 --chroma-max
 100000 --index-photos 0` took 15 min (the 1M store: 7 min to build with its catalog, 3 min for the
-raw hnswlib reference, 2 min to serve); `--index-photos 2000 --old 118b929` adds ~7.5 min. Chroma
+raw hnswlib reference, 2 min to serve); `--index-photos 2000 --old 118b929` adds ~8 min. Chroma
 is built up to --chroma-max only: storing 1M vectors in it takes ~1.5 h here.
 """
 

@@ -92,7 +92,7 @@ class EmbeddingSettings(BaseModel):
     # same vectors, ~1.7x the speed, no torch at query time); torch when the export cannot be
     # made. "onnx": the same, but refuse to start without it. "torch": sentence-transformers.
     # "onnx-int8": the export's weights in int8, ~2x faster again, vectors close but not equal
-    # (cosine >= 0.99, checked): the index is known as "<model>+int8" and must be rebuilt.
+    # (cosine >= 0.975 on the probes, checked): the index is known as "<model>+int8" and must be rebuilt.
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     export_dir: str = ""  # where the exports are kept; "" = DATA_DIR/encoders
 

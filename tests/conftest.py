@@ -9,10 +9,11 @@ def pytest_configure(config: object) -> None:
 
     if "PEITU_EMBEDDING__EXPORT_DIR" not in os.environ:
         folder = tempfile.mkdtemp(prefix="peitu-test-encoders-")
-        os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = _MADE_HERE[folder] = folder
+        os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = folder
+        _MADE_HERE.append(folder)
 
 
-_MADE_HERE: dict[str, str] = {}
+_MADE_HERE: list[str] = []
 
 
 def pytest_unconfigure(config: object) -> None:

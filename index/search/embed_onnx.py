@@ -24,7 +24,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -187,15 +187,16 @@ def _session(model: Path, threads: int) -> Any:
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-def load_export(cache: Path, fingerprint: str, batch_size: int) -> OnnxEncoder | None:
-    """The exported encoder of a model, when a complete, checked export is cached."""
-    folder = cache / fingerprint
+def load_export(cache: Path, key: str, batch_size: int, threads: int) -> OnnxEncoder | None:
+    """The exported encoder of a model, when a complete, checked export is cached; its session
+    for `threads` (the count a query uses) is opened now."""
+    folder = cache / key
     facts = read_facts(folder)
     if facts is None:
         return None
     encoder = OnnxEncoder(folder, facts, batch_size)
     try:
-        encoder.session(1)  # a file onnxruntime cannot read is exported again, now
+        encoder.session(threads)  # a file onnxruntime cannot read is exported again, now
     except Exception as error:  # onnxruntime's own classes derive from Exception: any is a miss
         log.warning("the exported encoder in %s is unreadable (%s): exporting again", folder, error)
         shutil.rmtree(folder, ignore_errors=True)
@@ -236,15 +237,12 @@ def export_encoder(
             raise ExportFailed("the model states no sequence limit")
         provisional = EncoderFacts(pooling, int(limit), int(expected.shape[1]), 0.0, source)
         got = OnnxEncoder(work, provisional, batch_size).encode(PROBES)
-        facts = EncoderFacts(
-            pooling,
-            provisional.max_seq_length,
-            provisional.dimension,
-            float(np.max(np.abs(got - expected))),
-            source,
-            (work / MODEL_FILE).stat().st_size,
-            precision,
-            float(np.min(np.sum(got * expected, axis=1))),
+        facts = replace(
+            provisional,
+            largest_difference=float(np.max(np.abs(got - expected))),
+            model_bytes=(work / MODEL_FILE).stat().st_size,
+            precision=precision,
+            lowest_cosine=float(np.min(np.sum(got * expected, axis=1))),
         )
         if not facts.close_enough:
             raise ExportFailed(
