@@ -156,14 +156,20 @@ class IndexingSettings(BaseModel):
 
 # Put there by scripts/fetch_detector.sh (called from scripts/setup.sh).
 DEFAULT_DETECTOR_MODEL = Path(__file__).resolve().parents[1] / "models" / "centernet-coco.onnx"
+DEFAULT_FACE_MODEL = DEFAULT_DETECTOR_MODEL.with_name("blazeface-back.onnx")
+DEFAULT_FACE_ATTRIBUTES_MODEL = DEFAULT_DETECTOR_MODEL.with_name("faceres.onnx")
 
 
 class OfflineSettings(BaseModel):
-    """The offline describer's COCO-80 object detector (contract: index/describers/detect.py)."""
+    """The offline describer's COCO-80 object detector (contract: index/describers/detect.py)
+    and the face models that tell its people apart (index/describers/faces.py)."""
 
     detector_model: str = str(DEFAULT_DETECTOR_MODEL)  # an ONNX file; "" = no detector
     detector_pixel_scale: float = Field(default=255.0, gt=0)  # input pixels 0..255, or 0..1
     min_detection_score: float = Field(default=0.25, gt=0, lt=1)
+    face_model: str = str(DEFAULT_FACE_MODEL)  # BlazeFace (back); "" = people stay "人"
+    face_attributes_model: str = str(DEFAULT_FACE_ATTRIBUTES_MODEL)  # HSE-FaceRes; "" = off
+    min_face_score: float = Field(default=0.5, gt=0, lt=1)
 
 
 class RetrievalSettings(BaseModel):

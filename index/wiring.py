@@ -19,6 +19,7 @@ from chromadb.api import ClientAPI
 from config import Settings
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
+from index.describers.faces import FaceReader
 from index.describers.sidecar import SidecarDescriber
 from index.errors import (
     ModelUnavailable,
@@ -117,10 +118,12 @@ def _describer(
                 "no vision API key (PEITU_VISION__API_KEY / DASHSCOPE_API_KEY): photos are "
                 "described offline (OCR, ImageNet tags, EXIF time and place)"
             )
+        detector = _detector(settings.offline)
         return OfflineDescriber(
             max_pixels=settings.indexing.max_pixels,
             max_bytes=max_bytes,
-            detector=_detector(settings.offline),
+            detector=detector,
+            faces=_face_reader(settings.offline) if detector else None,
         )
     from index.describers.vision import VisionDescriber
 
@@ -151,6 +154,24 @@ def _detector(settings: OfflineSettings) -> Detector | None:
     return OnnxDetector(
         model, min_score=settings.min_detection_score, pixel_scale=settings.detector_pixel_scale
     )
+
+
+def _face_reader(settings: OfflineSettings) -> FaceReader | None:
+    """The offline describer's face reader, or None (turned off, or a model is absent)."""
+    if not settings.face_model or not settings.face_attributes_model:
+        return None
+    from index.describers.faces import OnnxFaceReader
+
+    models = [Path(settings.face_model).expanduser()]
+    models.append(Path(settings.face_attributes_model).expanduser())
+    if missing := [str(model) for model in models if not model.is_file()]:
+        log.warning(
+            "no face model at %s (scripts/fetch_detector.sh puts them there): offline "
+            "descriptions will say 人 for every person",
+            " and ".join(missing),
+        )
+        return None
+    return OnnxFaceReader(*models, min_face_score=settings.min_face_score)
 
 
 def _reranker(settings: Settings) -> Reranker | None:

@@ -1,7 +1,7 @@
-"""Convert the TF.js CenterNet COCO detector to ONNX (run inside the throwaway venv of
+"""Convert a TF.js graph of the offline describer (CenterNet, BlazeFace, HSE-FaceRes) to ONNX (run inside the throwaway venv of
 scripts/fetch_detector.sh, which has tensorflow-cpu and tf2onnx; never imported by PeiTu).
 
-Two repairs make tf2onnx 1.17.0 accept this graph:
+Two repairs make tf2onnx 1.17.0 accept these graphs:
 - numpy 2 removed `np.product`, which tf2onnx's TF.js reader still calls: alias it to `np.prod`.
 - The TF.js converter stripped attributes TensorFlow needs to rebuild the nodes: `TArgs` (the
   types of the fused extra inputs) on `_FusedConv2D`, and `index_type` on `TopKV2`.

@@ -56,6 +56,7 @@ class Detection:
     label: str  # the COCO class's English name ("person", "dog")
     score: float
     box: tuple[float, float, float, float]
+    who: str = ""  # for a person whose face was read: "男人", "小女孩", "老人" (see faces.py)
 
     @property
     def area(self) -> float:
@@ -138,7 +139,7 @@ class OnnxDetector:
             return onnxruntime.InferenceSession(
                 str(self._model), options, providers=["CPUExecutionProvider"]
             )
-        except _onnx_errors() as error:
+        except onnx_errors() as error:
             raise ModelUnavailable(f"cannot load detector {self._model}: {error}") from error
 
     def detect(self, image: Image.Image) -> list[Detection]:
@@ -150,7 +151,7 @@ class OnnxDetector:
             batch, (width, height) = detector_input(image, model_input.shape, self._pixel_scale)
             try:
                 rows = session.run([_detections_output(session)], {model_input.name: batch})[0]
-            except _onnx_errors() as error:
+            except onnx_errors() as error:
                 raise DetectFailed(f"detector {self._model.name}: {error}") from error
         return self._decode(np.asarray(rows, dtype=np.float32).reshape(-1, 6), width, height)
 
@@ -167,7 +168,7 @@ class OnnxDetector:
         return suppress_duplicates(found)
 
 
-def _onnx_errors() -> tuple[type[Exception], ...]:
+def onnx_errors() -> tuple[type[Exception], ...]:
     """onnxruntime's own exception classes (they derive from Exception, not RuntimeError)."""
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 

@@ -35,6 +35,7 @@ from PIL import Image
 
 from index.describers.detect import DetectFailed, Detector
 from index.describers.efficientnet import EfficientNetLite0, bundled_network, network_input
+from index.describers.faces import FaceReader, people_told
 from index.describers.offline_words import (
     ACTIVITY_CLASSES,
     SCENE_CLASSES,
@@ -49,7 +50,7 @@ from index.understanding.geo import Place, place_at
 
 log = logging.getLogger(__name__)
 
-KEY = "offline@v2"  # v2: detector lines; the "offline" prefix marks the tier
+KEY = "offline@v3"  # v2: detector lines; v3: faces; the "offline" prefix marks the tier
 OFFLINE_MARK = "（离线描述，未经视觉模型）"
 UNKNOWN_LINE = "画面内容：离线模型未能识别"
 LABELS_FILE = Path(__file__).with_name("imagenet_labels_zh.txt")
@@ -165,13 +166,16 @@ class OfflineDescriber:
         reader: TextReader | None = None,
         tagger: Tagger | None = None,
         detector: Detector | None = None,
+        faces: FaceReader | None = None,
     ) -> None:
-        """`detector` None: no 主体/人物动作 lines (the model is absent or turned off)."""
+        """`detector` None: no 主体/人物动作 lines (the model is absent or turned off).
+        `faces` None: people are all "人" (no face models)."""
         self._max_pixels = max_pixels
         self._max_bytes = max_bytes
         self._reader = reader or RapidTextReader()
         self._tagger = tagger or ImageNetTagger()
         self._detector = detector
+        self._faces = faces
         self._writer = SceneWriter()
         labels = read_labels(LABELS_FILE)
         self._scene_tags = {labels[index]: word for index, word in SCENE_CLASSES.items()}
@@ -208,6 +212,8 @@ class OfflineDescriber:
         try:
             ranked = self._tagger.tags(image)
             detections = self._detector.detect(image) if self._detector else []
+            if self._faces is not None and detections:
+                detections = self._faces.read(image, detections)
             text = " ".join(self._reader.read(image))[:MAX_TEXT_CHARS]
         except _INFERENCE_ERRORS as error:
             raise DescribeFailed(f"cannot describe {label} offline: {error}") from error
@@ -220,9 +226,10 @@ class OfflineDescriber:
         )
         lines = describe_lines(tags, text, taken_at, place, seen)
         log.debug(
-            "described %s offline: %d objects, %d tags, %d chars of text",
+            "described %s offline: %d objects (%d people told apart), %d tags, %d chars of text",
             label,
             len(detections),
+            people_told(detections),
             len(tags),
             len(text),
         )

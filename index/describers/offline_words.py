@@ -24,6 +24,10 @@ MAX_DRESSED = 2  # the clothes of this many people (the largest boxes) are told
 TOUCH_SHARE = 0.3  # an object counts as held/ridden when this much of it lies in a person's box
 _NUMBERS = "零一两三四五六七八九十"
 _CROWD = 5  # from this many people on: 一群人
+# The nouns a person can be told by (`Detection.who`, from index.describers.faces), and "人".
+PERSON_NOUNS = frozenset(
+    {"人", "男人", "女人", "男孩", "女孩", "小男孩", "小女孩", "小孩", "孩子", "老人"}
+)
 
 # (object class, what a person in contact with it does). Order = which activity is told first.
 _PERSON_ACTIVITIES = (
@@ -189,8 +193,8 @@ def reconcile_animals(detections: list[Detection], dog_probability: float) -> li
 
 def count_words(count: int, measure: str, noun: str) -> str:
     """ "一个人", "两只狗", "一群人" (five and more people), "十多只鸟"."""
-    if noun == "人" and count >= _CROWD:
-        return "一群人"
+    if noun in PERSON_NOUNS and count >= _CROWD:
+        return f"一群{noun}"
     if count > 10:
         return f"十多{measure}{noun}"
     return f"{_NUMBERS[count]}{measure}{noun}"
@@ -227,10 +231,13 @@ class SceneWriter:
         return lines
 
     def subject(self, detections: list[Detection], image: Image.Image) -> str:
-        """Who and what the photo shows, by count: "两个人和一只黑狗"."""
-        counts = Counter(d.label for d in _visible(detections))
-        ranked = sorted(counts, key=lambda label: (label != "person", -counts[label]))
-        parts = [self._counted(label, counts[label], detections, image) for label in ranked]
+        """Who and what the photo shows, by count: "一个男人和一个小女孩和一只黑狗"."""
+        visible = _visible(detections)
+        people = [d for d in visible if d.label == "person"]
+        counts = Counter(d.label for d in visible if d.label != "person")
+        ranked = sorted(counts, key=lambda label: -counts[label])
+        parts = people_words(people)
+        parts += [self._counted(label, counts[label], detections, image) for label in ranked]
         return "和".join(parts[:MAX_SUBJECTS])
 
     def _counted(
@@ -248,43 +255,59 @@ class SceneWriter:
         """What people (and dogs) do with what they touch: "三个人骑自行车"."""
         visible = _visible(detections)
         people = [d for d in visible if d.label == "person"]
-        told: list[str] = []
+        told: dict[str, str] = {}  # verb -> sentence: one sentence per verb (the two 滑雪 classes)
         for label, verb in _PERSON_ACTIVITIES:
             things = [d for d in visible if d.label == label]
-            doers = sum(
-                any(overlap_share(t.box, p.box) >= TOUCH_SHARE for t in things) for p in people
-            )
-            if doers:
-                told.append(f"{count_words(doers, '个', '人')}{verb}")
+            doers = [
+                p for p in people if any(overlap_share(t.box, p.box) >= TOUCH_SHARE for t in things)
+            ]
+            if doers and verb not in told:
+                told[verb] = count_words(len(doers), "个", shared_noun(doers)) + verb
         dogs = [d for d in visible if d.label == "dog"]
         for label, verb in _DOG_ACTIVITIES:
             things = [d for d in visible if d.label == label]
             if any(overlap_share(t.box, g.box) >= TOUCH_SHARE for t in things for g in dogs):
-                told.append(f"狗{verb}")
-        return _dedupe(told) + _clothes(people, image)
+                told.setdefault(verb, f"狗{verb}")
+        return [*told.values(), *_clothes(people, image)]
+
+
+def person_noun(person: Detection) -> str:
+    """ "男人", "小女孩" when the person's face was read, else "人"."""
+    return person.who or "人"
+
+
+def shared_noun(people: Sequence[Detection]) -> str:
+    """The one noun all of `people` share ("男孩"), else "人"."""
+    nouns = {person_noun(p) for p in people}
+    return nouns.pop() if len(nouns) == 1 else "人"
+
+
+def people_words(people: Sequence[Detection]) -> list[str]:
+    """The people by kind and count: ["一个男人", "两个小女孩"]; those whose face was not read
+    are "人" ("一个女人和另外两个人"); five and more are "一群人"."""
+    if not people:
+        return []
+    if len(people) >= _CROWD:
+        return [count_words(len(people), "个", shared_noun(people))]
+    counts = Counter(person_noun(p) for p in people)
+    ranked = sorted(counts, key=lambda noun: (noun == "人", -counts[noun]))
+    words = [count_words(counts[noun], "个", noun) for noun in ranked]
+    if len(words) > 1 and ranked[-1] == "人":  # "一个男人和另一个人", "…和另外两个人"
+        others = counts["人"]
+        words[-1] = "另一个人" if others == 1 else "另外" + count_words(others, "个", "人")
+    return words
 
 
 def _clothes(people: list[Detection], image: Image.Image) -> list[str]:
     """ "穿红色衣服的人" for the largest people whose top has a clear colour."""
-    largest = sorted(people, key=lambda d: -d.area)[:MAX_DRESSED]
-    colours = dict.fromkeys(clothing_colour(image, p.box) for p in largest)
-    return [f"穿{colour}色衣服的人" for colour in colours if colour]
+    dressed: dict[str, str] = {}  # colour -> the noun of its largest wearer
+    for person in sorted(people, key=lambda d: -d.area)[:MAX_DRESSED]:
+        dressed.setdefault(clothing_colour(image, person.box), person_noun(person))
+    return [f"穿{colour}色衣服的{noun}" for colour, noun in dressed.items() if colour]
 
 
 def _visible(detections: list[Detection]) -> list[Detection]:
     return [d for d in detections if d.area >= MIN_BOX_AREA]
-
-
-def _dedupe(sentences: list[str]) -> list[str]:
-    """One sentence per activity verb (the two 滑雪 classes, 打棒球 with bat and glove)."""
-    seen: set[str] = set()
-    kept = []
-    for sentence in sentences:
-        verb = sentence.split("人", 1)[-1]
-        if verb not in seen:
-            seen.add(verb)
-            kept.append(sentence)
-    return kept
 
 
 def _median_hsv(
