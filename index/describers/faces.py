@@ -217,7 +217,8 @@ class OnnxFaceReader:
     def _run(self, which: int, batch: np.ndarray[Any, Any]) -> list[Any]:
         with self._lock:  # one image at a time, like the detector
             if not self._sessions:
-                self._sessions.extend(_session(path) for path in self._paths)
+                sides = (_FACE_SIDE, _ATTRIBUTES_SIDE)
+                self._sessions.extend(map(_session, self._paths, sides, _MODEL_NAMES))
             session = self._sessions[which]
             try:
                 return list(session.run(None, {session.get_inputs()[0].name: batch}))
@@ -225,7 +226,11 @@ class OnnxFaceReader:
                 raise DetectFailed(f"face model {self._paths[which].name}: {error}") from error
 
 
-def _session(path: Path) -> Any:
+_MODEL_NAMES = ("BlazeFace's back model", "HSE-FaceRes")
+
+
+def _session(path: Path, side: int, name: str) -> Any:
+    """An onnxruntime session of a face model whose image input is NHWC `side` x `side` RGB."""
     if not path.is_file():
         raise ModelUnavailable(f"no face model at {path}")
     import onnxruntime
@@ -235,9 +240,17 @@ def _session(path: Path) -> Any:
     options.intra_op_num_threads = 1  # the indexer describes several photos at once
     options.inter_op_num_threads = 1
     try:
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
     except onnx_errors() as error:
         raise ModelUnavailable(f"cannot load face model {path}: {error}") from error
+    shape = list(session.get_inputs()[0].shape)
+    if shape[1:] != [side, side, 3]:
+        raise ModelUnavailable(
+            f"{path} is not {name}: its input is {shape}, not [N, {side}, {side}, 3]"
+        )
+    return session
 
 
 def people_told(detections: Sequence[Detection]) -> int:
