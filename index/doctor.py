@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from config import ModelEndpoint, Settings
+from config.settings import OfflineSettings
 from index.search.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
 
 Level = Literal["ok", "warn", "fail"]
@@ -25,7 +26,7 @@ DASHSCOPE_HOST = "dashscope.aliyuncs.com"
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # a stable key: library, data_dir, embedding, vision, rerank, token
+    name: str  # a stable key: library, data_dir, embedding, vision, offline, rerank, token
     level: Level
     title: str  # what was checked, in Chinese
     message: str  # what was found, and the fix when it is not ok (Chinese, one line)
@@ -41,6 +42,7 @@ def run_checks(settings: Settings, *, probe: bool = True) -> list[Check]:
         lambda: check_data_dir(settings.data_dir),
         lambda: check_embedding(settings.embedding.model, probe=probe),
         lambda: check_endpoint("vision", "识图模型", settings.vision, probe=probe),
+        lambda: check_offline(settings.offline),
         lambda: check_rerank(settings, probe=probe),
         lambda: check_token(settings),
     ]
@@ -94,6 +96,33 @@ def check_embedding(model: str, *, probe: bool = True) -> Check:
         return Check("embedding", "ok", title, f"{model} 已下载到本机缓存（{size}）。")
     message = f"{model} 还没下载：第一次使用时会从 {source.endpoint} 下载（{size}）。"
     return Check("embedding", "warn", title, message + ("" if probe else how_to_get(model)))
+
+
+def check_offline(settings: OfflineSettings) -> Check:
+    """Are the offline describer's models in place (the object detector and the face models)?"""
+    title = "离线描述模型"
+    fetch = "运行 scripts/fetch_detector.sh 放好（Docker 镜像里已经带着）。"
+    if not settings.detector_model:
+        return Check(
+            "offline", "ok", title, "物体检测已关闭（PEITU_OFFLINE__DETECTOR_MODEL 为空）。"
+        )
+    detector = Path(settings.detector_model).expanduser()
+    if not detector.is_file():
+        lost = f"找不到物体检测模型 {detector}：没有识图模型时，离线描述说不出照片里的人和物。"
+        return Check("offline", "warn", title, lost + fetch)
+    faces = [settings.face_model, settings.face_attributes_model]
+    if not all(faces):
+        return Check("offline", "ok", title, f"物体检测 {detector.name} 已就绪；人脸识别已关闭。")
+    face_paths = [Path(face).expanduser() for face in faces]
+    missing = [str(path) for path in face_paths if not path.is_file()]
+    if missing:
+        lost = f"找不到人脸模型 {'、'.join(missing)}：离线描述里每个人都只写“人”。"
+        return Check("offline", "warn", title, lost + fetch)
+    size = sum(path.stat().st_size for path in [detector, *face_paths]) >> 20
+    names = "、".join(path.name for path in face_paths)
+    return Check(
+        "offline", "ok", title, f"物体检测 {detector.name} 和人脸模型 {names} 已就绪（{size} MB）。"
+    )
 
 
 def check_rerank(settings: Settings, *, probe: bool = True) -> Check:

@@ -23,6 +23,7 @@ from index.doctor import (
     check_embedding,
     check_endpoint,
     check_library,
+    check_offline,
     check_rerank,
     check_token,
     run_checks,
@@ -187,6 +188,32 @@ def test_rerank_switched_off_and_the_admin_token(tmp_path: Path) -> None:
     assert check_token(load_settings(data_dir=tmp_path, admin_token="x" * 24)).level == "ok"
 
 
+def test_the_offline_models_check_names_what_is_missing(tmp_path: Path) -> None:
+    models = {name: tmp_path / f"{name}.onnx" for name in ("detector", "face", "attributes")}
+    for path in models.values():
+        path.write_bytes(b"x" * 2048)
+    offline = {
+        "detector_model": str(models["detector"]),
+        "face_model": str(models["face"]),
+        "face_attributes_model": str(models["attributes"]),
+    }
+    ready = check_offline(load_settings(data_dir=tmp_path, offline=offline).offline)
+    assert ready.level == "ok" and "face.onnx、attributes.onnx 已就绪" in ready.message
+    models["attributes"].unlink()
+    no_faces = check_offline(load_settings(data_dir=tmp_path, offline=offline).offline)
+    assert no_faces.level == "warn" and str(models["attributes"]) in no_faces.message
+    assert "每个人都只写“人”" in no_faces.message and "fetch_detector.sh" in no_faces.message
+    models["detector"].unlink()
+    no_detector = check_offline(load_settings(data_dir=tmp_path, offline=offline).offline)
+    assert no_detector.level == "warn" and str(models["detector"]) in no_detector.message
+    off = check_offline(load_settings(data_dir=tmp_path, offline={"detector_model": ""}).offline)
+    assert off.level == "ok" and "已关闭" in off.message
+    faces_off = {**offline, "face_model": ""}
+    models["detector"].write_bytes(b"x")
+    no_face_step = check_offline(load_settings(data_dir=tmp_path, offline=faces_off).offline)
+    assert no_face_step.level == "ok" and "人脸识别已关闭" in no_face_step.message
+
+
 def test_every_check_is_one_chinese_line(tmp_path: Path, small_library: SmallLibrary) -> None:
     settings = load_settings(library=small_library.root, data_dir=tmp_path / "data")
     checks = run_checks(settings, probe=False)
@@ -195,6 +222,7 @@ def test_every_check_is_one_chinese_line(tmp_path: Path, small_library: SmallLib
         "data_dir",
         "embedding",
         "vision",
+        "offline",
         "rerank",
         "token",
     ]
@@ -228,14 +256,15 @@ def test_peitu_doctor_on_a_first_run_without_network(tmp_path: Path) -> None:
     done = _peitu("doctor", env=env)
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stderr
-    assert len(lines) == 7  # six checks and the summary
+    assert len(lines) == 8  # seven checks and the summary
     assert lines[0].startswith("✗ 照片图库：没有设置图库")
     assert lines[1].startswith("✓ 数据目录")
     assert lines[2].startswith("✗ 向量模型：连不上") and "hf-mirror.com" in lines[2]
     assert lines[3].startswith("✗ 识图模型：DashScope 需要 API key")
-    assert lines[4].startswith("✗ 排序模型：DashScope 需要 API key")
-    assert lines[5].startswith("! 管理令牌：没有设置 PEITU_ADMIN_TOKEN")
-    assert lines[6] == "有 4 项需要处理，见上面 ✗ 的行。"
+    assert lines[4].startswith(("✓ 离线描述模型", "! 离线描述模型"))  # with or without setup.sh
+    assert lines[5].startswith("✗ 排序模型：DashScope 需要 API key")
+    assert lines[6].startswith("! 管理令牌：没有设置 PEITU_ADMIN_TOKEN")
+    assert lines[7] == "有 4 项需要处理，见上面 ✗ 的行。"
     assert done.stderr == ""
 
 

@@ -496,6 +496,6 @@ def test_the_jobs_view_shows_type_times_and_counts_that_add_up(
     assert described_note == f"需要描述 {count} 张 = 成功 {count} + 失败 0"
     page.wait_for_selector("#history tr[data-kind=incremental]")
     assert page.locator("#history tbody tr").count() == 1
-    wait_for(lambda: page.locator("#doctor li").count() == 6, "the checks to show", 60)
+    wait_for(lambda: page.locator("#doctor li").count() == 7, "the checks to show", 60)
     assert page.locator("#doctor li[data-check=library].check-ok").count() == 1
     assert_only_chinese_messages(page)
