@@ -121,6 +121,9 @@ def test_a_person_without_a_face_stays_a_person(describer: OfflineDescriber) -> 
     told = reader.read(grey, [_person(), Detection("dog", 0.8, (0.0, 0.5, 0.3, 1.0))])
     assert [d.who for d in told] == ["", ""]
     assert SceneWriter().subject(told, grey) == "一个人和一只狗"
+    odd = [_person((0.5, 0.5, 0.5, 0.5)), _person((0.99, 0.0, 1.0, 0.01)), _person((0, 0, 1, 1))]
+    assert reader.read(grey, odd) == odd  # empty, edge and whole-photo boxes: no error
+    assert reader.read(Image.new("L", (10, 3000)), [_person()]) == [_person()]  # grey, thin
 
 
 def test_a_face_model_that_is_not_a_face_model_is_refused_by_name(tmp_path: Path) -> None:

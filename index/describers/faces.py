@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_PEOPLE = 4  # faces are read for this many people, the largest boxes
 HEAD_SHARE = 0.45  # the head region: this top share of a person's box, made square
 FACE_MARGIN = 1.4  # the face crop is the face box enlarged by this much (as HSE trained)
+MIN_HEAD_PIXELS = 12  # a head region smaller than this (a far-off person) is not looked at
 _FACE_SIDE = 256
 _ATTRIBUTES_SIDE = 224
 _VGGFACE2_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
@@ -176,6 +177,8 @@ class OnnxFaceReader:
 
     def _who(self, image: Image.Image, person: Detection) -> str:
         region = head_region(image, person)
+        if region[2] - region[0] < MIN_HEAD_PIXELS:
+            return ""
         face = self._best_face(image.crop(region))
         if face is None:
             return ""
