@@ -189,8 +189,10 @@ def test_500_on_every_try_fails_naming_the_photo(
 def test_a_timeout_fails(
     fake_vision_settings: VisionSettings, openai_server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
-    settings = fake_vision_settings.model_copy(update={"timeout_s": 0.3, "max_retries": 0})
-    openai_server.set_mode("vision", delay_s=0.8)
+    # 1 s, not less: on a loaded machine a shorter timeout fired before the request reached
+    # the server (the delay was never counted)
+    settings = fake_vision_settings.model_copy(update={"timeout_s": 1.0, "max_retries": 0})
+    openai_server.set_mode("vision", delay_s=2.5)
     with pytest.raises(DescribeFailed, match="timed out"):
         VisionDescriber(settings, max_pixels=MAX_PIXELS).describe(
             photo(write_image(tmp_path / "a.jpg", (80, 80), BLUE))

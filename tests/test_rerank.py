@@ -137,8 +137,8 @@ def test_500_on_every_try_fails(reranker: LLMReranker, openai_server: FakeOpenAI
 def test_a_timeout_fails(
     fake_rerank_settings: RerankSettings, openai_server: FakeOpenAIServer
 ) -> None:
-    settings = fake_rerank_settings.model_copy(update={"timeout_s": 0.3, "max_retries": 0})
-    openai_server.set_mode("rerank", delay_s=0.8)
+    settings = fake_rerank_settings.model_copy(update={"timeout_s": 1.0, "max_retries": 0})
+    openai_server.set_mode("rerank", delay_s=2.5)
     with pytest.raises(RerankFailed, match="timed out"):
         LLMReranker(settings).rerank(TEXT, candidates())
 
