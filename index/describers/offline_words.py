@@ -299,7 +299,8 @@ def people_words(people: Sequence[Detection]) -> list[str]:
 
 
 def _clothes(people: list[Detection], image: Image.Image) -> list[str]:
-    """ "穿红色衣服的人" for the largest people whose top has a clear colour."""
+    """ "穿红色衣服的女人" for the largest people whose top has a clear colour (人 when the
+    face was not read)."""
     dressed: dict[str, str] = {}  # colour -> the noun of its largest wearer
     for person in sorted(people, key=lambda d: -d.area)[:MAX_DRESSED]:
         dressed.setdefault(clothing_colour(image, person.box), person_noun(person))
