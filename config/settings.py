@@ -171,6 +171,12 @@ class OfflineSettings(BaseModel):
     face_attributes_model: str = str(DEFAULT_FACE_ATTRIBUTES_MODEL)  # HSE-FaceRes; "" = off
     min_face_score: float = Field(default=0.5, gt=0, lt=1)
 
+    def face_model_paths(self) -> tuple[Path, Path] | None:
+        """The two face models' files, or None when the face step is off (either one empty)."""
+        if not self.face_model or not self.face_attributes_model:
+            return None
+        return Path(self.face_model).expanduser(), Path(self.face_attributes_model).expanduser()
+
 
 class RetrievalSettings(BaseModel):
     """First stage: how descriptions become vectors, and the BM25 fusion (tuned by `peitu eval`).

@@ -110,10 +110,9 @@ def check_offline(settings: OfflineSettings) -> Check:
     if not detector.is_file():
         lost = f"找不到物体检测模型 {detector}：没有识图模型时，离线描述说不出照片里的人和物。"
         return Check("offline", "warn", title, lost + fetch)
-    faces = [settings.face_model, settings.face_attributes_model]
-    if not all(faces):
+    face_paths = settings.face_model_paths()
+    if face_paths is None:
         return Check("offline", "ok", title, f"物体检测 {detector.name} 已就绪；人脸识别已关闭。")
-    face_paths = [Path(face).expanduser() for face in faces]
     missing = [str(path) for path in face_paths if not path.is_file()]
     if missing:
         lost = f"找不到人脸模型 {'、'.join(missing)}：离线描述里每个人都只写“人”。"

@@ -158,12 +158,11 @@ def _detector(settings: OfflineSettings) -> Detector | None:
 
 def _face_reader(settings: OfflineSettings) -> FaceReader | None:
     """The offline describer's face reader, or None (turned off, or a model is absent)."""
-    if not settings.face_model or not settings.face_attributes_model:
+    models = settings.face_model_paths()
+    if models is None:
         return None
     from index.describers.faces import OnnxFaceReader
 
-    models = [Path(settings.face_model).expanduser()]
-    models.append(Path(settings.face_attributes_model).expanduser())
     if missing := [str(model) for model in models if not model.is_file()]:
         log.warning(
             "no face model at %s (scripts/fetch_detector.sh puts them there): offline "

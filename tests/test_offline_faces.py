@@ -27,6 +27,7 @@ from config.settings import (
 )
 from index.describers.detect import Detection, OnnxDetector
 from index.describers.faces import (
+    WHO_WORDS,
     OnnxFaceReader,
     blazeface_anchors,
     decode_faces,
@@ -163,6 +164,8 @@ def test_who_words_are_cautious() -> None:
     assert who_word(0.8, 6) == "小男孩"
     assert who_word(0.1, 6) == "小女孩"
     assert who_word(0.9, 70) == "老人"
+    every = {who_word(male / 20, age) for male in range(21) for age in range(100)}
+    assert every - {""} == WHO_WORDS  # offline_words counts people by these words
 
 
 def test_people_are_counted_by_kind() -> None:

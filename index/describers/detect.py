@@ -127,20 +127,7 @@ class OnnxDetector:
     def _load(self) -> Any:
         if not self._model.is_file():
             raise ModelUnavailable(f"no detector model at {self._model}")
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3  # the converted graph's harmless warnings
-        # One thread: the indexer describes several photos at once; on a busy 2-core machine
-        # the default (all cores) took 230 ms a photo against 80 ms with one.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        try:
-            return onnxruntime.InferenceSession(
-                str(self._model), options, providers=["CPUExecutionProvider"]
-            )
-        except onnx_errors() as error:
-            raise ModelUnavailable(f"cannot load detector {self._model}: {error}") from error
+        return one_thread_session(self._model, "detector")
 
     def detect(self, image: Image.Image) -> list[Detection]:
         with self._lock:  # one image at a time: onnxruntime already uses every core
@@ -166,6 +153,23 @@ class OnnxDetector:
             if box[2] > box[0] and box[3] > box[1]:
                 found.append(Detection(self._labels[int(index)], float(score), box))
         return suppress_duplicates(found)
+
+
+def one_thread_session(model: Path, what: str) -> Any:
+    """An onnxruntime CPU session of an offline describer's model, on one thread: the indexer
+    describes several photos at once; on a busy 2-core machine the default (all cores) took
+    230 ms a photo for the detector against 80 ms with one. `what` names the model in the
+    error ("cannot load detector …")."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # the converted graphs' harmless warnings
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    try:
+        return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except onnx_errors() as error:
+        raise ModelUnavailable(f"cannot load {what} {model}: {error}") from error
 
 
 def onnx_errors() -> tuple[type[Exception], ...]:

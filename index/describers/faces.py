@@ -32,7 +32,13 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from index.describers.detect import DetectFailed, Detection, box_iou, onnx_errors
+from index.describers.detect import (
+    DetectFailed,
+    Detection,
+    box_iou,
+    one_thread_session,
+    onnx_errors,
+)
 from index.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,10 @@ _FACE_SIDE = 256
 _ATTRIBUTES_SIDE = 224
 _VGGFACE2_BGR_MEAN = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 _FACE_NMS_IOU = 0.3
+
+
+# Every word `who_word` can give a person (offline_words counts them: 一群小孩).
+WHO_WORDS = frozenset({"男人", "女人", "男孩", "女孩", "孩子", "小男孩", "小女孩", "小孩", "老人"})
 
 
 @dataclass(frozen=True)
@@ -178,12 +188,12 @@ class OnnxFaceReader:
 
     def _who(self, image: Image.Image, person: Detection) -> str:
         region = head_region(image, person)
-        if region[2] - region[0] < MIN_HEAD_PIXELS:
+        side = region[2] - region[0]
+        if side < MIN_HEAD_PIXELS:
             return ""
         face = self._best_face(image.crop(region))
         if face is None:
             return ""
-        side = region[2] - region[0]
         fx1, fy1, fx2, fy2 = face
         in_image = (
             region[0] + fx1 * side,
@@ -237,18 +247,7 @@ def _session(path: Path, side: int, name: str) -> Any:
     """An onnxruntime session of a face model whose image input is NHWC `side` x `side` RGB."""
     if not path.is_file():
         raise ModelUnavailable(f"no face model at {path}")
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1  # the indexer describes several photos at once
-    options.inter_op_num_threads = 1
-    try:
-        session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
-    except onnx_errors() as error:
-        raise ModelUnavailable(f"cannot load face model {path}: {error}") from error
+    session = one_thread_session(path, "face model")
     shape = list(session.get_inputs()[0].shape)
     if shape[1:] != [side, side, 3]:
         raise ModelUnavailable(

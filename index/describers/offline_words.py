@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from index.describers.detect import CocoClass, Detection, overlap_share, read_coco_classes
+from index.describers.faces import WHO_WORDS
 
 MIN_BOX_AREA = 0.004  # smaller boxes are far-away specks: not counted, not named
 MAX_SUBJECTS = 3
@@ -24,10 +25,7 @@ MAX_DRESSED = 2  # the clothes of this many people (the largest boxes) are told
 TOUCH_SHARE = 0.3  # an object counts as held/ridden when this much of it lies in a person's box
 _NUMBERS = "零一两三四五六七八九十"
 _CROWD = 5  # from this many people on: 一群人
-# The nouns a person can be told by (`Detection.who`, from index.describers.faces), and "人".
-PERSON_NOUNS = frozenset(
-    {"人", "男人", "女人", "男孩", "女孩", "小男孩", "小女孩", "小孩", "孩子", "老人"}
-)
+PERSON_NOUNS = WHO_WORDS | {"人"}  # the nouns a person is told by (`Detection.who`, or 人)
 
 # (object class, what a person in contact with it does). Order = which activity is told first.
 _PERSON_ACTIVITIES = (
