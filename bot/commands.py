@@ -56,9 +56,11 @@ _LEADING_MENTIONS = re.compile(r"^(?:@[^\s\u2005]+[\s\u2005]*)+")
 _ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
 _NAME_LIMIT = 20
 REASON_CHARS = 60
-NOTE_NOT_RERANKED = "（智能排序暂不可用，按相似度排列）"
-# A best match below this cosine similarity is a weak answer: the reply adds `try_hint`.
-WEAK_SIMILARITY = 0.6
+# The notes a chat reply leaves out: a failed rerank has its own line (`NOTE_NOT_RERANKED`),
+# and how to configure the reranker is for the admin's page, not for the chat.
+_UNSAID_NOTES = frozenset({NoteKind.RERANK_FAILED, NoteKind.RERANK_OFF})
+NOTE_NOT_RERANKED = "（排序模型暂时不可用，已按匹配度排序）"
+CLOSEST_MARK = "（最接近，不太合适）"
 SORRY = "抱歉，出了点问题，请稍后再试。"
 IMAGE_GONE = "刚才那张图片取不到了，请重新发送图片后再试。"
 
@@ -184,8 +186,9 @@ def recommend_text(
     `result.results` must be exactly the photos that will be sent, in order. A 配图 answer the
     LLM failed to rank gets `NOTE_NOT_RERANKED` (the failure's detail is for the log); with no
     photos the core's message (naming the closest subject) is the answer. The core's other
-    notes (e.g. a time condition it had to drop) follow the list. A weak 配图 answer (nothing, or a best match under `WEAK_SIMILARITY`) ends
-    with a short "还可以试试" hint.
+    notes (e.g. a time condition it had to drop) follow the list. A photo shown only because
+    the closest were asked for is marked `CLOSEST_MARK`; a weak 配图 answer (nothing, or only
+    such photos) ends with a short "还可以试试" hint.
     """
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
     if not result.results:
@@ -198,14 +201,17 @@ def recommend_text(
     count = len(result.results)
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
     lines.append(title or f"为「{_short(result.query, 20)}」挑了 {count} 张照片：")
-    lines += [f"{n}. {_one_line(r.reason)}" for n, r in enumerate(result.results, start=1)]
-    notes = [note.text for note in result.notes if note.kind is not NoteKind.RERANK_FAILED]
+    lines += [
+        f"{n}. {'' if r.fits else CLOSEST_MARK}{_one_line(r.reason)}"
+        for n, r in enumerate(result.results, start=1)
+    ]
+    notes = [note.text for note in result.notes if note.kind not in _UNSAID_NOTES]
     if notes:
         lines.append("注：" + "；".join(notes))
-    # Only a failed rerank is worth a note: with reranking switched off, vector order is the plan.
+    # Only a failed rerank is worth a note: with reranking switched off, 匹配度 order is the plan.
     if not similar and result.rerank.state is RerankState.FAILED:
         lines.append(NOTE_NOT_RERANKED)
-    if not similar and max(r.similarity for r in result.results) < WEAK_SIMILARITY:
+    if not similar and not any(r.fits for r in result.results):
         lines.append(try_hint(prefix))
     return "\n".join(lines)
 

@@ -225,12 +225,18 @@ def _human(payload: dict[str, Any], local_path: Callable[[dict[str, Any]], str])
         lines.append("（加 --closest 或在文字前加 ? 仍然显示最接近的照片）")
     for r in payload["results"]:
         path = readable_path(local_path(r) or r["path"])
-        lines.append(
-            f"{r['rank']}. {path}  "
-            f"(匹配度 {r['match']:.0f}, 得分 {r['score']:.2f}, 相似度 {r['similarity']:.2f})"
-        )
+        lines.append(f"{r['rank']}. {path}  ({_score_label(r)})")
         lines.append(f"   {r['reason']}")
     return "\n".join(lines)
+
+
+def _score_label(result: dict[str, Any]) -> str:
+    """The one score a result is ordered by, named as the person reads it: 相似度 for a
+    look-alike, 匹配度 for a text's photo (最接近 when it is under the line)."""
+    if result.get("likeness") is not None:
+        return f"相似度 {result['likeness']:.0f}"
+    closest = "" if result.get("fits", True) else "，最接近，不太合适"
+    return f"匹配度 {result['match']:.0f}{closest}"
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

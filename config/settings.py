@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+DASHSCOPE_HOST = "dashscope.aliyuncs.com"
 _CONFIG_FILE_ENV = "PEITU_CONFIG"
 
 
@@ -30,6 +32,11 @@ _CONFIG_FILE_ENV = "PEITU_CONFIG"
 _PLACEHOLDER_KEY = re.compile(
     r"your|xxxx?|\.\.\.|…|<.*>|change.?me|placeholder|example|^sk-?$|^\s*$", re.IGNORECASE
 )
+
+
+def is_dashscope(base_url: str) -> bool:
+    """True for an endpoint on DashScope's host (the default one), which needs an API key."""
+    return urlsplit(base_url).hostname == DASHSCOPE_HOST
 
 
 def is_placeholder_key(key: str) -> bool:
@@ -49,6 +56,11 @@ class ModelEndpoint(BaseModel):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @property
+    def key_missing(self) -> bool:
+        """DashScope (the default endpoint) without an API key: nothing can be asked there."""
+        return self.api_key is None and is_dashscope(self.base_url)
 
     @field_validator("api_key")
     @classmethod

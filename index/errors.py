@@ -52,8 +52,21 @@ class ModelUnavailable(PeiTuError):
     """A model (local or behind an HTTP endpoint) could not be loaded or reached."""
 
 
+class ModelCoolingDown(ModelUnavailable):
+    """A model endpoint failed repeatedly and rests: no request is sent until `left_s` pass."""
+
+    def __init__(self, message: str, left_s: float) -> None:
+        self.left_s = left_s
+        super().__init__(message)
+
+
 class DescribeFailed(PeiTuError):
     """The describer gave up on one photo after its retries."""
+
+
+class DescriberResting(DescribeFailed):
+    """The describer's model failed repeatedly and rests: the photo was not sent to it (the
+    next run describes it)."""
 
 
 class PhotoChanged(DescribeFailed):

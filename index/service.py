@@ -34,7 +34,7 @@ from index.models import IndexReport, Note, NoteKind, ProgressCallback, Recommen
 from index.ports import Describer, Embedder, VectorStore
 from index.ranking.recommend import Recommender, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
-from index.search.keyword import KeywordIndex, single_character_nouns, tokenize
+from index.search.keyword import KeywordIndex, tokenize
 from index.visual.index import VisualIndex
 from index.visual.search import SimilarPhotos
 
@@ -193,9 +193,15 @@ class PeiTu:
                 photo_id, [], {}, (Note(NoteKind.NO_DESCRIPTION, "这张照片还没有描述"),)
             )
         self._follow_other_processes()
-        return self.recommender.recommend(
-            stored.description, top_k, rerank=False, exclude=[photo_id], understand=False
+        result = self.recommender.recommend(
+            stored.description,
+            top_k,
+            rerank=False,
+            exclude=[photo_id],
+            understand=False,
+            closest=True,  # photos like this one: the closest are the answer
         )
+        return look_alikes(result)
 
     def similar_by_description(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image the old way: describe it, then search by that text.
@@ -220,11 +226,7 @@ class PeiTu:
             understand=False,
             closest=True,  # photos like this one: the closest are the answer
         )
-        # A description is data (it may hold text seen in a photo): never shown as a reason.
-        shown = [
-            dataclasses.replace(r, reason=similar_reason(r.similarity)) for r in result.results
-        ]
-        return dataclasses.replace(result, results=shown)
+        return look_alikes(result)
 
     def status(self) -> IndexStatus:
         self._follow_other_processes()
@@ -348,7 +350,6 @@ class PeiTu:
         so the first request does not wait for them; raises `ModelUnavailable` or `OSError` when one fails."""
         self.embedder.embed([_WARM_UP_TEXT])
         tokenize(_WARM_UP_TEXT)  # jieba's dictionaries: the match score's words
-        single_character_nouns(_WARM_UP_TEXT)  # and its part-of-speech tags
         self.warm_up_visual()
         log.info("embedding model %s loaded", self.embedder.model_name)
 
@@ -365,9 +366,15 @@ class PeiTu:
 _WARM_UP_TEXT = "今天天气很好"
 
 
-def similar_reason(similarity: float) -> str:
-    """The reason shown for a photo found like an image: how close it is, not what it shows."""
-    return f"与这张图片画面相近（相似度 {similarity:.2f}）"
+def look_alikes(result: RecommendResult) -> RecommendResult:
+    """A recommendation by a photo's description as a similar-photo answer: its 匹配度 is the
+    相似度 (`likeness`), and the reason says how close each photo is, not what it shows (a
+    description is data: it may hold text seen in a photo)."""
+    shown = [
+        dataclasses.replace(r, reason=f"与这张图片画面相近，相似度 {r.match:.0f}", likeness=r.match)
+        for r in result.results
+    ]
+    return dataclasses.replace(result, results=shown)
 
 
 def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:

@@ -26,12 +26,21 @@ from index.errors import (
 )
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
+from index.library.descriptions import tier_of
 from index.library.files import LibraryFiles
 from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
+from index.models import Note
 from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
+from index.ranking.answer import RERANK_OFF as RERANK_OFF_NOTE
 from index.ranking.recommend import Recommender, RecommendLimits
-from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
+from index.search.calibration import (
+    OFFLINE_MATCH,
+    Calibrator,
+    MatchParams,
+    SampleSource,
+    background_texts,
+)
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.keyword import KeywordIndex
 from index.search.retrieval import (
@@ -173,8 +182,15 @@ def _face_reader(settings: OfflineSettings) -> FaceReader | None:
     return OnnxFaceReader(*models, min_face_score=settings.min_face_score)
 
 
+def rerank_unconfigured(settings: Settings) -> bool:
+    """Reranking is on but its endpoint is DashScope's (the default) without an API key: it
+    is off then, like the vision side, and no text leaves the machine. A local endpoint
+    (Ollama, vLLM) needs no key."""
+    return settings.rerank.enabled and settings.rerank.key_missing
+
+
 def _reranker(settings: Settings) -> Reranker | None:
-    if not settings.rerank.enabled:
+    if not settings.rerank.enabled or rerank_unconfigured(settings):
         return None
     from index.ranking.rerank import LLMReranker
 
@@ -264,6 +280,7 @@ def build_app(
         embedder=model,
         describer=_describer(settings, descriptions, describer),
         reranker=_reranker(settings),
+        rerank_note=RERANK_OFF_NOTE if rerank_unconfigured(settings) else None,
         limits=RecommendLimits(
             settings.top_k_initial,
             settings.similarity_threshold,
@@ -299,6 +316,7 @@ def compose(
     now: Callable[[], datetime] = datetime.now,
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
+    rerank_note: Note | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
@@ -315,6 +333,7 @@ def compose(
         understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
         collapse=collapse_near_duplicates,
         calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams()),
+        rerank_note=rerank_note,
     )
     indexer = Indexer(
         catalog,
@@ -353,12 +372,15 @@ def _keyword_index(catalog: Catalog, first_stage: RetrievalConfig) -> KeywordInd
 def _calibrator(
     vectors: QueryVectors, store: VectorStore, embedder: Embedder, match: MatchParams
 ) -> Calibrator:
-    """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts."""
+    """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts, and
+    the offline tier's own rule for photos described offline."""
     return Calibrator(
         vectors,
         SampleSource(store, match.sample_size),
         match,
         fixed=lambda: embedder.embed(background_texts()),
+        tier_params={"offline": OFFLINE_MATCH},
+        tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
     )
 
 

@@ -39,32 +39,83 @@ def _candidate(photo_id: str, description: str, similarity: float) -> Candidate:
     return Candidate(photo_id, f"{photo_id}.jpg", similarity, description)
 
 
-def test_a_shared_one_character_verb_is_weak_evidence_a_shared_noun_is_not(
+def _at_z(calibrator: Calibrator, text: str, z: float) -> float:
+    """The similarity at which a photo stands `z` above this text's background."""
+    center, spread = calibrator._background(text)
+    return center + z * spread
+
+
+def test_a_one_character_word_never_lifts_a_photo_into_a_fit_a_word_that_says_a_lot_does(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
-    """微波炉热饭忘了拿出来 shares only 拿 with a cooking photo: a verb a description shares by
-    chance, worth half the bonus of a shared noun at the same similarity."""
+    """微波炉热饭忘了拿出来 shares only 拿 with a cooking photo: a word a description shares by
+    chance. At the same similarity, two z-units under the line, 拿 leaves the photo unfit (and
+    in its place), 微波炉 makes the kitchen photo fit."""
     calibrator = _calibrator(embedder)
     text = "微波炉热饭忘了拿出来"
-    same = 0.80
+    below = _at_z(calibrator, text, MatchParams().z_fit - 2.0)
     verb, noun, none = calibrator.matches(
         text,
         [
-            _candidate("verb", "有一个人正在做饭。一个人拿着锅。", same),
-            _candidate("noun", "厨房里的微波炉。", same),
-            _candidate("none", "草地上奔跑的狗。", same),
+            _candidate("verb", "有一个人正在做饭。一个人拿着锅。", below),
+            _candidate("noun", "厨房里的微波炉。", below),
+            _candidate("none", "草地上奔跑的狗。", below),
         ],
     )
     assert verb.words == ("拿",) and noun.words == ("微波炉",) and none.words == ()
     assert none.z == verb.z == noun.z  # the same similarity: only the words differ
-    assert none.score < verb.score < noun.score
+    assert not verb.fits and verb.score == none.score
+    assert noun.fits and noun.score < 75  # lifted to the line, not far past it
 
 
-def test_a_one_character_noun_counts_fully(embedder: SentenceTransformerEmbedder) -> None:
-    """狗 and 猫 are whole subjects: a caption "一只猫一只狗。" earns the full bonus."""
+def test_a_one_character_word_tips_only_a_photo_next_to_the_line(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    """一个人的旅行，走走停停: 人 and 走 are in many descriptions; they add at most
+    `weak_word_bonus`, so they tip a photo half a unit under the line, not two units under."""
     calibrator = _calibrator(embedder)
-    (pets,) = calibrator.matches("一只猫一只狗。", [_candidate("pets", "沙发上的猫和狗。", 0.80)])
-    assert set(pets.words) == {"猫", "狗"}
+    text = "一个人的旅行，走走停停"
     p = MatchParams()
-    full = 100.0 / (1.0 + math.exp(-(pets.z + p.word_bonus - p.z_fit) / p.z_scale))
-    assert pets.score == pytest.approx(full, abs=0.15)
+    near = _at_z(calibrator, text, p.z_fit - p.weak_word_bonus / 2)
+    far = _at_z(calibrator, text, p.z_fit - 2.0)
+    tipped, kept = calibrator.matches(
+        text, [_candidate("near", "一个人在街上走。", near), _candidate("far", "一个人在走。", far)]
+    )
+    assert set(tipped.words) >= {"人"} and tipped.fits
+    assert set(kept.words) >= {"人"} and not kept.fits
+
+
+def test_a_word_counts_by_how_much_it_says(embedder: SentenceTransformerEmbedder) -> None:
+    """工作 is everywhere in everyday Chinese (jieba's frequencies): shared, it earns nothing;
+    海边 earns the full bonus. A one-character subject (狗) counts like a word."""
+    calibrator = _calibrator(embedder)
+    p = MatchParams()
+    for text, description, fits in (
+        ("又被拉进一个工作群", "一个男人在办公室工作。", False),
+        ("周末去海边", "一个孩子在海边玩。", True),
+        ("我家的狗", "草地上的一只狗。", True),
+    ):
+        (match,) = calibrator.matches(
+            text, [_candidate("p", description, _at_z(calibrator, text, p.z_fit - 1.5))]
+        )
+        assert match.fits is fits, (text, match)
+
+
+def test_the_order_is_the_match_and_the_match_rounds_the_evidence(
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    calibrator = _calibrator(embedder)
+    text = "海边的狗在奔跑"
+    p = MatchParams()
+    candidates = [
+        _candidate(str(i), d, _at_z(calibrator, text, z))
+        for i, (d, z) in enumerate(
+            [("海边奔跑的狗。", 3.0), ("城市夜景。", 6.0), ("沙发上的猫。", 1.0), ("海边。", 4.2)]
+        )
+    ]
+    matches = calibrator.matches(text, candidates)
+    by_evidence = sorted(matches, key=lambda m: -m.evidence)
+    assert [m.score for m in by_evidence] == sorted((m.score for m in matches), reverse=True)
+    for m in matches:
+        expected = 100.0 / (1.0 + math.exp(-(m.evidence - p.z_fit) / p.z_scale))
+        assert m.score == pytest.approx(expected, abs=0.1)

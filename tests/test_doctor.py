@@ -262,7 +262,10 @@ def test_peitu_doctor_on_a_first_run_without_network(tmp_path: Path) -> None:
     assert lines[2].startswith("✗ 向量模型：连不上") and "hf-mirror.com" in lines[2]
     assert lines[3].startswith("✗ 识图模型：DashScope 需要 API key")
     assert lines[4].startswith(("✓ 离线描述模型", "! 离线描述模型"))  # with or without setup.sh
-    assert lines[5].startswith("✗ 排序模型：DashScope 需要 API key")
+    assert (
+        lines[5].startswith("✓ 排序模型：未配置（按匹配度排序）")
+        and "DASHSCOPE_API_KEY" in lines[5]
+    )
     assert lines[6].startswith("! 管理令牌：没有设置 PEITU_ADMIN_TOKEN")
     assert lines[7] == "有 4 项需要处理，见上面 ✗ 的行。"
     assert done.stderr == ""

@@ -21,9 +21,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from PIL import Image
 
 from config.settings import VisionSettings
-from index.errors import DescribeFailed, ModelUnavailable
+from index.errors import DescribeFailed, DescriberResting, ModelCoolingDown, ModelUnavailable
 from index.library.imaging import decode_image, flat_rgb
-from index.llm import CallGate, Sleep, chat, make_client
+from index.llm import CallGate, ProviderHealth, Sleep, chat, make_client
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class VisionDescriber:
         self._sleep = sleep
         # the indexer's workers plus a few uploads (`/api/search/similar`, `/相似`)
         self._gate = CallGate(settings.concurrency + _UPLOAD_CALLS)
+        self._health = ProviderHealth()  # a job stops calling an endpoint that keeps failing
 
     @property
     def key(self) -> str:
@@ -114,7 +115,10 @@ class VisionDescriber:
                 timeout_s=self._settings.timeout_s,
                 sleep=self._sleep,
                 gate=self._gate,
+                health=self._health,
             )
+        except ModelCoolingDown as error:
+            raise DescriberResting(f"cannot describe {label} now: {error}") from error
         except ModelUnavailable as error:
             raise DescribeFailed(f"cannot describe {label}: {error}") from error
         description = clean_description(answer)[:MAX_DESCRIPTION_CHARS]

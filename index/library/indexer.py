@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from config.settings import VisionSettings
-from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
+from index.errors import DescribeFailed, DescriberResting, LibraryNotFound, PeiTuError
 from index.library.catalog import Catalog, StoredDescription, text_sha
 from index.library.dedup import METADATA_KEY as PHASH_KEY
 from index.library.dedup import perceptual_hash
@@ -245,6 +245,7 @@ class Indexer:
         progress("describe", 0, len(todo))
         fresh: list[str] = []
         batches = _LiveBatches()
+        resting = _RestingModel()
         try:
             described = self._describe_all(describing, todo, stop)
             for done, (photo, error) in enumerate(described, start=1):
@@ -253,8 +254,9 @@ class Indexer:
                     fresh.append(photo.photo_id)
                 else:
                     report.failed += 1
-                    report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
-                    log.warning("could not describe %s: %s", photo.rel_path, error)
+                    if not resting.heard(error):  # a resting model is said once, not per photo
+                        report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
+                        log.warning("could not describe %s: %s", photo.rel_path, error)
                 if batches.due(len(fresh)):
                     report.embedded += self._embed_now(store, photos, fresh)
                     batches.embedded()
@@ -281,7 +283,7 @@ class Indexer:
 
     def _describe_all(
         self, describing: _Describing, todo: list[PhotoFile], stop: threading.Event
-    ) -> Iterable[tuple[PhotoFile, str | None]]:
+    ) -> Iterable[tuple[PhotoFile, PeiTuError | OSError | None]]:
         """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
         pending: dict[Future[None], PhotoFile] = {}
         queue = iter(todo)
@@ -296,7 +298,7 @@ class Indexer:
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    yield pending.pop(future), _error_text(future)
+                    yield pending.pop(future), _error(future)
 
     def _describe_one(self, describing: _Describing, photo: PhotoFile) -> None:
         describer = describing.describer
@@ -445,10 +447,23 @@ class _LiveBatches:
         self._last = self._clock()
 
 
-def _error_text(future: Future[None]) -> str | None:
+def _error(future: Future[None]) -> PeiTuError | OSError | None:
     error = future.exception()
-    if error is None:
-        return None
-    if isinstance(error, PeiTuError | OSError):
-        return str(error)
+    if error is None or isinstance(error, PeiTuError | OSError):
+        return error
     raise error  # a bug, not a bad photo: let it surface
+
+
+class _RestingModel:
+    """Whether the describer's model rests (`DescriberResting`): the first such error of a run
+    is reported like any other, the others only counted (the next run describes them)."""
+
+    def __init__(self) -> None:
+        self._said = False
+
+    def heard(self, error: PeiTuError | OSError) -> bool:
+        """True for a resting model's error that was already reported."""
+        if not isinstance(error, DescriberResting):
+            return False
+        said, self._said = self._said, True
+        return said

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.commands import recommend_text
+from bot.server_client import result_from_json
 from config import load_settings
 from index.search.embed import SentenceTransformerEmbedder
 from index.visual.search import SAME_MOMENT
@@ -105,3 +107,32 @@ def test_an_unrelated_upload_gets_no_same_photo_label(visual_server: Served) -> 
     assert results["results"] and not any(
         r["reason"].startswith(SAME_MOMENT) for r in results["results"]
     )
+
+
+def test_look_alikes_show_a_0_to_100_likeness_never_a_match_of_0(visual_server: Served) -> None:
+    """找相似 / 以图找图: each look-alike's 相似度 (likeness) is in 1..100, in the order shown,
+    is the score the answer carries (`match`), and is what its reason says, never "匹配度"."""
+    library = visual_server.library
+    assert library is not None
+    photo_id = _id((library.root / library.photos[3].rel_path).read_bytes())
+    with visual_server.client() as client:
+        results = client.get(f"/api/photos/{photo_id}/similar").json()["results"]
+    alike = [r["likeness"] for r in results]
+    assert alike and all(0 < a <= 100 for a in alike) and alike == sorted(alike, reverse=True)
+    assert [r["match"] for r in results] == alike
+    for r in results:
+        assert f"相似度 {r['likeness']:.0f}" in r["reason"] and "匹配度" not in r["reason"]
+    bot_reply = recommend_text(result_from_json(_answer_json(results)), similar=True)
+    assert "匹配度" not in bot_reply and f"相似度 {alike[0]:.0f}" in bot_reply
+
+
+def _answer_json(results: list[dict[str, object]]) -> dict[str, object]:
+    """A similar answer's JSON as the bot reads it over HTTP."""
+    return {
+        "query": "x.jpg",
+        "results": results,
+        "notes": [],
+        "rerank": {"state": "off", "reason": None},
+        "nothing_fits": False,
+        "time_place": None,
+    }

@@ -1,0 +1,58 @@
+"""Social sense without an LLM: photos of distressing content stay out of unrelated answers.
+
+A photo whose description names death, suicide, blood, injury or nudity (`distressing_zh.txt`,
+one file, its source cited there) is never shown for a text that does not itself name such a
+thing: not among the photos that fit, and not among the closest when none fits. "今天股票又跌了"
+never gets "正在跳楼的人"; "今天摔了一跤，膝盖受伤了" may get an injured knee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+WORDS_FILE = Path(__file__).with_name("distressing_zh.txt")
+_EXCEPTION_MARK = "!"
+_MASK = "\u25a1"  # stands in for a harmless word, so a distressing word inside it is not seen
+
+
+@dataclass(frozen=True)
+class _Entry:
+    word: str
+    harmless: tuple[str, ...]  # longer words holding `word` that mean something else
+
+    def found_in(self, text: str) -> bool:
+        if self.word not in text:
+            return False
+        for harmless in self.harmless:
+            text = text.replace(harmless, _MASK)
+        return self.word in text
+
+
+class DistressingWords:
+    """The entries of a word list (see `distressing_zh.txt` for its format)."""
+
+    def __init__(self, entries: tuple[_Entry, ...]) -> None:
+        self._entries = entries
+
+    @classmethod
+    def read(cls, path: Path = WORDS_FILE) -> DistressingWords:
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split("#", 1)[0].split()
+            if parts:
+                harmless = tuple(p.removeprefix(_EXCEPTION_MARK) for p in parts[1:])
+                entries.append(_Entry(parts[0], harmless))
+        return cls(tuple(entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def named_in(self, text: str) -> str | None:
+        """The first distressing word the text names, or None."""
+        return next((e.word for e in self._entries if e.found_in(text)), None)
+
+
+def unasked_distress(words: DistressingWords, text: str, description: str) -> bool:
+    """True when the description names distressing content and the text names none."""
+    return words.named_in(description) is not None and words.named_in(text) is None
