@@ -4,10 +4,12 @@ has ~100 fitting photos, two of them planted in the time or place the post names
 The library (built once into `--work-dir`, reused by later runs): every captioned photo of
 ../shared/eval three times — as it is, mirrored, and cropped to its centre (perceptual hashes
 10+ bits apart, so no copy folds into another) — each copy with EXIF time and GPS written by
-Pillow and a description made of four of its five captions (`peitu index --descriptions`). Every
-photo is dated over 2023-2026 outside the posts' windows and placed in a city no post names,
-except the two planted photos of each post: of last summer (June–August 2025; "now" is
-2026-11-23) for a time post, at 大理 for a place post, both for a post that names both.
+Pillow and a description made of four of its five captions (`peitu index --descriptions`). A
+photo about no post is dated any time over 2023-2026 and placed in 大理 one time in five, so
+the windows hold hundreds of photos; a photo about a post (it fits it, or its captions name
+what the post is about) is dated outside the posts' window and placed elsewhere, except the two planted photos of each post (their description
+names what the post is about): of last summer (June–August 2025; "now" is 2026-11-23) for a
+time post, at 大理 for a place post, both for a post that names both.
 
 Each post (`POSTS`) has its fitting photos judged on the English captions (as in
 `bench_answers.py`) and is asked three ways, for this checkout and (with `--baseline`) another
@@ -46,6 +48,7 @@ class Post:
     text: str  # the post without its time/place words
     context: str  # the words put before it: a time, a place, or both
     fits: tuple[tuple[str, ...], ...]  # judged on the English captions (bench_answers._fits)
+    says: tuple[str, ...]  # a planted photo's description names one of these (it fits by it)
 
     @property
     def in_summer(self) -> bool:
@@ -57,14 +60,49 @@ class Post:
 
 
 POSTS = (
-    Post("带狗狗去海边玩", "去年夏天，", (("dog", "dogs"), ("beach", "ocean", "sea", "shore"))),
-    Post("学滑板摔了好几跤", "去年夏天，", (("skateboard", "skateboarder", "skateboarding"),)),
-    Post("踢了一下午足球", "去年夏天，", (("soccer", "football"),)),
-    Post("去攀岩，手都磨破了", "在大理，", (("climbing", "climber", "climbs"), ("rock", "wall"))),
-    Post("滑雪，第一次站上雪板", "在大理，", (("ski", "skier", "skiing", "snowboarder"),)),
-    Post("冲浪，被浪拍了好几次", "在大理，", (("surfer", "surfing", "surfboard", "surfs"),)),
-    Post("和朋友骑自行车", "去年夏天在大理，", (("bike", "bicycle", "biker", "cyclist"),)),
-    Post("宝宝在沙滩上玩沙子", "去年夏天在大理，", (("sand", "beach"), ("child", "boy", "girl"))),
+    Post(
+        "带狗狗去海边玩",
+        "去年夏天，",
+        (("dog", "dogs"), ("beach", "ocean", "sea", "shore")),
+        ("狗",),
+    ),
+    Post(
+        "学滑板摔了好几跤",
+        "去年夏天，",
+        (("skateboard", "skateboarder", "skateboarding"),),
+        ("滑板",),
+    ),
+    Post("踢了一下午足球", "去年夏天，", (("soccer", "football"),), ("足球", "踢球")),
+    Post(
+        "去攀岩，手都磨破了",
+        "在大理，",
+        (("climbing", "climber", "climbs"), ("rock", "wall")),
+        ("攀岩", "攀爬"),
+    ),
+    Post(
+        "滑雪，第一次站上雪板",
+        "在大理，",
+        (("ski", "skier", "skiing", "snowboarder"),),
+        ("滑雪", "雪板"),
+    ),
+    Post(
+        "冲浪，被浪拍了好几次",
+        "在大理，",
+        (("surfer", "surfing", "surfboard", "surfs"),),
+        ("冲浪",),
+    ),
+    Post(
+        "和朋友骑自行车",
+        "去年夏天在大理，",
+        (("bike", "bicycle", "biker", "cyclist"),),
+        ("自行车", "单车"),
+    ),
+    Post(
+        "宝宝在沙滩上玩沙子",
+        "去年夏天在大理，",
+        (("sand", "beach"), ("child", "boy", "girl")),
+        ("沙",),
+    ),
 )
 
 
@@ -94,42 +132,72 @@ def build_library(work: Path) -> None:
     planted = _planted(records)
     library, lines = work / "photos", []
     library.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(7)
     for record in records:
         name = Path(record["image"]).stem
         for variant in range(len(VARIANTS)):
             rel_path = f"{name}-{VARIANTS[variant]}.jpg"
-            taken, position = planted[rel_path][:2] if rel_path in planted else _elsewhere(rng)
-            _write(library / rel_path, EVAL_DIR / record["image"], variant, taken, position)
-            captions = record["captions_zh"]
-            description = "".join(captions[(variant + i) % 5] for i in range(4))
-            lines.append(json.dumps({"image": rel_path, "description": description}))
+            about = _about_a_post(record)
+            where = planted[rel_path][:2] if rel_path in planted else _when(rel_path, about)
+            _write(library / rel_path, EVAL_DIR / record["image"], variant, *where)
+            text = description(record, variant)
+            lines.append(json.dumps({"image": rel_path, "description": text}))
     (work / "descriptions.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     by_post = {post.text: [p for p, v in planted.items() if v[2] == post.text] for post in POSTS}
     (work / "planted.json").write_text(json.dumps(by_post, ensure_ascii=False))
     _index(work)
 
 
-def _planted(records: list[dict[str, Any]]) -> dict[str, tuple[datetime, tuple[float, float], str]]:
-    """rel_path -> (time, place, post) of the planted photos: for each post, copies of two
-    photos that fit it and no other post."""
+def _planted(
+    records: list[dict[str, Any]],
+) -> dict[str, tuple[datetime, tuple[float, float], str]]:
+    """rel_path -> (time, place, post) of the planted photos: for each post, a copy of each of
+    two photos that fit it (and no other post) whose description names what the post is about."""
     rng, planted = random.Random(11), {}
     for post in POSTS:
-        only = [r for r in records if _fits(r, post.fits) and _fitting_posts(r) == 1]
-        for record in rng.sample(only, PLANTED_PER_POST):
-            variant = VARIANTS[rng.randrange(len(VARIANTS))]
-            taken = datetime(2025, 7, 12, 15) if post.in_summer else _outside_summer(rng)
-            position = DALI if post.at_dali else ELSEWHERE[0]
-            planted[f"{Path(record['image']).stem}-{variant}.jpg"] = (taken, position, post.text)
+        copies = [
+            (record, variant)
+            for record in records
+            if _fits(record, post.fits) and _fitting_posts(record) == 1
+            for variant in range(len(VARIANTS))
+            if any(word in description(record, variant) for word in post.says)
+        ]
+        chosen: dict[str, int] = {}
+        for record, variant in rng.sample(copies, len(copies)):
+            chosen.setdefault(record["image"], variant)
+            if len(chosen) == PLANTED_PER_POST:
+                break
+        taken = datetime(2025, 7, 12, 15) if post.in_summer else _outside_summer(rng)
+        position = DALI if post.at_dali else ELSEWHERE[0]
+        for image, variant in chosen.items():
+            planted[f"{Path(image).stem}-{VARIANTS[variant]}.jpg"] = (taken, position, post.text)
     return planted
+
+
+def description(record: dict[str, Any], variant: int) -> str:
+    """A copy's description: four of the photo's five captions, starting at the variant's."""
+    captions = record["captions_zh"]
+    return "".join(captions[(variant + i) % 5] for i in range(4))
+
+
+def _about_a_post(record: dict[str, Any]) -> bool:
+    """Whether a photo fits a post, or its captions name what a post is about (a child sledding
+    says 滑雪): such a photo stays out of the windows, where only the planted ones are."""
+    captions = "".join(record["captions_zh"])
+    return _fitting_posts(record) > 0 or any(w in captions for p in POSTS for w in p.says)
 
 
 def _fitting_posts(record: dict[str, Any]) -> int:
     return sum(_fits(record, post.fits) for post in POSTS)
 
 
-def _elsewhere(rng: random.Random) -> tuple[datetime, tuple[float, float]]:
-    return _outside_summer(rng), rng.choice(ELSEWHERE)
+def _when(rel_path: str, about_a_post: bool) -> tuple[datetime, tuple[float, float]]:
+    """Any time over 2023-2026 and a city (大理 one time in five) for a photo about no post,
+    so the windows are full of photos; outside every window for one about a post."""
+    rng = random.Random(rel_path)  # the same for the same photo, run after run
+    if about_a_post:
+        return _outside_summer(rng), rng.choice(ELSEWHERE)
+    taken = datetime(2023, 1, 1) + timedelta(minutes=rng.randrange(60 * 24 * 1400))
+    return taken, DALI if rng.random() < 0.2 else rng.choice(ELSEWHERE)
 
 
 def _outside_summer(rng: random.Random) -> datetime:

@@ -31,7 +31,13 @@ import numpy as np
 
 from index.models import Candidate
 from index.ports import Vectors, VectorStore
-from index.search.keyword import SUBJECT_CHARACTERS, tokenize, word_core, word_information
+from index.search.keyword import (
+    DESCRIBED_AS,
+    SUBJECT_CHARACTERS,
+    tokenize,
+    word_core,
+    word_information,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,21 +53,25 @@ class MatchParams:
 
     z_fit: float = 4.5  # evidence (background z-score + word bonus) of a photo that just fits
     z_scale: float = 0.6  # evidence units per e-fold of the logistic
-    word_bonus: float = 2.0  # added for each shared word that says a lot (海边, 狗)
+    word_bonus: float = 1.5  # added for each shared word that says a lot (海边, 狗)
     weak_word_bonus: float = 1.0  # at most, for one-character words naming no subject (人, 看)
     common_info: float = 5.5  # a word at most this informative (人, 工作: 6.8) earns nothing
     rare_info: float = 9.0  # from this information on (海边, 狗), the full bonus
-    lift: float = 1.5  # words lift a photo at most this far above the line: past it, the vector
+    lift: float = 1.75  # words lift a photo at most this far above the line: past it, the vector
     context_bonus: float = 7.2  # a fitting photo of the time/place the text names
     sample_size: int = 512  # library vectors in the background sample
+    described_forms: bool = False  # also look for the describer's word (男子 → 男人)
 
 
-OFFLINE_MATCH = MatchParams(z_fit=3.5)  # the offline tier: sparse, look-alike descriptions
+# The offline tier: sparse descriptions in a fixed vocabulary, alike in style, so the vector
+# stands out less (a lower line) and a text's 男子 is the description's 男人.
+OFFLINE_MATCH = MatchParams(z_fit=3.5, word_bonus=2.0, lift=1.5, described_forms=True)
 
 
 @dataclass(frozen=True)
 class Match:
-    """A candidate's calibrated match: 0–100 (50 and up: it fits), the words it shares."""
+    """A candidate's calibrated match: 0–100 (50 and up: it fits), the shared words that
+    say something (the reason names them: never 人 or 走 alone)."""
 
     score: float
     words: tuple[str, ...]
@@ -168,9 +178,11 @@ class Calibrator:
             return []
         center, spread = self._background(text)
         words = content_words(text)
-        weights = {core: self._weight(core) for w in words for core in {w, word_core(w)}}
+        forms = described_forms(words)  # the offline describer's words for them
+        every = [*words, *forms]
+        weights = {core: self._weight(core) for w in every for core in {w, word_core(w)}}
         cjk = any(_is_cjk(w) for w in words)
-        return [self._match(c, center, spread, words, weights, cjk) for c in candidates]
+        return [self._match(c, center, spread, words, forms, weights, cjk) for c in candidates]
 
     def in_context(self, match: Match) -> Match:
         """A fitting match of a photo of the time/place the text names: raised above every
@@ -200,11 +212,12 @@ class Calibrator:
         center: float,
         spread: float,
         words: Sequence[str],
+        forms: Sequence[str],
         weights: Mapping[str, float],
         cjk: bool,
     ) -> Match:
         p = self._tier_params.get(self._tier_of(c), self._params)
-        shared = shared_words(words, c.description)
+        shared = shared_words([*words, *forms] if p.described_forms else words, c.description)
         z = (c.similarity - center) / spread
         evidence = _lifted(z, _word_evidence(shared, weights, p), p)
         if not shared and not cjk:
@@ -212,7 +225,8 @@ class Calibrator:
             # stands out for such strings, so it never makes them fit
             evidence = min(evidence, p.z_fit - 0.01)
         evidence += self._params.z_fit - p.z_fit  # one scale for every tier: 50 is the line
-        return Match(_score(evidence, self._params), shared, round(z, 3), round(evidence, 4))
+        telling = tuple(w for w in shared if _says_much(w) and weights[w] > 0)
+        return Match(_score(evidence, self._params), telling, round(z, 3), round(evidence, 4))
 
 
 def _lifted(z: float, words: float, p: MatchParams) -> float:
@@ -225,12 +239,18 @@ def _lifted(z: float, words: float, p: MatchParams) -> float:
 
 
 def _word_evidence(shared: Sequence[str], weights: Mapping[str, float], p: MatchParams) -> float:
-    """What the shared words add to the z-score: each by how much it says, a one-character
-    word naming no subject (人, 走, 看, 拿) never more than `weak_word_bonus` (a fit on its
-    own), and never more than to `lift` above the line (past it the vector orders)."""
-    strong = sum(weights[w] for w in shared if len(w) > 1 or w in SUBJECT_CHARACTERS)
-    weak = any(len(w) == 1 and w not in SUBJECT_CHARACTERS for w in shared)
-    return p.word_bonus * strong + (p.weak_word_bonus if weak else 0.0)
+    """What the shared words add to the z-score: each by how much it says (`weights`); the
+    one-character words that name no subject (人, 走, 看, 拿) together at most
+    `weak_word_bonus` × the best one's weight (人 says nothing; 走 tips a photo next to the
+    line, never lifts one from below)."""
+    strong = sum(weights[w] for w in shared if _says_much(w))
+    weak = max((weights[w] for w in shared if not _says_much(w)), default=0.0)
+    return p.word_bonus * strong + p.weak_word_bonus * weak
+
+
+def _says_much(word: str) -> bool:
+    """A word of two characters or more, or a one-character subject (狗, 雪, 船)."""
+    return len(word) > 1 or word in SUBJECT_CHARACTERS
 
 
 def _score(evidence: float, p: MatchParams) -> float:
@@ -247,6 +267,13 @@ def content_words(text: str) -> list[str]:
         if len(word) >= 4 and all(_is_cjk(ch) for ch in word):
             words += [word[i : i + 2] for i in range(len(word) - 1)]
     return list(dict.fromkeys(words))
+
+
+def described_forms(words: Sequence[str]) -> list[str]:
+    """The forms a describer with a fixed vocabulary writes for these words (男子 → 男人:
+    `DESCRIBED_AS`), those not among them already."""
+    forms = (DESCRIBED_AS[w] for w in words if w in DESCRIBED_AS)
+    return [f for f in dict.fromkeys(forms) if f not in words]
 
 
 def _is_cjk(word: str) -> bool:

@@ -84,6 +84,21 @@ def word_information(word: str) -> float:
 
 UNKNOWN_WORD_INFORMATION = 18.0  # a word seen once in jieba's 60 million
 
+# The word a describer writes for what a text may call otherwise (the offline describer says
+# 男人/女人/小孩; captions and posts say 男子, 女士, 小朋友 …): a content word of a text also
+# counts in this form.
+DESCRIBED_AS = {
+    **dict.fromkeys(("男子", "男士", "男生", "男性", "先生", "爸爸", "老爸"), "男人"),
+    **dict.fromkeys(("女子", "女士", "女生", "女性", "妈妈", "老妈"), "女人"),
+    **dict.fromkeys(("儿童", "小朋友", "孩子们", "娃娃"), "孩子"),
+    **dict.fromkeys(("宝宝", "小孩子", "娃"), "小孩"),
+    **dict.fromkeys(("男童",), "男孩"),
+    **dict.fromkeys(("女童", "姑娘"), "女孩"),
+    **dict.fromkeys(("老人家", "老头", "老太太"), "老人"),
+    **dict.fromkeys(("单车", "骑车"), "自行车"),
+    **dict.fromkeys(("小狗",), "狗"),
+}
+
 # One-character words that name something a photo shows (狗, 雪, 船): a word list, not
 # part-of-speech tagging (jieba.posseg loads a second model on the query path). Any other
 # one-character word (人, 走, 看, 拿, 用) says little on its own.
