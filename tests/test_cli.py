@@ -30,7 +30,8 @@ INDEX_KEYS = {
     "skipped",
 }
 RESULT_KEYS = {
-    "rank", "photo_id", "path", "similarity", "score", "reason", "description", "match",
+    "rank", "photo_id", "path", "similarity", "score", "reason", "description", "match", "fits",
+    "likeness",
 }  # fmt: skip
 COLOURS = {
     "blue": (40, 90, 220),
@@ -147,7 +148,7 @@ def test_recommend_falls_back_when_the_llm_answers_garbage(
     )
     result = _json(peitu(env, "recommend", "小狗在草地上奔跑", "--json"))
     assert result["reranked"] is False
-    assert isinstance(result["message"], str) and "按相似度" in result["message"]
+    assert isinstance(result["message"], str) and "按匹配度" in result["message"]
     assert result["results"] and openai_server.calls["rerank"] >= 1
     rerank = result["rerank"]
     assert rerank["state"] == "failed" and "no JSON object" in rerank["reason"]

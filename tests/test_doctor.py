@@ -267,7 +267,7 @@ def test_peitu_doctor_on_a_first_run_without_network(tmp_path: Path) -> None:
         and "DASHSCOPE_API_KEY" in lines[5]
     )
     assert lines[6].startswith("! 管理令牌：没有设置 PEITU_ADMIN_TOKEN")
-    assert lines[7] == "有 4 项需要处理，见上面 ✗ 的行。"
+    assert lines[7] == "有 3 项需要处理，见上面 ✗ 的行。"
     assert done.stderr == ""
 
 
