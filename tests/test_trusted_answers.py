@@ -28,6 +28,7 @@ from index.search.embed import SentenceTransformerEmbedder
 from index.service import PeiTu
 from index.wiring import build_app
 from tests.support.core_fixtures import EVAL_DIR, REPO, EvalPhoto, read_eval_captions
+from tests.support.openai_server import FakeOpenAIServer
 from tests.wechat.test_handler import FakeMessage
 
 ISSUE_POSTS = (
@@ -205,16 +206,23 @@ def test_a_distressing_photo_never_leads_an_unrelated_answer_even_the_closest(
 
 
 def test_a_dozen_look_alike_photos_of_a_dog_at_the_beach_answer_posts_about_it(
-    tmp_path: Path, m3e_path: Path, embedder: SentenceTransformerEmbedder
+    tmp_path: Path,
+    m3e_path: Path,
+    embedder: SentenceTransformerEmbedder,
+    openai_server: FakeOpenAIServer,
 ) -> None:
-    """The background is not the photos' own cluster: twelve photos described alike (a first
-    index, a pet owner's dog photos) still fit the posts they match word for word."""
+    """The background is not the photos' own cluster: twelve real dog photos that the vision
+    model (over real HTTP) describes alike, as a pet owner's dog photos or a first index of a
+    dozen are, still fit the posts they match word for word; unrelated posts still get none."""
     alike = "主体：海边奔跑的狗\n场景：户外海滩，晴天\n人物动作：无\n氛围：欢快、自由\n适合主题：遛狗、海边度假"
+    openai_server.vision_fn = lambda image: alike
     dogs = [p for p in read_eval_captions(600) if any("狗" in c for c in p.captions[:4])][:12]
-    sidecar = write_library(tmp_path, dogs, {p.rel_path: alike for p in dogs})
-    app = build_app(no_key_settings(tmp_path, m3e_path), descriptions=sidecar, embedder=embedder)
+    write_library(tmp_path, dogs, {})
+    vision = {"base_url": openai_server.base_url, "model": "fake-vl", "max_retries": 0}
+    settings = no_key_settings(tmp_path, m3e_path, vision=vision)
+    app = build_app(settings, embedder=embedder)
     try:
-        assert app.index().embedded == 12
+        assert app.index().described == 12 and openai_server.calls["vision"] == 12
         for text in ("海边的狗", "我家狗狗在沙滩上奔跑", "周末带狗去海边"):
             result = app.recommend(text)
             assert not result.nothing_fits and len(result.results) >= 1, (text, result.message)

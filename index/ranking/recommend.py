@@ -16,7 +16,7 @@ of it fits: the filters are then what the user asked for. A note about the time/
 given only when it changed the answer.
 
 Photos of distressing content (`index.ranking.social`) are left out unless the text names
-such content itself.
+such content itself or is clearly about the photo.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from index.models import (
 from index.ports import QueryUnderstanding, Reranker, Retriever
 from index.ranking import answer
 from index.ranking.answer import Scored, by_match, first_line, short
-from index.ranking.social import DistressingWords, unasked_distress
+from index.ranking.social import CLEARLY_ABOUT, DistressingWords, unasked_distress
 from index.search.calibration import Calibrator, Match
 from index.understanding.filters import matches, relaxations
 from index.understanding.query import split_markers
@@ -177,12 +177,15 @@ class Recommender:
         return [self._rerank_note] if self._rerank_note is not None else []
 
     def _scored(self, text: str, stage: _Stage) -> list[Scored]:
-        """The kept candidates with their matches, distressing ones left out, best first."""
-        kept = [
-            c for c in stage.kept if not unasked_distress(self._distressing, text, c.description)
+        """The kept candidates with their matches, best first; a distressing photo only when
+        the text names such content or is clearly about the photo (`CLEARLY_ABOUT`)."""
+        found = self._matches(text, stage.kept)
+        scored = [
+            self._in_context(stage, c, m)
+            for c, m in zip(stage.kept, found, strict=True)
+            if m.score >= CLEARLY_ABOUT
+            or not unasked_distress(self._distressing, text, c.description)
         ]
-        found = self._matches(text, kept)
-        scored = [self._in_context(stage, c, m) for c, m in zip(kept, found, strict=True)]
         return by_match(scored)
 
     def _in_context(self, stage: _Stage, c: Candidate, match: Match) -> Scored:

@@ -1,8 +1,9 @@
 """Social sense without an LLM: photos of distressing content stay out of unrelated answers.
 
 A photo whose description names death, suicide, blood, injury or nudity (`distressing_zh.txt`,
-one file, its source cited there) is never shown for a text that does not itself name such a
-thing: not among the photos that fit, and not among the closest when none fits. "今天股票又跌了"
+one file, its source cited there) is shown only for a text that names such a thing itself, or
+that is clearly about the photo (匹配度 `CLEARLY_ABOUT` and up: "运动员摔倒了，教练跑过来" for
+an injured player): never as one of the closest, never for an unrelated post. "今天股票又跌了"
 never gets "正在跳楼的人"; "今天摔了一跤，膝盖受伤了" may get an injured knee.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WORDS_FILE = Path(__file__).with_name("distressing_zh.txt")
+CLEARLY_ABOUT = 75.0  # the 匹配度 at which a text is about a photo, distressing or not
 _EXCEPTION_MARK = "!"
 _MASK = "\u25a1"  # stands in for a harmless word, so a distressing word inside it is not seen
 

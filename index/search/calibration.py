@@ -54,18 +54,32 @@ class MatchParams:
     z_fit: float = 4.5  # evidence (background z-score + word bonus) of a photo that just fits
     z_scale: float = 0.6  # evidence units per e-fold of the logistic
     word_bonus: float = 1.5  # added for each shared word that says a lot (海边, 狗)
-    weak_word_bonus: float = 1.0  # at most, for one-character words naming no subject (人, 看)
-    common_info: float = 5.5  # a word at most this informative (人, 工作: 6.8) earns nothing
+    weak_word_bonus: float = 1.0  # at most, for one-character words naming no subject (走, 拿)
+    common_info: float = (
+        5.5  # a word at most this informative (人 5.3) earns nothing, 工作 (6.8) little
+    )
     rare_info: float = 9.0  # from this information on (海边, 狗), the full bonus
-    lift: float = 1.75  # words lift a photo at most this far above the line: past it, the vector
+    reach: float = 0.5  # words make a photo fit only from at most this far below the line
+    nudge: float = 1.0  # how far words move a photo that fits in the order, at most
     context_bonus: float = 7.2  # a fitting photo of the time/place the text names
     sample_size: int = 512  # library vectors in the background sample
     described_forms: bool = False  # also look for the describer's word (男子 → 男人)
 
 
 # The offline tier: sparse descriptions in a fixed vocabulary, alike in style, so the vector
-# stands out less (a lower line) and a text's 男子 is the description's 男人.
-OFFLINE_MATCH = MatchParams(z_fit=3.5, word_bonus=2.0, lift=1.5, described_forms=True)
+# stands out less (a lower line), the shared words are most of the evidence (they make a photo
+# fit from any distance) and a text's 男子 is the description's 男人.
+OFFLINE_MATCH = MatchParams(
+    z_fit=3.5,
+    word_bonus=2.0,
+    weak_word_bonus=1.0,
+    reach=99.0,
+    nudge=1.5,
+    described_forms=True,
+)
+# The vision tier: a model's labelled facets (主体：… 场景：…) share a template that weighs on the
+# vector, as the offline describer's do: the shared words make a photo fit from any distance.
+VISION_MATCH = MatchParams(reach=99.0, nudge=1.75)
 
 
 @dataclass(frozen=True)
@@ -230,12 +244,13 @@ class Calibrator:
 
 
 def _lifted(z: float, words: float, p: MatchParams) -> float:
-    """The evidence of a photo at `z` whose shared words add `words`: they count when they
-    make it fit, and lift it at most `lift` above the line (past it, and under it, the vector
-    orders: words that do not make a photo fit do not reorder the photos that do not fit)."""
-    if z + words < p.z_fit:
+    """The evidence of a photo at `z` whose shared words add `words`. The words decide whether
+    it fits (z + words at the line), but move it in the order by at most `nudge`: among the
+    photos that fit, and among those that do not, the vector orders (a photo that shares the
+    post's words fits; one that is closer in meaning still comes first)."""
+    if z + words < p.z_fit or z < p.z_fit - p.reach:
         return z
-    return max(z, min(z + words, p.z_fit + p.lift))
+    return max(p.z_fit, z + min(words, p.nudge))
 
 
 def _word_evidence(shared: Sequence[str], weights: Mapping[str, float], p: MatchParams) -> float:
