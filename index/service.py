@@ -192,16 +192,7 @@ class PeiTu:
             return RecommendResult(
                 photo_id, [], {}, (Note(NoteKind.NO_DESCRIPTION, "这张照片还没有描述"),)
             )
-        self._follow_other_processes()
-        result = self.recommender.recommend(
-            stored.description,
-            top_k,
-            rerank=False,
-            exclude=[photo_id],
-            understand=False,
-            closest=True,  # photos like this one: the closest are the answer
-        )
-        return look_alikes(result)
+        return self._like_description(stored.description, photo_id, top_k)
 
     def similar_by_description(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image the old way: describe it, then search by that text.
@@ -217,12 +208,18 @@ class PeiTu:
                 raise
             log.warning("the describer failed on an upload; using its stored description")
             description = stored.description
+        return self._like_description(description, same_photo, top_k)
+
+    def _like_description(
+        self, description: str, photo_id: str, top_k: int | None
+    ) -> RecommendResult:
+        """The photos whose descriptions are closest to a photo's (that photo left out)."""
         self._follow_other_processes()
         result = self.recommender.recommend(
             description,
             top_k,
             rerank=False,
-            exclude=[same_photo],
+            exclude=[photo_id],
             understand=False,
             closest=True,  # photos like this one: the closest are the answer
         )

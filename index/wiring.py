@@ -36,7 +36,6 @@ from index.ranking.answer import RERANK_OFF as RERANK_OFF_NOTE
 from index.ranking.recommend import Recommender, RecommendLimits
 from index.search.calibration import (
     OFFLINE_MATCH,
-    VISION_MATCH,
     Calibrator,
     MatchParams,
     SampleSource,
@@ -374,13 +373,13 @@ def _calibrator(
     vectors: QueryVectors, store: VectorStore, embedder: Embedder, match: MatchParams
 ) -> Calibrator:
     """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts, and
-    the offline and vision tiers' own rules for photos those describers described."""
+    the offline tier's own rule for photos described offline."""
     return Calibrator(
         vectors,
         SampleSource(store, match.sample_size),
         match,
         fixed=lambda: embedder.embed(background_texts()),
-        tier_params={"offline": OFFLINE_MATCH, "vision": VISION_MATCH},
+        tier_params={"offline": OFFLINE_MATCH},
         tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
     )
 

@@ -13,6 +13,7 @@ from index.ports import Vectors
 from index.search.calibration import (
     OFFLINE_MATCH,
     Calibrator,
+    Match,
     MatchParams,
     SampleSource,
     background_texts,
@@ -52,21 +53,25 @@ def _at_z(calibrator: Calibrator, text: str, z: float) -> float:
     return center + z * spread
 
 
+def _under_the_line(
+    calibrator: Calibrator, text: str, under: float, descriptions: list[str]
+) -> list[Match]:
+    """The matches of photos with these descriptions, all `under` z-units under the line."""
+    similarity = _at_z(calibrator, text, MatchParams().z_fit - under)
+    photos = [_candidate(str(n), d, similarity) for n, d in enumerate(descriptions)]
+    return calibrator.matches(text, photos)
+
+
 def test_words_never_lift_a_photo_far_below_the_line_nor_reorder_what_does_not_fit(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
     """微波炉热饭忘了拿出来: 1.2 z-units under the line a shared word, 拿 or even 微波炉, leaves
     the photo unfit and in its vector's place (words tip only photos next to the line)."""
-    calibrator = _calibrator(embedder)
-    text = "微波炉热饭忘了拿出来"
-    below = _at_z(calibrator, text, MatchParams().z_fit - 1.2)
-    verb, noun, none = calibrator.matches(
-        text,
-        [
-            _candidate("verb", "有一个人正在做饭。一个人拿着锅。", below),
-            _candidate("noun", "厨房里的微波炉。", below),
-            _candidate("none", "草地上奔跑的狗。", below),
-        ],
+    verb, noun, none = _under_the_line(
+        _calibrator(embedder),
+        "微波炉热饭忘了拿出来",
+        1.2,
+        ["有一个人正在做饭。一个人拿着锅。", "厨房里的微波炉。", "草地上奔跑的狗。"],
     )
     assert verb.words == () and noun.words == ("微波炉",) and none.words == ()  # 拿 says little
     assert none.z == verb.z == noun.z  # the same similarity: only the words differ
@@ -79,16 +84,11 @@ def test_a_word_tips_a_photo_next_to_the_line_by_how_much_it_says(
 ) -> None:
     """A third of a unit under the line: 人 says nothing (the photo stays unfit), 拿 tips it,
     微波炉 tips it and moves it further up the order."""
-    calibrator = _calibrator(embedder)
-    text = "微波炉热饭忘了拿出来，一个人吃"
-    near = _at_z(calibrator, text, MatchParams().z_fit - 0.3)
-    person, verb, noun = calibrator.matches(
-        text,
-        [
-            _candidate("person", "一个人。", near),
-            _candidate("verb", "一个人拿着锅。", near),
-            _candidate("noun", "厨房里的微波炉。", near),
-        ],
+    person, verb, noun = _under_the_line(
+        _calibrator(embedder),
+        "微波炉热饭忘了拿出来，一个人吃",
+        0.3,
+        ["一个人。", "一个人拿着锅。", "厨房里的微波炉。"],
     )
     assert not person.fits and person.words == ()
     assert verb.fits and noun.fits and noun.score > verb.score

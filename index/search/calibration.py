@@ -59,7 +59,6 @@ class MatchParams:
         5.5  # a word at most this informative (人 5.3) earns nothing, 工作 (6.8) little
     )
     rare_info: float = 9.0  # from this information on (海边, 狗), the full bonus
-    reach: float = 0.5  # words make a photo fit only from at most this far below the line
     nudge: float = 1.0  # how far words move a photo that fits in the order, at most
     context_bonus: float = 7.2  # a fitting photo of the time/place the text names
     sample_size: int = 512  # library vectors in the background sample
@@ -67,19 +66,11 @@ class MatchParams:
 
 
 # The offline tier: sparse descriptions in a fixed vocabulary, alike in style, so the vector
-# stands out less (a lower line), the shared words are most of the evidence (they make a photo
-# fit from any distance) and a text's 男子 is the description's 男人.
+# stands out less (a lower line), the shared words are more of the evidence and a text's 男子
+# is the description's 男人.
 OFFLINE_MATCH = MatchParams(
-    z_fit=3.5,
-    word_bonus=2.0,
-    weak_word_bonus=1.0,
-    reach=99.0,
-    nudge=1.5,
-    described_forms=True,
+    z_fit=3.5, word_bonus=2.0, weak_word_bonus=1.0, nudge=1.5, described_forms=True
 )
-# The vision tier: a model's labelled facets (主体：… 场景：…) share a template that weighs on the
-# vector, as the offline describer's do: the shared words make a photo fit from any distance.
-VISION_MATCH = MatchParams(reach=99.0, nudge=1.75)
 
 
 @dataclass(frozen=True)
@@ -248,7 +239,7 @@ def _lifted(z: float, words: float, p: MatchParams) -> float:
     it fits (z + words at the line), but move it in the order by at most `nudge`: among the
     photos that fit, and among those that do not, the vector orders (a photo that shares the
     post's words fits; one that is closer in meaning still comes first)."""
-    if z + words < p.z_fit or z < p.z_fit - p.reach:
+    if z + words < p.z_fit:
         return z
     return max(p.z_fit, z + min(words, p.nudge))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, try_hint
+from bot.commands import CLOSEST_MARK, NOTE_NOT_RERANKED, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
@@ -208,11 +208,14 @@ def test_llm_timeout_still_gives_an_answer_with_a_note(
 
 
 def reply_lines(text: str, result: RecommendResult, *after: str) -> list[str]:
-    """The reply the bot has always given for `result`: a title, one line per photo, then the
-    lines `after` (notes), and the hint when the best match is weak."""
+    """The reply the bot gives for `result`: a title, one line per photo (the closest marked),
+    then the lines `after` (notes), and the hint when only the closest could be shown."""
     title = f"为「{text}」挑了 {len(result.results)} 张照片："
-    photos = [f"{n}. {r.reason}" for n, r in enumerate(result.results, start=1)]
-    weak = max(r.similarity for r in result.results) < WEAK_SIMILARITY
+    photos = [
+        f"{n}. {'' if r.fits else CLOSEST_MARK}{r.reason}"
+        for n, r in enumerate(result.results, start=1)
+    ]
+    weak = not any(r.fits for r in result.results)
     return [title, *photos, *after, *([try_hint()] if weak else [])]
 
 
@@ -242,12 +245,11 @@ def test_replies_read_the_rerank_state_and_notes_and_keep_their_words(
 
     summer = "去年夏天带孩子去海边玩水"  # the library's photos have no dates
     context = peitu.recommend(summer)
-    assert [n.kind for n in context.notes] == [NoteKind.UNDERSTOOD, NoteKind.TIME_PLACE]
+    assert context.results and context.notes == ()  # the time changed nothing: nothing said
     chat.say(f"/配图 {summer}")
     text, _ = chat.reply(photos=len(context.results))
-    noted = "注：" + "；".join(n.text for n in context.notes)
-    assert text["text"].splitlines() == reply_lines(summer, context, noted)
-    assert "没有找到 去年夏天 的照片，已显示其他照片" in noted
+    assert text["text"].splitlines() == reply_lines(summer, context)
+    assert "去年夏天" not in "".join(text["text"].splitlines()[1:])
 
     mars = "火星基地的机器人"
     nothing = peitu.recommend(mars)
