@@ -100,6 +100,12 @@ def test_index_then_recommend_with_the_sidecar_describer(
     assert isinstance(results, list) and 1 <= len(results) <= 5
     assert all(set(r) == RESULT_KEYS for r in results)
     assert target.rel_path in [r["path"] for r in results]
+    shown = [r["match"] for r in results]  # one order, one score, one rule
+    assert shown == sorted(shown, reverse=True) and all(r["fits"] for r in results)
+    assert min(shown) >= 50 and all(r["likeness"] is None for r in results)
+    closest = peitu(env, "recommend", "?线性代数作业写不完")
+    assert closest.returncode == 0 and "最接近，不太合适" in closest.stdout, closest.stdout
+    assert "得分" not in closest.stdout and "相似度" not in closest.stdout
 
 
 def test_index_and_recommend_through_the_vision_and_rerank_endpoints(

@@ -230,3 +230,32 @@ def test_a_dozen_look_alike_photos_of_a_dog_at_the_beach_answer_posts_about_it(
             assert app.recommend(text).nothing_fits, text
     finally:
         app.close()
+
+
+def test_an_indexing_job_stops_calling_a_vision_model_that_keeps_failing_and_says_so_once(
+    tmp_path: Path,
+    m3e_path: Path,
+    embedder: SentenceTransformerEmbedder,
+    openai_server: FakeOpenAIServer,
+) -> None:
+    """Three failed photos in a row rest the vision model: the job's other photos are not sent
+    (the next run describes them), and the job reports the rest once, not once a photo."""
+    photos = read_eval_captions(12)
+    write_library(tmp_path, photos, {})
+    openai_server.set_mode("vision", fail_status=500, fail_times=1000)
+    vision = {
+        "base_url": openai_server.base_url,
+        "model": "fake-vl",
+        "max_retries": 0,
+        "concurrency": 1,
+    }
+    app = build_app(no_key_settings(tmp_path, m3e_path, vision=vision), embedder=embedder)
+    try:
+        report = app.index()
+        assert report.failed == 12 and report.described == 0
+        assert openai_server.calls["vision"] == 3  # then no request for the other nine
+        resting = [line for line in report.errors if "resting" in line]
+        assert len(resting) == 1 and len(report.errors) == 4
+        openai_server.reset()
+    finally:
+        app.close()
