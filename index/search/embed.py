@@ -23,6 +23,7 @@ from index.search.embed_onnx import (
     export_key,
     load_export,
     model_fingerprint,
+    quantize_export,
 )
 from index.search.model_source import ensure_model_obtainable
 
@@ -164,44 +165,40 @@ class SentenceTransformerEmbedder:
         with self._load_lock:
             if self._model is not None or self._onnx is not None:
                 return
-            self._onnx = self._cached_export()
+            self._onnx = self._cached_export(self._precision)
+            if self._onnx is None and self._precision == "int8":
+                fp32 = self._cached_export("fp32")  # int8 is made from it, without torch
+                self._onnx = self._export(None, fp32) if fp32 is not None else None
             if self._onnx is None:
                 model = self._load_model()
-                self._onnx = self._export(model)
+                self._onnx = self._export(model, None)
                 self._model = None if self._onnx is not None else model
 
     def _fingerprint(self) -> str | None:
         folder = _model_folder(self._name_or_path)
         return model_fingerprint(folder) if folder is not None else None
 
-    def _cached_export(self) -> OnnxEncoder | None:
+    def _cached_export(self, precision: Precision) -> OnnxEncoder | None:
         if self._runtime == "torch" or self._export_cache is None:
             return None
         fingerprint = self._fingerprint()
         if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
             return None
-        key = export_key(fingerprint, self._precision)
+        key = export_key(fingerprint, precision)
         encoder = load_export(self._export_cache, key, self._batch_size, self._query_threads())
-        if encoder is not None:
+        if encoder is not None and precision == self._precision:
             log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
         return encoder
 
-    def _export(self, model: SentenceTransformer) -> OnnxEncoder | None:
+    def _export(
+        self, model: SentenceTransformer | None, fp32: OnnxEncoder | None
+    ) -> OnnxEncoder | None:
+        """The export this runtime runs (made from `model`, or for int8 from the `fp32`
+        export when there is one); None when the runtime is torch or "auto" could not export."""
         if self._runtime == "torch" or self._export_cache is None:
             return None
-        fingerprint = self._fingerprint()
         try:
-            if fingerprint is None:
-                raise ExportFailed("the model's files are not in a folder or the hub cache")
-            log.info("exporting embedding model %s for onnxruntime (once)", self.model_name)
-            encoder = export_encoder(
-                model,
-                self._name_or_path,
-                self._export_cache,
-                export_key(fingerprint, self._precision),
-                self._batch_size,
-                self._precision,
-            )
+            encoder = self._make_export(self._export_cache, model, fp32)
         except _EXPORT_ERRORS as error:
             if self._runtime != "auto":
                 raise ModelUnavailable(
@@ -220,6 +217,27 @@ class SentenceTransformerEmbedder:
             facts.lowest_cosine,
         )
         return encoder
+
+    def _make_export(
+        self, cache: Path, model: SentenceTransformer | None, fp32: OnnxEncoder | None
+    ) -> OnnxEncoder:
+        fingerprint = self._fingerprint()
+        if fingerprint is None:
+            raise ExportFailed("the model's files are not in a folder or the hub cache")
+        if fp32 is None:
+            assert model is not None
+            log.info(
+                "exporting embedding model %s for onnxruntime (once, into %s)",
+                self.model_name,
+                cache,
+            )
+            fp32 = export_encoder(
+                model, self._name_or_path, cache, export_key(fingerprint, "fp32"), self._batch_size
+            )
+        if self._precision == "fp32":
+            return fp32
+        log.info("quantizing embedding model %s to int8 (once, into %s)", self.model_name, cache)
+        return quantize_export(fp32, cache, export_key(fingerprint, "int8"), self._batch_size)
 
     def _load_model(self) -> SentenceTransformer:
         log.info("loading embedding model %s", self._name_or_path)
