@@ -8,6 +8,7 @@ def pytest_configure(config: object) -> None:
     import os
     import tempfile
 
+    os.environ["PEITU_LANG"] = "zh"  # the CLI's words, whatever this machine's locale
     if "PEITU_EMBEDDING__EXPORT_DIR" not in os.environ:
         folder = tempfile.mkdtemp(prefix="peitu-test-cache-")
         os.environ["XDG_CACHE_HOME"] = folder
