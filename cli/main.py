@@ -324,7 +324,9 @@ def _configure_logging(level: str, verbose: bool) -> None:
 
 def _interrupted_line(command: str) -> str:
     if command == "index":
-        return say("已中断，下次运行会接着做", "interrupted; the next run continues where this one stopped")
+        return say(
+            "已中断，下次运行会接着做", "interrupted; the next run continues where this one stopped"
+        )
     if command in ("serve", "bot"):
         return say("已停止", "stopped")
     return say("已中断", "interrupted")

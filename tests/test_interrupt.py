@@ -80,9 +80,7 @@ def test_one_sigint_during_indexing_finishes_the_photos_in_flight_and_exits_130(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     _assert_clean(stderr)
-    assert stderr.rstrip().endswith(
-        "peitu: 已中断，下次运行会接着做"
-    )
+    assert stderr.rstrip().endswith("peitu: 已中断，下次运行会接着做")
 
 
 def test_a_sigint_while_the_libraries_load_prints_one_line(tmp_path: Path, m3e_path: Path) -> None:
@@ -172,6 +170,4 @@ def test_a_ctrl_c_that_surfaces_as_a_lock_error_still_exits_130() -> None:
         check=False,
     )
     assert done.returncode == 130, done.stderr
-    assert (
-        done.stderr.strip() == "peitu: 已中断，下次运行会接着做"
-    )
+    assert done.stderr.strip() == "peitu: 已中断，下次运行会接着做"
