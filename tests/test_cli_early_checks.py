@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from index.search.embed_onnx import model_fingerprint
+from tests.support.core_fixtures import SmallLibrary
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +33,8 @@ def _peitu(
         PEITU_RERANK__ENABLED="false",
     )
     env.update(extra)
+    if "XDG_CACHE_HOME" in extra:  # the default place: the user's cache
+        del env["PEITU_EMBEDDING__EXPORT_DIR"]
     return subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "cli.main", *args],
         cwd=ROOT,
@@ -125,3 +130,29 @@ def test_an_empty_index_is_refused_before_the_model_loads(tmp_path: Path, m3e_pa
         loaded = _imported(proc) & {"torch", "sentence_transformers", "onnxruntime"}
         assert loaded == set(), args
     assert not (tmp_path / "exports").exists()  # nothing exported for an empty index
+
+
+def test_a_second_data_folder_reuses_the_first_ones_export(
+    tmp_path: Path, m3e_path: Path, small_library: SmallLibrary
+) -> None:
+    """The export lives in the user's cache (XDG_CACHE_HOME here), keyed by the model's
+    content: a second data folder runs the model without exporting it again."""
+    cache = tmp_path / "cache"
+    runs = []
+    for name in ("first", "second"):
+        env_extra = {"XDG_CACHE_HOME": str(cache), "PEITU_DATA_DIR": str(tmp_path / name)}
+        proc = _peitu(
+            tmp_path, "index", "--library", str(small_library.root),
+            "--descriptions", str(small_library.descriptions), model=m3e_path, **env_extra,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs.append(proc)
+    first, second = (_said(run) for run in runs)
+    assert any("exporting embedding model m3e-small" in line for line in first)
+    assert not any("exporting" in line for line in second)
+    assert any("runs in onnxruntime (exported)" in line for line in second)
+    exports = cache / "peitu" / "encoders"
+    assert [p.name for p in exports.iterdir() if not p.name.startswith(".")] == [
+        model_fingerprint(m3e_path)
+    ]
+    assert "sentence_transformers" not in _imported(runs[1])  # the model was never loaded
