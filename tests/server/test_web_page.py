@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from config import Settings
 from index.service import PeiTu
 from server.uploads import UPLOADS_FOLDER
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
@@ -410,6 +411,14 @@ def test_error_states_show_only_chinese(
     assert_only_chinese_messages(page)
 
 
+def _serve_to_the_page(page: Page, start_server: ServerFactory, settings: Settings) -> Served:
+    """A server of `settings` (one vision call at a time), on the page's search tab, token in."""
+    served = start_server(settings)
+    page.goto(served.url + "/#search")
+    enter_token(page, TOKEN)
+    return served
+
+
 def _cli_env(served: Served, vision: dict[str, Any], m3e: str) -> dict[str, str]:
     import os
 
@@ -439,10 +448,11 @@ def test_a_job_started_by_the_cli_in_another_process_is_shown_live(
 ) -> None:
     page = desktop_page
     vision = vision_settings(openai_server, concurrency=1)
-    settings = make_settings(library=small_library.root, vision=vision, admin_token=TOKEN)
-    served = start_server(settings)
-    page.goto(served.url + "/#search")
-    enter_token(page, TOKEN)
+    served = _serve_to_the_page(
+        page,
+        start_server,
+        make_settings(library=small_library.root, vision=vision, admin_token=TOKEN),
+    )
     openai_server.set_mode("vision", delay_s=0.4)  # slow enough to be seen while it runs
     cli = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "index"],
@@ -512,10 +522,11 @@ def test_an_empty_index_points_to_the_index_tab_and_photos_are_found_during_the_
 ) -> None:
     page = desktop_page
     vision = vision_settings(openai_server, concurrency=1)
-    settings = make_settings(library=small_library.root, vision=vision, admin_token=TOKEN)
-    served = start_server(settings)
-    page.goto(served.url + "/#search")
-    enter_token(page, TOKEN)
+    served = _serve_to_the_page(
+        page,
+        start_server,
+        make_settings(library=small_library.root, vision=vision, admin_token=TOKEN),
+    )
     answer = search(page, "带孩子去海边玩水")
     assert answer["results"] == [] and [n["kind"] for n in answer["notes"]] == ["empty_index"]
     info = page.locator("#search-info")
