@@ -21,6 +21,7 @@ from index.errors import ModelUnavailable
 from index.search import embed_onnx
 from index.search.embed import BIG_ENCODE, SentenceTransformerEmbedder
 from index.search.embed_onnx import FACTS_FILE, MODEL_FILE, model_fingerprint, read_facts
+from tests.support.core_fixtures import SmallLibrary
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -127,7 +128,11 @@ def test_without_the_exporter_auto_stays_on_torch_and_onnx_refuses(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    # The export runs in a child process: there `import onnx` finds this module first.
+    fake = tmp_path / "without-onnx"
+    fake.mkdir()
+    (fake / "onnx.py").write_text('raise ImportError("onnx is not installed here")\n')
+    monkeypatch.setenv("PYTHONPATH", str(fake))
     with caplog.at_level(logging.WARNING):
         auto = _onnx(model_copy, tmp_path / "auto")
         assert auto.embed(TEXTS[:1]).shape == (1, 512)
@@ -244,3 +249,39 @@ def test_what_a_killed_export_left_is_removed_by_the_next(model_copy: Path, tmp_
     again.load()
     assert again.runtime == "onnx"
     assert _exports(tmp_path) == [model_fingerprint(model_copy)]
+
+
+def test_ctrl_c_during_the_export_stops_the_command_and_leaves_nothing(
+    model_copy: Path, tmp_path: Path, small_library: SmallLibrary
+) -> None:
+    cache = tmp_path / "exports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
+    env.update(
+        HF_HUB_OFFLINE="1",
+        PEITU_DATA_DIR=str(tmp_path / "data"),
+        PEITU_EMBEDDING__MODEL=str(model_copy),
+        PEITU_EMBEDDING__EXPORT_DIR=str(cache),
+        PEITU_LIBRARY=str(small_library.root),
+        PEITU_VISUAL__BACKEND="off",
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "index",
+            "--descriptions",
+            str(small_library.descriptions),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for_work_folder(cache, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)  # it stops; no waiting for the export to end
+    assert proc.returncode == 130, (proc.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr
+    assert _exports(cache) == []  # no half export, no work folder

@@ -27,8 +27,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -234,7 +237,12 @@ def export_key(fingerprint: str, precision: Precision) -> str:
 
 
 def export_encoder(
-    model: SentenceTransformer, source: str, cache: Path, key: str, batch_size: int
+    model: SentenceTransformer,
+    source: str,
+    cache: Path,
+    key: str,
+    batch_size: int,
+    tolerance: float | None = None,
 ) -> OnnxEncoder:
     """Export a loaded sentence-transformers model (fp32), check it on `PROBES`, and keep it
     under `cache/key` (written aside and moved into place: a crash leaves no half export; a
@@ -257,7 +265,8 @@ def export_encoder(
             if limit is None:
                 raise ExportFailed("the model states no sequence limit")
             facts = EncoderFacts(pooling, int(limit), int(expected.shape[1]), 0.0, source)
-            return _keep(work, cache / key, _checked(work, facts, expected, batch_size), batch_size)
+            checked = _checked(work, facts, expected, batch_size, tolerance)
+            return _keep(work, cache / key, checked, batch_size)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -292,10 +301,77 @@ def _exporting(cache: Path, key: str) -> Iterator[EncoderFacts | None]:
         _lock_file(lock.fileno())
         done = read_facts(cache / key)
         if done is None:
-            for leftover in cache.glob(f".{key}.work-*"):
-                log.info("removing %s, left by an export that was stopped", leftover)
-                shutil.rmtree(leftover, ignore_errors=True)
+            _remove_leftovers(cache, key)
         yield done
+
+
+def export_in_child(source: str, cache: Path, key: str, batch_size: int) -> None:
+    """Export the model `source` (fp32) into `cache/key` in a child process, and wait for it.
+
+    A Ctrl-C stops it at once: torch's exporter runs in native code for most of its minutes,
+    where Python cannot take the signal (and a KeyboardInterrupt raised inside it could crash
+    the interpreter); here the child is killed and what it left is removed. The parent never
+    loads the model for torch when the export succeeds. ExportFailed with the child's reason."""
+    argv = [sys.executable, "-m", "index.search.embed_onnx", source, str(cache), key]
+    argv += [str(batch_size), repr(TOLERANCE), str(os.getpid())]
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, errors = child.communicate()
+    except BaseException:  # Ctrl-C, or the thread asked to stop: the export stops with us
+        child.kill()
+        child.wait()
+        _remove_leftovers_unless_busy(cache, key)
+        raise
+    if child.returncode != 0:
+        lines = [line for line in errors.splitlines() if line.strip()]
+        raise ExportFailed(lines[-1] if lines else f"the exporter ended with {child.returncode}")
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In the child: end when the parent is gone (killed: it cannot kill us any more)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _export_main(argv: Sequence[str]) -> int:
+    """`python -m index.search.embed_onnx SOURCE CACHE KEY BATCH TOLERANCE PARENT_PID`."""
+    source, cache, key, batch, tolerance, parent = argv
+    _exit_with_parent(int(parent))
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(source, device="cpu")
+        export_encoder(model, source, Path(cache), key, int(batch), float(tolerance))
+    except (ExportFailed, OSError, ValueError, RuntimeError, TypeError, KeyError) as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _remove_leftovers_unless_busy(cache: Path, key: str) -> None:
+    """What a killed export of `key` left, unless another process exports it now (its lock is
+    not waited for: a Ctrl-C must end the command at once)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    with open(cache / f".{key}.lock", "a+b") as lock:
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return
+        _remove_leftovers(cache, key)
+
+
+def _remove_leftovers(cache: Path, key: str) -> None:
+    for leftover in cache.glob(f".{key}.work-*"):
+        log.info("removing %s, left by an export that was stopped", leftover)
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _lock_file(descriptor: int) -> None:
@@ -314,9 +390,15 @@ def _save_tokenizer(model: SentenceTransformer, folder: Path) -> None:
     tokenizer.backend_tokenizer.save(str(folder / TOKENIZER_FILE))
 
 
-def _checked(work: Path, facts: EncoderFacts, expected: Vectors, batch_size: int) -> EncoderFacts:
+def _checked(
+    work: Path,
+    facts: EncoderFacts,
+    expected: Vectors,
+    batch_size: int,
+    tolerance: float | None = None,
+) -> EncoderFacts:
     """`facts` with how far the export in `work` is from `expected` on `PROBES`; ExportFailed
-    when too far."""
+    when too far (fp32: more than `tolerance`, default `TOLERANCE`)."""
     got = OnnxEncoder(work, facts, batch_size).encode(PROBES)
     checked = replace(
         facts,
@@ -324,7 +406,10 @@ def _checked(work: Path, facts: EncoderFacts, expected: Vectors, batch_size: int
         model_bytes=(work / MODEL_FILE).stat().st_size,
         lowest_cosine=float(np.min(np.sum(got * expected, axis=1))),
     )
-    if not checked.close_enough:
+    too_far = checked.precision == "fp32" and checked.largest_difference > (
+        TOLERANCE if tolerance is None else tolerance
+    )
+    if too_far or not checked.close_enough:
         raise ExportFailed(
             f"onnxruntime's {checked.precision} vectors are too far from sentence-transformers' "
             f"(largest difference {checked.largest_difference:.2g}, "
@@ -408,3 +493,7 @@ def _write_fp32(model: SentenceTransformer, path: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+
+
+if __name__ == "__main__":
+    raise SystemExit(_export_main(sys.argv[1:]))
