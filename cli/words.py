@@ -130,6 +130,8 @@ _ERROR_HEADS = {
     "PhotoUnreadable": "读不了这张图",
     "SidecarFileInvalid": "描述文件有问题",
     "InvalidQuery": "输入有误",
+    "ServerUnreachable": "连不上 PeiTu 服务器",
+    "ServerError": "PeiTu 服务器回答了错误",
 }
 
 
