@@ -39,6 +39,7 @@ import numpy as np
 from index.errors import IndexMismatch
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
+from index.search.sqlite_files import open_wal
 from index.search.stored import candidate, described, scalar_metadata, vectors_of
 from index.understanding.filters import has_place, has_time, place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
@@ -663,9 +664,7 @@ def _save_after(graph: _Graph) -> int:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
+    db = open_wal(path, timeout_s=60, isolation_level=None)
     db.executescript(_SCHEMA)
     return db
 
