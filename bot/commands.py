@@ -15,6 +15,7 @@ from enum import StrEnum
 from bot.ports import IndexStatusView
 from index.errors import (
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -229,6 +230,7 @@ _ERROR_TEXTS: dict[type[PeiTuError], str] = {
     PhotoUnreadable: "这张图片打不开，换一张试试？",
     ModelUnavailable: "模型暂时不可用，请稍后再试。",
     LibraryNotFound: "还没有配置相册，请联系管理员。",
+    DiskFull: "相册所在的磁盘满了，请联系管理员腾出空间。",
 }
 
 

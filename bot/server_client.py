@@ -23,6 +23,7 @@ import httpx
 from index.errors import (
     CatalogTooNew,
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -200,6 +201,7 @@ _CORE_ERRORS: dict[str, type[PeiTuError]] = {
         RerankFailed,
         ModelUnavailable,
         CatalogTooNew,
+        DiskFull,
     )
 }
 

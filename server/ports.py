@@ -93,6 +93,10 @@ class PhotoService(IndexRunner, Protocol):
         counting the library: for `/readyz` and `/metrics`."""
         ...
 
+    def clean_up_leftovers(self) -> None:
+        """Clean up after killed processes (unless an indexing job runs); blocking."""
+        ...
+
     def warm_up(self) -> None:
         """Load the models now so the first request does not wait (`ModelUnavailable`, OSError)."""
         ...

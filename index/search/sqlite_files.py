@@ -11,14 +11,16 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Literal
 
 _RETRY_S = 0.02
 
 
 def open_wal(
-    path: Path, *, timeout_s: float, isolation_level: str | None = ""
+    path: Path, *, timeout_s: float, isolation_level: Literal["DEFERRED"] | None = "DEFERRED"
 ) -> sqlite3.Connection:
-    """A connection to `path` in WAL mode with `synchronous=NORMAL`, shareable by threads."""
+    """A connection to `path` in WAL mode with `synchronous=NORMAL`, shareable by threads;
+    `isolation_level` None: autocommit, the caller begins its transactions itself."""
     db = sqlite3.connect(
         path, timeout=timeout_s, isolation_level=isolation_level, check_same_thread=False
     )
