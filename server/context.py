@@ -67,10 +67,8 @@ class ServerContext:
         return make_describer(self.settings, choice)
 
     def warm_up(self) -> None:
-        """Clean up after killed processes, and load the embedding model now so the first
-        request does not wait for it (blocking)."""
+        """Load the embedding model now, so the first request does not wait for it (blocking)."""
         try:
-            self.core.clean_up_leftovers()
             self.core.warm_up()
         except (PeiTuError, OSError) as error:
             log.error("the embedding model is not available: %s", error)

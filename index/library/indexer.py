@@ -242,6 +242,7 @@ class Indexer:
             seen.add(photo.photo_id)
         report.removed = len(old_ids - seen)
         report.skipped = dict(Counter(result.skipped))
+        report.dates_ignored = result.dates_ignored
 
     def _remove_missing(
         self, store: VectorStore, photos: dict[str, PhotoFile], report: IndexReport
