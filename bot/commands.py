@@ -32,6 +32,7 @@ class Kind(StrEnum):
     SIMILAR = "相似"
     HELP = "帮助"
     STATUS = "状态"
+    PAIR = "绑定"  # /绑定 123456: the pairing code (bot/access.py)
     UNKNOWN = "unknown"
 
 
@@ -50,6 +51,7 @@ _NAMES: dict[str, Kind] = {
     "相似": Kind.SIMILAR,
     "帮助": Kind.HELP,
     "状态": Kind.STATUS,
+    "绑定": Kind.PAIR,
     "help": Kind.HELP,
 }
 _COLON_FORM = re.compile(r"^配图\s*[:：]")
@@ -81,6 +83,8 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
         return _peitu(argument, max_text_chars)
     if kind is Kind.UNKNOWN:
         return Command(Kind.UNKNOWN, name=argument[:_NAME_LIMIT]) if prefix else None
+    if kind is Kind.PAIR:
+        return Command(Kind.PAIR, argument.strip(_ARGUMENT_JUNK)[:_NAME_LIMIT])
     return Command(kind)
 
 
@@ -108,7 +112,7 @@ def _split_name(rest: str) -> tuple[Kind, str]:
         if lowered.startswith(name):
             argument = rest[len(name) :]
             # "/配图今天…" is common; other commands take no argument, so "/状态栏" is unknown.
-            if kind is Kind.PEITU or not argument.strip(_ARGUMENT_JUNK):
+            if kind in (Kind.PEITU, Kind.PAIR) or not argument.strip(_ARGUMENT_JUNK):
                 return kind, argument
     words = rest.split(maxsplit=1)
     return Kind.UNKNOWN, words[0] if words else ""

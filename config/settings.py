@@ -245,8 +245,11 @@ class WechatSettings(BaseModel):
     token: SecretStr | None = None
     command_prefix: str = "/"
     group_requires_mention: bool = True
-    allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
+    # Who the bot serves: these contacts and rooms, and the people paired with it (`/绑定` and
+    # the code from the log, `peitu doctor`, the web page); nobody else unless allow_everyone.
+    allow_contacts: list[str] = Field(default_factory=list)
     allow_rooms: list[str] = Field(default_factory=list)
+    allow_everyone: bool = False
     allow_names: bool = True  # False: the lists match ids only (names and topics can be changed)
     rate_limit_per_minute: int = Field(default=6, ge=0)  # per person; 0 = no limit
     rate_limit_global_per_minute: int = Field(default=30, ge=0)  # all people together; 0 = none

@@ -30,6 +30,7 @@ from index.library.descriptions import TIERS
 from index.library.files import LibraryFiles, delete_inside
 from index.library.indexer import Indexer, IndexMode
 from index.library.lock import IndexLock
+from index.library.pairing import BotAccess
 from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, VectorStore
@@ -74,6 +75,7 @@ class PeiTu:
         keywords: KeywordIndex | None = None,
         visual: VisualIndex | None = None,
         similar: SimilarPhotos | None = None,
+        bot_access: BotAccess | None = None,
     ) -> None:
         """Built parts only (`index.wiring.compose` builds them): the facade decides nothing
         about how its recommender, indexer or searches are made."""
@@ -91,6 +93,8 @@ class PeiTu:
         self.keywords = keywords
         self.visual = visual
         self.similar = similar
+        # Who the chat bot serves besides its allow-list (kept in the data folder).
+        self.bot_access = bot_access or BotAccess(catalog.path.parent)
         # Image queries decode in a bounded pool: a burst of them waits instead of decoding at
         # once (each may take up to `QUERY_BUDGET`).
         self._image_queries = threading.BoundedSemaphore(IMAGE_QUERIES_AT_ONCE)

@@ -25,7 +25,7 @@ from server.jobs import JobManager
 from server.messages import message_for_status
 from server.metrics import Metrics, MetricsMiddleware
 from server.ports import PhotoService
-from server.routes import doctor, health, jobs, photos, recommend
+from server.routes import bot, doctor, health, jobs, photos, recommend
 from server.scheduler import IndexScheduler, schedule_triggers
 from server.security import SecurityHeaders
 from server.slow_clients import BodyDeadline
@@ -79,7 +79,7 @@ def create_app(core: PhotoService, settings: Settings) -> FastAPI:
 
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
-    for module in (recommend, jobs, photos, doctor):
+    for module in (recommend, jobs, photos, doctor, bot):
         router.include_router(module.router)
     return router
 
@@ -132,6 +132,9 @@ def _openapi_as_answered(api: FastAPI) -> Callable[[], dict[str, Any]]:
         components = built.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        for name, body in components.items():
+            if name.startswith("Body_"):  # an upload form: its one `file`, nothing else
+                body["additionalProperties"] = False
         api.openapi_schema = built
         return built
 

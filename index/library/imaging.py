@@ -220,7 +220,9 @@ def decode_image(
             width, height = height, width
         written, lat, lon = read_metadata(img)
         taken_at = plausible_time(written)
-        info = ImageInfo(width, height, taken_at, lat, lon, written is not None and taken_at is None)
+        info = ImageInfo(
+            width, height, taken_at, lat, lon, written is not None and taken_at is None
+        )
     _apply_orientation(img, label)
     return DecodedPhoto(img, info)
 

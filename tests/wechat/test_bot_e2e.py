@@ -304,8 +304,10 @@ def test_not_on_the_allow_list_gets_nothing(
     chat = start_wechat(bot_finder, allow_contacts=["Alice"])
     chat.say(f"/配图 {SEA}", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    polite, photos = chat.reply()  # one polite line, no photo
+    assert "私人的" in polite["text"] and polite["to"] == chat.ids["bobId"] and photos == []
     chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
-    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED  # told once: nothing more
     chat.say("/帮助")
     text, _ = chat.reply()
     assert text["to"] == chat.ids["aliceId"]
@@ -330,6 +332,7 @@ def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: Pe
     chat = start_wechat(peitu, allow_rooms=["Family"])
     chat.say("/帮助", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert "私人的" in chat.reply()[0]["text"]
     chat.say("/帮助", sender="Bob", room=True, mention=True)
     text, _ = chat.reply()
     assert text["to"] == chat.ids["roomId"]
