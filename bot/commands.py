@@ -23,6 +23,7 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import NoteKind, RecommendResult, RerankState
 
@@ -238,8 +239,16 @@ _ERROR_TEXTS: dict[type[PeiTuError], str] = {
 }
 
 
+TOO_BIG = "这张图片太大了（像素太多），换一张小一些的试试？"
+
+
 def error_text(error: PeiTuError) -> str:
     """A polite reply for an error the core raised on purpose."""
+    if isinstance(error, PhotoUnreadable) and error.reason in (
+        Reason.TOO_MANY_PIXELS,
+        Reason.TOO_LARGE,
+    ):
+        return TOO_BIG
     for kind, text in _ERROR_TEXTS.items():
         if isinstance(error, kind):
             return text

@@ -132,6 +132,23 @@ def test_similar_after_an_incoming_image(
     assert openai_server.requests_of("vision") == []  # found by its pixels, not described
 
 
+def test_similar_to_a_small_file_of_a_huge_picture_is_a_polite_no(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, tmp_path: Path
+) -> None:
+    """The red team's 136 KB grey PNG of 10,900 x 10,900 sent to /相似: refused before it is
+    decoded (in both modes), with a reply that says why, and no photo."""
+    huge = tmp_path / "grey.png"
+    Image.new("L", (10_900, 10_900), 128).save(huge, optimize=True)
+    chat = start_wechat(bot_finder)
+    chat.say(file=huge)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "太大" in text["text"]
+    assert chat.next_outcome() is Outcome.FAILED
+    assert not any(event.get("fileName") for event in chat.bot_said())
+
+
 def test_similar_in_room_after_image_and_mention(
     start_wechat: StartWechat,
     bot_finder: PhotoFinder,
