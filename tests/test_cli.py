@@ -27,6 +27,7 @@ INDEX_KEYS = {
     "failed",
     "visual_embedded",
     "visual_failed",
+    "dates_ignored",
     "skipped",
 }
 RESULT_KEYS = {

@@ -76,9 +76,8 @@ class DiskSpace:
             save()
             return
         except DiskFull:
-            if not release_reserve(self.folder):
-                raise
-        save()
+            release_reserve(self.folder)  # unless another photo's save gave it back just now
+        save()  # in the reserve's room; a DiskFull here is raised as it is
         raise self.full()
 
 
