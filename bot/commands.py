@@ -16,6 +16,7 @@ from enum import StrEnum
 from bot.ports import IndexStatusView
 from index.errors import (
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -23,6 +24,7 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import NoteKind, RecommendResult, RerankState
 
@@ -32,6 +34,7 @@ class Kind(StrEnum):
     SIMILAR = "相似"
     HELP = "帮助"
     STATUS = "状态"
+    PAIR = "绑定"  # /绑定 123456: the pairing code (bot/access.py)
     UNKNOWN = "unknown"
 
 
@@ -50,6 +53,7 @@ _NAMES: dict[str, Kind] = {
     "相似": Kind.SIMILAR,
     "帮助": Kind.HELP,
     "状态": Kind.STATUS,
+    "绑定": Kind.PAIR,
     "help": Kind.HELP,
 }
 _COLON_FORM = re.compile(r"^配图\s*[:：]")
@@ -85,6 +89,8 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
         return _peitu(argument, max_text_chars)
     if kind is Kind.UNKNOWN:
         return Command(Kind.UNKNOWN, name=argument[:_NAME_LIMIT]) if prefix else None
+    if kind is Kind.PAIR:
+        return Command(Kind.PAIR, argument.strip(_ARGUMENT_JUNK)[:_NAME_LIMIT])
     return Command(kind)
 
 
@@ -112,7 +118,7 @@ def _split_name(rest: str) -> tuple[Kind, str]:
         if lowered.startswith(name):
             argument = rest[len(name) :]
             # "/配图今天…" is common; other commands take no argument, so "/状态栏" is unknown.
-            if kind is Kind.PEITU or not argument.strip(_ARGUMENT_JUNK):
+            if kind in (Kind.PEITU, Kind.PAIR) or not argument.strip(_ARGUMENT_JUNK):
                 return kind, argument
     words = rest.split(maxsplit=1)
     return Kind.UNKNOWN, words[0] if words else ""
@@ -240,11 +246,20 @@ _ERROR_TEXTS: dict[type[PeiTuError], str] = {
     PhotoUnreadable: "这张图片打不开，换一张试试？",
     ModelUnavailable: "模型暂时不可用，请稍后再试。",
     LibraryNotFound: "还没有配置相册，请联系管理员。",
+    DiskFull: "相册所在的磁盘满了，请联系管理员腾出空间。",
 }
+
+
+TOO_BIG = "这张图片太大了（像素太多），换一张小一些的试试？"
 
 
 def error_text(error: PeiTuError) -> str:
     """A polite reply for an error the core raised on purpose."""
+    if isinstance(error, PhotoUnreadable) and error.reason in (
+        Reason.TOO_MANY_PIXELS,
+        Reason.TOO_LARGE,
+    ):
+        return TOO_BIG
     for kind, text in _ERROR_TEXTS.items():
         if isinstance(error, kind):
             return text

@@ -92,6 +92,8 @@ def _summary(report: IndexReport) -> str:
     ]
     if report.visual_embedded or report.visual_failed:
         lines.append(f"视觉特征 {report.visual_embedded} 张，失败 {report.visual_failed} 张")
+    if report.dates_ignored:
+        lines.append(f"拍摄时间不可能（在未来）已当作未知：{report.dates_ignored} 张")
     if report.skipped:
         skipped = "，".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items()))
         lines.append(f"跳过：{skipped}")

@@ -29,6 +29,7 @@ from index.library.dedup import collapse_near_duplicates
 from index.library.files import LibraryFiles
 from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
+from index.library.space import MB, DiskSpace, opened_on_full_disk
 from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
 from index.ranking.recommend import Recommender, RecommendLimits
 from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
@@ -253,9 +254,13 @@ def build_app(
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))
-    store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
-    catalog = Catalog(data_dir / "catalog.sqlite3")
-    visual_client = make_chroma_client(url, data_dir)
+
+    def open_stores() -> tuple[VectorStore, Catalog, ClientAPI]:
+        store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
+        return store, Catalog(data_dir / "catalog.sqlite3"), make_chroma_client(url, data_dir)
+
+    # Opening writes a little (Chroma a row, SQLite its WAL index): on a full disk, the reserve.
+    store, catalog, visual_client = opened_on_full_disk(data_dir, open_stores)
     visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
     return compose(
         library=settings.library,
@@ -280,6 +285,7 @@ def build_app(
         retrieval=retrieval,
         now=now,
         visual=visual,
+        space=DiskSpace(data_dir, int(settings.indexing.min_free_mb * MB)),
     )
 
 
@@ -299,6 +305,7 @@ def compose(
     now: Callable[[], datetime] = datetime.now,
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
+    space: DiskSpace | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
@@ -325,6 +332,7 @@ def compose(
         concurrency,
         first_stage.encoder,
         visual=visual,
+        space=space,
     )
     similar = SimilarPhotos(visual, catalog, files.path, limits.top_k_final) if visual else None
     return PeiTu(

@@ -150,6 +150,7 @@ class CountsOut(BaseModel):
     failed: int
     visual_embedded: int = Field(default=0, description="photos whose pixels got a vector")
     visual_failed: int = 0
+    dates_ignored: int = Field(default=0, description="photos whose EXIF time was impossible")
     skipped: dict[str, int]
 
 

@@ -310,8 +310,10 @@ def test_rate_limiter_zero_means_unlimited() -> None:
     assert all(limiter.check("alice").allowed for _ in range(100))
 
 
-def test_allow_list_empty_allows_everyone() -> None:
-    assert AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+def test_an_empty_allow_list_allows_nobody() -> None:
+    """Everyone else is let in by `bot.access`: pairing, or `allow_everyone` on purpose."""
+    assert not AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+    assert not AllowList.of([" "], []).allows("wxid_1", "Bob")
 
 
 def test_allow_list_contacts_by_id_or_name() -> None:

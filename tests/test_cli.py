@@ -27,6 +27,7 @@ INDEX_KEYS = {
     "failed",
     "visual_embedded",
     "visual_failed",
+    "dates_ignored",
     "skipped",
 }
 RESULT_KEYS = {
@@ -253,3 +254,25 @@ def test_a_running_app_finds_what_another_process_indexed(
     assert target.rel_path in [r.path for r in found]
     assert running.status().photos == 30
     running.close()
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(
+    tmp_path: Path, m3e_path: Path
+) -> None:
+    """`peitu status | head -0`: the reader is gone before the first line is written."""
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "status"],
+            env=_env(tmp_path, m3e_path),
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -145,6 +145,23 @@ def test_peitu_typed_with_a_space_and_no_slash(
     assert numbered_lines(text["text"]) and chat.next_outcome() is Outcome.REPLIED
 
 
+def test_similar_to_a_small_file_of_a_huge_picture_is_a_polite_no(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, tmp_path: Path
+) -> None:
+    """The red team's 136 KB grey PNG of 10,900 x 10,900 sent to /相似: refused before it is
+    decoded (in both modes), with a reply that says why, and no photo."""
+    huge = tmp_path / "grey.png"
+    Image.new("L", (10_900, 10_900), 128).save(huge, optimize=True)
+    chat = start_wechat(bot_finder)
+    chat.say(file=huge)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "太大" in text["text"]
+    assert chat.next_outcome() is Outcome.FAILED
+    assert not any(event.get("fileName") for event in chat.bot_said())
+
+
 def test_similar_in_room_after_image_and_mention(
     start_wechat: StartWechat,
     bot_finder: PhotoFinder,
@@ -319,8 +336,10 @@ def test_not_on_the_allow_list_gets_nothing(
     chat = start_wechat(bot_finder, allow_contacts=["Alice"])
     chat.say(f"/配图 {SEA}", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    polite, photos = chat.reply()  # one polite line, no photo
+    assert "私人的" in polite["text"] and polite["to"] == chat.ids["bobId"] and photos == []
     chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
-    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED  # told once: nothing more
     chat.say("/帮助")
     text, _ = chat.reply()
     assert text["to"] == chat.ids["aliceId"]
@@ -345,6 +364,7 @@ def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: Pe
     chat = start_wechat(peitu, allow_rooms=["Family"])
     chat.say("/帮助", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert "私人的" in chat.reply()[0]["text"]
     chat.say("/帮助", sender="Bob", room=True, mention=True)
     text, _ = chat.reply()
     assert text["to"] == chat.ids["roomId"]
