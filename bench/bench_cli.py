@@ -16,6 +16,10 @@ first (12 eval photos).
 - recommend (cold): `peitu recommend 海边的日落 --no-rerank` (models/m3e-small, HF_HUB_OFFLINE=1)
 - recommend (server): the same with PEITU_SERVER__URL naming a `peitu serve` of this checkout,
   started once and ready beforehand (a checkout without that setting searches on its own)
+- cheap mistakes, each beside `peitu status` on the same data folder (the ÷status column): a
+  blank text, no library set, a missing image file for `peitu similar`, and `peitu recommend`
+  on an empty data folder (its own status row). Their exit codes are not checked: the before
+  tree may answer an empty index with exit 0.
 
 Timing is noisy on a shared machine; the figures are for reading, nothing is asserted.
 
@@ -55,8 +59,11 @@ TEXT = "海边的日落"
 class Row:
     name: str
     args: list[str]  # after `python -m cli.main`; empty: the baseline
-    expect_ok: bool = True
+    expect_ok: bool | None = True  # None: either
     via_server: bool = False
+    empty: bool = False  # on an empty data folder
+    no_library: bool = False  # without PEITU_LIBRARY
+    status_row: str = ""  # the status row of the same data folder, for ÷status
 
 
 @dataclass(frozen=True)
@@ -73,11 +80,31 @@ def _rows(missing: Path) -> list[Row]:
     return [
         Row("baseline: import chromadb", []),
         Row("peitu --help", ["--help"]),
-        Row("peitu status", ["status"]),
+        Row(_STATUS, ["status"]),
         Row("peitu index --library <missing>", ["index", "--library", str(missing)], False),
         Row("peitu recommend (cold)", ["recommend", TEXT, "--no-rerank"]),
         Row("peitu recommend (server)", ["recommend", TEXT, "--no-rerank"], via_server=True),
+        Row("peitu recommend <blank text>", ["recommend", "   "], False, status_row=_STATUS),
+        Row("peitu index <no library>", ["index"], False, no_library=True, status_row=_STATUS),
+        Row(
+            "peitu similar <missing file>",
+            ["similar", str(missing / "p.jpg")],
+            False,
+            status_row=_STATUS,
+        ),
+        Row(_EMPTY_STATUS, ["status"], empty=True),
+        Row(
+            "peitu recommend (empty index)",
+            ["recommend", TEXT, "--no-rerank"],
+            None,
+            empty=True,
+            status_row=_EMPTY_STATUS,
+        ),
     ]
+
+
+_STATUS = "peitu status"
+_EMPTY_STATUS = "peitu status (empty data folder)"
 
 
 def _env(data_dir: Path, library: Path) -> dict[str, str]:
@@ -112,13 +139,22 @@ class Checkout:
     path: Path
     env: dict[str, str]
     server_env: dict[str, str]
+    empty_env: dict[str, str]
+
+    def env_of(self, row: Row) -> dict[str, str]:
+        if row.via_server:
+            return self.server_env
+        env = self.empty_env if row.empty else self.env
+        if row.no_library:
+            env = {k: v for k, v in env.items() if k != "PEITU_LIBRARY"}
+        return env
 
 
 def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
     """The row in every checkout, their runs interleaved (before, after, before, ...) so that
     a change in the machine's load falls on both alike."""
     argv = _argv(row)
-    where = [(c.path, c.server_env if row.via_server else c.env) for c in checkouts]
+    where = [(c.path, c.env_of(row)) for c in checkouts]
     heavy = [
         _heavy_imports(_run([argv[0], "-X", "importtime", *argv[1:]], cwd, env).stderr)
         for cwd, env in where
@@ -129,7 +165,7 @@ def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
             start = time.perf_counter()
             proc = _run(argv, cwd, env)
             samples[i].append(time.perf_counter() - start)
-            if (proc.returncode == 0) != row.expect_ok:
+            if row.expect_ok is not None and (proc.returncode == 0) != row.expect_ok:
                 raise SystemExit(
                     f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
                 )
@@ -200,7 +236,8 @@ def _prepare(checkout: Path, root: Path, server_url: str) -> Checkout:
     library = build_small_library(root, 12)
     env = _env(root / "data", library.root)
     _index(checkout, library, env)
-    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url})
+    empty = {**env, "PEITU_DATA_DIR": str(root / "empty-data")}
+    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url}, empty)
 
 
 @contextmanager
@@ -227,6 +264,15 @@ def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
             cells.insert(0, f"{'-':>7} {'-':>5}")
         imports = " → ".join(", ".join(f.heavy) or "-" for f in checkouts)
         print(f"{row.name:<34} {cells[0]} {cells[1]}  {imports}")
+    names = [row.name for row in rows]
+    print("÷status: median / the median of `peitu status` on the same data folder (before → after)")
+    for row, checkouts in zip(rows, figures, strict=True):
+        if row.status_row:
+            status = figures[names.index(row.status_row)]
+            ratios = " → ".join(
+                f"{f.median / status[i].median:.2f}" for i, f in enumerate(checkouts)
+            )
+            print(f"  {row.name:<32} {ratios}")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Chat commands: parse what a person typed, and word the replies. No wechaty types here.
 
 Commands (the prefix is `WechatSettings.command_prefix`, "/" by default; a full-width "／" works
-too): `/配图 <文案>` (also `配图：<文案>` without the prefix), `/相似`, `/帮助`, `/状态`.
+too): `/配图 <文案>` (also `配图：<文案>` and `配图 <文案>` without the prefix), `/相似`, `/帮助`,
+`/状态`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from enum import StrEnum
 from bot.ports import IndexStatusView
 from index.errors import (
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -22,6 +24,7 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import NoteKind, RecommendResult, RerankState
 
@@ -31,6 +34,7 @@ class Kind(StrEnum):
     SIMILAR = "相似"
     HELP = "帮助"
     STATUS = "状态"
+    PAIR = "绑定"  # /绑定 123456: the pairing code (bot/access.py)
     UNKNOWN = "unknown"
 
 
@@ -49,9 +53,13 @@ _NAMES: dict[str, Kind] = {
     "相似": Kind.SIMILAR,
     "帮助": Kind.HELP,
     "状态": Kind.STATUS,
+    "绑定": Kind.PAIR,
     "help": Kind.HELP,
 }
 _COLON_FORM = re.compile(r"^配图\s*[:：]")
+# "配图 终于学会冲浪了": how people type it, a space and no slash. A text after the space is
+# needed ("配图" alone, or "配图真好看", stays chat).
+_SPACE_FORM = re.compile(r"^配图[\s\u3000\u2005]+(?=\S)")
 _LEADING_MENTIONS = re.compile(r"^(?:@[^\s\u2005]+[\s\u2005]*)+")
 _ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
 _NAME_LIMIT = 20
@@ -72,8 +80,9 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
     empty, where every message would otherwise be an unknown command).
     """
     body = strip_mentions(text)
-    if _COLON_FORM.match(body):
-        return _peitu(_COLON_FORM.sub("", body, count=1), max_text_chars)
+    for form in (_COLON_FORM, _SPACE_FORM):
+        if form.match(body):
+            return _peitu(form.sub("", body, count=1), max_text_chars)
     rest = _after_prefix(body, prefix)
     if rest is None:
         return None
@@ -82,6 +91,8 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
         return _peitu(argument, max_text_chars)
     if kind is Kind.UNKNOWN:
         return Command(Kind.UNKNOWN, name=argument[:_NAME_LIMIT]) if prefix else None
+    if kind is Kind.PAIR:
+        return Command(Kind.PAIR, argument.strip(_ARGUMENT_JUNK)[:_NAME_LIMIT])
     return Command(kind)
 
 
@@ -109,7 +120,7 @@ def _split_name(rest: str) -> tuple[Kind, str]:
         if lowered.startswith(name):
             argument = rest[len(name) :]
             # "/配图今天…" is common; other commands take no argument, so "/状态栏" is unknown.
-            if kind is Kind.PEITU or not argument.strip(_ARGUMENT_JUNK):
+            if kind in (Kind.PEITU, Kind.PAIR) or not argument.strip(_ARGUMENT_JUNK):
                 return kind, argument
     words = rest.split(maxsplit=1)
     return Kind.UNKNOWN, words[0] if words else ""
@@ -129,7 +140,8 @@ def help_text(prefix: str = "/") -> str:
         [
             "我可以从相册里为你的文案挑照片：",
             f"1. {prefix}配图 <文案> — 为一段文字挑照片，例如：{prefix}配图 今天蓝天白云",
-            f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图：今天蓝天白云",
+            f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图 今天蓝天白云、"
+            "配图：今天蓝天白云",
             f"   {prefix}配图! <文案> — 只要文中时间地点（如 去年夏天、在大理）的照片；"
             f"{prefix}配图? <文案> — 没有合适的也显示最接近的",
             f"2. {prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
@@ -157,6 +169,11 @@ def unknown_command_text(name: str, prefix: str = "/") -> str:
     """The reply to `/xxx` the bot does not know."""
     shown = f"{prefix}{name}" if name else prefix
     return f"不认识的命令「{shown}」。\n" + help_text(prefix)
+
+
+def photo_hint_text(prefix: str) -> str:
+    """The one line the bot says when a person sends it a photo in a 1:1 chat."""
+    return f"收到图片。发 {prefix}相似 找相册里和它相似的照片。"
 
 
 def no_recent_image_text(prefix: str, minutes: int) -> str:
@@ -235,11 +252,20 @@ _ERROR_TEXTS: dict[type[PeiTuError], str] = {
     PhotoUnreadable: "这张图片打不开，换一张试试？",
     ModelUnavailable: "模型暂时不可用，请稍后再试。",
     LibraryNotFound: "还没有配置相册，请联系管理员。",
+    DiskFull: "相册所在的磁盘满了，请联系管理员腾出空间。",
 }
+
+
+TOO_BIG = "这张图片太大了（像素太多），换一张小一些的试试？"
 
 
 def error_text(error: PeiTuError) -> str:
     """A polite reply for an error the core raised on purpose."""
+    if isinstance(error, PhotoUnreadable) and error.reason in (
+        Reason.TOO_MANY_PIXELS,
+        Reason.TOO_LARGE,
+    ):
+        return TOO_BIG
     for kind, text in _ERROR_TEXTS.items():
         if isinstance(error, kind):
             return text

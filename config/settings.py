@@ -100,13 +100,13 @@ class EmbeddingSettings(BaseModel):
     # collapse the rate, on an idle one they nearly double it (index.search.embed.ThreadChoice).
     threads: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     # What runs the model. "auto" (the default): onnxruntime, from an export made once with
-    # torch into DATA_DIR/encoders/ and checked against sentence-transformers' vectors (the
+    # torch into the user's cache (`user_cache_dir()`/encoders, shared by every data folder) and checked against sentence-transformers' vectors (the
     # same vectors, ~1.7x the speed, no torch at query time); torch when the export cannot be
     # made. "onnx": the same, but refuse to start without it. "torch": sentence-transformers.
     # "onnx-int8": the export's weights in int8, ~2x faster again, vectors close but not equal
     # (cosine >= 0.975 on the probes, checked): the index is known as "<model>+int8" and must be rebuilt.
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    export_dir: str = ""  # where the exports are kept; "" = DATA_DIR/encoders
+    export_dir: str = ""  # where the exports are kept; "" = user_cache_dir() / "encoders"
 
     @field_validator("threads")
     @classmethod
@@ -164,6 +164,9 @@ class IndexingSettings(BaseModel):
     # Symlinks (files or folders) whose target is outside the library are skipped, counted as
     # "outside_library", unless this is true. Links within the library are always followed.
     follow_external_links: bool = False
+    # Indexing stops (and sends no photo to the vision model) while less than this is free on
+    # the data folder's disk; searching goes on.
+    min_free_mb: float = Field(default=100.0, ge=0)
 
 
 # Put there by scripts/fetch_detector.sh (called from scripts/setup.sh).
@@ -211,7 +214,7 @@ class VisualSettings(BaseModel):
 
     "bundled": EfficientNet-Lite0 features, offline, in the wheels; "off": describe the photo
     and search by that text (the old way). A CLIP-like encoder plugs in behind
-    `index.ports.VisualEmbedder` (see README).
+    `index.ports.VisualEmbedder` (see docs/reference.md).
     """
 
     backend: Literal["bundled", "off"] = "bundled"
@@ -233,6 +236,10 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     upload_max_mb: float = Field(default=50.0, gt=0)
+    # A slow client is let go with 408: its request's headers must come within this, and its
+    # body within this plus the time 32 KB/s would take (a photo over a slow uplink passes).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
     # A running `peitu serve` (e.g. http://127.0.0.1:8000) that `peitu recommend` asks, with
     # PEITU_ADMIN_TOKEN, instead of loading the model itself; empty: it searches on its own.
     url: str = ""
@@ -250,8 +257,11 @@ class WechatSettings(BaseModel):
     token: SecretStr | None = None
     command_prefix: str = "/"
     group_requires_mention: bool = True
-    allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
+    # Who the bot serves: these contacts and rooms, and the people paired with it (`/绑定` and
+    # the code from the log, `peitu doctor`, the web page); nobody else unless allow_everyone.
+    allow_contacts: list[str] = Field(default_factory=list)
     allow_rooms: list[str] = Field(default_factory=list)
+    allow_everyone: bool = False
     allow_names: bool = True  # False: the lists match ids only (names and topics can be changed)
     rate_limit_per_minute: int = Field(default=6, ge=0)  # per person; 0 = no limit
     rate_limit_global_per_minute: int = Field(default=30, ge=0)  # all people together; 0 = none
@@ -361,6 +371,14 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+
+def user_cache_dir() -> Path:
+    """PeiTu's folder in the user's cache ($XDG_CACHE_HOME/peitu, else ~/.cache/peitu): what
+    every data folder and clone can share and can always be made again (the embedding model's
+    onnxruntime exports)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "peitu"
 
 
 def _config_file_from_env() -> Path | None:

@@ -1,7 +1,8 @@
 """`peitu doctor`: is everything a first run needs in place? One line per check, with the fix.
 
 The same checks back the web page's 运行检查 (GET /api/doctor). Each check is quick (network
-probes wait at most a few seconds) and never changes anything but a probe file it removes.
+probes wait at most a few seconds) and changes nothing but a probe file it removes (and the
+WeChat bot's pairing code, made when there is none yet, to be shown).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from config import ModelEndpoint, Settings
 from config.settings import OfflineSettings
 from index.errors import ModelUnavailable
+from index.library.pairing import BotAccess
 from index.llm import ModelRequestRejected, chat, make_client
 from index.search.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # a stable key: library, data_dir, embedding, vision, offline, rerank, token
+    name: str  # a stable key: library, data_dir, embedding, vision, offline, rerank, token, bot
     level: Level
     title: str  # what was checked, in Chinese
     message: str  # what was found, and the fix when it is not ok (Chinese, one line)
@@ -50,6 +52,7 @@ def run_checks(settings: Settings, *, probe: bool = True) -> list[Check]:
         lambda: check_offline(settings.offline),
         lambda: check_rerank(settings, probe=probe),
         lambda: check_token(settings),
+        lambda: check_bot(settings),
     ]
     return [check() for check in checks]
 
@@ -207,6 +210,29 @@ def check_token(settings: Settings) -> Check:
     if len(token) < 16:
         return Check("token", "warn", title, "令牌太短：请用至少 16 个随机字符。")
     return Check("token", "ok", title, "已设置。")
+
+
+def check_bot(settings: Settings) -> Check:
+    """Who the WeChat bot serves, and the code that lets the owner in (made when missing)."""
+    title, wechat = "微信机器人", settings.wechat
+    if not wechat.endpoint:
+        return Check("bot", "ok", title, "没有配置（PEITU_WECHAT__ENDPOINT 为空）。")
+    if wechat.allow_everyone:
+        message = "谁都能用（PEITU_WECHAT__ALLOW_EVERYONE=true）：加了机器人的人都能看到你的照片。"
+        return Check("bot", "warn", title, message)
+    access = BotAccess(settings.data_dir.expanduser())
+    try:
+        code, paired = access.code(), len(access.paired())
+    except OSError as error:
+        return Check("bot", "fail", title, f"读不了绑定记录（{error.strerror or error}）。")
+    listed = "名单里的人和" if wechat.allow_contacts or wechat.allow_rooms else ""
+    return Check(
+        "bot",
+        "ok",
+        title,
+        f"只为{listed}已绑定的 {paired} 人服务。要让自己或家人使用，请用那个微信私聊机器人发送："
+        f"{wechat.command_prefix}绑定 {code}（配对码用一次就换新的）。",
+    )
 
 
 def doctor_lines(checks: list[Check]) -> list[str]:

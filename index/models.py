@@ -191,6 +191,7 @@ class IndexReport:
     failed: int = 0
     visual_embedded: int = 0  # photos whose pixels got a vector (similar-photo search)
     visual_failed: int = 0
+    dates_ignored: int = 0  # new photos whose EXIF time was impossible (taken as unknown)
     skipped: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     cancelled: bool = False
@@ -207,6 +208,7 @@ class IndexReport:
             "failed",
             "visual_embedded",
             "visual_failed",
+            "dates_ignored",
         )
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["skipped"] = dict(self.skipped)

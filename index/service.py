@@ -23,12 +23,14 @@ from index.errors import (
     IndexBusy,
     IndexMismatch,
     LibraryNotFound,
+    PeiTuError,
 )
 from index.library.catalog import Catalog
 from index.library.descriptions import TIERS
 from index.library.files import LibraryFiles, delete_inside
 from index.library.indexer import Indexer, IndexMode
 from index.library.lock import IndexLock
+from index.library.pairing import BotAccess
 from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, VectorStore
@@ -39,6 +41,8 @@ from index.visual.index import VisualIndex
 from index.visual.search import SimilarPhotos
 
 log = logging.getLogger(__name__)
+
+IMAGE_QUERIES_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class PeiTu:
         keywords: KeywordIndex | None = None,
         visual: VisualIndex | None = None,
         similar: SimilarPhotos | None = None,
+        bot_access: BotAccess | None = None,
     ) -> None:
         """Built parts only (`index.wiring.compose` builds them): the facade decides nothing
         about how its recommender, indexer or searches are made."""
@@ -88,6 +93,11 @@ class PeiTu:
         self.keywords = keywords
         self.visual = visual
         self.similar = similar
+        # Who the chat bot serves besides its allow-list (kept in the data folder).
+        self.bot_access = bot_access or BotAccess(catalog.path.parent)
+        # Image queries decode in a bounded pool: a burst of them waits instead of decoding at
+        # once (each may take up to `QUERY_BUDGET`).
+        self._image_queries = threading.BoundedSemaphore(IMAGE_QUERIES_AT_ONCE)
 
     def index(
         self,
@@ -161,7 +171,8 @@ class PeiTu:
         if self.similar is None:
             return self.similar_by_description(data, top_k)
         self._follow_other_processes()
-        result = self.similar.for_image(data, top_k)
+        with self._image_queries:
+            result = self.similar.for_image(data, top_k)
         self._busy_if_empty(result)
         return result
 
@@ -173,7 +184,8 @@ class PeiTu:
         if self.similar is None:  # no visual index: search by the photo's own description
             return self._similar_by_stored_description(photo_id, top_k)
         self._follow_other_processes()
-        result = self.similar.for_photo(photo_id, path, top_k)
+        with self._image_queries:
+            result = self.similar.for_photo(photo_id, path, top_k)
         self._busy_if_empty(result)
         return result
 
@@ -201,7 +213,8 @@ class PeiTu:
         stored for it stands in; otherwise `DescribeFailed` goes up."""
         same_photo = hashlib.sha256(data).hexdigest()
         try:
-            description = self.describer.describe_bytes(data)
+            with self._image_queries:
+                description = self.describer.describe_bytes(data)
         except DescribeFailed:
             stored = self.catalog.best_descriptions([same_photo]).get(same_photo)
             if stored is None:
@@ -341,6 +354,18 @@ class PeiTu:
         if not self.lock.busy():
             return None
         return RunningJob(self.lock.holder())
+
+    def clean_up_leftovers(self) -> None:
+        """At start-up: clean up after processes that were killed (a rebuild swap half done or a
+        rebuild unfinished, a search graph half saved), each with a log line. Skipped while an
+        indexing job runs: the job did this when it started."""
+        try:
+            with self.lock.hold("start-up"):
+                self.store.recover()
+        except IndexBusy as busy:
+            log.info("an indexing job (%s) runs: leftovers are its to clean", busy.running_job_id)
+        except (PeiTuError, OSError) as error:  # the index still answers; the next job tries again
+            log.warning("could not clean up after a killed process: %s", error)
 
     def warm_up(self) -> None:
         """Load the embedding model, jieba's dictionaries and the image model and run each once,

@@ -16,7 +16,7 @@ from typing import Literal
 
 from chromadb.api import ClientAPI
 
-from config import Settings
+from config import Settings, user_cache_dir
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
 from index.describers.faces import FaceReader
@@ -30,6 +30,7 @@ from index.library.descriptions import tier_of
 from index.library.files import LibraryFiles
 from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
+from index.library.space import MB, DiskSpace, opened_on_full_disk
 from index.models import Note
 from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
 from index.ranking.answer import RERANK_OFF as RERANK_OFF_NOTE
@@ -61,13 +62,13 @@ log = logging.getLogger(__name__)
 
 
 DescriberChoice = Literal["auto", "vision", "offline"]
-ENCODERS_DIR = "encoders"  # in the data folder: the embedding model exported for onnxruntime
+ENCODERS_DIR = "encoders"  # in the user's cache: the embedding model exported for onnxruntime
 
 
-def encoder_exports(settings: Settings, data_dir: Path) -> Path:
-    """The folder of the embedding model's onnxruntime exports."""
+def encoder_exports(settings: Settings) -> Path:
+    """The folder of the embedding model's onnxruntime exports, one for every data folder."""
     configured = settings.embedding.export_dir
-    return Path(configured).expanduser() if configured else data_dir / ENCODERS_DIR
+    return Path(configured).expanduser() if configured else user_cache_dir() / ENCODERS_DIR
 
 
 def text_store(
@@ -261,7 +262,7 @@ def build_app(
         batch_size=settings.embedding.batch_size,
         threads=settings.embedding.threads,
         runtime=settings.embedding.runtime,
-        export_cache=encoder_exports(settings, data_dir),
+        export_cache=encoder_exports(settings),
     )
     url = settings.chroma.url
     retrieval = RetrievalConfig.from_settings(settings.retrieval)
@@ -269,9 +270,13 @@ def build_app(
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))
-    store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
-    catalog = Catalog(data_dir / "catalog.sqlite3")
-    visual_client = make_chroma_client(url, data_dir)
+
+    def open_stores() -> tuple[VectorStore, Catalog, ClientAPI]:
+        store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
+        return store, Catalog(data_dir / "catalog.sqlite3"), make_chroma_client(url, data_dir)
+
+    # Opening writes a little (Chroma a row, SQLite its WAL index): on a full disk, the reserve.
+    store, catalog, visual_client = opened_on_full_disk(data_dir, open_stores)
     visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
     return compose(
         library=settings.library,
@@ -297,6 +302,7 @@ def build_app(
         retrieval=retrieval,
         now=now,
         visual=visual,
+        space=DiskSpace(data_dir, int(settings.indexing.min_free_mb * MB)),
     )
 
 
@@ -317,6 +323,7 @@ def compose(
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
     rerank_note: Note | None = None,
+    space: DiskSpace | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
@@ -344,6 +351,7 @@ def compose(
         concurrency,
         first_stage.encoder,
         visual=visual,
+        space=space,
     )
     similar = SimilarPhotos(visual, catalog, files.path, limits.top_k_final) if visual else None
     return PeiTu(

@@ -158,6 +158,7 @@ class CountsOut(BaseModel):
     failed: int
     visual_embedded: int = Field(default=0, description="photos whose pixels got a vector")
     visual_failed: int = 0
+    dates_ignored: int = Field(default=0, description="photos whose EXIF time was impossible")
     skipped: dict[str, int]
 
 
@@ -180,7 +181,9 @@ class JobOut(BaseModel):
     )
     elapsed_s: float | None = Field(default=None, description="seconds since it started")
     rate_per_s: float | None = Field(default=None, description="photos per second, this phase")
-    eta_s: float | None = Field(default=None, description="seconds left in this phase")
+    eta_s: float | None = Field(
+        default=None, description="seconds until the job is done (this phase and the ones after)"
+    )
     error_message: str | None = Field(default=None, description="`error` in Chinese")
 
     @classmethod

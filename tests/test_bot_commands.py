@@ -58,6 +58,9 @@ from tests.wechat.fakes import FakeStatus
         "配图：今天蓝天白云",
         "配图:今天蓝天白云",
         "配图 : 今天蓝天白云",
+        "配图 今天蓝天白云",  # a space and no slash: how people type it
+        "配图\u3000今天蓝天白云",
+        "@PhotoBot 配图   今天蓝天白云",
         "  /配图   今天蓝天白云  ",
         "@PhotoBot /配图 今天蓝天白云",
         "@PhotoBot\u2005/配图 今天蓝天白云",
@@ -85,7 +88,8 @@ def test_unknown_commands_keep_the_typed_name(typed: str, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "typed", ["今天蓝天白云", "配图真好看", "", "   ", "@PhotoBot 你好", "图/配图"]
+    "typed",
+    ["今天蓝天白云", "配图真好看", "", "   ", "@PhotoBot 你好", "图/配图", "配图", "配图  "],
 )
 def test_ordinary_chat_is_not_a_command(typed: str) -> None:
     assert parse_command(typed) is None
@@ -209,6 +213,7 @@ def test_help_lists_every_form_a_person_may_type() -> None:
         "/配图今天蓝天白云",
         "／配图 今天蓝天白云",
         "配图：今天蓝天白云",
+        "配图 今天蓝天白云",
         "/相似",
         "/状态",
         "/帮助",
@@ -216,7 +221,12 @@ def test_help_lists_every_form_a_person_may_type() -> None:
         "@",
     ):
         assert form in text, form
-    for form in ("/配图今天蓝天白云", "／配图 今天蓝天白云", "配图：今天蓝天白云", "/help"):
+    for form in (
+        "/配图今天蓝天白云",
+        "／配图 今天蓝天白云",
+        "配图：今天蓝天白云",
+        "配图 今天蓝天白云",
+    ):
         assert parse_command(form) is not None, form  # what help shows is understood
 
 
@@ -308,8 +318,10 @@ def test_rate_limiter_zero_means_unlimited() -> None:
     assert all(limiter.check("alice").allowed for _ in range(100))
 
 
-def test_allow_list_empty_allows_everyone() -> None:
-    assert AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+def test_an_empty_allow_list_allows_nobody() -> None:
+    """Everyone else is let in by `bot.access`: pairing, or `allow_everyone` on purpose."""
+    assert not AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+    assert not AllowList.of([" "], []).allows("wxid_1", "Bob")
 
 
 def test_allow_list_contacts_by_id_or_name() -> None:

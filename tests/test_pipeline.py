@@ -55,6 +55,7 @@ def test_first_index_describes_and_embeds_every_photo(
         "failed": 0,
         "visual_embedded": 30,
         "visual_failed": 0,
+        "dates_ignored": 0,
         "skipped": {},
     }
 

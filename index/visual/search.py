@@ -79,7 +79,7 @@ class SimilarPhotos:
     def for_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like an uploaded image. Raises `PhotoUnreadable` for what is not one."""
         started = time.perf_counter()
-        image = self._visual.decode(data)
+        image = self._visual.decode_query(data)
         vector = self._visual.embed_one(image)
         same = frozenset({hashlib.sha256(data).hexdigest()})
         query = Query(QUERY_IMAGE, vector, image_phash(image), keypoints(image), same)
@@ -88,7 +88,7 @@ class SimilarPhotos:
     def for_photo(self, photo_id: str, path: Path, top_k: int | None = None) -> RecommendResult:
         """Photos like one of the library's (by its stored vector when it has one)."""
         started = time.perf_counter()
-        image = self._visual.decode(path)
+        image = self._visual.decode_query(path, sent=False)
         stored = self._visual.store.stored(photo_id)
         vector, phash = stored or (self._visual.embed_one(image), image_phash(image))
         query = Query(path.name, vector, phash, keypoints(image), frozenset({photo_id}))
@@ -153,7 +153,7 @@ class SimilarPhotos:
         if path is None:
             return None
         try:
-            return self._visual.decode(path)
+            return self._visual.decode_query(path, sent=False)
         except (PeiTuError, OSError) as error:  # changed or gone since it was indexed
             log.info("cannot compare with %s: %s", path, error)
             return None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.commands import recommend_text
 from bot.server_client import result_from_json
@@ -136,3 +138,30 @@ def _answer_json(results: list[dict[str, object]]) -> dict[str, object]:
         "nothing_fits": False,
         "time_place": None,
     }
+
+
+def test_a_small_file_of_a_huge_picture_is_refused_or_decoded_small(
+    visual_server: Served, tmp_path: Path
+) -> None:
+    """The red team's 115 KB grey PNG of 10,900 x 10,900: refused before decoding (413, in
+    Chinese, no Python repr); the same picture as a JPEG is decoded at 1/8 scale and answered."""
+    grey = Image.new("L", (10_900, 10_900), 128)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    grey.save(png, "PNG", optimize=True)
+    grey.save(jpeg, "JPEG", quality=80)
+    with visual_server.client() as client:
+        refused = client.post("/api/search/similar", files={"file": ("grey.png", png.getvalue())})
+        answered = client.post("/api/search/similar", files={"file": ("big.jpg", jpeg.getvalue())})
+    assert refused.status_code == 413, refused.text
+    body = refused.json()
+    assert body["reason"] == "too_many_pixels" and "照片太大" in body["message"]
+    assert " at 0x" not in refused.text
+    assert answered.status_code == 200 and answered.json()["results"], answered.text
+
+
+def test_an_unreadable_upload_is_named_without_a_python_repr(visual_server: Served) -> None:
+    """Pillow names what it cannot read by its repr (`<_io.BytesIO object at 0x…>`)."""
+    with visual_server.client() as client:
+        answer = client.post("/api/search/similar", files={"file": ("x.jpg", b"not an image")})
+    assert answer.status_code == 415
+    assert " at 0x" not in answer.text and "<_io" not in answer.text

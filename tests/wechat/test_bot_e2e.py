@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.commands import CLOSEST_MARK, NOTE_NOT_RERANKED, try_hint
+from bot.commands import CLOSEST_MARK, NOTE_NOT_RERANKED, photo_hint_text, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
@@ -124,12 +124,42 @@ def test_similar_after_an_incoming_image(
     chat = start_wechat(bot_finder)
     chat.say(file=image)
     assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    hint, _ = chat.reply()  # a photo in a 1:1 chat gets one line saying what to do with it
+    assert hint["text"] == photo_hint_text("/") and hint["to"] == chat.ids["aliceId"]
     chat.say("/相似")
     text, files = chat.reply(photos=len(expected.results))
     assert "相似的照片" in text["text"]
     assert sent_files(files) == expected_files(peitu, expected)
     assert fingerprint(image) not in sent_files(files)  # not the very photo it was sent
     assert openai_server.requests_of("vision") == []  # found by its pixels, not described
+
+
+def test_peitu_typed_with_a_space_and_no_slash(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    expected = peitu.recommend(SEA)
+    chat = start_wechat(bot_finder)
+    chat.say(f"配图 {SEA}")
+    text, files = chat.reply(photos=len(expected.results))
+    assert sent_files(files) == expected_files(peitu, expected)
+    assert numbered_lines(text["text"]) and chat.next_outcome() is Outcome.REPLIED
+
+
+def test_similar_to_a_small_file_of_a_huge_picture_is_a_polite_no(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, tmp_path: Path
+) -> None:
+    """The red team's 136 KB grey PNG of 10,900 x 10,900 sent to /相似: refused before it is
+    decoded (in both modes), with a reply that says why, and no photo."""
+    huge = tmp_path / "grey.png"
+    Image.new("L", (10_900, 10_900), 128).save(huge, optimize=True)
+    chat = start_wechat(bot_finder)
+    chat.say(file=huge)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "太大" in text["text"]
+    assert chat.next_outcome() is Outcome.FAILED
+    assert not any(event.get("fileName") for event in chat.bot_said())
 
 
 def test_similar_in_room_after_image_and_mention(
@@ -166,6 +196,7 @@ def test_similar_when_the_vision_model_fails(
     openai_server.set_mode("vision", fail_status=500, fail_times=100)
     chat = start_wechat(bot_finder)
     chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
+    assert chat.reply()[0]["text"] == photo_hint_text("/")
     chat.say("/相似")
     text, files = chat.reply(photos=5)
     assert "相似的照片" in text["text"] and len(files) == 5
@@ -186,6 +217,7 @@ def test_similar_by_description_when_the_vision_model_fails(
     new_image = tmp_path / "new.jpg"  # not in the library: no stored description stands in
     Image.new("RGB", (64, 48), (200, 30, 30)).save(new_image)
     chat.say(file=new_image)
+    assert chat.reply()[0]["text"] == photo_hint_text("/")
     chat.say("/相似")
     text, _ = chat.reply()
     peitu.close()
@@ -306,8 +338,10 @@ def test_not_on_the_allow_list_gets_nothing(
     chat = start_wechat(bot_finder, allow_contacts=["Alice"])
     chat.say(f"/配图 {SEA}", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    polite, photos = chat.reply()  # one polite line, no photo
+    assert "私人的" in polite["text"] and polite["to"] == chat.ids["bobId"] and photos == []
     chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
-    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED  # told once: nothing more
     chat.say("/帮助")
     text, _ = chat.reply()
     assert text["to"] == chat.ids["aliceId"]
@@ -332,6 +366,7 @@ def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: Pe
     chat = start_wechat(peitu, allow_rooms=["Family"])
     chat.say("/帮助", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert "私人的" in chat.reply()[0]["text"]
     chat.say("/帮助", sender="Bob", room=True, mention=True)
     text, _ = chat.reply()
     assert text["to"] == chat.ids["roomId"]
