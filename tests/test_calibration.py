@@ -11,6 +11,7 @@ from index.library.descriptions import tier_of
 from index.models import Candidate
 from index.ports import Vectors
 from index.search.calibration import (
+    FIT,
     OFFLINE_MATCH,
     Calibrator,
     Match,
@@ -62,11 +63,12 @@ def _under_the_line(
     return calibrator.matches(text, photos)
 
 
-def test_words_never_lift_a_photo_far_below_the_line_nor_reorder_what_does_not_fit(
+def test_a_word_that_says_much_decides_a_fit_a_one_character_verb_does_not(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
-    """微波炉热饭忘了拿出来: 1.2 z-units under the line a shared word, 拿 or even 微波炉, leaves
-    the photo unfit and in its vector's place (words tip only photos next to the line)."""
+    """微波炉热饭忘了拿出来, 1.2 z-units under the line: a shared 微波炉 makes the photo fit (at
+    the line: words decide fits, the vector orders), a shared 拿 does not (it tips only a photo
+    next to the line), and the photos that do not fit keep their vector's place."""
     verb, noun, none = _under_the_line(
         _calibrator(embedder),
         "微波炉热饭忘了拿出来",
@@ -75,8 +77,8 @@ def test_words_never_lift_a_photo_far_below_the_line_nor_reorder_what_does_not_f
     )
     assert verb.words == () and noun.words == ("微波炉",) and none.words == ()  # 拿 says little
     assert none.z == verb.z == noun.z  # the same similarity: only the words differ
-    assert not (verb.fits or noun.fits or none.fits)
-    assert verb.score == noun.score == none.score
+    assert noun.fits and noun.score == pytest.approx(FIT, abs=0.5)
+    assert not (verb.fits or none.fits) and verb.score == none.score < noun.score
 
 
 def test_a_word_tips_a_photo_next_to_the_line_by_how_much_it_says(
