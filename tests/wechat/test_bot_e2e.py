@@ -155,6 +155,7 @@ def test_similar_to_a_small_file_of_a_huge_picture_is_a_polite_no(
     chat = start_wechat(bot_finder)
     chat.say(file=huge)
     assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    assert chat.reply()[0]["text"] == photo_hint_text("/")  # kept: told how to use it
     chat.say("/相似")
     text, _ = chat.reply()
     assert "太大" in text["text"]
