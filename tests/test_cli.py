@@ -161,7 +161,7 @@ def test_recommend_falls_back_when_the_llm_answers_garbage(
     rerank = result["rerank"]
     assert rerank["state"] == "failed" and "no JSON object" in rerank["reason"]
     failed = [note for note in result["notes"] if note["kind"] == "rerank_failed"]
-    assert len(failed) == 1 and failed[0]["text"].startswith("智能排序暂不可用")
+    assert len(failed) == 1 and failed[0]["text"] == "排序模型暂时不可用，已按匹配度排序。"
     assert result["message"] == "；".join(note["text"] for note in result["notes"])
 
 

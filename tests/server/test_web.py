@@ -8,6 +8,7 @@ model, and an admin token that the test types into the page like a person would.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from index.service import PeiTu
 from server.uploads import UPLOADS_FOLDER
@@ -223,9 +225,10 @@ def test_reranked_search_and_search_by_image(
     )
     assert "未启用" not in page.inner_text("#search-info")  # it is on, and failed
 
-    blue = make_png(120, 90, (40, 110, 220))
+    # a 120-pixel copy of a library photo: a flat colour looks like no photo (相似度 0: none)
+    blue = small_copy(small_library.root / small_library.photos[1].rel_path, 120)
     with page.expect_response("**/api/search/similar") as response:
-        page.set_input_files("#similar-file", files=[file_payload("蓝.png", "image/png", blue)])
+        page.set_input_files("#similar-file", files=[file_payload("小图.png", "image/png", blue)])
     similar: dict[str, Any] = response.value.json()
     assert response.value.status == 200 and similar["results"], similar
     page.wait_for_function(
@@ -235,12 +238,12 @@ def test_reranked_search_and_search_by_image(
     )
     widths = loaded_thumbnails(page, "#results .card img")
     assert widths and all(w > 0 for w in widths)
-    assert "与「蓝.png」相似的照片" in page.inner_text("#search-info")
+    assert "与「小图.png」相似的照片" in page.inner_text("#search-info")
     alike = [round(r["likeness"]) for r in similar["results"]]
     assert page.locator(".card .match").all_text_contents() == [f"相似度 {a}" for a in alike]
     assert alike[0] > 0 and "匹配度" not in page.inner_text("#results")
     assert loaded_thumbnails(page, "#query-photo-img") == [120]  # the query photo, beside
-    assert "蓝.png" in page.inner_text("#query-photo")
+    assert "小图.png" in page.inner_text("#query-photo")
     screenshot(page, "similar", tmp_path)
 
     first = similar["results"][0]
@@ -395,3 +398,13 @@ def test_page_is_served_without_token_but_api_is_not(server: Served) -> None:
     assert page.status_code == 200 and "配图" in page.text
     assert httpx.get(server.url + "/app.js").status_code == 200
     assert httpx.post(server.url + "/api/recommend", json={"text": "x"}).status_code == 401
+
+
+def small_copy(photo: Path, width: int) -> bytes:
+    """The photo scaled to `width` pixels wide, as a PNG."""
+    with Image.open(photo) as image:
+        small = image.convert("RGB")
+        small.thumbnail((width, width * 4))
+        out = io.BytesIO()
+        small.save(out, "PNG")
+    return out.getvalue()

@@ -219,7 +219,7 @@ def test_five_results_fill_their_rows_and_the_page_has_a_favicon(
     _indexed(server)
     page.goto(server.url + "/")
     enter_token(page, TOKEN)
-    result = _search_with_enter(page, "小狗在草地上奔跑", top_k=5)
+    result = _search_with_enter(page, "?小狗在草地上奔跑", top_k=5)  # the closest five
     assert len(result["results"]) == 5
     tops = page.eval_on_selector_all("#results .card", "cards => cards.map(c => c.offsetTop)")
     rows = [tops.count(top) for top in sorted(set(tops))]

@@ -27,7 +27,7 @@ from tests.wechat.harness import Event, WechatHarness
 
 pytestmark = pytest.mark.e2e
 
-SEA = "带孩子去海边玩水，好开心"
+SEA = "小孩子在海边玩水"  # photos the fake LLM judges fitting (its bigrams)
 
 
 def fingerprint(path: Path) -> tuple[str, int, str]:
@@ -276,13 +276,14 @@ def test_replies_read_the_rerank_state_and_notes_and_keep_their_words(
     assert text["text"].splitlines() == reply_lines(SEA, failed, NOTE_NOT_RERANKED)
     openai_server.rerank_fn = None
 
-    summer = "去年夏天带孩子去海边玩水"  # the library's photos have no dates
+    summer = "去年夏天小孩子在海边玩水"  # the library's photos have no dates
     context = peitu.recommend(summer)
     assert context.results and context.notes == ()  # the time changed nothing: nothing said
     chat.say(f"/配图 {summer}")
     text, _ = chat.reply(photos=len(context.results))
     assert text["text"].splitlines() == reply_lines(summer, context)
-    assert "去年夏天" not in "".join(text["text"].splitlines()[1:])
+    notes = [line for line in text["text"].splitlines()[1:] if not line[:1].isdigit()]
+    assert not any("去年夏天" in line for line in notes)  # the (fake) LLM's reasons may quote it
 
     mars = "火星基地的机器人"
     nothing = peitu.recommend(mars)
@@ -398,7 +399,7 @@ def test_long_text_is_trimmed_and_says_so(
     chat.say("/配图 " + SEA * 10)
     text, _ = chat.reply(photos=1)
     assert "文字超过 20 字，只用了前 20 字" in text["text"]
-    assert f"为「{(SEA * 2)[:20]}」" in text["text"]
+    assert f"为「{(SEA * 10)[:20]}」" in text["text"]
 
 
 def test_custom_prefix(start_wechat: StartWechat, peitu: PeiTu) -> None:

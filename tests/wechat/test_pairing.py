@@ -19,7 +19,7 @@ from index.library.pairing import BotAccess
 from index.service import PeiTu
 from tests.wechat.conftest import IndexedLibrary, StartWechat
 
-SEA = "傍晚的海边，海浪拍打着礁石"
+SEA = "小孩子在海边玩水"  # photos the fake LLM judges fitting (its bigrams)
 
 
 def doctor_code(indexed: IndexedLibrary) -> str:
