@@ -7,13 +7,15 @@ adapter and choose describers, reranker, detector and visual embedder.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from chromadb.api import ClientAPI
 
 from config import Settings
@@ -21,15 +23,15 @@ from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
 from index.describers.faces import FaceReader
 from index.describers.sidecar import SidecarDescriber
-from index.errors import (
-    ModelUnavailable,
-)
+from index.errors import ModelUnavailable, RerankFailed
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
 from index.library.files import LibraryFiles
 from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
-from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
+from index.models import Candidate, Judgement
+from index.ports import Describer, Embedder, Reranker, Vectors, VectorStore, VisualEmbedder
+from index.prebuilt import cached_table
 from index.ranking.recommend import Recommender, RecommendLimits
 from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
 from index.search.embed import SentenceTransformerEmbedder
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DescriberChoice = Literal["auto", "vision", "offline"]
 ENCODERS_DIR = "encoders"  # in the data folder: the embedding model exported for onnxruntime
+CACHE_DIR = "cache"  # in the data folder: what is made from the model alone (`fixed_background`)
 
 
 def encoder_exports(settings: Settings, data_dir: Path) -> Path:
@@ -176,9 +179,27 @@ def _face_reader(settings: OfflineSettings) -> FaceReader | None:
 def _reranker(settings: Settings) -> Reranker | None:
     if not settings.rerank.enabled:
         return None
+    if settings.rerank.api_key is None and settings.rerank.base_url == DASHSCOPE_BASE_URL:
+        return KeylessReranker(settings.rerank.model)
     from index.ranking.rerank import LLMReranker
 
     return LLMReranker(settings.rerank)
+
+
+class KeylessReranker:
+    """The rerank model at DashScope (the default) without an API key: every call would be
+    refused, so none is made (nor the LLM client loaded); the photos come in vector order with
+    the note saying why."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+
+    @property
+    def model_name(self) -> str:
+        return self._model
+
+    def rerank(self, text: str, candidates: Sequence[Candidate]) -> list[Judgement]:
+        raise RerankFailed("未设置 API key（PEITU_RERANK__API_KEY 或 DASHSCOPE_API_KEY）")
 
 
 def _visual_index(
@@ -280,6 +301,7 @@ def build_app(
         retrieval=retrieval,
         now=now,
         visual=visual,
+        cache_dir=data_dir / CACHE_DIR,
     )
 
 
@@ -299,11 +321,13 @@ def compose(
     now: Callable[[], datetime] = datetime.now,
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
+    cache_dir: Path | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
     the indexer and the similar-photo search. `build_app` calls this with parts made from
-    settings; tests call it with their own store or embedder."""
+    settings; tests call it with their own store or embedder. `cache_dir`: where what is made
+    from the model alone is kept between processes (the calibration's fixed vectors)."""
     first_stage = retrieval or RetrievalConfig()
     keywords = _keyword_index(catalog, first_stage)
     vectors = QueryVectors(embedder, query_preparation(first_stage))
@@ -314,7 +338,7 @@ def compose(
         limits,
         understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
         collapse=collapse_near_duplicates,
-        calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams()),
+        calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams(), cache_dir),
     )
     indexer = Indexer(
         catalog,
@@ -351,15 +375,30 @@ def _keyword_index(catalog: Catalog, first_stage: RetrievalConfig) -> KeywordInd
 
 
 def _calibrator(
-    vectors: QueryVectors, store: VectorStore, embedder: Embedder, match: MatchParams
+    vectors: QueryVectors,
+    store: VectorStore,
+    embedder: Embedder,
+    match: MatchParams,
+    cache_dir: Path | None,
 ) -> Calibrator:
     """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts."""
     return Calibrator(
         vectors,
         SampleSource(store, match.sample_size),
         match,
-        fixed=lambda: embedder.embed(background_texts()),
+        fixed=lambda: fixed_background(embedder, cache_dir),
     )
+
+
+def fixed_background(embedder: Embedder, cache_dir: Path | None) -> Vectors:
+    """The vectors of the calibration's fixed everyday texts, kept in `cache_dir` per model and
+    texts: a cold query reads 62 vectors instead of running the model on 62 texts."""
+    texts = background_texts()
+    if cache_dir is None:
+        return embedder.embed(texts)
+    key = hashlib.sha256("\n".join([embedder.model_name, *texts]).encode()).hexdigest()[:20]
+    rows = cached_table("background", key, lambda: embedder.embed(texts).tolist(), cache_dir)
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:

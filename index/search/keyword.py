@@ -15,10 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import jieba
+from index.search import segmenter
 
 log = logging.getLogger(__name__)
-jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to show
 
 DocumentSource = Callable[[], Mapping[str, str]]  # photo_id -> description
 
@@ -61,7 +60,7 @@ _NOT_A_WORD = re.compile(r"^[\W_]+$")
 
 def tokenize(text: str) -> list[str]:
     """Content words of a Chinese (or mixed) text: jieba words, lower-cased, no punctuation."""
-    words = (str(word).strip().lower() for word in jieba.lcut(text))
+    words = (word.strip().lower() for word in segmenter.words(text))
     return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
 
 
@@ -73,11 +72,9 @@ def word_core(word: str) -> str:
 def single_character_nouns(text: str) -> frozenset[str]:
     """The one-character nouns of a text (狗, 猫, 船; 狗 of 狗狗 too), by jieba's part-of-speech
     tags: a one-character word that is a verb or particle (拿, 等, 用) says little on its own."""
-    import jieba.posseg
-
     nouns: set[str] = set()
-    for pair in jieba.posseg.lcut(text):
-        word, flag = str(pair.word).strip().lower(), str(pair.flag)
+    for tagged_word, flag in segmenter.tagged(text):
+        word = tagged_word.strip().lower()
         if flag.startswith("n") and len(core := word_core(word)) == 1:
             nouns.add(core)
     return frozenset(nouns)
@@ -99,6 +96,8 @@ class _Corpus:
 
     @classmethod
     def of(cls, documents: Mapping[str, str]) -> _Corpus:
+        if documents:
+            segmenter.load()  # a library's worth of texts: the whole dictionary at once
         terms = {photo_id: Counter(tokenize(text)) for photo_id, text in documents.items()}
         frequency: Counter[str] = Counter()
         for counts in terms.values():
