@@ -72,7 +72,7 @@ from index.search.store_hnsw import auto_ef_search  # noqa: E402
 from index.understanding.filters import wall_clock_ts  # noqa: E402
 from index.wiring import build_app, text_store  # noqa: E402
 
-EVAL_DIR = REPO.parent / "shared" / "eval"
+EVAL_DIR = Path(os.environ.get("PEITU_EVAL_DIR", REPO.parent / "shared" / "eval"))
 MODEL = REPO / "models" / "m3e-small"
 CHUNK = 5000  # photos generated and written per step
 NOISE = 0.25  # norm of the noise added to each unit vector

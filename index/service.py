@@ -359,6 +359,7 @@ class PeiTu:
 
     def _warm_up_query(self) -> None:
         try:  # a time word: the filtered search is warmed too
+            self.store.warm()
             self.recommend(_WARM_UP_TEXT, rerank=False, closest=True)
         except PeiTuError as error:
             log.info("the warm-up query did not run through (%s); the first request will", error)

@@ -22,6 +22,9 @@ from index.errors import ModelUnavailable
 
 NAME = "efficientnet-lite0"
 FEATURE_DIMENSION = 1280
+# The visual vectors' identity (`index.visual.embed`): bump the version when the preprocessing
+# or the pooling changes, and stored vectors are made again.
+POOLED_IDENTITY = f"{NAME}/avgpool-256c224@v1"
 RESIZE, CROP = 256, 224
 
 Batch = npt.NDArray[np.float32]
@@ -64,12 +67,29 @@ class EfficientNetLite0:
 
     def pooled_features(self, batch: Batch) -> Batch:
         """The last feature map averaged over space: (n, 1280), not normalised."""
+        return self.look(batch)[1]
+
+    def look(self, batch: Batch) -> tuple[Batch, Batch]:
+        """One pass of the network: the class scores (as `logits`) and the pooled features
+        (as `pooled_features`) of each image of the batch. The offline describer's tags and
+        the photo's visual vector come from the same pass."""
         import torch
 
         model = self._loaded()
         with self._run_lock, torch.inference_mode():
-            features = model.extract_features(torch.from_numpy(batch)).mean((2, 3))
-            return np.asarray(features.numpy(), dtype=np.float32)
+            pooled = model.extract_features(torch.from_numpy(batch)).mean((2, 3))
+            logits = model._fc(pooled)  # the head after pooling (its dropout is off in eval)
+            return _array(logits), _array(pooled)
+
+
+def normalised(vectors: Batch) -> Batch:
+    """Rows scaled to unit length (an all-zero row stays zero)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def _array(tensor: Any) -> Batch:
+    return np.asarray(tensor.numpy(), dtype=np.float32)
 
 
 def stack(images: Sequence[Image.Image]) -> Batch:

@@ -28,7 +28,7 @@ from index.library.imaging import PhotoReader, read_photo
 from index.library.names import readable_path
 from index.library.scan import ScanResult, read_unchanged, scan_library
 from index.models import IndexReport, PhotoFile, ProgressCallback
-from index.ports import Describer, Embedder, StoredVector, VectorStore
+from index.ports import Describer, Embedder, SeeingDescriber, Seen, StoredVector, VectorStore
 from index.search.retrieval import DocumentEncoder
 from index.understanding.filters import wall_clock_ts
 from index.understanding.geo import place_at
@@ -245,8 +245,10 @@ class Indexer:
         progress("describe", 0, len(todo))
         fresh: list[str] = []
         batches = _LiveBatches()
+        if self._visual is not None and todo:
+            self._visual.prepare()
         try:
-            described = self._describe_all(describing, todo, stop)
+            described = self._describe_all(describing, todo, stop, report)
             for done, (photo, error) in enumerate(described, start=1):
                 if error is None:
                     report.described += 1
@@ -262,6 +264,8 @@ class Indexer:
                 progress("describe", done, len(todo))
         finally:  # also on KeyboardInterrupt: what was described stays searchable
             report.embedded += self._embed_now(store, photos, fresh)
+            if self._visual is not None:
+                self._visual.flush_seen(report)
 
     def _embed_now(self, store: VectorStore, photos: dict[str, PhotoFile], ids: list[str]) -> int:
         """Embed the best descriptions of these photos (those that changed); how many."""
@@ -280,7 +284,11 @@ class Indexer:
         return [p for p in photos.values() if should_describe(rows.get(p.photo_id, []), key)]
 
     def _describe_all(
-        self, describing: _Describing, todo: list[PhotoFile], stop: threading.Event
+        self,
+        describing: _Describing,
+        todo: list[PhotoFile],
+        stop: threading.Event,
+        report: IndexReport,
     ) -> Iterable[tuple[PhotoFile, str | None]]:
         """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
         pending: dict[Future[None], PhotoFile] = {}
@@ -291,21 +299,24 @@ class Indexer:
                     photo = next(queue, None)
                     if photo is None:
                         break
-                    pending[pool.submit(self._describe_one, describing, photo)] = photo
+                    pending[pool.submit(self._describe_one, describing, photo, report)] = photo
                 if not pending:
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     yield pending.pop(future), _error_text(future)
 
-    def _describe_one(self, describing: _Describing, photo: PhotoFile) -> None:
+    def _describe_one(self, describing: _Describing, photo: PhotoFile, report: IndexReport) -> None:
         describer = describing.describer
-        text = describer.describe(photo, read_unchanged(photo)).strip()
+        seen = _seen(describer, photo, read_unchanged(photo))
+        text = seen.text.strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
         self._catalog.save_description(
             photo.photo_id, describer.key, text, supersede=describing.redescribe
         )
+        if self._visual is not None and seen.visual is not None:
+            self._visual.add_seen(photo.photo_id, seen.visual, seen.visual_identity, report)
 
     # --- embed -------------------------------------------------------------------------------
     def _embed_changed(
@@ -443,6 +454,13 @@ class _LiveBatches:
     def embedded(self) -> None:
         """A batch was just embedded: the next one's time counts from now."""
         self._last = self._clock()
+
+
+def _seen(describer: Describer, photo: PhotoFile, data: bytes | None) -> Seen:
+    """The description, and the visual vector when the describer's pass gives one."""
+    if isinstance(describer, SeeingDescriber):
+        return describer.describe_seeing(photo, data)
+    return Seen(describer.describe(photo, data))
 
 
 def _error_text(future: Future[None]) -> str | None:

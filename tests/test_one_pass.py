@@ -1,0 +1,126 @@
+"""One pass of EfficientNet a photo when indexing offline: the describer's tagging pass gives the
+photo's visual vector too, the visual phase runs only for photos described another way, and a
+plugged visual model is never given the describer's vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from index.describers.efficientnet import Batch, EfficientNetLite0
+from index.describers.offline import ImageNetTagger, OfflineDescriber
+from index.search.embed import SentenceTransformerEmbedder
+from index.service import PeiTu
+from index.visual.embed import EfficientNetVisualEmbedder
+from index.wiring import build_app
+from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+from tests.test_visual import ColourHistogram
+
+
+class CountingNetwork(EfficientNetLite0):
+    """The real network, counting the images it runs on (every pass goes through `look` or
+    `logits`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0
+
+    def look(self, batch: Batch) -> tuple[Batch, Batch]:
+        self.images += len(batch)
+        return super().look(batch)
+
+    def logits(self, batch: Batch) -> Batch:
+        self.images += len(batch)
+        return super().logits(batch)
+
+
+class NoText:
+    """A `TextReader` that finds no text (the OCR models are not what this is about)."""
+
+    def read(self, image: Image.Image) -> list[str]:
+        return []
+
+
+def _offline(network: EfficientNetLite0) -> OfflineDescriber:
+    return OfflineDescriber(
+        max_pixels=50_000_000, reader=NoText(), tagger=ImageNetTagger(network=network)
+    )
+
+
+def _app(
+    make_settings: SettingsFactory,
+    library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+    network: EfficientNetLite0,
+) -> PeiTu:
+    settings = make_settings(library=library.root, visual={"batch_size": 8})
+    visual = EfficientNetVisualEmbedder(network)
+    return build_app(settings, embedder=embedder, describer="offline", visual_embedder=visual)
+
+
+def test_an_offline_index_runs_the_network_once_a_photo(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    network = CountingNetwork()
+    app = _app(make_settings, small_library, embedder, network)
+    report = app.index(describer=_offline(network))
+    photos = len(small_library.photos)
+    assert (report.described, report.visual_embedded, report.visual_failed) == (photos, photos, 0)
+    assert network.images == photos  # the describer's pass only: no visual phase
+    assert app.visual is not None and app.visual.store.count() == photos
+    assert set(app.catalog.visual_embedded().values()) == {app.visual.embedder.identity}
+    again = app.index(describer=_offline(network))
+    assert (again.described, again.visual_embedded, network.images) == (0, 0, photos)
+
+
+def test_the_describers_vector_is_the_one_the_visual_phase_makes(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    network = CountingNetwork()
+    app = _app(make_settings, small_library, embedder, network)
+    app.index(describer=_offline(network))
+    assert app.visual is not None
+    for photo in small_library.photos[:5]:
+        path = small_library.root / photo.rel_path
+        photo_id = app.catalog.files()[photo.rel_path]
+        stored = app.visual.store.stored(photo_id)
+        made = app.visual.embed_one(app.visual.decode(path))
+        assert stored is not None and float(np.dot(stored[0], made)) > 0.9999
+        assert stored[1] == app.catalog.perceptual_hashes([photo_id])[photo_id]
+
+
+def test_photos_described_another_way_get_the_visual_phase(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    network = CountingNetwork()
+    settings = make_settings(library=small_library.root, visual={"batch_size": 8})
+    app = build_app(
+        settings,
+        descriptions=small_library.descriptions,
+        embedder=embedder,
+        visual_embedder=EfficientNetVisualEmbedder(network),
+    )
+    report = app.index()
+    assert report.visual_embedded == len(small_library.photos) == network.images
+
+
+def test_a_plugged_visual_model_is_not_given_the_describers_vectors(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    network = CountingNetwork()
+    settings = make_settings(library=small_library.root, visual={"batch_size": 8})
+    app = build_app(
+        settings, embedder=embedder, describer="offline", visual_embedder=ColourHistogram()
+    )
+    report = app.index(describer=_offline(network))
+    assert report.visual_embedded == len(small_library.photos)
+    assert set(app.catalog.visual_embedded().values()) == {ColourHistogram.identity}
+    assert network.images == len(small_library.photos)  # tagging only
