@@ -173,7 +173,9 @@ def main() -> None:
             _export(args.before, before)
         trees.insert(0, (args.before, before))
     _prepare_export(REPO, exports)
-    setups = [Setup(f"{name}, visual {v}", tree, v == "on") for name, tree in trees for v in ("on", "off")]
+    setups = [
+        Setup(f"{name}, visual {v}", tree, v == "on") for name, tree in trees for v in ("on", "off")
+    ]
     for count in (int(c) for c in args.photos.split(",")):
         library = _library(count, args.phone_size, work)
         runs = {s.label: Runs() for s in setups}
