@@ -90,13 +90,15 @@ class Facets:
         """(slot, cosine) of the k photos the filters keep that are closest to `query`, closest
         first, compared one by one; only when this holds vectors."""
         assert self.vectors is not None
-        slots = np.flatnonzero(self.mask(filters))
-        if k <= 0 or not len(slots):
+        keep = self.mask(filters)
+        kept = int(np.count_nonzero(keep))
+        if k <= 0 or not kept:
             return []
-        cosines = self.vectors[slots] @ _unit(np.asarray(query, dtype=np.float32)[None])[0]
-        top = np.argpartition(-cosines, min(k, len(slots)) - 1)[:k]
+        unit = _unit(np.asarray(query, dtype=np.float32)[None])[0]
+        cosines = np.where(keep, self.vectors @ unit, -np.inf)  # every slot: no copy of rows
+        top = np.argpartition(-cosines, min(k, kept) - 1)[: min(k, kept)]
         best = top[np.argsort(-cosines[top], kind="stable")]
-        return [(int(slots[i]), float(cosines[i])) for i in best]
+        return [(int(slot), float(cosines[slot])) for slot in best]
 
     def _code(self, name: str | None) -> int:
         if name is None:

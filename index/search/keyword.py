@@ -7,6 +7,7 @@ since the last rebuild) is tokenised on the fly, so a stale index only skews the
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -60,8 +61,15 @@ _NOT_A_WORD = re.compile(r"^[\W_]+$")
 
 def tokenize(text: str) -> list[str]:
     """Content words of a Chinese (or mixed) text: jieba words, lower-cased, no punctuation."""
+    return list(_content_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _content_words(text: str) -> tuple[str, ...]:
+    """`tokenize`, kept for the texts met last: the match score segments every candidate's
+    description on every query, and a library's descriptions come back query after query."""
     words = (word.strip().lower() for word in segmenter.words(text))
-    return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
+    return tuple(w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS)
 
 
 def word_core(word: str) -> str:
