@@ -14,6 +14,7 @@ visual phase to CPU without it, and the load average beside each figure. Asserts
 
     .venv/bin/python bench/bench_index_offline.py [--photos 300,2000] [--repeat 1]
         [--before main | --before ""] [--phone-size] [--work DIR]
+        [--setups before-on,before-off,this-on,this-off]
 """
 
 from __future__ import annotations
@@ -149,6 +150,8 @@ def _print(count: int, setups: list[Setup], runs: dict[str, Runs]) -> None:
             f"({r.photos[-1]} photos; load {' | '.join(r.loads)})"
         )
     for tree in dict.fromkeys(s.label.rsplit(",", 1)[0] for s in setups):
+        if f"{tree}, visual on" not in runs or f"{tree}, visual off" not in runs:
+            continue
         on, off = runs[f"{tree}, visual on"], runs[f"{tree}, visual off"]
         ratio = statistics.median(on.cpu) / statistics.median(off.cpu)
         print(f"  {tree}: CPU with the visual phase / without = {ratio:.2f}")
@@ -161,6 +164,11 @@ def main() -> None:
     parser.add_argument("--before", default="main", help='git ref to compare with ("": none)')
     parser.add_argument("--phone-size", action="store_true")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--setups",
+        default="before-on,before-off,this-on,this-off",
+        help="which runs: the git ref's and this tree's, with the visual phase on and off",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="peitu-bench-index-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -173,8 +181,12 @@ def main() -> None:
             _export(args.before, before)
         trees.insert(0, (args.before, before))
     _prepare_export(REPO, exports)
+    wanted = set(args.setups.split(","))
     setups = [
-        Setup(f"{name}, visual {v}", tree, v == "on") for name, tree in trees for v in ("on", "off")
+        Setup(f"{name}, visual {v}", tree, v == "on")
+        for name, tree in trees
+        for v in ("on", "off")
+        if f"{'this' if tree == REPO else 'before'}-{v}" in wanted
     ]
     for count in (int(c) for c in args.photos.split(",")):
         library = _library(count, args.phone_size, work)

@@ -61,6 +61,15 @@ class SeeingDescriber(Describer, Protocol):
         ...
 
 
+@runtime_checkable
+class LocalDescriber(Describer, Protocol):
+    """A describer that runs its models on this machine's CPU (the offline one): the indexer
+    describes at most `parallel` photos at once with it, whatever the vision concurrency."""
+
+    @property
+    def parallel(self) -> int: ...
+
+
 class Embedder(Protocol):
     """Turns texts into L2-normalised vectors."""
 

@@ -82,20 +82,21 @@ def _read(path: Path) -> Any | None:
 
 
 def _keep(path: Path, write: Callable[[Path], object]) -> bool:
-    """Write `path` through a partial file beside it; False (and nothing kept) on an OSError."""
+    """Write `path` through a partial file beside it; False (and nothing kept) on an OSError.
+    Another error of `write` goes up, and no partial file stays behind either way."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial.unlink(missing_ok=True)
         write(partial)
         os.replace(partial, path)
     except OSError as error:
         log.info(
             "cannot keep %s in the cache folder (%s); it is built again next time", path, error
         )
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
         return False
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)  # gone already after the replace
     _remove_older(path)
     return True
 

@@ -4,22 +4,35 @@ plugged visual model is never given the describer's vectors."""
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
-from index.describers.efficientnet import Batch, EfficientNetLite0
+from index.describers.efficientnet import (
+    Batch,
+    EfficientNetLite0,
+    _OnnxRunner,
+    _TorchRunner,
+    bundled_network,
+    export_onnx,
+    network_input,
+)
 from index.describers.offline import ImageNetTagger, OfflineDescriber
+from index.models import PhotoFile
+from index.ports import LocalDescriber
 from index.search.embed import SentenceTransformerEmbedder
 from index.service import PeiTu
 from index.visual.embed import EfficientNetVisualEmbedder
 from index.wiring import build_app
-from tests.support.core_fixtures import SettingsFactory, SmallLibrary
+from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
 from tests.test_visual import ColourHistogram
 
 
 class CountingNetwork(EfficientNetLite0):
-    """The real network, counting the images it runs on (every pass goes through `look` or
-    `logits`)."""
+    """The real network, counting the images it runs on (every pass goes through `look`)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -28,10 +41,6 @@ class CountingNetwork(EfficientNetLite0):
     def look(self, batch: Batch) -> tuple[Batch, Batch]:
         self.images += len(batch)
         return super().look(batch)
-
-    def logits(self, batch: Batch) -> Batch:
-        self.images += len(batch)
-        return super().logits(batch)
 
 
 class NoText:
@@ -124,3 +133,56 @@ def test_a_plugged_visual_model_is_not_given_the_describers_vectors(
     assert report.visual_embedded == len(small_library.photos)
     assert set(app.catalog.visual_embedded().values()) == {ColourHistogram.identity}
     assert network.images == len(small_library.photos)  # tagging only
+
+
+def test_the_network_runs_in_onnxruntime_as_it_does_in_torch(tmp_path: Path) -> None:
+    """The export kept in the cache folder gives torch's class scores and pooled features (the
+    tags and the visual vectors stay what they were), without torch at run time."""
+    export_onnx(tmp_path / "efficientnet.onnx")
+    images = [network_input(Image.open(EVAL_DIR / "images" / p.rel_path)) for p in
+              read_eval_captions(3)]  # fmt: skip
+    batch = np.concatenate(images)
+    onnx, torch = _OnnxRunner(tmp_path / "efficientnet.onnx"), _TorchRunner()
+    for ours, theirs in zip(onnx.look(batch), torch.look(batch), strict=True):
+        assert ours.shape == theirs.shape and float(np.abs(ours - theirs).max()) < 1e-3
+    assert bundled_network().look(batch[:1])[0].argmax() == torch.look(batch[:1])[0].argmax()
+
+
+class CountsAtOnce:
+    """A describer on this machine's CPU (`LocalDescriber`) that records how many photos it was
+    describing at the same time."""
+
+    key = "counting@v1"
+    parallel = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
+        with self._lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.05)
+        with self._lock:
+            self.now -= 1
+        return "一张照片"
+
+    def describe_bytes(self, data: bytes) -> str:
+        return "一张照片"
+
+
+def test_a_local_describer_describes_no_more_photos_at_once_than_it_says(
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+) -> None:
+    settings = make_settings(
+        library=small_library.root, vision={"concurrency": 8}, visual={"backend": "off"}
+    )
+    app = build_app(settings, embedder=embedder)
+    describer = CountsAtOnce()
+    assert isinstance(describer, LocalDescriber)
+    report = app.index(describer=describer)
+    assert report.described == len(small_library.photos) and describer.most == 2

@@ -23,7 +23,10 @@ later run with the vision model replaces these.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -140,6 +143,39 @@ class RapidTextReader:
         return [str(text) for _, text, score in found or [] if float(score) >= self._min_score]
 
 
+def return_freed_memory() -> None:
+    """Give memory freed by the last photo back to the system (glibc keeps it otherwise).
+
+    OCR of a phone photo's working copy allocates ~300 MB and frees it (RapidOCR runs without
+    onnxruntime's arena); glibc keeps freed memory in the arena of the thread that used it,
+    so with several describing threads each can end up holding that much. A few ms a photo;
+    nothing on a system without glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def share_heaps() -> None:
+    """Let the threads that describe photos share two glibc heaps instead of one each (glibc
+    makes up to eight per core): what one thread frees, the next can use."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@functools.cache
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018  (both must be there)
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+    return libc
+
+
 class ImageNetTagger:
     """ImageNet-1k classes with EfficientNet-Lite0 on the CPU; loads on first use (~0.3 s).
 
@@ -203,6 +239,7 @@ class OfflineDescriber:
         self._detector = detector
         self._faces = faces
         self._writer = SceneWriter()
+        share_heaps()  # this process is about to run the models in several threads
         labels = read_labels(LABELS_FILE)
         self._scene_tags = {labels[index]: word for index, word in SCENE_CLASSES.items()}
         self._activity_tags = {labels[index]: word for index, word in ACTIVITY_CLASSES.items()}
@@ -211,6 +248,12 @@ class OfflineDescriber:
     @property
     def key(self) -> str:
         return KEY
+
+    @property
+    def parallel(self) -> int:
+        """Photos worth describing at once: one per core (each model runs on one thread; more
+        would only hold more photos in memory while they wait)."""
+        return os.cpu_count() or 1
 
     def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
         """Describe a scanned photo (its `data` when given); its time and place come from the
@@ -227,7 +270,11 @@ class OfflineDescriber:
             draft_box=(_WORKING_SIDE, _WORKING_SIDE),
         ).image
         place = place_at(photo.gps_lat, photo.gps_lon)
-        return self._description(decoded, photo.taken_at, place, str(photo.path))
+        try:
+            return self._description(decoded, photo.taken_at, place, str(photo.path))
+        finally:
+            del decoded
+            return_freed_memory()
 
     def describe_bytes(self, data: bytes) -> str:
         """Describe an uploaded image; time and place come from its own EXIF."""

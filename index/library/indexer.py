@@ -28,7 +28,15 @@ from index.library.imaging import PhotoReader, read_photo
 from index.library.names import readable_path
 from index.library.scan import ScanResult, read_unchanged, scan_library
 from index.models import IndexReport, PhotoFile, ProgressCallback
-from index.ports import Describer, Embedder, SeeingDescriber, Seen, StoredVector, VectorStore
+from index.ports import (
+    Describer,
+    Embedder,
+    LocalDescriber,
+    SeeingDescriber,
+    Seen,
+    StoredVector,
+    VectorStore,
+)
 from index.search.retrieval import DocumentEncoder
 from index.understanding.filters import wall_clock_ts
 from index.understanding.geo import place_at
@@ -293,9 +301,12 @@ class Indexer:
         """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
         pending: dict[Future[None], PhotoFile] = {}
         queue = iter(todo)
-        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+        concurrency = self._concurrency
+        if isinstance(describing.describer, LocalDescriber):
+            concurrency = min(concurrency, describing.describer.parallel)
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             while True:
-                while len(pending) < self._concurrency and not stop.is_set():
+                while len(pending) < concurrency and not stop.is_set():
                     photo = next(queue, None)
                     if photo is None:
                         break

@@ -181,7 +181,7 @@ class SentenceTransformerEmbedder:
         if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
             return None
         key = export_key(fingerprint, self._precision)
-        encoder = load_export(self._export_cache, key, self._batch_size, self._query_threads())
+        encoder = load_export(self._export_cache, key, self._batch_size)
         if encoder is not None:
             log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
         return encoder
