@@ -82,7 +82,8 @@ RUN /app/.venv/bin/pip install --quiet --no-deps -e . \
 ENV PATH=/app/.venv/bin:$PATH \
     PEITU_DATA_DIR=/data \
     PEITU_LIBRARY=/photos \
-    HF_HOME=/data/huggingface
+    HF_HOME=/data/huggingface \
+    PEITU_EMBEDDING__EXPORT_DIR=/data/encoders
 VOLUME ["/data", "/photos"]
 EXPOSE 8000
 

@@ -5,8 +5,8 @@ Each row is a fresh subprocess (`sys.executable -m cli.main …`), timed by its 
 neighbour does not inflate as it does the wall clock) and by wall clock; the median of --repeat
 runs is printed for this checkout ("after") and for a git ref ("before", `--before main`:
 exported with `git archive` into a temporary folder, run by the same Python and models), each as
-a multiple of the baseline's. The runs of the baseline, before and after alternate, so a change
-in the machine's load falls on all alike. One further run per row and checkout under
+a multiple of the baseline's CPU. Every row runs its own baseline: the runs of the baseline,
+before and after alternate, so a change in the machine's load falls on all alike. One further run per row and checkout under
 `-X importtime` (first, so it also warms the file cache) says whether torch / chromadb /
 sentence_transformers got imported at all. Each checkout indexes its own small data folder
 first (12 eval photos).
@@ -20,6 +20,10 @@ first (12 eval photos).
   DashScope without an API key (a first run's settings)
 - recommend (server): the same with PEITU_SERVER__URL naming a `peitu serve` of this checkout,
   started once and ready beforehand (a checkout without that setting searches on its own)
+- cheap mistakes, each beside `peitu status` on the same data folder (the ÷status column): a
+  blank text, no library set, a missing image file for `peitu similar`, and `peitu recommend`
+  on an empty data folder (its own status row). Their exit codes are not checked: the before
+  tree may answer an empty index with exit 0.
 
 Timing is noisy on a shared machine; the figures are for reading, nothing is asserted. The load
 average is printed before and after.
@@ -61,8 +65,11 @@ TEXT = "海边的日落"
 class Row:
     name: str
     args: list[str]  # after `python -m cli.main`; empty: the baseline
-    expect_ok: bool = True
+    expect_ok: bool | None = True  # None: either
     via_server: bool = False
+    empty: bool = False  # on an empty data folder
+    no_library: bool = False  # without PEITU_LIBRARY
+    status_row: str = ""  # the status row of the same data folder, for ÷status
     env: tuple[tuple[str, str], ...] = ()  # set for this row only
 
 
@@ -84,7 +91,7 @@ class Figures:
 def _rows(missing: Path) -> list[Row]:
     return [
         Row("peitu --help", ["--help"]),
-        Row("peitu status", ["status"]),
+        Row(_STATUS, ["status"]),
         Row("peitu index --library <missing>", ["index", "--library", str(missing)], False),
         Row("peitu recommend (cold)", ["recommend", TEXT, "--no-rerank"]),
         Row(
@@ -93,7 +100,27 @@ def _rows(missing: Path) -> list[Row]:
             env=(("PEITU_RERANK__ENABLED", "true"),),
         ),
         Row("peitu recommend (server)", ["recommend", TEXT, "--no-rerank"], via_server=True),
+        Row("peitu recommend <blank text>", ["recommend", "   "], False, status_row=_STATUS),
+        Row("peitu index <no library>", ["index"], False, no_library=True, status_row=_STATUS),
+        Row(
+            "peitu similar <missing file>",
+            ["similar", str(missing / "p.jpg")],
+            False,
+            status_row=_STATUS,
+        ),
+        Row(_EMPTY_STATUS, ["status"], empty=True),
+        Row(
+            "peitu recommend (empty index)",
+            ["recommend", TEXT, "--no-rerank"],
+            None,
+            empty=True,
+            status_row=_EMPTY_STATUS,
+        ),
     ]
+
+
+_STATUS = "peitu status"
+_EMPTY_STATUS = "peitu status (empty data folder)"
 
 
 def _env(data_dir: Path, library: Path) -> dict[str, str]:
@@ -128,6 +155,15 @@ class Checkout:
     path: Path
     env: dict[str, str]
     server_env: dict[str, str]
+    empty_env: dict[str, str]
+
+    def env_of(self, row: Row) -> dict[str, str]:
+        if row.via_server:
+            return {**self.server_env, **dict(row.env)}
+        env = self.empty_env if row.empty else self.env
+        if row.no_library:
+            env = {k: v for k, v in env.items() if k != "PEITU_LIBRARY"}
+        return {**env, **dict(row.env)}
 
 
 def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
@@ -135,10 +171,8 @@ def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
     before, after, baseline, ...) so that a change in the machine's load falls on all alike.
     The baseline's figures come first."""
     argv = _argv(row)
-    where = [(REPO, checkouts[0].env, _argv(BASELINE))] + [
-        (c.path, {**(c.server_env if row.via_server else c.env), **dict(row.env)}, argv)
-        for c in checkouts
-    ]
+    where = [(REPO, checkouts[0].env, _argv(BASELINE))]
+    where += [(c.path, c.env_of(row), argv) for c in checkouts]
     heavy = [
         _heavy_imports(_run([args[0], "-X", "importtime", *args[1:]], cwd, env).stderr)
         for cwd, env, args in where
@@ -153,7 +187,8 @@ def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
             wall[i].append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu[i].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-            if args is argv and (proc.returncode == 0) != row.expect_ok:
+            expected = row.expect_ok if args is argv else True
+            if expected is not None and (proc.returncode == 0) != expected:
                 raise SystemExit(
                     f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
                 )
@@ -227,7 +262,8 @@ def _prepare(checkout: Path, root: Path, server_url: str) -> Checkout:
     library = build_small_library(root, 12)
     env = _env(root / "data", library.root)
     _index(checkout, library, env)
-    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url})
+    empty = {**env, "PEITU_DATA_DIR": str(root / "empty-data")}
+    return Checkout(checkout, env, {**env, "PEITU_SERVER__URL": server_url}, empty)
 
 
 @contextmanager
@@ -245,9 +281,8 @@ def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
     baseline measured in the same interleaved runs."""
     print(f"median of the timed runs, seconds (CPU = user + system; wall); {sys.executable}")
     print(f"before: {ref or '-'}; after: this checkout ({REPO}); ×: CPU median / the baseline's")
-    print(
-        f"{'command':<40} {'base':>5} {'before':>13} {'×':>5} {'after':>13} {'×':>5}  heavy imports"
-    )
+    head = f"{'command':<40} {'base':>5} {'before':>13} {'×':>5} {'after':>13} {'×':>5}"
+    print(f"{head}  heavy imports")
     for row, found in zip(rows, figures, strict=True):
         base, checkouts = found[0], found[1:]
         cells = [
@@ -258,6 +293,15 @@ def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
             cells.insert(0, f"{'-':>13} {'-':>5}")
         imports = " → ".join(", ".join(f.heavy) or "-" for f in checkouts)
         print(f"{row.name:<40} {base.median:>5.2f} {cells[0]} {cells[1]}  {imports}")
+    names = [row.name for row in rows]
+    print("÷status: wall median / that of `peitu status` on the same data folder (before → after)")
+    for row, found in zip(rows, figures, strict=True):
+        if row.status_row:
+            status = figures[names.index(row.status_row)][1:]
+            ratios = " → ".join(
+                f"{f.median_wall / status[i].median_wall:.2f}" for i, f in enumerate(found[1:])
+            )
+            print(f"  {row.name:<32} {ratios}")
 
 
 def _load() -> str:

@@ -1,7 +1,8 @@
 """Chat commands: parse what a person typed, and word the replies. No wechaty types here.
 
 Commands (the prefix is `WechatSettings.command_prefix`, "/" by default; a full-width "／" works
-too): `/配图 <文案>` (also `配图：<文案>` without the prefix), `/相似`, `/帮助`, `/状态`.
+too): `/配图 <文案>` (also `配图：<文案>` and `配图 <文案>` without the prefix), `/相似`, `/帮助`,
+`/状态`.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ _NAMES: dict[str, Kind] = {
     "help": Kind.HELP,
 }
 _COLON_FORM = re.compile(r"^配图\s*[:：]")
+# "配图 终于学会冲浪了": how people type it, a space and no slash. A text after the space is
+# needed ("配图" alone, or "配图真好看", stays chat).
+_SPACE_FORM = re.compile(r"^配图[\s\u3000\u2005]+(?=\S)")
 _LEADING_MENTIONS = re.compile(r"^(?:@[^\s\u2005]+[\s\u2005]*)+")
 _ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
 _NAME_LIMIT = 20
@@ -70,8 +74,9 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
     empty, where every message would otherwise be an unknown command).
     """
     body = strip_mentions(text)
-    if _COLON_FORM.match(body):
-        return _peitu(_COLON_FORM.sub("", body, count=1), max_text_chars)
+    for form in (_COLON_FORM, _SPACE_FORM):
+        if form.match(body):
+            return _peitu(form.sub("", body, count=1), max_text_chars)
     rest = _after_prefix(body, prefix)
     if rest is None:
         return None
@@ -127,7 +132,8 @@ def help_text(prefix: str = "/") -> str:
         [
             "我可以从相册里为你的文案挑照片：",
             f"1. {prefix}配图 <文案> — 为一段文字挑照片，例如：{prefix}配图 今天蓝天白云",
-            f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图：今天蓝天白云",
+            f"   也可以写成：{prefix}配图今天蓝天白云、{wide}配图 今天蓝天白云、配图 今天蓝天白云、"
+            "配图：今天蓝天白云",
             f"   {prefix}配图! <文案> — 只要文中时间地点（如 去年夏天、在大理）的照片；"
             f"{prefix}配图? <文案> — 没有合适的也显示最接近的",
             f"2. {prefix}相似 — 先发一张图片，再发送 {prefix}相似，找相册里相似的照片",
@@ -155,6 +161,11 @@ def unknown_command_text(name: str, prefix: str = "/") -> str:
     """The reply to `/xxx` the bot does not know."""
     shown = f"{prefix}{name}" if name else prefix
     return f"不认识的命令「{shown}」。\n" + help_text(prefix)
+
+
+def photo_hint_text(prefix: str) -> str:
+    """The one line the bot says when a person sends it a photo in a 1:1 chat."""
+    return f"收到图片。发 {prefix}相似 找相册里和它相似的照片。"
 
 
 def no_recent_image_text(prefix: str, minutes: int) -> str:

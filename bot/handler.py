@@ -93,6 +93,7 @@ class MessageHandler:
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self._everyone = RateLimiter(settings.rate_limit_global_per_minute, clock)
         self._images: RecentItems[ImageLoader] = RecentItems(RECENT_IMAGE_MINUTES * 60, clock)
+        self._hinted: RecentItems[bool] = RecentItems(RECENT_IMAGE_MINUTES * 60, clock)
 
     async def handle(self, msg: Incoming) -> Outcome:
         """Answer `msg` if it is a command for the bot; say what happened."""
@@ -102,6 +103,7 @@ class MessageHandler:
             return Outcome.NOT_ALLOWED
         if msg.is_image:
             self._images.put(_chat_key(msg), msg.image_bytes)
+            await self._hint_similar(msg)
             return Outcome.IMAGE_KEPT
         command = self._command_in(msg)
         if command is None:
@@ -114,6 +116,16 @@ class MessageHandler:
             "%s from %s%s: %s in %.0f ms", command.kind, msg.talker_name, where, outcome, elapsed_ms
         )
         return outcome
+
+    async def _hint_similar(self, msg: Incoming) -> None:
+        """Tell a person who sent a photo what the bot can do with it: in a 1:1 chat only (in a
+        group photos are for the others), once while the photo is kept (a burst of nine photos
+        gets one line)."""
+        key = _chat_key(msg)
+        if msg.room_id is not None or self._hinted.get(key):
+            return
+        self._hinted.put(key, True)
+        await msg.reply_text(commands.photo_hint_text(self._prefix))
 
     async def _answer(self, msg: Incoming, command: Command) -> Outcome:
         try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.progress import progress_output
+from cli.words import say
 from config import Settings
 from index.errors import InvalidQuery, PeiTuError
 from index.library.journal import JobJournal
@@ -100,12 +101,64 @@ def _summary(report: IndexReport) -> str:
 
 def check_recommend_args(args: argparse.Namespace) -> None:
     """The arguments of `peitu recommend`, checked before a model or server is looked for."""
-    if args.top_k is not None and args.top_k < 1:
-        raise InvalidQuery("--top-k must be at least 1")
-    if args.batch is None and not args.text:
-        raise InvalidQuery("give the text to find photos for, or --batch FILE")
+    _check_top_k(args)
+    if args.batch is None and not (args.text or "").strip():
+        raise InvalidQuery(
+            say(
+                '请给出要配图的文字，例如：peitu recommend "今天蓝天白云"（或用 --batch 文件）',
+                "give the text to find photos for, or --batch FILE",
+            )
+        )
     if args.batch is not None and not args.batch.is_file():
-        raise InvalidQuery(f"batch file not found: {args.batch}")
+        raise InvalidQuery(
+            say(f"找不到文字文件：{args.batch}", f"batch file not found: {args.batch}")
+        )
+
+
+def check_similar_args(args: argparse.Namespace) -> None:
+    """The arguments of `peitu similar`: an image file that exists, or a photo id."""
+    _check_top_k(args)
+    if not Path(args.query).expanduser().is_file() and not _PHOTO_ID.fullmatch(args.query):
+        raise InvalidQuery(
+            say(
+                f"找不到图片文件：{args.query}（也不是图库里照片的 photo_id）",
+                f"not an image file nor a photo id: {args.query}",
+            )
+        )
+
+
+def _check_top_k(args: argparse.Namespace) -> None:
+    if args.top_k is not None and args.top_k < 1:
+        raise InvalidQuery(say("--top-k 至少是 1", "--top-k must be at least 1"))
+
+
+def require_photos(app: PeiTu) -> None:
+    """Refuse to search an index that has no photo yet (before the embedding model loads):
+    one line saying how to index, and exit code 1."""
+    status = app.status()
+    if status.photos > 0 or status.problem:  # a problem (another model's index) says itself
+        return
+    if status.indexing:
+        raise EmptyIndex(
+            say(
+                "正在建第一次索引，还没有能搜的照片；过一会儿再试（peitu status 看进度）",
+                "the first index is being built and no photo is searchable yet; try again "
+                "shortly (`peitu status` shows the progress)",
+            )
+        )
+    raise EmptyIndex(
+        say(
+            "索引里还没有照片。先建索引：peitu index --library 照片文件夹"
+            "（没有视觉模型 API key 时自动用离线描述）；网页上是 索引管理 → 开始索引",
+            "the index has no photos yet: run `peitu index --library PHOTO_FOLDER` first (photos "
+            "are described offline when no vision API key is set), or 索引管理 → 开始索引 on the "
+            "web page",
+        )
+    )
+
+
+class EmptyIndex(PeiTuError):
+    """The index has no photo to search."""
 
 
 def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,6 +167,7 @@ def run_recommend(args: argparse.Namespace, settings: Settings) -> int:
     if settings.server.url and _recommend_through_server(args, settings, options):
         return 0
     app = build_app(settings)
+    require_photos(app)
 
     def answer(text: str) -> dict[str, Any]:
         return app.recommend(text, args.top_k, **options).to_dict()
@@ -133,13 +187,17 @@ def _recommend_through_server(
         try:
             server.check_reachable()
         except ServerUnreachable as error:
-            print(
-                f"peitu: no PeiTu server answers at PEITU_SERVER__URL ({error}); "
+            line = say(
+                f"PEITU_SERVER__URL 上没有 PeiTu 服务器响应（{error}），改在本机搜索（加载模型）",
+                f"no PeiTu server answers at PEITU_SERVER__URL ({error}); "
                 "searching here instead (loading the model)",
-                file=sys.stderr,
             )
+            print(f"peitu: {line}", file=sys.stderr)
             return False
-        print(f"peitu: asking the PeiTu server at {server.url}", file=sys.stderr)
+        print(
+            f"peitu: {say('向 PeiTu 服务器查询：', 'asking the PeiTu server at ')}{server.url}",
+            file=sys.stderr,
+        )
 
         def answer(text: str) -> dict[str, Any]:
             return server.recommend(text, args.top_k, **options)
@@ -173,19 +231,19 @@ def _print_answers(
 
 def run_similar(args: argparse.Namespace, settings: Settings) -> int:
     """`peitu similar FILE|PHOTO_ID`: a file that exists wins over a photo id of that name."""
-    if args.top_k is not None and args.top_k < 1:
-        raise InvalidQuery("--top-k must be at least 1")
+    check_similar_args(args)
     app = build_app(settings)
+    require_photos(app)
     query = Path(args.query).expanduser()
     if query.is_file():
         result = app.similar_to_image(query.read_bytes(), args.top_k)
-    elif _PHOTO_ID.fullmatch(args.query):
+    else:
         found = app.similar_to_photo(args.query, args.top_k)
         if found is None:
-            raise InvalidQuery(f"no photo {args.query} in the library")
+            raise InvalidQuery(
+                say(f"图库里没有这张照片：{args.query}", f"no photo {args.query} in the library")
+            )
         result = found
-    else:
-        raise InvalidQuery(f"not an image file nor a photo id: {args.query}")
     payload = result.to_dict()
     print(
         json.dumps(payload, ensure_ascii=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.evaluation import DESCRIBERS, PROTOCOLS, VARIANTS, EvalReport, EvalRequest
+from cli.words import say
 from config import Settings
 from index.errors import InvalidQuery
 
@@ -15,7 +16,11 @@ from index.errors import InvalidQuery
 def add_eval_parser(sub: Any) -> None:
     """The `eval` subcommand's arguments."""
     p = sub.add_parser(
-        "eval", help="measure Recall@k / MRR / nDCG of recommend on captioned photos"
+        "eval",
+        help=say(
+            "在带标注的照片上测 Recall@k / MRR / nDCG（开发用）",
+            "measure Recall@k / MRR / nDCG of recommend on captioned photos",
+        ),
     )
     p.add_argument("--captions", type=Path, required=True, help="captions JSONL (shared/eval)")
     p.add_argument("--images", type=Path, required=True, help="folder holding the images")

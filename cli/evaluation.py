@@ -214,7 +214,7 @@ def eval_settings(
     (the embedding model's onnxruntime export stays where the user's runs keep it)."""
     from index.wiring import encoder_exports
 
-    exports = encoder_exports(settings, settings.data_dir.expanduser())
+    exports = encoder_exports(settings)
     return settings.model_copy(
         update={
             "data_dir": work / "data",

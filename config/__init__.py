@@ -10,6 +10,7 @@ from config.settings import (
     SettingsInvalid,
     WechatSettings,
     load_settings,
+    user_cache_dir,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "SettingsInvalid",
     "WechatSettings",
     "load_settings",
+    "user_cache_dir",
 ]

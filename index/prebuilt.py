@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from config import user_cache_dir
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -26,9 +28,9 @@ FORMAT = 1  # bump when a table's layout changes
 
 
 def cache_folder() -> Path:
-    """`$XDG_CACHE_HOME/peitu`, else `~/.cache/peitu` (the Docker image sets XDG_CACHE_HOME)."""
-    home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(home) / "peitu"
+    """The user's cache folder (`config.user_cache_dir`: `$XDG_CACHE_HOME/peitu`, else
+    `~/.cache/peitu`), which the embedding model's exports share."""
+    return user_cache_dir()
 
 
 def source_key(*parts: object) -> str:

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from chromadb.api import ClientAPI
 
-from config import Settings
+from config import Settings, user_cache_dir
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
 from index.describers.faces import FaceReader
@@ -54,14 +54,14 @@ log = logging.getLogger(__name__)
 
 
 DescriberChoice = Literal["auto", "vision", "offline"]
-ENCODERS_DIR = "encoders"  # in the data folder: the embedding model exported for onnxruntime
+ENCODERS_DIR = "encoders"  # in the user's cache: the embedding model exported for onnxruntime
 CACHE_DIR = "cache"  # in the data folder: what is made from the model alone (`fixed_background`)
 
 
-def encoder_exports(settings: Settings, data_dir: Path) -> Path:
-    """The folder of the embedding model's onnxruntime exports."""
+def encoder_exports(settings: Settings) -> Path:
+    """The folder of the embedding model's onnxruntime exports, one for every data folder."""
     configured = settings.embedding.export_dir
-    return Path(configured).expanduser() if configured else data_dir / ENCODERS_DIR
+    return Path(configured).expanduser() if configured else user_cache_dir() / ENCODERS_DIR
 
 
 def text_store(
@@ -266,7 +266,7 @@ def build_app(
         batch_size=settings.embedding.batch_size,
         threads=settings.embedding.threads,
         runtime=settings.embedding.runtime,
-        export_cache=encoder_exports(settings, data_dir),
+        export_cache=encoder_exports(settings),
     )
     url = settings.chroma.url
     retrieval = RetrievalConfig.from_settings(settings.retrieval)

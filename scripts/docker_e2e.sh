@@ -10,8 +10,9 @@
 #   2. makes the base image `python:3.11-slim` with debootstrap (bookworm's python3 is 3.11)
 #   3. builds peitu:latest from ./Dockerfile as it is (torch's CPU wheel from this machine through
 #      a one-package index on loopback, when pip finds it here)
-#   4. `docker compose up -d`: server healthy, /healthz, /readyz, 401 without the token; the bot
-#      container asks the server over HTTP (PEITU_BOT__SERVER_URL) and logs in to a real local
+#   4. `docker compose up -d` (the documented default, .env from .env.example): only the server,
+#      healthy, and no bot container restarting; /healthz, /readyz, 401 without the token; then
+#      `docker compose --profile wechat up -d`: the bot container asks the server over HTTP (PEITU_BOT__SERVER_URL) and logs in to a real local
 #      WeChat gateway (tests/wechat/gateway, when node has its packages); an index job with the
 #      offline describer (failed == 0, every photo embedded); POST /api/recommend; `/配图` in a
 #      chat answered with the photos the server recommends
@@ -122,14 +123,14 @@ teardown() {
   if [ "$KEEP" = 1 ]; then
     say "KEEP=1: left running. Tear down with:"
     echo "  export DOCKER_HOST=$DOCKER_HOST DOCKER_CONFIG=$DOCKER_CONFIG"
-    echo "  (cd $SRC && docker compose --profile chroma down); docker rm -f peitu-bot-alone"
+    echo "  (cd $SRC && docker compose --profile chroma --profile wechat down); docker rm -f peitu-bot-alone"
     echo "  kill ${INDEX_PID:-} ${GATEWAY_PID:-} ${DOCKERD_PID:-}   # index, gateway, dockerd"
     exit "$rc"
   fi
   say "teardown"
   if [ -S "$RUN_DIR/docker.sock" ]; then
     docker rm -f peitu-bot-alone >/dev/null 2>&1 || true
-    [ "$COMPOSE_UP" = 1 ] && compose --profile chroma down --remove-orphans >>"$LOG/compose.log" 2>&1
+    [ "$COMPOSE_UP" = 1 ] && compose --profile chroma --profile wechat down --remove-orphans >>"$LOG/compose.log" 2>&1
   fi
   exec 7>&- 2>/dev/null
   for pid in $INDEX_PID $GATEWAY_PID; do kill "$pid" 2>/dev/null; done
@@ -320,7 +321,7 @@ EOF
 fi
 
 # ---- 4. docker compose up -d: server + bot ---------------------------------------------------
-say "4. compose up (server + bot asking the server)"
+say "4. compose up (the server alone, then with --profile wechat the bot asking the server)"
 PHOTOS=$E2E_ROOT/photos DATA=$E2E_ROOT/data PORT=$(free_port)
 mkdir -p "$PHOTOS" "$DATA"
 find "$PHOTOS_SRC" -maxdepth 1 -type f -iname '*.jpg' | sort | head -n "$N_PHOTOS" \
@@ -466,6 +467,18 @@ COMPOSE_UP=1
 if wait_healthy compose "$t0" peitu-server-1; then pass "server container HEALTHCHECK healthy"; else
   fail "server container not healthy within 240 s (see $LOG/server.log)"
 fi
+# The default start is the server alone: every container it made is running and healthy (the bot,
+# which has nothing to connect to without a WeChat endpoint, waits behind the "wechat" profile).
+services=$(compose ps --all --format '{{.Service}} {{.State}} {{.Health}}' 2>>"$LOG/compose.log")
+if [ "$(awk '{print $1}' <<<"$services" | sort | tr '\n' ' ')" = "server " ] && grep -q '^server running healthy$' <<<"$services"; then
+  pass "docker compose up -d: every container healthy ($services)"
+else
+  fail "docker compose up -d: containers are not just a healthy server: $(tr '\n' ';' <<<"$services")"
+fi
+gw_mark=$([ "$GATEWAY" = 1 ] && events_count || echo 0)
+t0=$(now)
+export COMPOSE_PROFILES=wechat  # from here on every compose command sees the bot too
+compose --profile wechat up -d --no-build >>"$LOG/compose.log" 2>&1 || die "docker compose --profile wechat up failed, see $LOG/compose.log"
 body=$(curl -s -m 5 "http://127.0.0.1:$PORT/healthz")
 [ "$body" = '{"status":"ok"}' ] && pass "GET /healthz -> $body" || fail "GET /healthz -> $body"
 ready=$(wait_ready)
@@ -535,7 +548,7 @@ if [ "$CHROMA" = 1 ]; then
   compose down >>"$LOG/compose.log" 2>&1
   set_env PEITU_CHROMA__URL http://chroma:8000
   t0=$(now)
-  if compose --profile chroma up -d --no-build >>"$LOG/compose.log" 2>&1; then
+  if compose --profile chroma --profile wechat up -d --no-build >>"$LOG/compose.log" 2>&1; then
     if wait_healthy chroma_profile "$t0" peitu-server-1; then pass "chroma profile: server healthy"; else
       fail "chroma profile: server not healthy within 240 s"; fi
     ready=$(wait_ready)
@@ -543,7 +556,7 @@ if [ "$CHROMA" = 1 ]; then
       || fail "chroma profile: GET /readyz -> $ready"
     run_job rebuild chroma_profile  # the new Chroma server starts empty: rebuild from the catalog
     recommend chroma_profile
-    compose --profile chroma logs chroma >"$LOG/chroma.log" 2>&1
+    compose --profile chroma --profile wechat logs chroma >"$LOG/chroma.log" 2>&1
     grep -q 'Chroma Python Client' "$LOG/chroma.log" && pass "chroma profile: the server's requests reached the chroma container" \
       || fail "chroma profile: no client request in the chroma container's log"
     metric chroma_profile_server_mem_MiB "$(mem_mib peitu-server-1)"

@@ -6,6 +6,9 @@
 # `npm pack` (never installed), checked against pinned hashes, and each graph is converted once
 # to ONNX with tensorflow-cpu + tf2onnx in a throwaway venv under a temp folder (about 1.6 GB
 # while it runs, removed afterwards). Skips when all three are present.
+# The converted models are also kept in the user's cache ($XDG_CACHE_HOME/peitu/models, else
+# ~/.cache/peitu/models, with their SHA-256 sums): another clone on the machine copies them from
+# there in a second instead of converting again (~2.5 min, and more on a busy machine).
 # Needs python3 and npm. About 23 MB on disk when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,16 @@ for target in "${targets[@]}"; do
   [ -f "models/$target" ] || missing=1
 done
 if [ "$missing" = 0 ]; then
+  exit 0
+fi
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/peitu/models/human-models-3.0.4"
+if [ -f "$cache/SHA256SUMS" ] && (cd "$cache" && sha256sum --check --quiet --status SHA256SUMS); then
+  mkdir -p models
+  for target in "${targets[@]}" human-models.LICENSE; do
+    cp "$cache/$target" "models/.$target.part"
+    mv "models/.$target.part" "models/$target"
+  done
+  echo "offline models -> models/ (from the cache $cache, converted before)"
   exit 0
 fi
 if ! command -v npm >/dev/null; then
@@ -56,3 +69,10 @@ for i in "${!graphs[@]}"; do  # each lands whole: mv within models/ is a rename
   mv "models/.${targets[$i]}.part" "models/${targets[$i]}"
   echo "offline model -> models/${targets[$i]}"
 done
+keep_in_cache() {  # best effort: a machine without a writable home still has models/
+  mkdir -p "$cache.part" && cp models/human-models.LICENSE "$cache.part/" || return 0
+  for target in "${targets[@]}"; do cp "models/$target" "$cache.part/" || return 0; done
+  (cd "$cache.part" && sha256sum "${targets[@]}" human-models.LICENSE >SHA256SUMS) || return 0
+  rm -rf "$cache" && mv "$cache.part" "$cache" && echo "offline models kept in $cache for other clones"
+}
+keep_in_cache 2>/dev/null || true

@@ -19,6 +19,6 @@ if [ "${1:-}" != "--force" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wante
 fi
 
 # Not `npm ci`: the lock file lacks the optional @swc/core entries and `npm ci` refuses it.
-npm install --no-audit --no-fund
+npm install --no-audit --no-fund --loglevel=error
 echo "$wanted" >"$stamp"
 echo "setup_node: gateway packages installed in tests/wechat/gateway/node_modules"

@@ -172,7 +172,9 @@ class JobOut(BaseModel):
     )
     elapsed_s: float | None = Field(default=None, description="seconds since it started")
     rate_per_s: float | None = Field(default=None, description="photos per second, this phase")
-    eta_s: float | None = Field(default=None, description="seconds left in this phase")
+    eta_s: float | None = Field(
+        default=None, description="seconds until the job is done (this phase and the ones after)"
+    )
     error_message: str | None = Field(default=None, description="`error` in Chinese")
 
     @classmethod

@@ -58,6 +58,9 @@ from tests.wechat.fakes import FakeStatus
         "配图：今天蓝天白云",
         "配图:今天蓝天白云",
         "配图 : 今天蓝天白云",
+        "配图 今天蓝天白云",  # a space and no slash: how people type it
+        "配图\u3000今天蓝天白云",
+        "@PhotoBot 配图   今天蓝天白云",
         "  /配图   今天蓝天白云  ",
         "@PhotoBot /配图 今天蓝天白云",
         "@PhotoBot\u2005/配图 今天蓝天白云",
@@ -85,7 +88,8 @@ def test_unknown_commands_keep_the_typed_name(typed: str, name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "typed", ["今天蓝天白云", "配图真好看", "", "   ", "@PhotoBot 你好", "图/配图"]
+    "typed",
+    ["今天蓝天白云", "配图真好看", "", "   ", "@PhotoBot 你好", "图/配图", "配图", "配图  "],
 )
 def test_ordinary_chat_is_not_a_command(typed: str) -> None:
     assert parse_command(typed) is None
@@ -201,6 +205,7 @@ def test_help_lists_every_form_a_person_may_type() -> None:
         "/配图今天蓝天白云",
         "／配图 今天蓝天白云",
         "配图：今天蓝天白云",
+        "配图 今天蓝天白云",
         "/相似",
         "/状态",
         "/帮助",
@@ -208,7 +213,12 @@ def test_help_lists_every_form_a_person_may_type() -> None:
         "@",
     ):
         assert form in text, form
-    for form in ("/配图今天蓝天白云", "／配图 今天蓝天白云", "配图：今天蓝天白云", "/help"):
+    for form in (
+        "/配图今天蓝天白云",
+        "／配图 今天蓝天白云",
+        "配图：今天蓝天白云",
+        "配图 今天蓝天白云",
+    ):
         assert parse_command(form) is not None, form  # what help shows is understood
 
 

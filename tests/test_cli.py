@@ -44,6 +44,7 @@ def _env(tmp_path: Path, m3e_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
     env.update(
         HF_HUB_OFFLINE="1",
+        PEITU_LANG="zh",
         PEITU_DATA_DIR=str(tmp_path / "data"),
         PEITU_EMBEDDING__MODEL=str(m3e_path),
         PEITU_RERANK__ENABLED="false",
@@ -191,7 +192,7 @@ def test_recommend_batch_with_a_missing_file_is_a_clear_error(
 ) -> None:
     proc = peitu(_env(tmp_path, m3e_path), "recommend", "--batch", str(tmp_path / "none.txt"))
     assert proc.returncode == 1
-    assert "batch file not found" in proc.stderr
+    assert "找不到文字文件" in proc.stderr
 
 
 def test_bad_setting_stops_with_one_clear_line(tmp_path: Path, m3e_path: Path) -> None:
@@ -206,7 +207,7 @@ def test_empty_text_and_missing_library_are_clear_errors(tmp_path: Path, m3e_pat
     empty = peitu(env, "recommend", "  ")
     assert (
         empty.returncode == 1
-        and "text is empty" in empty.stderr
+        and "请给出要配图的文字" in empty.stderr
         and "Traceback" not in empty.stderr
     )
     missing = peitu(env, "index")
@@ -231,7 +232,7 @@ def test_serve_refuses_a_port_out_of_range(port: str, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exited:
         main(["serve", "--port", port])
     assert exited.value.code == 2
-    assert f"{port!r} is not a port number (1 to 65535)" in capsys.readouterr().err
+    assert f"{port!r} 不是端口号（1 到 65535）" in capsys.readouterr().err
 
 
 def test_a_running_app_finds_what_another_process_indexed(

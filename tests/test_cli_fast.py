@@ -42,6 +42,7 @@ def _env(served: Served, model: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PEITU_", "DASHSCOPE_"))}
     env.update(
         HF_HUB_OFFLINE="1",
+        PEITU_LANG="zh",
         PEITU_DATA_DIR=str(served.settings.data_dir),
         PEITU_LIBRARY=str(served.settings.library),
         PEITU_EMBEDDING__MODEL=str(model),
@@ -99,7 +100,7 @@ def test_status_reads_the_index_without_the_model(served: Served, m3e_path: Path
 @pytest.mark.parametrize("args", [("--help",), ("recommend", "--help"), ("index", "--help")])
 def test_help_imports_no_model(served: Served, tmp_path: Path, args: tuple[str, ...]) -> None:
     run = _peitu(_env(served, tmp_path / "no-such-model"), *args)
-    assert run.code == 0 and "usage: peitu" in run.stdout
+    assert run.code == 0 and "用法：peitu" in run.stdout
     assert run.ml_imported() == [] and "chromadb" not in run.imported
 
 
@@ -107,7 +108,7 @@ def test_recommend_asks_the_running_server(served: Served, tmp_path: Path) -> No
     env = _env(served, tmp_path / "no-such-model", PEITU_SERVER__URL=served.url)
     run = _peitu(env, "recommend", TEXT, "--no-rerank", "--json")
     assert run.code == 0, run.stderr
-    assert run.stderr == [f"peitu: asking the PeiTu server at {served.url}"]
+    assert run.stderr == [f"peitu: 向 PeiTu 服务器查询：{served.url}"]
     answer = json.loads(run.stdout)
     here = served.app.recommend(TEXT, None, rerank=False).to_dict()
     assert _without_timings(answer) == _without_timings(here) and answer["results"]
@@ -168,15 +169,22 @@ def test_a_refused_token_is_an_error_not_a_search_here(served: Served, tmp_path:
     )
     run = _peitu(env, "recommend", TEXT, "--json")
     assert run.code == 1 and run.stdout == ""
-    assert run.stderr[-1].startswith(f"peitu: the PeiTu server {served.url} refused the token (401")
+    assert run.stderr[-1].startswith(
+        f"peitu: PeiTu 服务器回答了错误（the PeiTu server {served.url} refused the token (401"
+    )
     assert run.ml_imported() == []
 
 
 def test_the_server_checks_the_text_as_the_core_does(served: Served, tmp_path: Path) -> None:
     env = _env(served, tmp_path / "no-such-model", PEITU_SERVER__URL=served.url)
-    run = _peitu(env, "recommend", "   ", "--json")
+    run = _peitu(env, "recommend", "长" * 10_001, "--json")
     assert run.code == 1 and run.stdout == ""
-    assert run.stderr[-1] == "peitu: 请给出要配图的文字（text is empty）"
+    assert run.stderr[-1].startswith("peitu: 输入有误（body.text: ")  # the core's InvalidQuery
+    assert run.ml_imported() == []
+    blank = _peitu(env, "recommend", "   ", "--json")  # a blank text is answered here, at once
+    assert blank.code == 1 and blank.stderr == [
+        'peitu: 请给出要配图的文字，例如：peitu recommend "今天蓝天白云"（或用 --batch 文件）'
+    ]
 
 
 def _closed_port() -> int:
@@ -194,15 +202,15 @@ def test_with_no_server_answering_it_searches_here(
     assert run.code == 0, run.stderr
     notice = [line for line in run.stderr if line.startswith("peitu:")]
     assert len(notice) == 1 and notice[0].startswith(
-        f"peitu: no PeiTu server answers at PEITU_SERVER__URL ({url}: "
+        f"peitu: PEITU_SERVER__URL 上没有 PeiTu 服务器响应（{url}: "
     )
-    assert notice[0].endswith("searching here instead (loading the model)")
+    assert notice[0].endswith("改在本机搜索（加载模型）")
     here = served.app.recommend(TEXT, None, rerank=False)
     # another process's model: the same photos, floats maybe not to the last bit
     assert [r["photo_id"] for r in json.loads(run.stdout)["results"]] == [
         r.photo_id for r in here.results
     ]
-    assert "sentence_transformers" in run.imported
+    assert {"onnxruntime", "sentence_transformers"} & run.imported  # the model ran here
 
 
 def test_a_server_url_without_its_scheme_is_refused_at_start_up() -> None:

@@ -286,7 +286,10 @@ def test_serve_help_shows_the_real_defaults_and_commands_have_descriptions(
 ) -> None:
     env = _cli_env(tmp_path)
     serve = _peitu("serve", "--help", env=env).stdout
-    assert "default: 127.0.0.1" in serve and "default: 8000" in serve
+    assert "默认 127.0.0.1" in serve and "默认 8000" in serve  # the CLI speaks Chinese
     for command in ("bot", "status", "doctor"):
         text = _peitu(command, "--help", env=env).stdout
-        assert len(text.split("\n\n")[1].strip()) > 40, text  # a description paragraph
+        description = text.split("\n\n")[1].strip()
+        assert len(description) > 25 and description.endswith("。"), text  # a sentence or two
+    english = _peitu("serve", "--help", env={**env, "PEITU_LANG": "en"}).stdout
+    assert "default: 127.0.0.1" in english and "default: 8000" in english

@@ -250,7 +250,7 @@ def test_core_sub_packages_import_one_way() -> None:
 
 
 def test_every_core_module_is_in_a_sub_package_or_the_kernel() -> None:
-    """A new module goes into the sub-package it belongs to (README, Where things live)."""
+    """A new module goes into the sub-package it belongs to (docs/development.md, Where things live)."""
     top = {p.stem for p in (ROOT / "index").glob("*.py")} - {"__init__"}
     assert top <= {*KERNEL, "service", "records", "wiring", "doctor"}, sorted(top)
 

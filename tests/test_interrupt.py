@@ -60,7 +60,7 @@ def test_two_sigints_during_indexing_exit_130_at_once(
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 130, stderr
     _assert_clean(stderr)
-    assert stderr.rstrip().endswith("peitu: interrupted again; quitting now")
+    assert stderr.rstrip().endswith("peitu: 再次中断，立即退出")
 
 
 def test_one_sigint_during_indexing_finishes_the_photos_in_flight_and_exits_130(
@@ -80,9 +80,7 @@ def test_one_sigint_during_indexing_finishes_the_photos_in_flight_and_exits_130(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     _assert_clean(stderr)
-    assert stderr.rstrip().endswith(
-        "peitu: interrupted; the next run continues where this one stopped"
-    )
+    assert stderr.rstrip().endswith("peitu: 已中断，下次运行会接着做")
 
 
 def test_a_sigint_while_the_libraries_load_prints_one_line(tmp_path: Path, m3e_path: Path) -> None:
@@ -98,7 +96,7 @@ def test_a_sigint_while_the_libraries_load_prints_one_line(tmp_path: Path, m3e_p
     _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 130, rest
     _assert_clean(rest)
-    assert rest.rstrip().endswith("peitu: interrupted")
+    assert rest.rstrip().endswith("peitu: 已中断")
 
 
 def test_ctrl_c_stops_the_server_without_the_indexing_message(
@@ -118,7 +116,7 @@ def test_ctrl_c_stops_the_server_without_the_indexing_message(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     _assert_clean(stderr)
-    assert stderr.rstrip().endswith("peitu: stopped") and "next run" not in stderr
+    assert stderr.rstrip().endswith("peitu: 已停止") and "接着做" not in stderr
 
 
 def test_two_sigints_during_offline_describing_exit_130_not_134(
@@ -172,6 +170,4 @@ def test_a_ctrl_c_that_surfaces_as_a_lock_error_still_exits_130() -> None:
         check=False,
     )
     assert done.returncode == 130, done.stderr
-    assert (
-        done.stderr.strip() == "peitu: interrupted; the next run continues where this one stopped"
-    )
+    assert done.stderr.strip() == "peitu: 已中断，下次运行会接着做"

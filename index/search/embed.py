@@ -19,10 +19,11 @@ from index.search.embed_onnx import (
     ExportFailed,
     OnnxEncoder,
     Precision,
-    export_encoder,
+    export_in_child,
     export_key,
     load_export,
     model_fingerprint,
+    quantize_export,
 )
 from index.search.model_source import ensure_model_obtainable
 
@@ -83,6 +84,7 @@ class SentenceTransformerEmbedder:
         self._model: SentenceTransformer | None = None
         self._onnx: OnnxEncoder | None = None
         self._load_lock = threading.Lock()
+        self._interrupted = False  # a Ctrl-C stopped loading the model
 
     @property
     def model_name(self) -> str:
@@ -164,44 +166,51 @@ class SentenceTransformerEmbedder:
         with self._load_lock:
             if self._model is not None or self._onnx is not None:
                 return
-            self._onnx = self._cached_export()
-            if self._onnx is None:
+            if self._interrupted:
+                # A Ctrl-C stopped loading (an export takes minutes on a busy machine): the
+                # clean-up that runs on the way out (the indexer embeds what it described) must
+                # not start it all over again.
+                raise KeyboardInterrupt
+            try:
+                self._load_or_export()
+            except KeyboardInterrupt:
+                self._interrupted = True
+                raise
+
+    def _load_or_export(self) -> None:
+        self._onnx = self._cached_export(self._precision)
+        if self._onnx is not None:
+            return
+        if self._runtime != "torch" and self._export_cache is not None:
+            model = None
+            if self._fingerprint() is None:  # a hub model not downloaded yet: torch fetches it
                 model = self._load_model()
-                self._onnx = self._export(model)
-                self._model = None if self._onnx is not None else model
+            self._onnx = self._export(self._export_cache)
+            self._model = None if self._onnx is not None else model
+        if self._onnx is None and self._model is None:
+            self._model = self._load_model()
 
     def _fingerprint(self) -> str | None:
         folder = _model_folder(self._name_or_path)
         return model_fingerprint(folder) if folder is not None else None
 
-    def _cached_export(self) -> OnnxEncoder | None:
+    def _cached_export(self, precision: Precision) -> OnnxEncoder | None:
         if self._runtime == "torch" or self._export_cache is None:
             return None
         fingerprint = self._fingerprint()
         if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
             return None
-        key = export_key(fingerprint, self._precision)
+        key = export_key(fingerprint, precision)
         encoder = load_export(self._export_cache, key, self._batch_size)
-        if encoder is not None:
+        if encoder is not None and precision == self._precision:
             log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
         return encoder
 
-    def _export(self, model: SentenceTransformer) -> OnnxEncoder | None:
-        if self._runtime == "torch" or self._export_cache is None:
-            return None
-        fingerprint = self._fingerprint()
+    def _export(self, cache: Path) -> OnnxEncoder | None:
+        """The export this runtime runs, made now (int8 from the fp32 export); None when
+        "auto" could not make it (then torch runs the model)."""
         try:
-            if fingerprint is None:
-                raise ExportFailed("the model's files are not in a folder or the hub cache")
-            log.info("exporting embedding model %s for onnxruntime (once)", self.model_name)
-            encoder = export_encoder(
-                model,
-                self._name_or_path,
-                self._export_cache,
-                export_key(fingerprint, self._precision),
-                self._batch_size,
-                self._precision,
-            )
+            encoder = self._make_export(cache)
         except _EXPORT_ERRORS as error:
             if self._runtime != "auto":
                 raise ModelUnavailable(
@@ -220,6 +229,27 @@ class SentenceTransformerEmbedder:
             facts.lowest_cosine,
         )
         return encoder
+
+    def _make_export(self, cache: Path) -> OnnxEncoder:
+        fingerprint = self._fingerprint()
+        if fingerprint is None:
+            raise ExportFailed("the model's files are not in a folder or the hub cache")
+        fp32 = self._cached_export("fp32")
+        if fp32 is None:
+            key = export_key(fingerprint, "fp32")
+            log.info(
+                "exporting embedding model %s for onnxruntime (once, into %s)",
+                self.model_name,
+                cache,
+            )
+            export_in_child(self._name_or_path, cache, key, self._batch_size)
+            fp32 = load_export(cache, key, self._batch_size)
+            if fp32 is None:
+                raise ExportFailed(f"the export in {cache / key} cannot be read")
+        if self._precision == "fp32":
+            return fp32
+        log.info("quantizing embedding model %s to int8 (once, into %s)", self.model_name, cache)
+        return quantize_export(fp32, cache, export_key(fingerprint, "int8"), self._batch_size)
 
     def _load_model(self) -> SentenceTransformer:
         log.info("loading embedding model %s", self._name_or_path)

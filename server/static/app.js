@@ -395,24 +395,42 @@ async function searchLike(item) {
   runSearch(() => request("GET", path), query);
 }
 
+// The core's empty-index note names the CLI; a person on this page indexes from this page.
+const EMPTY_INDEX_NOTE = "图库里还没有能搜的照片。到「索引管理」点「开始索引」；第一批照片索引好就能搜，不用等全部做完。";
+
+function answerNotes(data) {
+  if (!data.notes) return data.message ? [data.message] : [];
+  return data.notes.map((note) => (note.kind === "empty_index" ? EMPTY_INDEX_NOTE : note.text));
+}
+
 function showResults(data, queryFile) {
   releaseResults();
   const info = $("search-info");
-  const notes = [];
-  if (data.message) notes.push(data.message);
+  const notes = answerNotes(data);
   if (queryFile && data.results.length) {
     notes.push(`与「${queryFile.name}」相似的照片，按相似度排序。`);
   } else if (data.rerank.state === "off" && data.results.length) {
     // A failed rerank says so in its own note (data.notes, kind "rerank_failed").
     notes.push("大模型精排未启用，以下按向量相似度排序。");
   }
-  if (!data.results.length && !data.message) notes.push("没有找到合适的照片。");
+  if (!data.results.length && !notes.length) notes.push("没有找到合适的照片。");
   info.replaceChildren(...notes.map((text) => el("p", null, text)));
+  if (notes.includes(EMPTY_INDEX_NOTE)) info.append(goToIndexButton());
   info.hidden = notes.length === 0;
   showQueryPhoto(queryFile || null);
   $("search-empty").hidden = !(data.nothing_fits && !data.results.length);
   $("results").replaceChildren(...data.results.map(resultCard));
   fitGrid();
+}
+
+function goToIndexButton() {
+  return button("去索引管理", null, () => { location.hash = "#admin"; });
+}
+
+function clearAnswer() {
+  // An error under a new search must not leave the previous search's photos looking like its answer.
+  releaseResults();
+  $("search-empty").hidden = true;
 }
 
 function fitGrid() {
@@ -446,6 +464,7 @@ async function runSearch(action, queryFile) {
   try {
     showResults(await action(), queryFile);
   } catch (err) {
+    clearAnswer();
     showError($("search-error"), err);
   } finally {
     button.disabled = false;
@@ -697,7 +716,8 @@ function renderProgress(job) {
 function renderTimes(job) {
   const pairs = [["开始于", formatTime(job.started_at || job.created_at)], ["已用时", formatDuration(job.elapsed_s)]];
   if (job.rate_per_s) pairs.push(["速度", `${job.rate_per_s.toFixed(job.rate_per_s < 10 ? 1 : 0)} 张/秒`]);
-  if (!FINAL_STATES.has(job.state)) pairs.push(["预计还需", job.eta_s === null || job.eta_s === undefined ? "估算中…" : formatDuration(job.eta_s)]);
+  // eta_s covers the phases still to come (describing, then embedding and the visual pass), not just this one.
+  if (!FINAL_STATES.has(job.state)) pairs.push(["预计全部完成还需", job.eta_s === null || job.eta_s === undefined ? "估算中…" : formatDuration(job.eta_s)]);
   fillFacts($("job-times"), pairs);
 }
 

@@ -28,6 +28,7 @@ DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DEPLOY_DOC = REPO / "docs" / "deploy.md"
+DEPLOY_DOC_ZH = REPO / "docs" / "deploy.zh-CN.md"
 
 # Variables in the deploy files that are not PEITU_ settings, and who reads each one.
 NON_SETTING_VARIABLES = {
@@ -233,6 +234,17 @@ def test_chroma_profile_is_wired_to_the_chroma_url() -> None:
     assert "chroma" not in services["bot"]["depends_on"]  # only the server opens the index
 
 
+def test_the_default_start_is_the_server_alone() -> None:
+    """`docker compose up -d` starts only what runs without a WeChat endpoint (most people have
+    none at first): the bot waits behind the "wechat" profile instead of restarting for ever."""
+    services = compose()["services"]
+    default = sorted(name for name, service in services.items() if "profiles" not in service)
+    assert default == ["server"]
+    assert services["bot"]["profiles"] == ["wechat"]
+    for text in (DEPLOY_DOC, DEPLOY_DOC_ZH, ENV_EXAMPLE):
+        assert "--profile wechat" in text.read_text(encoding="utf-8"), text.name
+
+
 def test_bot_service_asks_the_server() -> None:
     bot = compose()["services"]["bot"]
     assert (
@@ -272,5 +284,6 @@ def test_deploy_doc_matches_the_files() -> None:
         "scripts/docker_e2e.sh",
     ):
         assert needle in doc, f"docs/deploy.md does not mention {needle}"
-    for name in re.findall(r"\bPEITU_[A-Z0-9_]*[A-Z0-9]", doc):
+    both = doc + DEPLOY_DOC_ZH.read_text(encoding="utf-8")  # the Chinese guide names real ones too
+    for name in re.findall(r"\bPEITU_[A-Z0-9_]*[A-Z0-9]", both):
         assert name in setting_env_names(Settings) | NON_SETTING_VARIABLES, name

@@ -17,6 +17,7 @@ from index.errors import (
 from index.library.journal import HISTORY_KEPT, JobJournal
 from index.models import IndexReport
 from server.errors import error_body
+from server.jobs import LATER_PHASE_S, JobView
 from tests.server.conftest import ServerFactory
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
 
@@ -113,3 +114,37 @@ def test_every_core_error_body_has_a_chinese_message_beside_the_english_detail()
         latin = re.sub(r"PEITU_\w+|PeiTu|JPEG|WebP|HEIC", "", body["message"])
         assert not re.search(r"[A-Za-z]{4,}", latin), body["message"]
         assert "fd41f46fe2db" not in body["message"] and "<_io" not in body["message"]
+
+
+def _running(phase: str, done: int, total: int, seconds_in_phase: float) -> JobView:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    began = now - timedelta(seconds=seconds_in_phase)
+    return JobView(
+        job_id="j",
+        mode="incremental",
+        trigger="api",
+        state="running",
+        phase=phase,
+        done=done,
+        total=total,
+        counts=None,
+        errors=(),
+        error=None,
+        cancel_requested=False,
+        created_at=began,
+        started_at=began,
+        finished_at=None,
+        phase_started_at=began,
+    )
+
+
+def test_the_time_left_covers_the_phases_still_to_come() -> None:
+    describing = _running("describe", 100, 1000, seconds_in_phase=100.0)  # 1 photo a second
+    later = sum(s for _, s in LATER_PHASE_S["describe"]) * 1000  # embedding, visual pass
+    assert describing.eta_s is not None
+    assert describing.eta_s >= 900 + later * 0.99 and later > 0
+    visual = _running("visual", 500, 1000, seconds_in_phase=50.0)  # the last phase: itself only
+    assert visual.eta_s is not None and 49 <= visual.eta_s <= 51
+    assert _running("scan", 10, 0, seconds_in_phase=1.0).eta_s is None  # nothing known yet

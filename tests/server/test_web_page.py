@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from config import Settings
 from index.service import PeiTu
 from server.uploads import UPLOADS_FOLDER
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
@@ -409,6 +411,14 @@ def test_error_states_show_only_chinese(
     assert_only_chinese_messages(page)
 
 
+def _serve_to_the_page(page: Page, start_server: ServerFactory, settings: Settings) -> Served:
+    """A server of `settings` (one vision call at a time), on the page's search tab, token in."""
+    served = start_server(settings)
+    page.goto(served.url + "/#search")
+    enter_token(page, TOKEN)
+    return served
+
+
 def _cli_env(served: Served, vision: dict[str, Any], m3e: str) -> dict[str, str]:
     import os
 
@@ -438,10 +448,11 @@ def test_a_job_started_by_the_cli_in_another_process_is_shown_live(
 ) -> None:
     page = desktop_page
     vision = vision_settings(openai_server, concurrency=1)
-    settings = make_settings(library=small_library.root, vision=vision, admin_token=TOKEN)
-    served = start_server(settings)
-    page.goto(served.url + "/#search")
-    enter_token(page, TOKEN)
+    served = _serve_to_the_page(
+        page,
+        start_server,
+        make_settings(library=small_library.root, vision=vision, admin_token=TOKEN),
+    )
     openai_server.set_mode("vision", delay_s=0.4)  # slow enough to be seen while it runs
     cli = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "index"],
@@ -499,3 +510,96 @@ def test_the_jobs_view_shows_type_times_and_counts_that_add_up(
     wait_for(lambda: page.locator("#doctor li").count() == 7, "the checks to show", 60)
     assert page.locator("#doctor li[data-check=library].check-ok").count() == 1
     assert_only_chinese_messages(page)
+
+
+def test_an_empty_index_points_to_the_index_tab_and_photos_are_found_during_the_first_index(
+    desktop_page: Page,
+    start_server: ServerFactory,
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    openai_server: FakeOpenAIServer,
+    tmp_path: Path,
+) -> None:
+    page = desktop_page
+    vision = vision_settings(openai_server, concurrency=1)
+    served = _serve_to_the_page(
+        page,
+        start_server,
+        make_settings(library=small_library.root, vision=vision, admin_token=TOKEN),
+    )
+    answer = search(page, "带孩子去海边玩水")
+    assert answer["results"] == [] and [n["kind"] for n in answer["notes"]] == ["empty_index"]
+    info = page.locator("#search-info")
+    info.wait_for()
+    assert "到「索引管理」点「开始索引」" in info.inner_text()
+    assert (
+        "peitu" not in info.inner_text() and "`" not in info.inner_text()
+    )  # no CLI for a web user
+    assert_only_chinese_messages(page)
+    screenshot(page, "empty-index", tmp_path)
+    page.click("#search-info button:has-text('去索引管理')")
+    page.locator("#view-admin").wait_for()
+
+    scenes = itertools.cycle(
+        [
+            "主体：海边的沙滩上，一个孩子在玩水",
+            "主体：雪山脚下，一个人在滑雪",
+            "主体：城市街道上人来人往",
+        ]
+    )
+    openai_server.vision_fn = lambda _image: next(scenes)
+    openai_server.set_mode("vision", delay_s=1.0)  # 30 photos one by one: ~30 s of indexing
+    page.click("#index-start:has-text('开始索引')")
+    with served.client() as client:
+
+        def searchable_while_indexing() -> bool:
+            status = client.get("/api/status").json()
+            return bool(status["indexing"]) and status["photos"] >= 16
+
+        wait_for(searchable_while_indexing, "16 photos searchable while the first index runs", 120)
+        page.click("a[data-view=search]")
+        answer = search(page, "带孩子去海边玩水")
+        page.locator("#results .card").first.wait_for()
+        assert answer["results"] and client.get("/api/status").json()["indexing"]
+        openai_server.set_mode("vision", delay_s=0.0)
+        wait_for(lambda: not client.get("/api/status").json()["indexing"], "the job's end", 120)
+
+
+def test_an_error_clears_the_answer_of_the_search_before(
+    desktop_page: Page, server: Served, small_library: SmallLibrary
+) -> None:
+    page = desktop_page
+    _indexed(server)
+    page.goto(server.url + "/")
+    enter_token(page, TOKEN)
+    search(page, small_library.photos[0].captions[4])
+    page.locator("#results .card").first.wait_for()
+    page.set_input_files(
+        "#similar-file", files=[file_payload("说明.txt", "image/jpeg", b"this is no photo")]
+    )
+    page.locator("#search-error").wait_for()
+    assert page.locator("#results .card").count() == 0  # not the last search's photos
+    assert page.locator("#search-info").is_hidden() and page.locator("#search-empty").is_hidden()
+    assert_only_chinese_messages(page)
+
+
+def test_short_labels_on_a_phone_never_break_inside_a_word(
+    phone_page: Page, server: Served, tmp_path: Path
+) -> None:
+    page = phone_page
+    page.goto(server.url + "/")
+    selectors = ".topbar label, .topbar button, .tabs a, #search-form .row label, button.primary"
+    lines = page.eval_on_selector_all(
+        selectors,
+        """els => els.filter(e => e.offsetParent !== null).map(e => {
+            const line = parseFloat(getComputedStyle(e).lineHeight) || 1.5 * parseFloat(getComputedStyle(e).fontSize);
+            const text = [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join("").trim();
+            const range = document.createRange(); range.selectNodeContents(e);
+            const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+            return [text, tops.size, line];
+        })""",
+    )
+    assert any(text == "管理令牌" for text, _, _ in lines)
+    broken = [text for text, rows, _ in lines if text and rows > 1]
+    screenshot(page, "phone-labels", tmp_path)
+    assert broken == [], broken

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, try_hint
+from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, photo_hint_text, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
@@ -124,12 +124,25 @@ def test_similar_after_an_incoming_image(
     chat = start_wechat(bot_finder)
     chat.say(file=image)
     assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    hint, _ = chat.reply()  # a photo in a 1:1 chat gets one line saying what to do with it
+    assert hint["text"] == photo_hint_text("/") and hint["to"] == chat.ids["aliceId"]
     chat.say("/相似")
     text, files = chat.reply(photos=len(expected.results))
     assert "相似的照片" in text["text"]
     assert sent_files(files) == expected_files(peitu, expected)
     assert fingerprint(image) not in sent_files(files)  # not the very photo it was sent
     assert openai_server.requests_of("vision") == []  # found by its pixels, not described
+
+
+def test_peitu_typed_with_a_space_and_no_slash(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, peitu: PeiTu
+) -> None:
+    expected = peitu.recommend(SEA)
+    chat = start_wechat(bot_finder)
+    chat.say(f"配图 {SEA}")
+    text, files = chat.reply(photos=len(expected.results))
+    assert sent_files(files) == expected_files(peitu, expected)
+    assert numbered_lines(text["text"]) and chat.next_outcome() is Outcome.REPLIED
 
 
 def test_similar_in_room_after_image_and_mention(
@@ -166,6 +179,7 @@ def test_similar_when_the_vision_model_fails(
     openai_server.set_mode("vision", fail_status=500, fail_times=100)
     chat = start_wechat(bot_finder)
     chat.say(file=indexed_library.library.root / indexed_library.library.photos[0].rel_path)
+    assert chat.reply()[0]["text"] == photo_hint_text("/")
     chat.say("/相似")
     text, files = chat.reply(photos=5)
     assert "相似的照片" in text["text"] and len(files) == 5
@@ -186,6 +200,7 @@ def test_similar_by_description_when_the_vision_model_fails(
     new_image = tmp_path / "new.jpg"  # not in the library: no stored description stands in
     Image.new("RGB", (64, 48), (200, 30, 30)).save(new_image)
     chat.say(file=new_image)
+    assert chat.reply()[0]["text"] == photo_hint_text("/")
     chat.say("/相似")
     text, _ = chat.reply()
     peitu.close()

@@ -75,6 +75,22 @@ def test_similar_uses_the_last_image_of_that_person_in_that_chat(tmp_path: Path)
     assert finder.images == [b"second"]
 
 
+def test_a_photo_gets_one_hint_per_chat_while_it_is_kept(tmp_path: Path) -> None:
+    clock = Clock()
+    handler = make_handler(tmp_path, FakeFinder(), clock)
+    first, second = FakeMessage(is_image=True), FakeMessage(is_image=True)
+    assert handle(handler, first) is Outcome.IMAGE_KEPT
+    assert handle(handler, second) is Outcome.IMAGE_KEPT
+    assert first.said == ["收到图片。发 /相似 找相册里和它相似的照片。"] and second.said == []
+    in_room = FakeMessage(is_image=True, room_id="r@chatroom")
+    handle(handler, in_room)
+    assert in_room.said == []  # in a group the photo is for the others
+    clock.now += 301
+    later = FakeMessage(is_image=True)
+    handle(handler, later)
+    assert later.said == first.said
+
+
 def test_the_last_image_is_forgotten_after_five_minutes(tmp_path: Path) -> None:
     clock = Clock()
     finder = FakeFinder()
