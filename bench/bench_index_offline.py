@@ -20,14 +20,12 @@ visual phase to CPU without it, and the load average beside each figure. Asserts
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -119,11 +117,10 @@ def _run(setup: Setup, library: Path, work: Path, exports: Path) -> tuple[float,
 
 
 def _export(ref: str, target: Path) -> Path:
-    tree = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", ref], capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(tree)) as archive:
-        archive.extractall(target, filter="data")
+    """The tree of `ref` (`bench_cli`'s export), with this checkout's models linked in."""
+    from bench_cli import _export as export_tree
+
+    export_tree(ref, target)
     (target / "models").symlink_to(REPO / "models")
     return target
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -22,7 +23,7 @@ from index.describers.efficientnet import (
 )
 from index.describers.offline import ImageNetTagger, OfflineDescriber
 from index.models import PhotoFile
-from index.ports import LocalDescriber
+from index.ports import LocalDescriber, VisualEmbedder
 from index.search.embed import SentenceTransformerEmbedder
 from index.service import PeiTu
 from index.visual.embed import EfficientNetVisualEmbedder
@@ -60,11 +61,17 @@ def _app(
     make_settings: SettingsFactory,
     library: SmallLibrary,
     embedder: SentenceTransformerEmbedder,
-    network: EfficientNetLite0,
+    network: EfficientNetLite0 | None = None,
+    visual: VisualEmbedder | None = None,
+    **choices: Any,
 ) -> PeiTu:
+    """The app over the library with the given visual model (the bundled one on `network`),
+    the offline describer unless `choices` say otherwise."""
     settings = make_settings(library=library.root, visual={"batch_size": 8})
-    visual = EfficientNetVisualEmbedder(network)
-    return build_app(settings, embedder=embedder, describer="offline", visual_embedder=visual)
+    if visual is None:
+        visual = EfficientNetVisualEmbedder(network)
+    choices.setdefault("describer", "offline")
+    return build_app(settings, embedder=embedder, visual_embedder=visual, **choices)
 
 
 def test_an_offline_index_runs_the_network_once_a_photo(
@@ -108,12 +115,8 @@ def test_photos_described_another_way_get_the_visual_phase(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
     network = CountingNetwork()
-    settings = make_settings(library=small_library.root, visual={"batch_size": 8})
-    app = build_app(
-        settings,
-        descriptions=small_library.descriptions,
-        embedder=embedder,
-        visual_embedder=EfficientNetVisualEmbedder(network),
+    app = _app(
+        make_settings, small_library, embedder, network, descriptions=small_library.descriptions
     )
     report = app.index()
     assert report.visual_embedded == len(small_library.photos) == network.images
@@ -125,10 +128,7 @@ def test_a_plugged_visual_model_is_not_given_the_describers_vectors(
     embedder: SentenceTransformerEmbedder,
 ) -> None:
     network = CountingNetwork()
-    settings = make_settings(library=small_library.root, visual={"batch_size": 8})
-    app = build_app(
-        settings, embedder=embedder, describer="offline", visual_embedder=ColourHistogram()
-    )
+    app = _app(make_settings, small_library, embedder, visual=ColourHistogram())
     report = app.index(describer=_offline(network))
     assert report.visual_embedded == len(small_library.photos)
     assert set(app.catalog.visual_embedded().values()) == {ColourHistogram.identity}
