@@ -438,6 +438,17 @@ def test_every_store_gives_the_exact_answers_on_a_small_library(tmp_path: Path) 
                 assert [c.similarity for c in found] == pytest.approx(similarities, abs=1e-5)
 
 
+def test_a_warmed_chroma_store_answers_from_memory_until_a_write(tmp_path: Path) -> None:
+    store = ChromaStore(make_chroma_client("", tmp_path), "copy", "m3e-small", 4)
+    store.upsert(_placed())
+    store.warm()
+    copy = store._copy.current()
+    assert copy is not None and len(copy) == 4
+    store.upsert([StoredVector("n", _unit(0, 0, 0, 1), "新", {"path": "n.jpg"})])
+    assert store._copy.current() is None  # forgotten: Chroma answers until it is read again
+    assert store.query(_unit(0, 0, 0, 1), 1)[0].photo_id == "n"
+
+
 def test_chroma_where_speaks_the_filters_in_chromas_dialect() -> None:
     both = QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1), "大理")
     where = chroma_where(both)

@@ -441,9 +441,14 @@ class ChromaStore:
             raise ModelUnavailable(f"the vector store is unreachable: {error}") from error
 
 
+_SETTLE_S = 5.0  # seconds without a change before the copy in memory is read again
+
+
 class _CopyKeeper:
     """The store's copy in memory (`ChromaStore.warm`): forgotten on every change, made again in
-    one background thread; a copy read while a change came in is thrown away."""
+    one background thread once no change came for `_SETTLE_S` (an index job writes batch after
+    batch: the copy is not read again after each); a copy read while a change came in is
+    thrown away."""
 
     def __init__(self, store: ChromaStore) -> None:
         self._store = store
@@ -453,6 +458,7 @@ class _CopyKeeper:
         self._generation = 0  # changes seen; a copy is kept only if none came while it was read
         self._tried = -1  # the generation last read (a collection too large gives no copy)
         self._making = False
+        self._changed_at = 0.0
 
     def keep(self) -> None:
         """From now on keep a copy; make it now (in this thread)."""
@@ -465,12 +471,15 @@ class _CopyKeeper:
         with self._lock:
             self._copy = None
             self._generation += 1
+            self._changed_at = time.monotonic()
 
     def current(self) -> ExactCopy | None:
         """The copy, or None: not wanted, too large, or (after a change) being made again."""
         with self._lock:
             if not self._wanted or self._making or self._tried == self._generation:
                 return self._copy
+            if time.monotonic() - self._changed_at < _SETTLE_S:
+                return None  # writes may still be coming: Chroma answers meanwhile
             self._making = True
         threading.Thread(target=self._make, name="chroma-copy", daemon=True).start()
         return None
