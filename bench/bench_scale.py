@@ -784,7 +784,7 @@ def main() -> None:
     query_embedder = SentenceTransformerEmbedder(str(MODEL), threads=1)
     queries = query_embedder.embed([strip_filler(t) for t in texts])
     del query_embedder
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(size) for size in args.sizes.split(",") if size):
         data_dir = work / f"n{n}"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
