@@ -59,7 +59,8 @@ def main() -> None:
         chat = WechatHarness(GATEWAY_DIR, Path(tmp) / "gateway.log")
         try:
             start = time.perf_counter()
-            chat.start(app, WechatSettings(rate_limit_per_minute=0), Path(tmp) / "cache")
+            settings = WechatSettings(rate_limit_per_minute=0, allow_everyone=True)
+            chat.start(app, settings, Path(tmp) / "cache")
             print(f"gateway up and bot logged in: {time.perf_counter() - start:.2f} s")
             _run(chat, queries, args.requests)
             print(

@@ -16,6 +16,7 @@ from enum import StrEnum
 from bot.ports import IndexStatusView
 from index.errors import (
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -23,6 +24,7 @@ from index.errors import (
     ModelUnavailable,
     PeiTuError,
     PhotoUnreadable,
+    Reason,
 )
 from index.models import NoteKind, RecommendResult, RerankState
 
@@ -32,6 +34,7 @@ class Kind(StrEnum):
     SIMILAR = "相似"
     HELP = "帮助"
     STATUS = "状态"
+    PAIR = "绑定"  # /绑定 123456: the pairing code (bot/access.py)
     UNKNOWN = "unknown"
 
 
@@ -50,6 +53,7 @@ _NAMES: dict[str, Kind] = {
     "相似": Kind.SIMILAR,
     "帮助": Kind.HELP,
     "状态": Kind.STATUS,
+    "绑定": Kind.PAIR,
     "help": Kind.HELP,
 }
 _COLON_FORM = re.compile(r"^配图\s*[:：]")
@@ -60,9 +64,11 @@ _LEADING_MENTIONS = re.compile(r"^(?:@[^\s\u2005]+[\s\u2005]*)+")
 _ARGUMENT_JUNK = " \t\r\n\u2005\u3000:：,，"
 _NAME_LIMIT = 20
 REASON_CHARS = 60
-NOTE_NOT_RERANKED = "（智能排序暂不可用，按相似度排列）"
-# A best match below this cosine similarity is a weak answer: the reply adds `try_hint`.
-WEAK_SIMILARITY = 0.6
+# The notes a chat reply leaves out: a failed rerank has its own line (`NOTE_NOT_RERANKED`),
+# and how to configure the reranker is for the admin's page, not for the chat.
+_UNSAID_NOTES = frozenset({NoteKind.RERANK_FAILED, NoteKind.RERANK_OFF})
+NOTE_NOT_RERANKED = "（排序模型暂时不可用，已按匹配度排序）"
+CLOSEST_MARK = "（最接近，不太合适）"
 SORRY = "抱歉，出了点问题，请稍后再试。"
 IMAGE_GONE = "刚才那张图片取不到了，请重新发送图片后再试。"
 
@@ -85,6 +91,8 @@ def parse_command(text: str, prefix: str = "/", max_text_chars: int = 300) -> Co
         return _peitu(argument, max_text_chars)
     if kind is Kind.UNKNOWN:
         return Command(Kind.UNKNOWN, name=argument[:_NAME_LIMIT]) if prefix else None
+    if kind is Kind.PAIR:
+        return Command(Kind.PAIR, argument.strip(_ARGUMENT_JUNK)[:_NAME_LIMIT])
     return Command(kind)
 
 
@@ -112,7 +120,7 @@ def _split_name(rest: str) -> tuple[Kind, str]:
         if lowered.startswith(name):
             argument = rest[len(name) :]
             # "/配图今天…" is common; other commands take no argument, so "/状态栏" is unknown.
-            if kind is Kind.PEITU or not argument.strip(_ARGUMENT_JUNK):
+            if kind in (Kind.PEITU, Kind.PAIR) or not argument.strip(_ARGUMENT_JUNK):
                 return kind, argument
     words = rest.split(maxsplit=1)
     return Kind.UNKNOWN, words[0] if words else ""
@@ -195,8 +203,9 @@ def recommend_text(
     `result.results` must be exactly the photos that will be sent, in order. A 配图 answer the
     LLM failed to rank gets `NOTE_NOT_RERANKED` (the failure's detail is for the log); with no
     photos the core's message (naming the closest subject) is the answer. The core's other
-    notes (e.g. a time condition it had to drop) follow the list. A weak 配图 answer (nothing, or a best match under `WEAK_SIMILARITY`) ends
-    with a short "还可以试试" hint.
+    notes (e.g. a time condition it had to drop) follow the list. A photo shown only because
+    the closest were asked for is marked `CLOSEST_MARK`; a weak 配图 answer (nothing, or only
+    such photos) ends with a short "还可以试试" hint.
     """
     lines = [trimmed_note(trimmed_to)] if trimmed_to is not None else []
     if not result.results:
@@ -209,14 +218,17 @@ def recommend_text(
     count = len(result.results)
     title = f"相册里和这张图相似的照片（{count} 张）：" if similar else None
     lines.append(title or f"为「{_short(result.query, 20)}」挑了 {count} 张照片：")
-    lines += [f"{n}. {_one_line(r.reason)}" for n, r in enumerate(result.results, start=1)]
-    notes = [note.text for note in result.notes if note.kind is not NoteKind.RERANK_FAILED]
+    lines += [
+        f"{n}. {'' if r.fits else CLOSEST_MARK}{_one_line(r.reason)}"
+        for n, r in enumerate(result.results, start=1)
+    ]
+    notes = [note.text for note in result.notes if note.kind not in _UNSAID_NOTES]
     if notes:
         lines.append("注：" + "；".join(notes))
-    # Only a failed rerank is worth a note: with reranking switched off, vector order is the plan.
+    # Only a failed rerank is worth a note: with reranking switched off, 匹配度 order is the plan.
     if not similar and result.rerank.state is RerankState.FAILED:
         lines.append(NOTE_NOT_RERANKED)
-    if not similar and max(r.similarity for r in result.results) < WEAK_SIMILARITY:
+    if not similar and not any(r.fits for r in result.results):
         lines.append(try_hint(prefix))
     return "\n".join(lines)
 
@@ -240,11 +252,20 @@ _ERROR_TEXTS: dict[type[PeiTuError], str] = {
     PhotoUnreadable: "这张图片打不开，换一张试试？",
     ModelUnavailable: "模型暂时不可用，请稍后再试。",
     LibraryNotFound: "还没有配置相册，请联系管理员。",
+    DiskFull: "相册所在的磁盘满了，请联系管理员腾出空间。",
 }
+
+
+TOO_BIG = "这张图片太大了（像素太多），换一张小一些的试试？"
 
 
 def error_text(error: PeiTuError) -> str:
     """A polite reply for an error the core raised on purpose."""
+    if isinstance(error, PhotoUnreadable) and error.reason in (
+        Reason.TOO_MANY_PIXELS,
+        Reason.TOO_LARGE,
+    ):
+        return TOO_BIG
     for kind, text in _ERROR_TEXTS.items():
         if isinstance(error, kind):
             return text

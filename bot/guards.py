@@ -73,11 +73,12 @@ class RateLimiter:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Contacts and rooms the bot serves, by id or by name/topic; both empty means everyone.
+    """Contacts and rooms the bot serves, by id or by name/topic (empty lists serve nobody:
+    `bot.access` adds the paired people, or everyone when asked).
 
-    When either list is set, a message is served when its sender is a listed contact, or when
-    it comes from a listed room. So `contacts=["me"]` alone keeps the bot (and the photos) out of
-    every room a stranger might add it to, and `rooms=["Family"]` alone serves only that room.
+    A message is served when its sender is a listed contact, or when it comes from a listed
+    room. So `contacts=["me"]` alone keeps the bot (and the photos) out of every room a
+    stranger might add it to, and `rooms=["Family"]` alone serves only that room.
     With `by_name=False` only ids count: anyone can rename themselves or a room they are in.
     """
 
@@ -97,9 +98,7 @@ class AllowList:
         room_id: str | None = None,
         room_topic: str | None = None,
     ) -> bool:
-        """True when the bot may answer this sender in this room (None: a 1:1 chat)."""
-        if not self.contacts and not self.rooms:
-            return True
+        """True when the sender is listed, or the room is (None: a 1:1 chat)."""
         talker = {talker_id, talker_name} if self.by_name else {talker_id}
         if talker & self.contacts:
             return True

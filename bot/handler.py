@@ -16,11 +16,12 @@ from enum import StrEnum
 from typing import Protocol
 
 from bot import commands
+from bot.access import Access
 from bot.commands import Command, Kind
 from bot.errors import ImageDownloadFailed
-from bot.guards import EVERYONE, AllowList, Clock, RateLimiter, RecentItems, strip_controls
+from bot.guards import EVERYONE, Clock, RateLimiter, RecentItems, strip_controls
 from bot.photos import OutgoingPhoto, PhotoPreparer
-from bot.ports import PhotoFinder
+from bot.ports import BotPairing, PhotoFinder
 from config.settings import WechatSettings
 from index.errors import PeiTuError, PhotoUnreadable
 from index.models import Recommendation, RecommendResult, RerankState
@@ -81,15 +82,15 @@ class MessageHandler:
         settings: WechatSettings,
         photos: PhotoPreparer,
         *,
+        pairing: BotPairing | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
+        """`pairing`: the people paired with the bot (None: the allow-list alone decides)."""
         self._finder = finder
         self._settings = settings
         self._photos = photos
         self._prefix = settings.command_prefix
-        self._allow = AllowList.of(
-            settings.allow_contacts, settings.allow_rooms, by_name=settings.allow_names
-        )
+        self.access = Access(settings, pairing, clock=clock)
         self._limiter = RateLimiter(settings.rate_limit_per_minute, clock)
         self._everyone = RateLimiter(settings.rate_limit_global_per_minute, clock)
         self._images: RecentItems[ImageLoader] = RecentItems(RECENT_IMAGE_MINUTES * 60, clock)
@@ -97,15 +98,16 @@ class MessageHandler:
 
     async def handle(self, msg: Incoming) -> Outcome:
         """Answer `msg` if it is a command for the bot; say what happened."""
-        if not self._allow.allows(msg.talker_id, msg.talker_name, msg.room_id, msg.room_topic):
-            if not msg.is_image and self._command_in(msg) is not None:
-                _log_refused(msg)
+        command = None if msg.is_image else self._command_in(msg)
+        pairing = command is not None and command.kind is Kind.PAIR  # strangers may pair
+        if not pairing and not await self._allowed(msg):
+            if command is not None:
+                await self._refuse(msg)
             return Outcome.NOT_ALLOWED
         if msg.is_image:
             self._images.put(_chat_key(msg), msg.image_bytes)
             await self._hint_similar(msg)
             return Outcome.IMAGE_KEPT
-        command = self._command_in(msg)
         if command is None:
             return Outcome.IGNORED
         started = time.perf_counter()
@@ -138,6 +140,15 @@ class MessageHandler:
             await msg.reply_text(commands.SORRY)
         return Outcome.FAILED
 
+    async def _allowed(self, msg: Incoming) -> bool:
+        return await self.access.allows(msg.talker_id, msg.talker_name, msg.room_id, msg.room_topic)
+
+    async def _refuse(self, msg: Incoming) -> None:
+        """A command from someone the bot does not serve: logged by id, told once, politely."""
+        _log_refused(msg)
+        if self.access.first_refusal(msg.talker_id):
+            await msg.reply_text(self.access.stranger_text())
+
     def _command_in(self, msg: Incoming) -> Command | None:
         in_room = msg.room_id is not None
         if in_room and self._settings.group_requires_mention and not msg.mentions_me:
@@ -159,6 +170,10 @@ class MessageHandler:
         elif command.kind is Kind.STATUS:
             status = await asyncio.to_thread(self._finder.status)
             await msg.reply_text(commands.status_text(status))
+        elif command.kind is Kind.PAIR:
+            in_room = msg.room_id is not None
+            reply = await self.access.pair(command.text, msg.talker_id, msg.talker_name, in_room)
+            await msg.reply_text(reply)
         elif command.kind is Kind.PEITU and not command.text:
             await msg.reply_text(commands.usage_text(self._prefix))
         elif command.kind is Kind.PEITU:
@@ -248,9 +263,9 @@ def _chat_key(msg: Incoming) -> str:
 
 
 def _log_refused(msg: Incoming) -> None:
-    """A command from someone not on the allow-list: say who, by id, so they can be listed."""
+    """A command from someone the bot does not serve: say who, by id, so they can be listed."""
     log.info(
-        "ignored a command from %r (id %s)%s: not on the allow-list "
+        "refused a command from %r (id %s)%s: not paired and not on the allow-list "
         "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)",
         msg.talker_name,
         msg.talker_id,

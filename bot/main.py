@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.errors import BotConfigError
-from bot.ports import PhotoFinder
+from bot.ports import BotPairing, PhotoFinder
 from bot.server_client import ServerFinder, ServerRefused, ServerUnavailable
 from bot.wechat import puppet_options, run_bot
 from config import Settings
@@ -33,11 +33,13 @@ def run(settings: Settings) -> int:
     except BotConfigError as error:
         log.error("peitu bot: %s", error)
         return EXIT_REFUSED
-    finder, close = build_finder(settings)
+    finder, pairing, close = build_finder(settings)
     try:
         _log_index_status(finder)
         limit = settings.indexing.max_pixels
-        return asyncio.run(serve_until_stopped(finder, settings.wechat, max_pixels=limit))
+        return asyncio.run(
+            serve_until_stopped(finder, settings.wechat, max_pixels=limit, pairing=pairing)
+        )
     except ServerRefused as error:
         log.error("peitu bot: %s", error)
         return EXIT_REFUSED
@@ -45,9 +47,10 @@ def run(settings: Settings) -> int:
         close()
 
 
-def build_finder(settings: Settings) -> tuple[PhotoFinder, Callable[[], None]]:
-    """The bot's finder and how to close it: the PeiTu server at `bot.server_url`, or the core
-    itself (the index opened and the model loaded in this process)."""
+def build_finder(settings: Settings) -> tuple[PhotoFinder, BotPairing, Callable[[], None]]:
+    """The bot's finder, who is paired with it, and how to close them: the PeiTu server at
+    `bot.server_url` (its data folder keeps the pairing), or the core itself (the index
+    opened and the model loaded in this process, the pairing in its data folder)."""
     url = settings.bot.server_url
     if url:
         token = settings.bot.server_token or settings.admin_token
@@ -55,13 +58,13 @@ def build_finder(settings: Settings) -> tuple[PhotoFinder, Callable[[], None]]:
             url, token.get_secret_value() if token else None, timeout_s=settings.bot.timeout_s
         )
         log.info("peitu bot: asks the PeiTu server at %s (no index or model of its own)", url)
-        return server, server.close
+        return server, server, server.close
     # Imported here: the core brings Chroma and PyTorch, which a bot asking a server never needs.
     from index.wiring import build_app
 
     app = build_app(settings)
     threading.Thread(target=_warm_up, args=(app,), name="warm-up", daemon=True).start()
-    return app, app.close
+    return app, app.bot_access, app.close
 
 
 def _warm_up(app: PeiTu) -> None:
@@ -74,11 +77,15 @@ def _warm_up(app: PeiTu) -> None:
 
 
 async def serve_until_stopped(
-    app: PhotoFinder, settings: WechatSettings, *, max_pixels: int = MAX_PIXELS
+    app: PhotoFinder,
+    settings: WechatSettings,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    pairing: BotPairing | None = None,
 ) -> int:
     """Run the bot; SIGINT or SIGTERM stop it cleanly (exit code 0). `max_pixels` is the
     indexing limit (`PEITU_INDEXING__MAX_PIXELS`), which the bot's photo copies keep too."""
-    task = asyncio.create_task(run_bot(app, settings, max_pixels=max_pixels))
+    task = asyncio.create_task(run_bot(app, settings, max_pixels=max_pixels, pairing=pairing))
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(stop_signal, task.cancel)

@@ -6,6 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from index.library.pairing import Pairing
 from index.models import RecommendResult
 
 
@@ -46,4 +47,26 @@ class PhotoFinder(Protocol):
 
     def photo_path(self, photo_id: str) -> Path | None:
         """Absolute path of the photo's file, or None when it left the library."""
+        ...
+
+
+class BotPairing(Protocol):
+    """Who the bot serves besides its allow-list: the people who sent the pairing code
+    (`index.library.pairing.BotAccess` in this process, or the server's over HTTP). Every
+    method blocks: call it in a thread."""
+
+    def code(self) -> str:
+        """The code that lets the next person in."""
+        ...
+
+    def paired_ids(self) -> frozenset[str]:
+        """The contact ids let in."""
+        ...
+
+    def pair(self, code: str, contact_id: str, name: str) -> Pairing:
+        """Let the contact in when `code` is the code."""
+        ...
+
+    def replace_code(self, why: str) -> str:
+        """Make a new code now (the old one was seen by others); the new one."""
         ...

@@ -23,6 +23,7 @@ import httpx
 from index.errors import (
     CatalogTooNew,
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -34,6 +35,7 @@ from index.errors import (
     Reason,
     RerankFailed,
 )
+from index.library.pairing import Pairing
 from index.models import Note, NoteKind, Recommendation, RecommendResult, Rerank, RerankState
 
 log = logging.getLogger(__name__)
@@ -133,6 +135,33 @@ class ServerFinder:
         self._forget_oldest()
         return target
 
+    # --- `bot.ports.BotPairing`: the pairing kept in the server's data folder ------------------
+    def code(self) -> str:
+        """`GET /api/bot/pairing`: the code that lets the next person in."""
+        return _text_field(self._call("GET", "/api/bot/pairing"), "code")
+
+    def paired_ids(self) -> frozenset[str]:
+        """`GET /api/bot/pairing`: the contact ids paired with the bot."""
+        paired = self._call("GET", "/api/bot/pairing").get("paired") or []
+        try:
+            return frozenset(str(person["contact_id"]) for person in paired)
+        except (KeyError, TypeError) as error:
+            raise ServerUnavailable(f"unexpected pairing answer: {error!r}") from error
+
+    def pair(self, code: str, contact_id: str, name: str) -> Pairing:
+        """`POST /api/bot/pairing`: let the contact in when the code is right."""
+        body = {"code": code[:20], "contact_id": contact_id, "name": name[:200]}
+        answer = self._call("POST", "/api/bot/pairing", json=body)
+        try:
+            return Pairing(answer["outcome"])
+        except (KeyError, ValueError) as error:
+            raise ServerUnavailable(f"unexpected pairing answer: {answer!r}") from error
+
+    def replace_code(self, why: str) -> str:
+        """`POST /api/bot/pairing/new-code`: a new code now; the new one."""
+        answer = self._call("POST", "/api/bot/pairing/new-code", json={"why": why[:200]})
+        return _text_field(answer, "code")
+
     def close(self) -> None:
         """Close the connections and remove the downloaded copies."""
         self._client.close()
@@ -179,6 +208,13 @@ class ServerFinder:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _text_field(answer: dict[str, Any], name: str) -> str:
+    value = answer.get(name)
+    if not isinstance(value, str):
+        raise ServerUnavailable(f"the server's answer has no {name!r}")
+    return value
+
+
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -200,6 +236,7 @@ _CORE_ERRORS: dict[str, type[PeiTuError]] = {
         RerankFailed,
         ModelUnavailable,
         CatalogTooNew,
+        DiskFull,
     )
 }
 

@@ -27,7 +27,7 @@ from wechaty_puppet import MessageType, PuppetOptions, WechatyPuppetError
 from bot.errors import BotConfigError, ImageDownloadFailed
 from bot.handler import MessageHandler, Outcome
 from bot.photos import OutgoingPhoto, PhotoPreparer
-from bot.ports import PhotoFinder
+from bot.ports import BotPairing, PhotoFinder
 from bot.wx_media import download_image
 from config.settings import MAX_PIXELS, WechatSettings
 
@@ -154,7 +154,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
         self.endpoint = settings.endpoint
         self.logged_in = asyncio.Event()
         self._keepalive_s = settings.keepalive_s
-        self._handler = handler
+        self.handler = handler
         self._on_handled = on_handled
         self._stopping = False
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -191,7 +191,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
             if msg.is_self():  # the bot's own replies come back as messages too
                 outcome = Outcome.OWN_MESSAGE
             else:
-                outcome = await self._handler.handle(await WechatIncoming.read(msg))
+                outcome = await self.handler.handle(await WechatIncoming.read(msg))
         except Exception:  # a broken connection or payload: log it, keep serving others
             log.exception("could not handle message %s", msg.message_id)
         if self._on_handled is not None:
@@ -199,6 +199,7 @@ class PeiTuBot(Wechaty):  # type: ignore[misc]  # wechaty is untyped
 
     async def run_forever(self) -> None:
         """Stay connected until `shutdown()` or cancellation, reconnecting with back-off."""
+        log.info("%s", await self.handler.access.describe())  # whom it serves; the pairing code
         delay = _FIRST_RETRY_S
         while not self._stopping:
             reason = await self._serve_one_connection()
@@ -301,20 +302,26 @@ def create_bot(
     *,
     on_handled: HandledHook | None = None,
     max_pixels: int = MAX_PIXELS,
+    pairing: BotPairing | None = None,
 ) -> PeiTuBot:
     """Compose the bot: handler, photo preparation (copies go to `cache_dir`; a photo over
-    `max_pixels`, the indexing limit, is refused as it is by the scan), connection."""
+    `max_pixels`, the indexing limit, is refused as it is by the scan), who it serves
+    (`pairing`: the people paired with it, see `bot.access`), connection."""
     photos = PhotoPreparer(cache_dir, settings.max_image_bytes, max_pixels=max_pixels)
-    handler = MessageHandler(finder, settings, photos)
+    handler = MessageHandler(finder, settings, photos, pairing=pairing)
     return PeiTuBot(handler, settings, on_handled=on_handled)
 
 
 async def run_bot(
-    app: PhotoFinder, settings: WechatSettings, *, max_pixels: int = MAX_PIXELS
+    app: PhotoFinder,
+    settings: WechatSettings,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    pairing: BotPairing | None = None,
 ) -> None:
     """Serve WeChat until cancelled. Raises `BotConfigError` for unusable settings."""
     with tempfile.TemporaryDirectory(prefix="peitu-bot-") as cache_dir:
-        bot = create_bot(app, settings, Path(cache_dir), max_pixels=max_pixels)
+        bot = create_bot(app, settings, Path(cache_dir), max_pixels=max_pixels, pairing=pairing)
         try:
             await bot.run_forever()
         finally:

@@ -92,6 +92,8 @@ def _summary(report: IndexReport) -> str:
     ]
     if report.visual_embedded or report.visual_failed:
         lines.append(f"视觉特征 {report.visual_embedded} 张，失败 {report.visual_failed} 张")
+    if report.dates_ignored:
+        lines.append(f"拍摄时间不可能（在未来）已当作未知：{report.dates_ignored} 张")
     if report.skipped:
         skipped = "，".join(f"{reason} {count}" for reason, count in sorted(report.skipped.items()))
         lines.append(f"跳过：{skipped}")
@@ -283,12 +285,18 @@ def _human(payload: dict[str, Any], local_path: Callable[[dict[str, Any]], str])
         lines.append("（加 --closest 或在文字前加 ? 仍然显示最接近的照片）")
     for r in payload["results"]:
         path = readable_path(local_path(r) or r["path"])
-        lines.append(
-            f"{r['rank']}. {path}  "
-            f"(匹配度 {r['match']:.0f}, 得分 {r['score']:.2f}, 相似度 {r['similarity']:.2f})"
-        )
+        lines.append(f"{r['rank']}. {path}  ({_score_label(r)})")
         lines.append(f"   {r['reason']}")
     return "\n".join(lines)
+
+
+def _score_label(result: dict[str, Any]) -> str:
+    """The one score a result is ordered by, named as the person reads it: 相似度 for a
+    look-alike, 匹配度 for a text's photo (最接近 when it is under the line)."""
+    if result.get("likeness") is not None:
+        return f"相似度 {result['likeness']:.0f}"
+    closest = "" if result.get("fits", True) else "，最接近，不太合适"
+    return f"匹配度 {result['match']:.0f}{closest}"
 
 
 def run_status(args: argparse.Namespace, settings: Settings) -> int:

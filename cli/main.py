@@ -340,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: list[str] = []  # the command's name, once the arguments are read
     try:
         code = _run(argv, command)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is caught below
+    except BrokenPipeError:
+        return _reader_gone()
     except BaseException as error:
         if not _was_interrupted(error):
             raise
@@ -350,6 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if in_main_thread:
         signal.signal(signal.SIGINT, previous)
     return code
+
+
+EXIT_READER_GONE = 141  # as a command killed by SIGPIPE: the shell's 128 + 13
+
+
+def _reader_gone() -> int:
+    """The reader of our output closed its end (`peitu recommend … | head`): stop quietly,
+    as other commands do, with nothing more written and no traceback."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush
+    return EXIT_READER_GONE
 
 
 _CTRL_C = threading.Event()  # set by the first Ctrl-C

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -22,6 +23,7 @@ from pydantic_settings import (
 )
 
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
+DASHSCOPE_HOST = "dashscope.aliyuncs.com"
 _CONFIG_FILE_ENV = "PEITU_CONFIG"
 
 
@@ -30,6 +32,11 @@ _CONFIG_FILE_ENV = "PEITU_CONFIG"
 _PLACEHOLDER_KEY = re.compile(
     r"your|xxxx?|\.\.\.|…|<.*>|change.?me|placeholder|example|^sk-?$|^\s*$", re.IGNORECASE
 )
+
+
+def is_dashscope(base_url: str) -> bool:
+    """True for an endpoint on DashScope's host (the default one), which needs an API key."""
+    return urlsplit(base_url).hostname == DASHSCOPE_HOST
 
 
 def is_placeholder_key(key: str) -> bool:
@@ -49,6 +56,11 @@ class ModelEndpoint(BaseModel):
     api_key: SecretStr | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
+
+    @property
+    def key_missing(self) -> bool:
+        """DashScope (the default endpoint) without an API key: nothing can be asked there."""
+        return self.api_key is None and is_dashscope(self.base_url)
 
     @field_validator("api_key")
     @classmethod
@@ -152,6 +164,9 @@ class IndexingSettings(BaseModel):
     # Symlinks (files or folders) whose target is outside the library are skipped, counted as
     # "outside_library", unless this is true. Links within the library are always followed.
     follow_external_links: bool = False
+    # Indexing stops (and sends no photo to the vision model) while less than this is free on
+    # the data folder's disk; searching goes on.
+    min_free_mb: float = Field(default=100.0, ge=0)
 
 
 # Put there by scripts/fetch_detector.sh (called from scripts/setup.sh).
@@ -221,6 +236,10 @@ class ServerSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     upload_max_mb: float = Field(default=50.0, gt=0)
+    # A slow client is let go with 408: its request's headers must come within this, and its
+    # body within this plus the time 32 KB/s would take (a photo over a slow uplink passes).
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
     # A running `peitu serve` (e.g. http://127.0.0.1:8000) that `peitu recommend` asks, with
     # PEITU_ADMIN_TOKEN, instead of loading the model itself; empty: it searches on its own.
     url: str = ""
@@ -238,8 +257,11 @@ class WechatSettings(BaseModel):
     token: SecretStr | None = None
     command_prefix: str = "/"
     group_requires_mention: bool = True
-    allow_contacts: list[str] = Field(default_factory=list)  # empty = everyone
+    # Who the bot serves: these contacts and rooms, and the people paired with it (`/绑定` and
+    # the code from the log, `peitu doctor`, the web page); nobody else unless allow_everyone.
+    allow_contacts: list[str] = Field(default_factory=list)
     allow_rooms: list[str] = Field(default_factory=list)
+    allow_everyone: bool = False
     allow_names: bool = True  # False: the lists match ids only (names and topics can be changed)
     rate_limit_per_minute: int = Field(default=6, ge=0)  # per person; 0 = no limit
     rate_limit_global_per_minute: int = Field(default=30, ge=0)  # all people together; 0 = none

@@ -1,32 +1,39 @@
 """`peitu doctor`: is everything a first run needs in place? One line per check, with the fix.
 
 The same checks back the web page's 运行检查 (GET /api/doctor). Each check is quick (network
-probes wait at most a few seconds) and never changes anything but a probe file it removes.
+probes wait at most a few seconds) and changes nothing but a probe file it removes (and the
+WeChat bot's pairing code, made when there is none yet, to be shown).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
+from openai.types.chat import ChatCompletionMessageParam
 
 from config import ModelEndpoint, Settings
 from config.settings import OfflineSettings
+from index.errors import ModelUnavailable
+from index.library.pairing import BotAccess
+from index.llm import ModelRequestRejected, chat, make_client
 from index.search.model_source import PROBE_TIMEOUT_S, how_to_get, locate_model
 
 Level = Literal["ok", "warn", "fail"]
-DASHSCOPE_HOST = "dashscope.aliyuncs.com"
+CHAT_PROBE_TIMEOUT_S = 10.0  # one short answer; a hung model is told apart from a slow one
+CHAT_PROBE: list[ChatCompletionMessageParam] = [{"role": "user", "content": "请只回答一个字：好"}]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Check:
-    name: str  # a stable key: library, data_dir, embedding, vision, offline, rerank, token
+    name: str  # a stable key: library, data_dir, embedding, vision, offline, rerank, token, bot
     level: Level
     title: str  # what was checked, in Chinese
     message: str  # what was found, and the fix when it is not ok (Chinese, one line)
@@ -45,6 +52,7 @@ def run_checks(settings: Settings, *, probe: bool = True) -> list[Check]:
         lambda: check_offline(settings.offline),
         lambda: check_rerank(settings, probe=probe),
         lambda: check_token(settings),
+        lambda: check_bot(settings),
     ]
     return [check() for check in checks]
 
@@ -125,10 +133,14 @@ def check_offline(settings: OfflineSettings) -> Check:
 
 
 def check_rerank(settings: Settings, *, probe: bool = True) -> Check:
+    title = "排序模型"
     if not settings.rerank.enabled:
-        message = "已关闭（PEITU_RERANK__ENABLED=false）：结果按向量相似度排序。"
-        return Check("rerank", "ok", "排序模型", message)
-    return check_endpoint("rerank", "排序模型", settings.rerank, probe=probe)
+        message = "已关闭（PEITU_RERANK__ENABLED=false）：结果按匹配度排序。"
+        return Check("rerank", "ok", title, message)
+    if settings.rerank.key_missing:  # off, like the vision side: nothing is sent to DashScope
+        how = "要用大模型排序，请设 DASHSCOPE_API_KEY（或 PEITU_RERANK__API_KEY），或用本地 Ollama（PEITU_RERANK__BASE_URL）。"
+        return Check("rerank", "ok", title, f"未配置（按匹配度排序）：{how}")
+    return check_endpoint("rerank", title, settings.rerank, probe=probe)
 
 
 def check_endpoint(name: str, title: str, endpoint: ModelEndpoint, *, probe: bool = True) -> Check:
@@ -136,7 +148,7 @@ def check_endpoint(name: str, title: str, endpoint: ModelEndpoint, *, probe: boo
     variable = f"PEITU_{name.upper()}__API_KEY"
     key = endpoint.api_key.get_secret_value() if endpoint.api_key else ""
     where = f"{endpoint.base_url}（{endpoint.model}）"
-    if not key and urlsplit(endpoint.base_url).hostname == DASHSCOPE_HOST:
+    if endpoint.key_missing:
         offline = "；或不用识图模型：peitu index --describer offline" if name == "vision" else ""
         fix = f"请设 DASHSCOPE_API_KEY（或 {variable}），或改用本地 Ollama（PEITU_{name.upper()}__BASE_URL）{offline}。"
         return Check(
@@ -160,7 +172,32 @@ def check_endpoint(name: str, title: str, endpoint: ModelEndpoint, *, probe: boo
         return Check(
             name, "warn", title, f"{where} 出错了（HTTP {response.status_code}）：请稍后再检查。"
         )
-    return Check(name, "ok", title, f"{where} 有回应。")
+    return _check_chat(name, title, endpoint)
+
+
+def _check_chat(name: str, title: str, endpoint: ModelEndpoint) -> Check:
+    """Does the model answer one short chat request in time? (`GET /models` answers even
+    when every call to the model hangs or fails.)"""
+    where = f"{endpoint.base_url}（{endpoint.model}）"
+    try:
+        chat(
+            make_client(endpoint),
+            endpoint.model,
+            CHAT_PROBE,
+            max_retries=0,
+            timeout_s=min(CHAT_PROBE_TIMEOUT_S, endpoint.timeout_s),
+        )
+    except ModelRequestRejected as error:
+        log.warning("doctor: %s refused a chat request: %s", name, error)
+        fix = f"请检查模型名 PEITU_{name.upper()}__MODEL 和 API key。"
+        return Check(
+            name, "fail", title, f"{where} 拒绝了对话请求（HTTP {error.status_code}）：{fix}"
+        )
+    except ModelUnavailable as error:
+        log.warning("doctor: %s did not answer a chat request: %s", name, error)
+        fix = "模型可能卡住、太慢或返回了无法使用的内容：请检查模型服务，或换一个模型。"
+        return Check(name, "fail", title, f"{where} 列出了模型，但没有正常回答一次对话请求：{fix}")
+    return Check(name, "ok", title, f"{where} 有回应，能回答对话请求。")
 
 
 def check_token(settings: Settings) -> Check:
@@ -173,6 +210,29 @@ def check_token(settings: Settings) -> Check:
     if len(token) < 16:
         return Check("token", "warn", title, "令牌太短：请用至少 16 个随机字符。")
     return Check("token", "ok", title, "已设置。")
+
+
+def check_bot(settings: Settings) -> Check:
+    """Who the WeChat bot serves, and the code that lets the owner in (made when missing)."""
+    title, wechat = "微信机器人", settings.wechat
+    if not wechat.endpoint:
+        return Check("bot", "ok", title, "没有配置（PEITU_WECHAT__ENDPOINT 为空）。")
+    if wechat.allow_everyone:
+        message = "谁都能用（PEITU_WECHAT__ALLOW_EVERYONE=true）：加了机器人的人都能看到你的照片。"
+        return Check("bot", "warn", title, message)
+    access = BotAccess(settings.data_dir.expanduser())
+    try:
+        code, paired = access.code(), len(access.paired())
+    except OSError as error:
+        return Check("bot", "fail", title, f"读不了绑定记录（{error.strerror or error}）。")
+    listed = "名单里的人和" if wechat.allow_contacts or wechat.allow_rooms else ""
+    return Check(
+        "bot",
+        "ok",
+        title,
+        f"只为{listed}已绑定的 {paired} 人服务。要让自己或家人使用，请用那个微信私聊机器人发送："
+        f"{wechat.command_prefix}绑定 {code}（配对码用一次就换新的）。",
+    )
 
 
 def doctor_lines(checks: list[Check]) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 
@@ -52,8 +55,21 @@ class ModelUnavailable(PeiTuError):
     """A model (local or behind an HTTP endpoint) could not be loaded or reached."""
 
 
+class ModelCoolingDown(ModelUnavailable):
+    """A model endpoint failed repeatedly and rests: no request is sent until `left_s` pass."""
+
+    def __init__(self, message: str, left_s: float) -> None:
+        self.left_s = left_s
+        super().__init__(message)
+
+
 class DescribeFailed(PeiTuError):
     """The describer gave up on one photo after its retries."""
+
+
+class DescriberResting(DescribeFailed):
+    """The describer's model failed repeatedly and rests: the photo was not sent to it (the
+    next run describes it)."""
 
 
 class PhotoChanged(DescribeFailed):
@@ -86,3 +102,40 @@ class InvalidQuery(PeiTuError):
 
 class CatalogTooNew(PeiTuError):
     """The data folder's catalog was written by a newer PeiTu with a schema this one lacks."""
+
+
+class DiskFull(PeiTuError):
+    """The disk the data folder is on has no room for what must be written (or too little to
+    start): indexing stops at once with this line; searching goes on."""
+
+
+# How SQLite, the OS and Chroma's own bindings (which pass SQLite's and the OS's text on) say
+# that the disk is full.
+_SQLITE_FULL = 13
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NO_SPACE_WORDS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (from SQLite, a file write, Chroma) means there is no room on the disk."""
+    if isinstance(error, DiskFull):
+        return True
+    if isinstance(error, OSError) and error.errno in _NO_SPACE:
+        return True
+    if getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+        return True
+    text = str(error).lower()
+    return any(words in text for words in _NO_SPACE_WORDS)
+
+
+@contextmanager
+def disk_full_raised(where: str) -> Iterator[None]:
+    """Turn an error that means "no room on the disk" into `DiskFull` (others pass as they are)."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        raise DiskFull(f"no room on the disk for {where}: {error}") from error

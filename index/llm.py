@@ -12,6 +12,11 @@ deadline (connect and every read together: a server dripping one byte a second i
 it), the tries and the waits between them fit in `timeout_s × (max_retries + 1)`, and a
 `CallGate` bounds how many calls to one endpoint can be in flight, so a hung model holds at most
 that many threads and every further call fails at once instead of queueing.
+
+Between calls a `ProviderHealth` remembers how the endpoint has been doing: after a few failed
+calls in a row, one call that timed out, or a `Retry-After` longer than a call can wait, further
+calls fail at once (`ModelCoolingDown`, no request) until a cool-down has passed; then one call
+tries again. A provider that is down costs one answer, not every answer.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from openai import OpenAI, omit
 from openai.types.chat import ChatCompletionMessageParam
 
 from config.settings import ModelEndpoint
-from index.errors import ModelUnavailable
+from index.errors import ModelCoolingDown, ModelUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +50,9 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 8.0
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024  # a 20-candidate rerank answer is a few KB
 DEFAULT_PARALLEL_CALLS = 4
+FAILURES_TO_REST = 3  # failed calls in a row after which an endpoint is given a rest
+REST_S = 60.0  # the first rest; it doubles each time the endpoint fails again right after
+MAX_REST_S = 3600.0  # the longest rest, also for a Retry-After that asks for more
 _NO_KEY = "EMPTY"  # Ollama and vLLM accept any key; the client refuses none at all
 
 
@@ -124,6 +132,75 @@ class CallGate:
             self._slots.release()
 
 
+class ProviderHealth:
+    """How one endpoint has been doing, remembered between calls (thread-safe).
+
+    `FAILURES_TO_REST` failed calls in a row, a `Retry-After` longer than the call could wait,
+    or (with `rest_on_timeout`, for a person waiting on the answer) one call that timed out (a
+    hung model would cost every caller the whole timeout) give the endpoint a rest: `check` raises `ModelCoolingDown` until it is over, without a request. The
+    first call after a rest is a trial: its failure starts a rest twice as long (up to
+    `MAX_REST_S`), its success forgets every failure.
+    """
+
+    def __init__(
+        self,
+        failures_to_rest: int = FAILURES_TO_REST,
+        rest_s: float = REST_S,
+        *,
+        rest_on_timeout: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._failures_to_rest = failures_to_rest
+        self._rest_on_timeout = rest_on_timeout
+        self._first_rest_s = rest_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._rest_s = rest_s
+        self._resting_until: float | None = None
+        self._last_failure = ""
+
+    def check(self) -> None:
+        """Raise `ModelCoolingDown` while the endpoint rests."""
+        with self._lock:
+            until = self._resting_until
+            if until is None:
+                return
+            left = until - self._clock()
+            if left <= 0:
+                return
+            failure, failures = self._last_failure, self._failures
+        raise ModelCoolingDown(
+            f"resting for {left:.0f} s after {failures} failed call(s) (last: {failure})", left
+        )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._rest_s = self._first_rest_s
+            self._resting_until = None
+
+    def failed(self, what: str, *, timed_out: bool = False, wait_s: float | None = None) -> None:
+        """One failed call: `timed_out` when no answer came in time, `wait_s` when the server
+        asked for a wait (`Retry-After`) the call could not give."""
+        with self._lock:
+            self._failures += 1
+            self._last_failure = what
+            trial = self._resting_until is not None  # a rest ended and the trial call failed
+            urgent = (timed_out and self._rest_on_timeout) or wait_s is not None or trial
+            if not urgent and self._failures < self._failures_to_rest:
+                return
+            rest = max(self._rest_s, min(wait_s or 0.0, MAX_REST_S))
+            self._resting_until = self._clock() + rest
+            self._rest_s = min(rest * 2.0, MAX_REST_S)
+        logger.warning("model endpoint resting for %.0f s: %s", rest, what)
+
+    @property
+    def resting(self) -> bool:
+        with self._lock:
+            return self._resting_until is not None and self._resting_until > self._clock()
+
+
 def make_client(endpoint: ModelEndpoint) -> OpenAI:
     """Build an `OpenAI` client for the endpoint, with the client's own retries switched off."""
     api_key = endpoint.api_key.get_secret_value() if endpoint.api_key is not None else _NO_KEY
@@ -155,17 +232,50 @@ def chat(
     json_mode: bool = False,
     sleep: Sleep = time.sleep,
     gate: CallGate | None = None,
+    health: ProviderHealth | None = None,
 ) -> str:
     """Send one chat completion and return the assistant's text, stripped.
 
     Each try must be answered completely within `timeout_s`; all tries and the waits between
     them within `timeout_s × (max_retries + 1)`. Retries on 429, 5xx, timeouts and connection
-    errors, sleeping with exponential backoff and jitter (or the server's `Retry-After`, capped;
-    a wait that would not leave time for another try ends the call instead). Raises
-    `ModelRequestRejected` at once on any other 4xx, and `ModelUnavailable` for everything
-    else that does not give a usable text.
+    errors, sleeping with exponential backoff and jitter, or as long as the server's
+    `Retry-After` asks; a wait longer than `BACKOFF_CAP_S` or than the time left ends the call
+    at once. Raises `ModelRequestRejected` at once on any other 4xx, `ModelCoolingDown` without
+    a request while `health` says the endpoint rests, and `ModelUnavailable` for everything
+    else that does not give a usable text; `health` hears how the call went.
     """
-    request = _Request(client, model, messages, temperature, json_mode)
+    if health is not None:
+        health.check()
+    try:
+        text = _chat(
+            _Request(client, model, messages, temperature, json_mode),
+            max_retries,
+            timeout_s,
+            sleep,
+            gate,
+        )
+    except _GaveUp as gave_up:
+        if health is not None:
+            health.failed(str(gave_up.error), timed_out=gave_up.timed_out, wait_s=gave_up.wait_s)
+        raise gave_up.error from None
+    if health is not None:
+        health.succeeded()
+    return text
+
+
+class _GaveUp(Exception):
+    """The call failed for good; carries the error to raise and what the health must know."""
+
+    def __init__(self, error: ModelUnavailable, failure: _Attempt, wait_s: float | None) -> None:
+        self.error = error
+        self.timed_out = failure.timed_out
+        self.wait_s = wait_s
+        super().__init__(str(error))
+
+
+def _chat(
+    request: _Request, max_retries: int, timeout_s: float, sleep: Sleep, gate: CallGate | None
+) -> str:
     gate = gate if gate is not None else _SHARED_GATE
     budget_end = time.monotonic() + timeout_s * (max_retries + 1)
     for attempt in range(max_retries + 1):
@@ -174,13 +284,14 @@ def chat(
             return _answer_text(gate.run(functools.partial(_try_once, request, deadline), deadline))
         except _Failed as failed:
             failure = failed.attempt
-        if failure.timed_out:
-            failure = _Attempt(f"timed out after {timeout_s:g} s", retryable=True)
-        delay = backoff_delay(attempt, failure.retry_after_s)
         left = budget_end - time.monotonic()
-        if not failure.retryable or attempt == max_retries or delay >= left:
-            raise _give_up(client, model, failure, attempt + 1)
-        _log_retry(client, model, failure, attempt, max_retries, delay)
+        asked = failure.retry_after_s
+        too_long = asked is not None and asked > min(BACKOFF_CAP_S, left)
+        delay = backoff_delay(attempt, asked)
+        if not failure.retryable or attempt == max_retries or too_long or delay >= left:
+            error = _give_up(request.client, request.model, failure, attempt + 1, timeout_s)
+            raise _GaveUp(error, failure, asked if too_long else None)
+        _log_retry(request.client, request.model, failure, attempt, max_retries, delay)
         sleep(delay)
     raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
@@ -320,9 +431,14 @@ def _answer_text(content: str) -> str:
     return text
 
 
-def _give_up(client: OpenAI, model: str, failure: _Attempt, tries: int) -> ModelUnavailable:
+def _give_up(
+    client: OpenAI, model: str, failure: _Attempt, tries: int, timeout_s: float
+) -> ModelUnavailable:
     plural = "try" if tries == 1 else "tries"
-    message = f"model {model} at {client.base_url}: {failure.what} after {tries} {plural}"
+    what = f"timed out after {timeout_s:g} s" if failure.timed_out else failure.what
+    if failure.retry_after_s is not None and failure.retryable:
+        what += f", asked to wait {failure.retry_after_s:g} s"
+    message = f"model {model} at {client.base_url}: {what} after {tries} {plural}"
     if failure.retryable or failure.status_code is None:
         return ModelUnavailable(message)
     return ModelRequestRejected(message, failure.status_code)

@@ -81,13 +81,16 @@ class Recommendation:
     rank: int
     photo_id: str
     path: str
-    similarity: float  # raw cosine of the first stage
-    score: float  # the LLM's score, or match / 100 when no LLM judged the photo
+    similarity: float  # raw cosine of the first stage (of the image vectors for look-alikes)
+    score: float  # match / 100: what the order follows
     reason: str
     description: str
-    match: float = (
-        0.0  # calibrated 匹配度, 0–100; 50 and up fits the text (index.search.calibration)
-    )
+    # 匹配度 0–100, what the order follows: the calibrated match (index.search.calibration), or
+    # the LLM's score × 100 when it judged the photo; 50 and up fits the text
+    match: float = 0.0
+    fits: bool = True  # False: shown only because the closest photos were asked for
+    # look-alikes (similar-photo answers): 相似度 0–100 of the pictures; None for a text's photos
+    likeness: float | None = None
 
 
 class NoteKind(StrEnum):
@@ -100,7 +103,8 @@ class NoteKind(StrEnum):
     NOTHING_FITS = "nothing_fits"  # none fits the text; names the closest
     NO_MATCH = "no_match"  # nothing over the similarity threshold; names the closest
     EMPTY_INDEX = "empty_index"  # nothing indexed yet
-    RERANK_FAILED = "rerank_failed"  # the LLM failed; the photos are in vector order
+    RERANK_FAILED = "rerank_failed"  # the LLM failed or rests; the photos are in 匹配度 order
+    RERANK_OFF = "rerank_off"  # no LLM configured (no API key): 匹配度 order, how to add one
     NO_DESCRIPTION = "no_description"  # similar by description: the photo has none yet
     NO_VISUAL_INDEX = "no_visual_index"  # similar photos: the visual index is empty
     NO_SIMILAR = "no_similar"  # similar photos: none found
@@ -187,6 +191,7 @@ class IndexReport:
     failed: int = 0
     visual_embedded: int = 0  # photos whose pixels got a vector (similar-photo search)
     visual_failed: int = 0
+    dates_ignored: int = 0  # new photos whose EXIF time was impossible (taken as unknown)
     skipped: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     cancelled: bool = False
@@ -203,6 +208,7 @@ class IndexReport:
             "failed",
             "visual_embedded",
             "visual_failed",
+            "dates_ignored",
         )
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["skipped"] = dict(self.skipped)

@@ -30,6 +30,7 @@ from index.library.descriptions import TIERS
 from index.library.files import LibraryFiles, delete_inside
 from index.library.indexer import Indexer, IndexMode
 from index.library.lock import IndexLock
+from index.library.pairing import BotAccess
 from index.library.uploads import UPLOADS_FOLDER, save_new_file
 from index.models import IndexReport, Note, NoteKind, ProgressCallback, RecommendResult
 from index.ports import Describer, Embedder, VectorStore
@@ -41,6 +42,8 @@ from index.visual.index import VisualIndex
 from index.visual.search import SimilarPhotos
 
 log = logging.getLogger(__name__)
+
+IMAGE_QUERIES_AT_ONCE = 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class PeiTu:
         keywords: KeywordIndex | None = None,
         visual: VisualIndex | None = None,
         similar: SimilarPhotos | None = None,
+        bot_access: BotAccess | None = None,
     ) -> None:
         """Built parts only (`index.wiring.compose` builds them): the facade decides nothing
         about how its recommender, indexer or searches are made."""
@@ -90,6 +94,11 @@ class PeiTu:
         self.keywords = keywords
         self.visual = visual
         self.similar = similar
+        # Who the chat bot serves besides its allow-list (kept in the data folder).
+        self.bot_access = bot_access or BotAccess(catalog.path.parent)
+        # Image queries decode in a bounded pool: a burst of them waits instead of decoding at
+        # once (each may take up to `QUERY_BUDGET`).
+        self._image_queries = threading.BoundedSemaphore(IMAGE_QUERIES_AT_ONCE)
 
     def index(
         self,
@@ -163,7 +172,8 @@ class PeiTu:
         if self.similar is None:
             return self.similar_by_description(data, top_k)
         self._follow_other_processes()
-        result = self.similar.for_image(data, top_k)
+        with self._image_queries:
+            result = self.similar.for_image(data, top_k)
         self._busy_if_empty(result)
         return result
 
@@ -175,7 +185,8 @@ class PeiTu:
         if self.similar is None:  # no visual index: search by the photo's own description
             return self._similar_by_stored_description(photo_id, top_k)
         self._follow_other_processes()
-        result = self.similar.for_photo(photo_id, path, top_k)
+        with self._image_queries:
+            result = self.similar.for_photo(photo_id, path, top_k)
         self._busy_if_empty(result)
         return result
 
@@ -194,10 +205,7 @@ class PeiTu:
             return RecommendResult(
                 photo_id, [], {}, (Note(NoteKind.NO_DESCRIPTION, "这张照片还没有描述"),)
             )
-        self._follow_other_processes()
-        return self.recommender.recommend(
-            stored.description, top_k, rerank=False, exclude=[photo_id], understand=False
-        )
+        return self._like_description(stored.description, photo_id, top_k)
 
     def similar_by_description(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """Photos like the given image the old way: describe it, then search by that text.
@@ -206,27 +214,30 @@ class PeiTu:
         stored for it stands in; otherwise `DescribeFailed` goes up."""
         same_photo = hashlib.sha256(data).hexdigest()
         try:
-            description = self.describer.describe_bytes(data)
+            with self._image_queries:
+                description = self.describer.describe_bytes(data)
         except DescribeFailed:
             stored = self.catalog.best_descriptions([same_photo]).get(same_photo)
             if stored is None:
                 raise
             log.warning("the describer failed on an upload; using its stored description")
             description = stored.description
+        return self._like_description(description, same_photo, top_k)
+
+    def _like_description(
+        self, description: str, photo_id: str, top_k: int | None
+    ) -> RecommendResult:
+        """The photos whose descriptions are closest to a photo's (that photo left out)."""
         self._follow_other_processes()
         result = self.recommender.recommend(
             description,
             top_k,
             rerank=False,
-            exclude=[same_photo],
+            exclude=[photo_id],
             understand=False,
             closest=True,  # photos like this one: the closest are the answer
         )
-        # A description is data (it may hold text seen in a photo): never shown as a reason.
-        shown = [
-            dataclasses.replace(r, reason=similar_reason(r.similarity)) for r in result.results
-        ]
-        return dataclasses.replace(result, results=shown)
+        return look_alikes(result)
 
     def status(self) -> IndexStatus:
         self._follow_other_processes()
@@ -345,6 +356,18 @@ class PeiTu:
             return None
         return RunningJob(self.lock.holder())
 
+    def clean_up_leftovers(self) -> None:
+        """At start-up: clean up after processes that were killed (a rebuild swap half done or a
+        rebuild unfinished, a search graph half saved), each with a log line. Skipped while an
+        indexing job runs: the job did this when it started."""
+        try:
+            with self.lock.hold("start-up"):
+                self.store.recover()
+        except IndexBusy as busy:
+            log.info("an indexing job (%s) runs: leftovers are its to clean", busy.running_job_id)
+        except (PeiTuError, OSError) as error:  # the index still answers; the next job tries again
+            log.warning("could not clean up after a killed process: %s", error)
+
     def warm_up(self) -> None:
         """Load what a query needs and run one, so the first request does not wait: the
         embedding model, jieba's whole dictionary, the place names, the store's search graph,
@@ -377,9 +400,15 @@ class PeiTu:
 _WARM_UP_TEXT = "今天天气很好"
 
 
-def similar_reason(similarity: float) -> str:
-    """The reason shown for a photo found like an image: how close it is, not what it shows."""
-    return f"与这张图片画面相近（相似度 {similarity:.2f}）"
+def look_alikes(result: RecommendResult) -> RecommendResult:
+    """A recommendation by a photo's description as a similar-photo answer: its 匹配度 is the
+    相似度 (`likeness`), and the reason says how close each photo is, not what it shows (a
+    description is data: it may hold text seen in a photo)."""
+    shown = [
+        dataclasses.replace(r, reason=f"与这张图片画面相近，相似度 {r.match:.0f}", likeness=r.match)
+        for r in result.results
+    ]
+    return dataclasses.replace(result, results=shown)
 
 
 def _delete_files(root: Path, rel_paths: list[str]) -> list[Path]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -23,17 +23,26 @@ from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
 from index.describers.faces import FaceReader
 from index.describers.sidecar import SidecarDescriber
-from index.errors import ModelUnavailable, RerankFailed
+from index.errors import ModelUnavailable
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
+from index.library.descriptions import tier_of
 from index.library.files import LibraryFiles
 from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
-from index.models import Candidate, Judgement
+from index.library.space import MB, DiskSpace, opened_on_full_disk
+from index.models import Note
 from index.ports import Describer, Embedder, Reranker, Vectors, VectorStore, VisualEmbedder
 from index.prebuilt import cached_table
+from index.ranking.answer import RERANK_OFF as RERANK_OFF_NOTE
 from index.ranking.recommend import Recommender, RecommendLimits
-from index.search.calibration import Calibrator, MatchParams, SampleSource, background_texts
+from index.search.calibration import (
+    OFFLINE_MATCH,
+    Calibrator,
+    MatchParams,
+    SampleSource,
+    background_texts,
+)
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.keyword import KeywordIndex
 from index.search.retrieval import (
@@ -176,30 +185,19 @@ def _face_reader(settings: OfflineSettings) -> FaceReader | None:
     return OnnxFaceReader(*models, min_face_score=settings.min_face_score)
 
 
+def rerank_unconfigured(settings: Settings) -> bool:
+    """Reranking is on but its endpoint is DashScope's (the default) without an API key: it
+    is off then, like the vision side, and no text leaves the machine. A local endpoint
+    (Ollama, vLLM) needs no key."""
+    return settings.rerank.enabled and settings.rerank.key_missing
+
+
 def _reranker(settings: Settings) -> Reranker | None:
-    if not settings.rerank.enabled:
+    if not settings.rerank.enabled or rerank_unconfigured(settings):
         return None
-    if settings.rerank.api_key is None and settings.rerank.base_url == DASHSCOPE_BASE_URL:
-        return KeylessReranker(settings.rerank.model)
     from index.ranking.rerank import LLMReranker
 
     return LLMReranker(settings.rerank)
-
-
-class KeylessReranker:
-    """The rerank model at DashScope (the default) without an API key: every call would be
-    refused, so none is made (nor the LLM client loaded); the photos come in vector order with
-    the note saying why."""
-
-    def __init__(self, model: str) -> None:
-        self._model = model
-
-    @property
-    def model_name(self) -> str:
-        return self._model
-
-    def rerank(self, text: str, candidates: Sequence[Candidate]) -> list[Judgement]:
-        raise RerankFailed("未设置 API key（PEITU_RERANK__API_KEY 或 DASHSCOPE_API_KEY）")
 
 
 def _visual_index(
@@ -274,9 +272,13 @@ def build_app(
     # A Chroma server is shared live; an embedded one must be read again after another
     # process (the server, the bot, `peitu index`) wrote to it.
     reconnect = None if url else (lambda: make_chroma_client("", data_dir))
-    store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
-    catalog = Catalog(data_dir / "catalog.sqlite3")
-    visual_client = make_chroma_client(url, data_dir)
+
+    def open_stores() -> tuple[VectorStore, Catalog, ClientAPI]:
+        store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
+        return store, Catalog(data_dir / "catalog.sqlite3"), make_chroma_client(url, data_dir)
+
+    # Opening writes a little (Chroma a row, SQLite its WAL index): on a full disk, the reserve.
+    store, catalog, visual_client = opened_on_full_disk(data_dir, open_stores)
     visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
     return compose(
         library=settings.library,
@@ -285,6 +287,7 @@ def build_app(
         embedder=model,
         describer=_describer(settings, descriptions, describer),
         reranker=_reranker(settings),
+        rerank_note=RERANK_OFF_NOTE if rerank_unconfigured(settings) else None,
         limits=RecommendLimits(
             settings.top_k_initial,
             settings.similarity_threshold,
@@ -302,6 +305,7 @@ def build_app(
         now=now,
         visual=visual,
         cache_dir=data_dir / CACHE_DIR,
+        space=DiskSpace(data_dir, int(settings.indexing.min_free_mb * MB)),
     )
 
 
@@ -322,6 +326,8 @@ def compose(
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
     cache_dir: Path | None = None,
+    rerank_note: Note | None = None,
+    space: DiskSpace | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
@@ -339,6 +345,7 @@ def compose(
         understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
         collapse=collapse_near_duplicates,
         calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams(), cache_dir),
+        rerank_note=rerank_note,
     )
     indexer = Indexer(
         catalog,
@@ -349,6 +356,7 @@ def compose(
         concurrency,
         first_stage.encoder,
         visual=visual,
+        space=space,
     )
     similar = SimilarPhotos(visual, catalog, files.path, limits.top_k_final) if visual else None
     return PeiTu(
@@ -381,12 +389,15 @@ def _calibrator(
     match: MatchParams,
     cache_dir: Path | None,
 ) -> Calibrator:
-    """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts."""
+    """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts, and
+    the offline tier's own rule for photos described offline."""
     return Calibrator(
         vectors,
         SampleSource(store, match.sample_size),
         match,
         fixed=lambda: fixed_background(embedder, cache_dir),
+        tier_params={"offline": OFFLINE_MATCH},
+        tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
     )
 
 

@@ -373,6 +373,20 @@ wait_login() {  # wait_login AFTER_LINE T0: seconds from T0 to the bot's login a
   done
   return 1
 }
+pair_alice() {  # the bot is private by default: Alice sends the code the server shows, once
+  local code before
+  code=$(api GET /api/bot/pairing | head -n1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["code"])')
+  before=$(events_count)
+  printf '%s\n' "{\"cmd\":\"say\",\"from\":\"Alice\",\"text\":\"/绑定 $code\"}" >&7
+  for _ in $(seq 1 120); do
+    if tail -n +"$((before + 1))" "$GW/events.jsonl" | grep -q '绑定成功'; then
+      pass "Alice paired with the bot using the code from GET /api/bot/pairing"
+      return 0
+    fi
+    sleep 0.5
+  done
+  fail "pairing with /绑定 $code got no 绑定成功 (see $GW/events.jsonl)"
+}
 chat() {  # chat LABEL: /配图 in a 1:1 chat; the photos sent are those the server recommends
   local label=$1 before expected
   expected=$(api POST /api/recommend "{\"text\":\"$QUERY\",\"rerank\":false}" | head -n1 \
@@ -515,6 +529,7 @@ say "index $N_PHOTOS photos over the API (offline describer), then recommend"
 run_job incremental compose
 recommend compose
 if [ "$GATEWAY" = 1 ]; then
+  pair_alice  # kept in /data: the standalone bot below serves her too
   chat compose
   metric bot_mem_after_answer_MiB "$(mem_mib peitu-bot-1)"
 fi

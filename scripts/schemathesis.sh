@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # schemathesis over the server's own OpenAPI schema, against a disposable data folder:
-# a fresh library of made photos, the offline m3e-small embedder, the fake OpenAI-compatible
-# server as the vision model, rerank off. All checks; examples per operation from $1 (300).
-# Exit code: schemathesis's (0 = no server error, no schema mismatch).
+# a fresh library of made photos (or a copy of the library $2, which is never touched), the
+# offline m3e-small embedder, the fake OpenAI-compatible server as the vision model, rerank off.
+# All checks; examples per operation from $1 (300). Its stateful phase deletes the files it
+# uploads: the server only ever sees the temporary copy, and the script refuses to start when
+# the settings would give it any other library (tests/support/temp_library.py).
+# Exit code: schemathesis's (0 = no server error, no schema mismatch); 2 when refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXAMPLES="${1:-300}"
+SOURCE="${2:-}"
 WORK="$(mktemp -d)"
 TOKEN="schemathesis-token-0123456789"
 cleanup() {
@@ -16,11 +20,7 @@ cleanup() {
 trap cleanup EXIT
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-.venv/bin/python -c "
-import sys; from pathlib import Path; from PIL import Image
-root = Path(sys.argv[1]); root.mkdir()
-for n, rgb in enumerate([(30, 90, 200), (40, 160, 60), (220, 220, 230), (200, 40, 30)]):
-    Image.new('RGB', (320, 240), rgb).save(root / f'photo{n}.jpg', quality=90)" "$WORK/library"
+.venv/bin/python -m tests.support.temp_library copy "$WORK" "$SOURCE"
 
 FAKE_PORT="$(free_port)"
 .venv/bin/python -m tests.support.openai_server --port "$FAKE_PORT" >"$WORK/fake.log" 2>&1 &
@@ -30,6 +30,7 @@ export HF_HUB_OFFLINE=1 PEITU_EMBEDDING__MODEL=models/m3e-small PEITU_DATA_DIR="
   PEITU_LIBRARY="$WORK/library" PEITU_ADMIN_TOKEN="$TOKEN" PEITU_RERANK__ENABLED=false \
   PEITU_VISION__BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" PEITU_VISION__MODEL=fake-vl \
   PEITU_VISION__TIMEOUT_S=10 PEITU_VISION__MAX_RETRIES=0
+.venv/bin/python -m tests.support.temp_library check "$WORK"  # exits 2 on anything else
 .venv/bin/python -m cli.main serve --host 127.0.0.1 --port "$PORT" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 .venv/bin/python - "$PORT" "$TOKEN" <<'PY'

@@ -25,8 +25,10 @@ from server.jobs import JobManager
 from server.messages import message_for_status
 from server.metrics import Metrics, MetricsMiddleware
 from server.ports import PhotoService
-from server.routes import doctor, health, jobs, photos, recommend
+from server.routes import bot, doctor, health, jobs, photos, recommend
 from server.scheduler import IndexScheduler, schedule_triggers
+from server.security import SecurityHeaders
+from server.slow_clients import BodyDeadline
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,10 @@ def create_app(core: PhotoService, settings: Settings) -> FastAPI:
     api.state.ctx = ctx
     install_error_handlers(api)
     api.add_middleware(UploadSizeLimit, max_body_bytes=ctx.max_upload_bytes + _MULTIPART_OVERHEAD)
+    api.add_middleware(BodyDeadline, grace_s=settings.server.body_timeout_s)
     api.add_middleware(ApiGuard, expected=ctx.admin_token)  # outside the size limit: 401 first
     api.add_middleware(MetricsMiddleware, metrics=metrics)
+    api.add_middleware(SecurityHeaders)  # outermost: every answer has them, a 401 too
     api.include_router(health.router)
     api.include_router(_api_router())
     api.add_api_route(
@@ -75,7 +79,7 @@ def create_app(core: PhotoService, settings: Settings) -> FastAPI:
 
 def _api_router() -> APIRouter:
     router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
-    for module in (recommend, jobs, photos, doctor):
+    for module in (recommend, jobs, photos, doctor, bot):
         router.include_router(module.router)
     return router
 
@@ -88,11 +92,11 @@ def _no_such_route(api: FastAPI) -> Callable[[Request], Awaitable[JSONResponse]]
         path = request.url.path
         allowed = _allowed_methods(api, dict(request.scope))
         if not allowed:
-            return JSONResponse({"detail": f"no such API route: {path}"}, status_code=404)
+            body = {"detail": f"no such API route: {path}", "message": message_for_status(404)}
+            return JSONResponse(body, status_code=404)
         detail = f"method {request.method} is not allowed here; use {', '.join(allowed)}"
-        return JSONResponse(
-            {"detail": detail}, status_code=405, headers={"Allow": ", ".join(allowed)}
-        )
+        body = {"detail": detail, "message": message_for_status(405)}
+        return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
 
     return answer
 
@@ -128,6 +132,9 @@ def _openapi_as_answered(api: FastAPI) -> Callable[[], dict[str, Any]]:
         components = built.get("components", {}).get("schemas", {})
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        for name, body in components.items():
+            if name.startswith("Body_"):  # an upload form: its one `file`, nothing else
+                body["additionalProperties"] = False
         api.openapi_schema = built
         return built
 
@@ -154,6 +161,8 @@ def _error_answer(description: str) -> dict[str, Any]:
 @asynccontextmanager
 async def _lifespan(api: FastAPI) -> AsyncIterator[None]:
     ctx: ServerContext = api.state.ctx
+    # Before the first request (and the first job): what killed processes left behind.
+    await asyncio.to_thread(ctx.core.clean_up_leftovers)
     warm_up = asyncio.create_task(asyncio.to_thread(ctx.warm_up))  # /readyz says 503 till then
     ctx.scheduler.start()
     try:

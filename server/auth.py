@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.messages import message_for_status
+
 log = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False, description="the PEITU_ADMIN_TOKEN of the server")
@@ -25,6 +27,11 @@ WRONG_TOKEN = "wrong admin token"
 BACKOFF_AFTER = 5  # wrong tokens from one address within a minute before answers slow down
 BACKOFF_S = 1.0
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_OTHER_SITES = frozenset({"cross-site", "same-site"})  # Sec-Fetch-Site of another page
+CROSS_SITE = (
+    "no admin token is configured: /api refuses requests from other websites (Sec-Fetch-Site, "
+    "Referer); set PEITU_ADMIN_TOKEN to use the API from elsewhere"
+)
 
 
 def is_loopback(host: str) -> bool:
@@ -53,16 +60,23 @@ def auth_problem(
     client: str,
     host_header: str,
     origin: str | None,
+    fetch_site: str | None = None,
+    referer: str | None = None,
 ) -> str | None:
     """Why a request to `/api` is refused, or None when it may go on.
 
     With a token: the bearer token must match. Without one (a loopback-only server): the client,
     the Host it asked for and any Origin must all be this machine, so neither another machine nor
-    a web page the user visits (cross-site request, DNS rebinding) can drive the admin API."""
+    a web page the user visits (cross-site request, DNS rebinding) can drive the admin API. A
+    page elsewhere cannot even show a photo with `<img src>` (a GET without Origin): a browser
+    says where a request comes from (`Sec-Fetch-Site`, `Referer`), and only this server's own
+    page, or no page at all (a typed address, curl, the CLI), is answered."""
     if expected is None:
         local = is_loopback(client) and is_loopback(_host_name(host_header))
         if not local or (origin is not None and not _origin_is_loopback(origin)):
             return "no admin token is configured: /api answers this machine's own clients only"
+        if fetch_site in _OTHER_SITES or (referer and not _origin_is_loopback(referer)):
+            return CROSS_SITE
         return None
     given = bearer_token(authorization)
     if given is None:
@@ -103,6 +117,8 @@ def require_admin(
         request.client.host if request.client else "",
         request.headers.get("host", ""),
         request.headers.get("origin"),
+        request.headers.get("sec-fetch-site"),
+        request.headers.get("referer"),
     )
     if problem is not None:
         raise _unauthorized(problem)
@@ -129,6 +145,8 @@ class ApiGuard:
             client[0] if client else "",
             headers.get("host", ""),
             headers.get("origin"),
+            headers.get("sec-fetch-site"),
+            headers.get("referer"),
         )
         if problem is None:
             await self._app(scope, receive, send)
@@ -136,9 +154,8 @@ class ApiGuard:
         address = client[0] if client else ""
         if problem == WRONG_TOKEN and self._wrong.count(address) > BACKOFF_AFTER:
             await asyncio.sleep(BACKOFF_S)  # guessing slows down; other requests go on
-        response = JSONResponse(
-            {"detail": problem}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
+        body = {"detail": problem, "message": message_for_status(401)}
+        response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
 
 

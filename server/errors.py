@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index.errors import (
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -40,6 +41,7 @@ _STATUS: tuple[tuple[type[PeiTuError], int], ...] = (
     (LibraryNotFound, 409),
     (IndexMismatch, 409),
     (ModelUnavailable, 503),
+    (DiskFull, 507),
     (DescribeFailed, 502),
     (RerankFailed, 502),
 )
@@ -69,7 +71,7 @@ def error_body(error: PeiTuError) -> dict[str, Any]:
     """`{"detail", "message", "error"}` (`error`: the core error's class name), plus the
     running job's id for `IndexBusy` and the stable `reason` for `PhotoUnreadable`."""
     body: dict[str, Any] = {
-        "detail": str(error),
+        "detail": without_reprs(str(error)),  # Pillow names a BytesIO by its heap address
         "message": message_for_error(error),
         "error": type(error).__name__,
     }
@@ -77,7 +79,7 @@ def error_body(error: PeiTuError) -> dict[str, Any]:
         return {**body, "job_id": error.running_job_id}
     if isinstance(error, PhotoUnreadable):
         detail = f"not a readable image ({error.reason}): {error.detail or error.reason}"
-        return {**body, "detail": detail, "reason": error.reason}
+        return {**body, "detail": without_reprs(detail), "reason": error.reason}
     return body
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -12,6 +13,7 @@ from index.wiring import build_app
 from server.app import create_app
 from server.auth import is_loopback
 from server.scheduler import ScheduleInvalid, schedule_triggers
+from server.slow_clients import with_header_timeout
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def run(settings: Settings) -> int:
     app = build_app(settings)
     try:
         api = create_app(app, settings)
-        server = uvicorn.Server(_uvicorn_config(api, settings))
+        server = uvicorn.Server(uvicorn_config(api, settings))
         log.info("PeiTu server on http://%s:%d", settings.server.host, settings.server.port)
         server.run()
         return 0 if server.started else 1
@@ -54,13 +56,15 @@ def run(settings: Settings) -> int:
         app.close()
 
 
-def _uvicorn_config(api: FastAPI, settings: Settings) -> uvicorn.Config:
-    return uvicorn.Config(
-        api,
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level=settings.log_level.lower(),
-        access_log=settings.log_level == "DEBUG",
-        proxy_headers=False,  # the client address is the peer's, whatever a header claims
-        server_header=False,
-    )
+def uvicorn_config(api: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """How `peitu serve` runs the app (tests run it so too, on a socket of their own)."""
+    options: dict[str, Any] = {
+        "host": settings.server.host,
+        "port": settings.server.port,
+        "http": with_header_timeout(settings.server.header_timeout_s),
+        "log_level": settings.log_level.lower(),
+        "access_log": settings.log_level == "DEBUG",
+        "proxy_headers": False,  # the client address is the peer's, whatever a header claims
+        "server_header": False,
+    }
+    return uvicorn.Config(api, **{**options, **overrides})

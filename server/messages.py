@@ -9,6 +9,7 @@ from __future__ import annotations
 from index.errors import (
     CatalogTooNew,
     DescribeFailed,
+    DiskFull,
     IndexBusy,
     IndexMismatch,
     InvalidQuery,
@@ -29,6 +30,7 @@ _BY_ERROR: tuple[tuple[type[PeiTuError], str], ...] = (
     (DescribeFailed, "识图模型没有回应，请稍后再试。"),
     (RerankFailed, "排序模型没有回应，请稍后再试。"),
     (CatalogTooNew, "数据目录是新版 PeiTu 建的，请升级 PeiTu。"),
+    (DiskFull, "数据目录所在的磁盘满了：请腾出空间后再索引；搜索照常可用。"),
 )
 _TOO_BIG = frozenset({Reason.TOO_LARGE.value, Reason.TOO_MANY_PIXELS.value})
 
@@ -37,6 +39,8 @@ _BY_STATUS = {
     401: "管理令牌不对或没填：请在页面顶部的「管理令牌」里填写并保存。",
     403: "管理令牌不对：请在页面顶部的「管理令牌」里重新填写。",
     404: "找不到这张照片或这个任务，可能已被删除：请重新索引后再试。",
+    405: "这个地址不接受这种请求。",
+    408: "请求发得太慢，连接已断开：请检查网络后再试。",
     409: "现在不能这样做，请稍后再试。",
     413: "文件太大，超过了服务器允许的大小。",
     415: "不支持的文件类型：请选择 JPEG、PNG、WebP、HEIC 等照片。",
@@ -44,6 +48,7 @@ _BY_STATUS = {
     429: "请求太频繁了，请稍等一会儿再试。",
     502: "模型服务返回了错误，请稍后再试。",
     503: "服务暂时不可用，请稍后再试。",
+    507: "数据目录所在的磁盘满了：请腾出空间后再试。",
 }
 INTERNAL = "服务器出错了，请稍后再试；仍不行请查看服务器日志。"
 

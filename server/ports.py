@@ -16,6 +16,7 @@ from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJ
 
 if TYPE_CHECKING:  # only for types: importing them at run time loads the whole pipeline
     from index.library.indexer import IndexMode
+    from index.library.pairing import BotAccess
     from index.ranking.recommend import TimePlace
     from index.service import IndexStatus
 
@@ -91,6 +92,15 @@ class PhotoService(IndexRunner, Protocol):
     def readiness(self) -> IndexReadiness:
         """Whether the index answers now (`ModelUnavailable` when the store does not), without
         counting the library: for `/readyz` and `/metrics`."""
+        ...
+
+    @property
+    def bot_access(self) -> BotAccess:
+        """The WeChat bot's pairing code and the people paired (the data folder's)."""
+        ...
+
+    def clean_up_leftovers(self) -> None:
+        """Clean up after killed processes (unless an indexing job runs); blocking."""
         ...
 
     def warm_up(self) -> None:

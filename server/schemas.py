@@ -75,10 +75,18 @@ class RecommendationOut(BaseModel):
     photo_id: str
     path: str = Field(description="path relative to the library")
     similarity: float = Field(description="raw cosine of the first stage")
-    score: float = Field(description="the LLM's score, or match / 100 without one")
+    score: float = Field(description="match / 100")
     reason: str
     description: str
-    match: float = Field(default=0.0, description="calibrated 匹配度 0-100; 50 and up fits")
+    match: float = Field(
+        default=0.0,
+        description="匹配度 0-100, what the order follows (the calibrated match, or the LLM's "
+        "score × 100); 50 and up fits",
+    )
+    fits: bool = Field(default=True, description="false: shown only as one of the closest")
+    likeness: float | None = Field(
+        default=None, description="a look-alike's 相似度 0-100 (similar photos); null otherwise"
+    )
 
 
 class NoteOut(BaseModel):
@@ -89,7 +97,7 @@ class NoteOut(BaseModel):
 class RerankOut(BaseModel):
     state: RerankState = Field(
         description="off: not asked (switched off, no LLM, nothing to rerank, similar photos); "
-        "used: the LLM ordered the photos; failed: vector order instead"
+        "used: the LLM ordered the photos; failed: 匹配度 order instead"
     )
     reason: str | None = Field(description="why it failed (English detail); null unless failed")
 
@@ -150,6 +158,7 @@ class CountsOut(BaseModel):
     failed: int
     visual_embedded: int = Field(default=0, description="photos whose pixels got a vector")
     visual_failed: int = 0
+    dates_ignored: int = Field(default=0, description="photos whose EXIF time was impossible")
     skipped: dict[str, int]
 
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from bot.commands import (
+    CLOSEST_MARK,
     NOTE_NOT_RERANKED,
     SORRY,
-    WEAK_SIMILARITY,
     Command,
     Kind,
     error_text,
@@ -138,7 +138,7 @@ def _result(
 
 def _failed(detail: str) -> tuple[Rerank, Note]:
     """A failed rerank as the core reports it: the state, and its note."""
-    note = Note(NoteKind.RERANK_FAILED, f"智能排序暂不可用，已按相似度排列（{detail}）")
+    note = Note(NoteKind.RERANK_FAILED, "排序模型暂时不可用，已按匹配度排序。")
     return Rerank(RerankState.FAILED, detail), note
 
 
@@ -188,14 +188,22 @@ def test_no_match_uses_the_core_message_naming_the_closest() -> None:
     assert recommend_text(_result([], rerank=RERANK_OFF)).splitlines()[0] == "没有找到相关的照片。"
 
 
-def test_a_weak_answer_ends_with_a_hint_a_good_one_does_not() -> None:
+def test_an_answer_of_only_the_closest_is_marked_and_ends_with_a_hint() -> None:
     weak = _result(["有点像"])
-    weak.results[0] = dataclasses.replace(weak.results[0], similarity=WEAK_SIMILARITY - 0.01)
+    weak.results[0] = dataclasses.replace(weak.results[0], match=31.0, fits=False)
     lines = recommend_text(weak).splitlines()
-    assert lines[:2] == ["为「今天蓝天白云」挑了 1 张照片：", "1. 有点像"]
+    assert lines[:2] == ["为「今天蓝天白云」挑了 1 张照片：", f"1. {CLOSEST_MARK}有点像"]
     assert lines[-1].startswith("还可以试试：") and "/配图 " in lines[-1] and "/相似" in lines[-1]
-    assert "还可以试试" not in recommend_text(_result(["蓝天"]))  # similarity 0.8
+    assert "还可以试试" not in recommend_text(_result(["蓝天"]))  # it fits
     assert "还可以试试" not in recommend_text(weak, similar=True)  # 以图找图: nothing to reword
+
+
+def test_how_to_configure_the_reranker_is_not_said_in_the_chat() -> None:
+    off = Note(
+        NoteKind.RERANK_OFF, "已按匹配度排序。想让大模型来排序并写理由：设置 DASHSCOPE_API_KEY"
+    )
+    text = recommend_text(_result(["蓝天"], rerank=RERANK_OFF, notes=(off,)))
+    assert text.splitlines() == ["为「今天蓝天白云」挑了 1 张照片：", "1. 蓝天"]
 
 
 def test_help_lists_every_form_a_person_may_type() -> None:
@@ -310,8 +318,10 @@ def test_rate_limiter_zero_means_unlimited() -> None:
     assert all(limiter.check("alice").allowed for _ in range(100))
 
 
-def test_allow_list_empty_allows_everyone() -> None:
-    assert AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+def test_an_empty_allow_list_allows_nobody() -> None:
+    """Everyone else is let in by `bot.access`: pairing, or `allow_everyone` on purpose."""
+    assert not AllowList.of([], []).allows("wxid_1", "Bob", "room@chatroom", "Any")
+    assert not AllowList.of([" "], []).allows("wxid_1", "Bob")
 
 
 def test_allow_list_contacts_by_id_or_name() -> None:

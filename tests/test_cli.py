@@ -27,10 +27,12 @@ INDEX_KEYS = {
     "failed",
     "visual_embedded",
     "visual_failed",
+    "dates_ignored",
     "skipped",
 }
 RESULT_KEYS = {
-    "rank", "photo_id", "path", "similarity", "score", "reason", "description", "match",
+    "rank", "photo_id", "path", "similarity", "score", "reason", "description", "match", "fits",
+    "likeness",
 }  # fmt: skip
 COLOURS = {
     "blue": (40, 90, 220),
@@ -100,6 +102,12 @@ def test_index_then_recommend_with_the_sidecar_describer(
     assert isinstance(results, list) and 1 <= len(results) <= 5
     assert all(set(r) == RESULT_KEYS for r in results)
     assert target.rel_path in [r["path"] for r in results]
+    shown = [r["match"] for r in results]  # one order, one score, one rule
+    assert shown == sorted(shown, reverse=True) and all(r["fits"] for r in results)
+    assert min(shown) >= 50 and all(r["likeness"] is None for r in results)
+    closest = peitu(env, "recommend", "?线性代数作业写不完")
+    assert closest.returncode == 0 and "最接近，不太合适" in closest.stdout, closest.stdout
+    assert "得分" not in closest.stdout and "相似度" not in closest.stdout
 
 
 def test_index_and_recommend_through_the_vision_and_rerank_endpoints(
@@ -148,7 +156,7 @@ def test_recommend_falls_back_when_the_llm_answers_garbage(
     )
     result = _json(peitu(env, "recommend", "小狗在草地上奔跑", "--json"))
     assert result["reranked"] is False
-    assert isinstance(result["message"], str) and "按相似度" in result["message"]
+    assert isinstance(result["message"], str) and "按匹配度" in result["message"]
     assert result["results"] and openai_server.calls["rerank"] >= 1
     rerank = result["rerank"]
     assert rerank["state"] == "failed" and "no JSON object" in rerank["reason"]
@@ -253,3 +261,25 @@ def test_a_running_app_finds_what_another_process_indexed(
     assert target.rel_path in [r.path for r in found]
     assert running.status().photos == 30
     running.close()
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(
+    tmp_path: Path, m3e_path: Path
+) -> None:
+    """`peitu status | head -0`: the reader is gone before the first line is written."""
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read: every write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", "status"],
+            env=_env(tmp_path, m3e_path),
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert done.returncode == 141, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

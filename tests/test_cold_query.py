@@ -9,7 +9,7 @@ from pathlib import Path
 import GeoToolCN
 import numpy as np
 
-from index.models import RerankState
+from index.models import NoteKind, RerankState
 from index.search import segmenter
 from index.search.calibration import background_texts
 from index.search.embed import SentenceTransformerEmbedder
@@ -39,7 +39,7 @@ def test_the_fixed_background_is_embedded_once_per_model_and_texts(
     assert len(counting.texts) == 2 * len(background_texts())
 
 
-def test_rerank_without_a_key_gives_vector_order_and_says_why(
+def test_rerank_without_a_key_is_off_and_says_why(
     make_settings: SettingsFactory, small_library: SmallLibrary
 ) -> None:
     settings = make_settings(library=small_library.root, rerank={"enabled": True})
@@ -47,8 +47,9 @@ def test_rerank_without_a_key_gives_vector_order_and_says_why(
     app = build_app(settings, descriptions=small_library.descriptions)
     app.index()
     result = app.recommend("小狗在草地上奔跑", closest=True)
-    assert result.results and result.rerank.state is RerankState.FAILED
-    assert result.rerank.reason is not None and "API key" in result.rerank.reason
+    assert result.results and result.rerank.state is RerankState.OFF
+    assert [note.kind for note in result.notes] == [NoteKind.RERANK_OFF]
+    assert "DASHSCOPE_API_KEY" in result.notes[0].text
     app.close()
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from config import load_settings
 from index.doctor import (
+    check_bot,
     check_data_dir,
     check_embedding,
     check_endpoint,
@@ -29,6 +30,7 @@ from index.doctor import (
     run_checks,
 )
 from index.errors import ModelUnavailable
+from index.library.pairing import BotAccess
 from index.search.embed import SentenceTransformerEmbedder
 from tests.support.core_fixtures import SmallLibrary
 from tests.support.openai_server import FakeOpenAIServer
@@ -225,6 +227,7 @@ def test_every_check_is_one_chinese_line(tmp_path: Path, small_library: SmallLib
         "offline",
         "rerank",
         "token",
+        "bot",
     ]
     for check in checks:
         assert "\n" not in check.message and any("\u4e00" <= ch <= "\u9fff" for ch in check.message)
@@ -256,15 +259,19 @@ def test_peitu_doctor_on_a_first_run_without_network(tmp_path: Path) -> None:
     done = _peitu("doctor", env=env)
     lines = done.stdout.splitlines()
     assert done.returncode == 1, done.stderr
-    assert len(lines) == 8  # seven checks and the summary
+    assert len(lines) == 9  # eight checks and the summary
     assert lines[0].startswith("✗ 照片图库：没有设置图库")
     assert lines[1].startswith("✓ 数据目录")
     assert lines[2].startswith("✗ 向量模型：连不上") and "hf-mirror.com" in lines[2]
     assert lines[3].startswith("✗ 识图模型：DashScope 需要 API key")
     assert lines[4].startswith(("✓ 离线描述模型", "! 离线描述模型"))  # with or without setup.sh
-    assert lines[5].startswith("✗ 排序模型：DashScope 需要 API key")
+    assert (
+        lines[5].startswith("✓ 排序模型：未配置（按匹配度排序）")
+        and "DASHSCOPE_API_KEY" in lines[5]
+    )
     assert lines[6].startswith("! 管理令牌：没有设置 PEITU_ADMIN_TOKEN")
-    assert lines[7] == "有 4 项需要处理，见上面 ✗ 的行。"
+    assert lines[7] == "✓ 微信机器人：没有配置（PEITU_WECHAT__ENDPOINT 为空）。"
+    assert lines[8] == "有 3 项需要处理，见上面 ✗ 的行。"
     assert done.stderr == ""
 
 
@@ -293,3 +300,20 @@ def test_serve_help_shows_the_real_defaults_and_commands_have_descriptions(
         assert len(description) > 25 and description.endswith("。"), text  # a sentence or two
     english = _peitu("serve", "--help", env={**env, "PEITU_LANG": "en"}).stdout
     assert "default: 127.0.0.1" in english and "default: 8000" in english
+
+
+def test_the_bot_check_shows_the_pairing_code_and_who_is_served(tmp_path: Path) -> None:
+    """What the owner needs to use a private bot: the code to send, and how many are in."""
+    settings = load_settings(data_dir=tmp_path, wechat={"endpoint": "127.0.0.1:8788"})
+    first = check_bot(settings)
+    code = BotAccess(tmp_path).code()
+    assert (
+        first.level == "ok"
+        and f"/绑定 {code}" in first.message
+        and "已绑定的 0 人" in first.message
+    )
+    BotAccess(tmp_path).pair(code, "wxid_owner", "我")
+    again = check_bot(settings)
+    assert "已绑定的 1 人" in again.message and f"/绑定 {code}" not in again.message  # a new one
+    everyone = load_settings(data_dir=tmp_path, wechat={"endpoint": "x:1", "allow_everyone": True})
+    assert check_bot(everyone).level == "warn" and "谁都能用" in check_bot(everyone).message

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -256,3 +256,25 @@ def test_an_unreadable_photo_has_a_typed_reason() -> None:
         PhotoUnreadable("a.jpg", "trunkated")
     assert Reason.parse("too_large") is Reason.TOO_LARGE
     assert Reason.parse("from_a_newer_server") is Reason.UNREADABLE
+
+
+@pytest.mark.parametrize(
+    "written", ["9999:12:31 23:59:59", "2999:01:01 00:00:00", "1800:01:01 00:00:00"]
+)
+def test_an_impossible_exif_time_is_unknown_and_says_so(written: str) -> None:
+    """A camera whose clock was never set: year 9999, the future, before photography."""
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = written
+    info = probe_image(encode(Image.new("RGB", (8, 8)), "JPEG", exif=exif), max_pixels=MAX_PIXELS)
+    assert (info.taken_at, info.date_ignored) == (None, True)
+
+
+def test_a_time_of_today_or_tomorrow_is_kept() -> None:
+    """Tomorrow too: a camera set to a time zone ahead of this machine's."""
+    exif = Image.Exif()
+    soon = datetime.now().replace(microsecond=0) + timedelta(hours=20)
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = soon.strftime(
+        "%Y:%m:%d %H:%M:%S"
+    )
+    info = probe_image(encode(Image.new("RGB", (8, 8)), "JPEG", exif=exif), max_pixels=MAX_PIXELS)
+    assert (info.taken_at, info.date_ignored) == (soon, False)

@@ -12,11 +12,14 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import SecretStr
 
 from config.settings import ModelEndpoint
-from index.errors import ModelUnavailable
+from index.errors import ModelCoolingDown, ModelUnavailable
 from index.llm import (
     BACKOFF_CAP_S,
+    FAILURES_TO_REST,
+    REST_S,
     CallGate,
     ModelRequestRejected,
+    ProviderHealth,
     backoff_delay,
     chat,
     make_client,
@@ -101,14 +104,17 @@ def test_a_429_is_retried_after_a_backoff(
     assert 0.25 <= wait <= 0.5
 
 
-def test_retry_after_is_honoured_and_capped(
+def test_retry_after_is_honoured_and_a_longer_one_than_the_cap_ends_the_call_at_once(
     openai_server: FakeOpenAIServer, recorded_sleeps: SleepRecorder
 ) -> None:
     openai_server.set_mode("text", fail_status=429, fail_times=1, retry_after_s=3)
     ask(openai_server, recorded_sleeps)
+    assert recorded_sleeps.waits == [3.0] and openai_server.calls["text"] == 2
     openai_server.set_mode("text", fail_status=503, fail_times=1, retry_after_s=120)
-    ask(openai_server, recorded_sleeps, timeout_s=10.0)  # 30 s of budget: the cap, 8 s, fits
-    assert recorded_sleeps.waits == [3.0, BACKOFF_CAP_S]
+    with pytest.raises(ModelUnavailable, match="asked to wait 120 s after 1 try"):
+        ask(openai_server, recorded_sleeps, timeout_s=10.0)  # 30 s of budget: 120 s is more
+    assert recorded_sleeps.waits == [3.0]  # no wait for a provider that asked for two minutes
+    assert openai_server.calls["text"] == 3
 
 
 def test_a_retry_after_beyond_the_budget_ends_the_call_without_waiting(
@@ -248,3 +254,105 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
 
 def wait_until_free(gate: CallGate, timeout_s: float) -> None:
     wait_until(lambda: gate.in_flight == 0, timeout_s)
+
+
+# --- provider health: memory between calls --------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ask_with(
+    server: FakeOpenAIServer, health: ProviderHealth, *, timeout_s: float = 2.0, retries: int = 0
+) -> str:
+    client = make_client(endpoint(server))
+    return chat(
+        client, "fake-chat", MESSAGES, max_retries=retries, timeout_s=timeout_s, health=health
+    )
+
+
+@pytest.mark.parametrize("hostile", ["html", "truncated", "deep"])
+def test_failed_calls_in_a_row_rest_the_endpoint_then_one_call_tries_again(
+    openai_server: FakeOpenAIServer, hostile: str
+) -> None:
+    """An HTML page with 200 (a captive portal), truncated or absurdly deep JSON: each a
+    failed call; after three in a row no request is sent until the rest is over."""
+    clock = Clock()
+    health = ProviderHealth(clock=clock)
+    openai_server.set_mode("text", hostile=hostile)
+    for _ in range(FAILURES_TO_REST):
+        with pytest.raises(ModelUnavailable):
+            ask_with(openai_server, health)
+    assert openai_server.calls["text"] == FAILURES_TO_REST
+    with pytest.raises(ModelCoolingDown) as resting:
+        ask_with(openai_server, health)
+    assert openai_server.calls["text"] == FAILURES_TO_REST  # refused without a request
+    assert resting.value.left_s == pytest.approx(REST_S)
+    clock.now += REST_S + 1
+    openai_server.set_mode("text", hostile="")
+    assert ask_with(openai_server, health) == "回声：你好，配图"  # the trial call
+    assert not health.resting and openai_server.calls["text"] == FAILURES_TO_REST + 1
+
+
+def test_a_failed_trial_call_rests_the_endpoint_twice_as_long(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    clock = Clock()
+    health = ProviderHealth(clock=clock)
+    openai_server.set_mode("text", fail_status=500, fail_times=100)
+    for _ in range(FAILURES_TO_REST):
+        with pytest.raises(ModelUnavailable):
+            ask_with(openai_server, health)
+    clock.now += REST_S + 1
+    with pytest.raises(ModelUnavailable, match="HTTP 500"):
+        ask_with(openai_server, health)  # the trial: sent, and failed
+    with pytest.raises(ModelCoolingDown) as resting:
+        ask_with(openai_server, health)
+    assert resting.value.left_s == pytest.approx(2 * REST_S)
+    assert openai_server.calls["text"] == FAILURES_TO_REST + 1
+
+
+def test_a_retry_after_of_an_hour_rests_the_endpoint_for_an_hour_after_one_request(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    clock = Clock()
+    health = ProviderHealth(clock=clock)
+    openai_server.set_mode("text", fail_status=429, fail_times=10, retry_after_s=3600)
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="asked to wait 3600 s"):
+        ask_with(openai_server, health, retries=3)
+    with pytest.raises(ModelCoolingDown) as resting:
+        ask_with(openai_server, health, retries=3)
+    assert time.monotonic() - started < 5.0  # no 8 s wait, no second try
+    assert openai_server.calls["text"] == 1
+    assert resting.value.left_s == pytest.approx(3600)
+    clock.now += 3000
+    with pytest.raises(ModelCoolingDown):
+        ask_with(openai_server, health)
+    assert openai_server.calls["text"] == 1
+
+
+def test_a_hung_model_costs_one_request_when_a_person_waits(
+    openai_server: FakeOpenAIServer,
+) -> None:
+    """The reranker's health (`rest_on_timeout`): one call waits the timeout, the next ones
+    are refused at once; the vision describer's (in a job) keeps trying until three failed."""
+    openai_server.set_mode("text", hostile="hang")
+    waiting = ProviderHealth(rest_on_timeout=True)
+    with pytest.raises(ModelUnavailable, match="timed out after 1 s"):
+        ask_with(openai_server, waiting, timeout_s=1.0)
+    for _ in range(3):
+        with pytest.raises(ModelCoolingDown):
+            ask_with(openai_server, waiting, timeout_s=1.0)
+    assert openai_server.calls["text"] == 1
+    in_a_job = ProviderHealth()
+    with pytest.raises(ModelUnavailable, match="timed out"):
+        ask_with(openai_server, in_a_job, timeout_s=1.0)
+    assert not in_a_job.resting and openai_server.calls["text"] == 2

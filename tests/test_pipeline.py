@@ -55,6 +55,7 @@ def test_first_index_describes_and_embeds_every_photo(
         "failed": 0,
         "visual_embedded": 30,
         "visual_failed": 0,
+        "dates_ignored": 0,
         "skipped": {},
     }
 
@@ -125,8 +126,9 @@ def test_nothing_above_threshold_gives_a_message_not_junk(
     app = build_app(settings, descriptions=small_library.descriptions, embedder=embedder)
     app.index()
     result = app.recommend("量子计算机的芯片设计", rerank=False)
-    assert result.results == []
+    assert result.results == [] and result.nothing_fits
     assert result.message is not None and "最接近的是" in result.message
+    assert "相似度" not in result.message  # no raw cosine for a person to misread
     assert [note.kind for note in result.notes] == [NoteKind.NO_MATCH]
 
 
@@ -226,12 +228,12 @@ def test_a_rebuild_keeps_answering_from_the_old_index_until_it_is_done(
 
     def progress(phase: str, done: int, total: int) -> None:
         if phase == "embed" and done == 0:  # nothing is in the new collection yet
-            found = app.recommend(target.captions[4], 30, rerank=False).results
+            found = app.recommend(target.captions[4], 30, rerank=False, closest=True).results
             during.append(len(found))
 
     report = app.index("rebuild", progress=progress)
     assert report.embedded == 30 and during == [30]
-    after = app.recommend(target.captions[4], rerank=False).results
+    after = app.recommend(target.captions[4], rerank=False, closest=True).results
     assert target.rel_path in [r.path for r in after]
     assert app.store.count() == 30
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 
 from index.errors import LibraryNotFound
 from index.library.scan import KnownLookup, ScanProgress, ScanResult, scan_library
@@ -272,3 +272,13 @@ def test_unreadable_file_and_folder_count_as_permission_denied(library: Library)
     assert report["skipped"] == expected_skips(permissions_enforced=True)
     assert report["paths"] == expected_skipped_paths(permissions_enforced=True)
     assert report["paths"]["locked.jpg"] == report["paths"]["locked_dir"] == "permission_denied"
+
+
+def test_a_photo_dated_in_the_future_is_indexed_with_no_time_and_counted(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] = "9999:01:01 00:00:00"
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(tmp_path / "clock-unset.jpg", exif=exif)
+    Image.new("RGB", (64, 48), (40, 50, 60)).save(tmp_path / "no-exif.jpg")
+    result = scan(tmp_path)
+    assert [p.taken_at for p in result.photos] == [None, None]
+    assert result.dates_ignored == 1

@@ -1,5 +1,5 @@
-"""Word segmentation (`index.search.segmenter`): jieba's own words and tags, from a dictionary
-looked up text by text or read whole, the same either way."""
+"""Word segmentation (`index.search.segmenter`): jieba's own words and frequencies, from a
+dictionary looked up text by text or read whole, the same either way."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import jieba
 import pytest
-from jieba.posseg import POSTokenizer
 
 from index.search import segmenter
 from index.search.segmenter import Dictionary, Segmenter, write_table
@@ -39,24 +38,28 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def jiebas_own() -> tuple[jieba.Tokenizer, POSTokenizer]:
-    """jieba's tokenizer and tagger over its whole dictionary, as jieba itself loads it."""
+def jiebas_own() -> jieba.Tokenizer:
+    """jieba's tokenizer over its whole dictionary, as jieba itself loads it."""
     tokenizer = jieba.Tokenizer()
     tokenizer.initialize()
-    return tokenizer, POSTokenizer(tokenizer)
+    return tokenizer
 
 
 @pytest.mark.parametrize("whole", [False, True])
-def test_words_and_tags_are_jiebas_own(
-    table: Path, jiebas_own: tuple[jieba.Tokenizer, POSTokenizer], whole: bool
+def test_words_and_frequencies_are_jiebas_own(
+    table: Path, jiebas_own: jieba.Tokenizer, whole: bool
 ) -> None:
-    tokenizer, tagger = jiebas_own
+    tokenizer = jiebas_own
     segmenter_ = Segmenter(Dictionary(table, "test"))
     if whole:
         segmenter_.dictionary.read_all()
     for text in TEXTS:
         assert segmenter_.words(text) == tokenizer.lcut(text), text
-        assert segmenter_.tagged(text) == [(p.word, p.flag) for p in tagger.lcut(text)], text
+        for word in tokenizer.lcut(text):
+            assert segmenter_.dictionary.frequency(word) == (tokenizer.FREQ.get(word) or 0), word
+    for word in ("狗", "海边", "男人", "不在词典里的词", ""):  # words no text above holds, too
+        assert segmenter_.dictionary.frequency(word) == (tokenizer.FREQ.get(word) or 0), word
+    assert segmenter_.dictionary.total == tokenizer.total
 
 
 def test_a_short_text_looks_up_only_its_own_fragments(table: Path) -> None:
@@ -65,14 +68,15 @@ def test_a_short_text_looks_up_only_its_own_fragments(table: Path) -> None:
     assert 0 < len(dictionary.freq) < 50  # jieba's whole dictionary has ~500,000 entries
 
 
-def test_the_process_segmenter_answers_as_jieba(
-    jiebas_own: tuple[jieba.Tokenizer, POSTokenizer],
-) -> None:
-    tokenizer, tagger = jiebas_own
+def test_the_process_segmenter_answers_as_jieba(jiebas_own: jieba.Tokenizer) -> None:
     text = "一只狗拿着船桨在海边奔跑"
-    assert segmenter.words(text) == tokenizer.lcut(text)
-    assert segmenter.tagged(text) == [(p.word, p.flag) for p in tagger.lcut(text)]
-    import jieba.posseg
+    assert segmenter.words(text) == jiebas_own.lcut(text)
+    assert segmenter.frequency("船桨") == (jiebas_own.FREQ["船桨"], jiebas_own.total)
 
-    # the module's own functions still work after the segmenter imported it its way
-    assert [(p.word, p.flag) for p in jieba.posseg.lcut(text)] == segmenter.tagged(text)
+
+def test_a_words_frequency_is_looked_up_not_read_whole(table: Path) -> None:
+    """The match score weighs a query's words by their frequency: a one-shot query looks up
+    those words, it does not read jieba's whole dictionary."""
+    dictionary = Dictionary(table, "test")
+    assert dictionary.frequency("海边") > dictionary.frequency("海边的日落") == 0
+    assert len(dictionary.freq) < 5

@@ -5,6 +5,7 @@ graph file, filtered searches on both paths, and the setting that chooses it."""
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -202,3 +203,48 @@ def test_the_search_breadth_grows_with_the_library() -> None:
     assert load_settings(store={"ef_search": "300"}).store.ef_search == 300
     with pytest.raises(ValueError, match="auto"):
         load_settings(store={"ef_search": 7})
+
+
+def test_graph_saves_a_killed_process_left_half_done_are_removed_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `.partial` graph file of a process killed mid-save goes (with a log line); one that a
+    live process is writing now stays, and so does the saved graph."""
+    store = _store(tmp_path)
+    store.upsert(_items(100))
+    store.flush()
+    saved = sorted(p.name for p in tmp_path.glob("*.hnsw"))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    killed = tmp_path / f"{saved[0].removesuffix('.hnsw')}.{dead.stdout.strip()}.partial"
+    killed.write_bytes(b"\0" * 4096)
+    two_minutes_ago = killed.stat().st_mtime - 120
+    os.utime(killed, (two_minutes_ago, two_minutes_ago))
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        saving = tmp_path / f"{saved[0].removesuffix('.hnsw')}.{live.pid}.partial"
+        saving.write_bytes(b"\0" * 4096)
+        with caplog.at_level(logging.WARNING, logger="index.search.store_hnsw"):
+            _store(tmp_path).recover()
+        live.kill()
+    assert not killed.exists() and saving.exists()
+    assert f"removing {killed}" in caplog.text
+    assert sorted(p.name for p in tmp_path.glob("*.hnsw")) == saved
+    assert _store(tmp_path).count() == 100
+
+
+def test_a_rebuild_killed_before_its_swap_is_removed_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = _store(tmp_path)
+    store.upsert(_items(50))
+    rebuilt = store.begin_rebuild()
+    rebuilt.upsert(_items(20, seed=3))  # killed here: never swapped in
+    with caplog.at_level(logging.WARNING, logger="index.search.store_hnsw"):
+        _store(tmp_path).recover()
+    assert "a rebuild that stopped before it was done" in caplog.text
+    names = store._db.execute("SELECT name FROM collections").fetchall()
+    assert names == [("photos",)] and _store(tmp_path).count() == 50

@@ -21,9 +21,15 @@ from openai.types.chat import ChatCompletionMessageParam
 from PIL import Image
 
 from config.settings import VisionSettings
-from index.errors import DescribeFailed, ModelUnavailable
-from index.library.imaging import decode_image, flat_rgb
-from index.llm import CallGate, Sleep, chat, make_client
+from index.errors import DescribeFailed, DescriberResting, ModelCoolingDown, ModelUnavailable
+from index.library.imaging import (
+    QUERY_BUDGET,
+    DecodeBudget,
+    decode_image,
+    flat_rgb,
+    open_query_image,
+)
+from index.llm import CallGate, ProviderHealth, Sleep, chat, make_client
 from index.models import PhotoFile
 
 logger = logging.getLogger(__name__)
@@ -81,6 +87,7 @@ class VisionDescriber:
         self._sleep = sleep
         # the indexer's workers plus a few uploads (`/api/search/similar`, `/相似`)
         self._gate = CallGate(settings.concurrency + _UPLOAD_CALLS)
+        self._health = ProviderHealth()  # a job stops calling an endpoint that keeps failing
 
     @property
     def key(self) -> str:
@@ -95,13 +102,18 @@ class VisionDescriber:
         )
 
     def describe_bytes(self, data: bytes) -> str:
-        """Describe an image given as bytes (an upload, a chat image). Same errors as `describe`."""
-        return self._describe_jpeg(self._encode(data), _BYTES_LABEL)
+        """Describe an image given as bytes (an upload, a chat image): a query, decoded within
+        `QUERY_BUDGET`. Same errors as `describe`."""
+        return self._describe_jpeg(self._encode(data, QUERY_BUDGET), _BYTES_LABEL)
 
-    def _encode(self, source: Path | bytes) -> bytes:
+    def _encode(self, source: Path | bytes, budget: DecodeBudget | None = None) -> bytes:
         max_side, limits = self._settings.max_side, self._limits
         return encode_for_vision(
-            source, max_side, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes
+            source,
+            max_side,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_bytes,
+            budget=budget,
         )
 
     def _describe_jpeg(self, jpeg: bytes, label: str) -> str:
@@ -114,7 +126,10 @@ class VisionDescriber:
                 timeout_s=self._settings.timeout_s,
                 sleep=self._sleep,
                 gate=self._gate,
+                health=self._health,
             )
+        except ModelCoolingDown as error:
+            raise DescriberResting(f"cannot describe {label} now: {error}") from error
         except ModelUnavailable as error:
             raise DescribeFailed(f"cannot describe {label}: {error}") from error
         description = clean_description(answer)[:MAX_DESCRIPTION_CHARS]
@@ -151,18 +166,32 @@ def clean_description(answer: str) -> str:
 
 
 def encode_for_vision(
-    source: Path | bytes, max_side: int, *, max_pixels: int, max_bytes: int | None = None
+    source: Path | bytes,
+    max_side: int,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    budget: DecodeBudget | None = None,
 ) -> bytes:
     """Decode an image (JPEG, PNG, HEIC, ...) through `index.library.imaging.decode_image`, upright
     it, and re-encode it as an RGB JPEG.
 
     The long side is at most `max_side`; smaller images keep their size. Raises
     `PhotoUnreadable` with the scan's reasons: a format outside the allow-list is "corrupt", a
-    header over `max_pixels` is "too_many_pixels" before any pixel is decoded.
+    header over `max_pixels` is "too_many_pixels" before any pixel is decoded. With a `budget`
+    (a query image), so is one whose decode would cost more, and the image is reduced as soon
+    as it is decoded (`open_query_image`).
     """
     box = (max_side, max_side)  # JPEG: decode at 1/2, 1/4 or 1/8 scale
-    decoded = decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box)
-    upright = flat_rgb(decoded.image)  # a transparent PNG would otherwise turn black
+    if budget is None:
+        image = decode_image(
+            source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box
+        ).image
+    else:
+        image = open_query_image(
+            source, max_side, max_pixels=max_pixels, max_bytes=max_bytes, budget=budget
+        )
+    upright = flat_rgb(image)  # a transparent PNG would otherwise turn black
     upright.thumbnail(box, Image.Resampling.LANCZOS)
     return _jpeg(upright)
 

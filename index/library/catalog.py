@@ -21,99 +21,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-from index.errors import CatalogTooNew
+from index.errors import disk_full_raised
 from index.library.descriptions import DescriptionRow, Tier, best_of, tier_of
+from index.library.migrations import SCHEMA_VERSION as SCHEMA_VERSION  # the tests' name
+from index.library.migrations import migrate
 from index.library.names import is_lossless_text
 from index.models import IndexReport, PhotoFile
-
-# Ordered migrations: MIGRATIONS[n] brings a catalog from user_version n to n + 1. Append new
-# steps at the end, never edit a released one: data folders made by older versions upgrade in
-# place on open. Version 1 is the schema before versioning (its IF NOT EXISTS makes it a no-op
-# on those older, unversioned catalogs, which report user_version 0).
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS files (
-    rel_path TEXT PRIMARY KEY,
-    photo_id TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    mtime REAL NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    taken_at TEXT,
-    gps_lat REAL,
-    gps_lon REAL
-);
-CREATE INDEX IF NOT EXISTS files_photo ON files(photo_id);
-CREATE TABLE IF NOT EXISTS descriptions (
-    photo_id TEXT NOT NULL,
-    describer_key TEXT NOT NULL,
-    description TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    PRIMARY KEY (photo_id, describer_key)
-);
-CREATE TABLE IF NOT EXISTS embedded (
-    photo_id TEXT PRIMARY KEY,
-    text_sha TEXT NOT NULL,
-    model TEXT NOT NULL,
-    rel_path TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    mode TEXT NOT NULL,
-    report TEXT
-);
-CREATE TABLE IF NOT EXISTS excluded (
-    photo_id TEXT PRIMARY KEY,
-    excluded_at TEXT NOT NULL
-);
-"""
-
-# v2: a description written by `index --redescribe` supersedes the photo's others (tiers).
-SCHEMA_V2_SUPERSEDED = """
-ALTER TABLE descriptions ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0;
-"""
-
-# Photos whose pixels are in the visual collection, and with which visual model (issue 14).
-VISUAL_EMBEDDED = """
-CREATE TABLE IF NOT EXISTS visual_embedded (
-    photo_id TEXT PRIMARY KEY,
-    model TEXT NOT NULL
-);
-"""
-
-# Each photo's perceptual hash (`index.library.dedup`), computed once when the scan reads the photo
-# (issue 12): a rebuild or a move reuses it instead of decoding the photo again. Keyed by
-# photo_id (the hash is of the content); a data folder from before fills it as photos need it.
-PERCEPTUAL_HASHES = """
-CREATE TABLE IF NOT EXISTS perceptual_hashes (
-    photo_id TEXT PRIMARY KEY,
-    phash TEXT NOT NULL
-);
-"""
-
-MIGRATIONS: tuple[str, ...] = (
-    SCHEMA_V1,
-    SCHEMA_V2_SUPERSEDED,
-    VISUAL_EMBEDDED,
-    PERCEPTUAL_HASHES,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def migrate(db: sqlite3.Connection, path: Path) -> None:
-    """Bring the catalog to SCHEMA_VERSION; refuse one written by a newer PeiTu."""
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    if version > SCHEMA_VERSION:
-        raise CatalogTooNew(
-            f"{path} was written by a newer PeiTu (catalog schema {version}, this version reads "
-            f"up to {SCHEMA_VERSION}): upgrade PeiTu, or point PEITU_DATA_DIR at another folder"
-        )
-    for step in range(version, SCHEMA_VERSION):
-        # executescript commits first; the version bump rides in the same script so a crash
-        # never leaves a half-applied step marked as done.
-        db.executescript(f"BEGIN;\n{MIGRATIONS[step]}\nPRAGMA user_version={step + 1};\nCOMMIT;")
-
+from index.search.sqlite_files import open_wal
 
 _FEW = 500  # up to this many photo ids are looked up by id, more by one scan
 
@@ -161,10 +75,9 @@ class Catalog:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        migrate(self._db, path)
+        with disk_full_raised(f"the catalog {path}"):
+            self._db = open_wal(path, timeout_s=30)
+            migrate(self._db, path)
         # Whole-table facts (counts) computed once per state of the catalog: the state is our
         # own writes plus `PRAGMA data_version`, which moves when another process commits.
         self._writes = 0
@@ -172,7 +85,7 @@ class Catalog:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock, self._db:
+        with self._lock, disk_full_raised(f"the catalog {self.path}"), self._db:
             self._writes += 1
             yield self._db
 

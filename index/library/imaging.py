@@ -27,7 +27,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -68,6 +68,7 @@ _EXIF_ERRORS = DECODE_ERRORS
 # pixels: every byte is still decoded (truncation shows), and the perceptual hash is computed from
 # this very image (`index.library.dedup`), so its values must not change with it.
 PREVIEW_BOX = (128, 128)
+_FIRST_PHOTOGRAPH = datetime(1826, 1, 1)
 _NEGATIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "S", ExifTags.GPS.GPSLongitudeRef: "W"}
 _POSITIVE_REFS = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLongitudeRef: "E"}
 
@@ -84,6 +85,7 @@ class ImageInfo:
     taken_at: datetime | None
     gps_lat: float | None
     gps_lon: float | None
+    date_ignored: bool = False  # EXIF gave a time that cannot be (`plausible_time`)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,36 @@ class DecodedPhoto:
 
     image: Image.Image
     info: ImageInfo
+
+
+@dataclass(frozen=True)
+class DecodeBudget:
+    """What decoding one image may cost, checked before any pixel is decoded: the pixels and
+    the memory of the image as it will be decoded (a JPEG at its reduced scale, anything else
+    whole). For images someone sends as a query (`QUERY_BUDGET`), which, unlike a library
+    photo, anyone allowed to ask may send, many at a time."""
+
+    max_pixels: int
+    max_bytes: int
+
+
+# A PNG, WebP, TIFF or HEIC cannot be decoded at a reduced scale: its memory is its size, so a
+# query of those may have 50 megapixels (the library 120) and take 192 MB (48 megapixels of
+# colour, which Pillow keeps in 4 bytes). A JPEG, decoded at 1/8 scale, may be as large as the
+# library allows.
+QUERY_BUDGET = DecodeBudget(max_pixels=50_000_000, max_bytes=192 * 1024 * 1024)
+# Bytes a pixel takes in Pillow's memory, by mode (every mode not named takes 4: RGB too).
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+# EXIF orientation -> the transposition that shows the image upright (as `ImageOps.exif_transpose`).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class PhotoReader(Protocol):
@@ -186,7 +218,11 @@ def decode_image(
         img.load()
         if _orientation(img) in {5, 6, 7, 8}:  # rotated a quarter turn: display swaps sides
             width, height = height, width
-        info = ImageInfo(width, height, *read_metadata(img))
+        written, lat, lon = read_metadata(img)
+        taken_at = plausible_time(written)
+        info = ImageInfo(
+            width, height, taken_at, lat, lon, written is not None and taken_at is None
+        )
     _apply_orientation(img, label)
     return DecodedPhoto(img, info)
 
@@ -202,6 +238,16 @@ def read_metadata(img: Image.Image) -> tuple[datetime | None, float | None, floa
         return None, None, None
     lat, lon = _gps_position(exif)
     return _taken_at(exif), lat, lon
+
+
+def plausible_time(taken_at: datetime | None, now: datetime | None = None) -> datetime | None:
+    """`taken_at`, or None when no photo can have been taken then: after tomorrow (a camera
+    whose clock was never set writes 9999 or a year ahead; a day covers time zones), or before
+    the first photograph (1826)."""
+    if taken_at is None:
+        return None
+    latest = (now or datetime.now()) + timedelta(days=1)
+    return taken_at if _FIRST_PHOTOGRAPH <= taken_at <= latest else None
 
 
 def thumbnail_jpeg(
@@ -283,6 +329,18 @@ def _open_header(stream: IO[bytes], label: str, max_pixels: int) -> ImageFile.Im
         detail = f"{width}x{height} is over the limit of {max_pixels} pixels"
         raise PhotoUnreadable(label, Reason.TOO_MANY_PIXELS, detail)
     return img
+
+
+def _check_budget(img: Image.Image, label: str, budget: DecodeBudget) -> None:
+    """Refuse, before decoding, an image whose decode (at the scale set) costs over `budget`."""
+    width, height = img.size
+    cost = width * height * _BYTES_PER_PIXEL.get(img.mode, 4)
+    if width * height > budget.max_pixels or cost > budget.max_bytes:
+        detail = (
+            f"{width}x{height} ({img.mode}) would take {cost >> 20} MB to decode; a query image "
+            f"may take {budget.max_pixels // 1_000_000} megapixels and {budget.max_bytes >> 20} MB"
+        )
+        raise PhotoUnreadable(label, Reason.TOO_MANY_PIXELS, detail)
 
 
 def _decode_reason(error: BaseException) -> Reason:
@@ -455,3 +513,42 @@ def open_image_at_least(
     the time. Other formats decode at full size."""
     box = (min_side, min_side)
     return decode_image(source, max_pixels=max_pixels, max_bytes=max_bytes, draft_box=box).image
+
+
+def open_query_image(
+    source: ImageSource,
+    min_side: int,
+    *,
+    max_pixels: int,
+    max_bytes: int | None = None,
+    budget: DecodeBudget | None = QUERY_BUDGET,
+) -> Image.Image:
+    """An image to search with, decoded at the size a model needs, upright: a JPEG at the
+    smallest scale that keeps both sides at least `min_side`, anything else whole and then
+    reduced at once (before it is turned upright or converted, which would copy it whole).
+    `budget` (default `QUERY_BUDGET`) refuses, before decoding, what would cost more; None
+    for a library photo, which the library's limits already allow."""
+    box = (min_side, min_side)
+    label = _label(source)
+    with _stream(source, label, max_bytes) as stream, _decode_errors(label):
+        img = _open_header(stream, label, max_pixels)
+        img.draft(None, box)
+        if budget is not None:
+            _check_budget(img, label, budget)
+        img.load()
+        orientation = _orientation(img)
+        small = _reduced(img, min_side)
+    turn = _UPRIGHT.get(orientation)
+    return small if turn is None else small.transpose(turn)
+
+
+def _reduced(img: Image.Image, min_side: int) -> Image.Image:
+    """`img` shrunk by a whole factor that keeps both sides at least `min_side` (itself when
+    no factor does): a box filter, fast and without a copy at full size."""
+    factor = min(img.size) // min_side
+    if factor < 2:
+        return img
+    if img.mode in ("1", "P"):  # `reduce` takes neither: nearest pixels keep the palette
+        size = (max(1, img.width // factor), max(1, img.height // factor))
+        return img.resize(size, Image.Resampling.NEAREST)
+    return img.reduce(factor)

@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from config.settings import VisionSettings
-from index.errors import DescribeFailed, LibraryNotFound, PeiTuError
+from config.settings import IndexingSettings, VisionSettings
+from index.errors import DescribeFailed, DescriberResting, DiskFull, LibraryNotFound, PeiTuError
 from index.library.catalog import Catalog, StoredDescription, text_sha
 from index.library.dedup import METADATA_KEY as PHASH_KEY
 from index.library.dedup import perceptual_hash
@@ -27,6 +27,7 @@ from index.library.descriptions import should_describe
 from index.library.imaging import PhotoReader, read_photo
 from index.library.names import readable_path
 from index.library.scan import ScanResult, read_unchanged, scan_library
+from index.library.space import MB, DiskSpace
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.ports import (
     Describer,
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # photos described at once; the one home of the default is `config.settings.VisionSettings`
 DESCRIBE_CONCURRENCY: int = VisionSettings.model_fields["concurrency"].default
+# free space an indexing run leaves on the data folder's disk; its home is `IndexingSettings`
+MIN_FREE_BYTES = int(IndexingSettings.model_fields["min_free_mb"].default * MB)
 
 IndexMode = Literal["incremental", "rebuild"]
 _EMBED_BATCH = 256  # descriptions per encoder call and store upsert (pieces repeat within one)
@@ -86,10 +89,13 @@ class Indexer:
         encoder: DocumentEncoder | None = None,
         visual: VisualIndex | None = None,
         read: PhotoReader = read_photo,
+        space: DiskSpace | None = None,
     ) -> None:
         """`read` is how a photo is decoded for its size, time, place and perceptual hash: once,
         when the scan first reads it (a data folder from before hashes were kept decodes each
-        photo once more, the first time its hash is needed)."""
+        photo once more, the first time its hash is needed). `space` is the data folder's disk,
+        checked before each photo is sent to be described (default: the catalog's folder)."""
+        self._space = space or DiskSpace(catalog.path.parent, MIN_FREE_BYTES)
         self._visual = visual
         self._read = read
         self._catalog = catalog
@@ -114,11 +120,30 @@ class Indexer:
 
         An ordinary run describes only photos that no describer of the same or a better tier
         has described (see `index.library.descriptions`); `redescribe` describes every photo again
-        with `describer` (default: the indexer's) and makes that description the one used."""
-        report_progress = progress or _no_progress
-        stop = cancel or threading.Event()
+        with `describer` (default: the indexer's) and makes that description the one used.
+
+        On a disk without room the run stops at once with `DiskFull` (its line names the data
+        folder and the space needed); what was described is kept for the next run."""
         if not library.is_dir():
             raise LibraryNotFound(f"photo library not found or not a folder: {library}")
+        try:
+            self._space.check()  # before anything is written or any photo described
+            self._space.keep_reserve()
+            return self._run(library, mode, progress, cancel, redescribe, describer)
+        except DiskFull as error:
+            raise self._space.full() from error
+
+    def _run(
+        self,
+        library: Path,
+        mode: IndexMode,
+        progress: ProgressCallback | None,
+        cancel: threading.Event | None,
+        redescribe: bool,
+        describer: Describer | None,
+    ) -> IndexReport:
+        report_progress = progress or _no_progress
+        stop = cancel or threading.Event()
         self._store.recover()  # a rebuild a killed run left half swapped in
         if mode == "incremental":
             if self._store.mismatch is not None:
@@ -225,6 +250,7 @@ class Indexer:
             seen.add(photo.photo_id)
         report.removed = len(old_ids - seen)
         report.skipped = dict(Counter(result.skipped))
+        report.dates_ignored = result.dates_ignored
 
     def _remove_missing(
         self, store: VectorStore, photos: dict[str, PhotoFile], report: IndexReport
@@ -253,24 +279,30 @@ class Indexer:
         progress("describe", 0, len(todo))
         fresh: list[str] = []
         batches = _LiveBatches()
+        resting = _RestingModel()
         if self._visual is not None and todo:
             self._visual.prepare()
+        described = self._describe_all(describing, todo, stop, report)
         try:
-            described = self._describe_all(describing, todo, stop, report)
             for done, (photo, error) in enumerate(described, start=1):
                 if error is None:
                     report.described += 1
                     fresh.append(photo.photo_id)
                 else:
                     report.failed += 1
-                    report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
-                    log.warning("could not describe %s: %s", photo.rel_path, error)
+                    if not resting.heard(error):  # a resting model is said once, not per photo
+                        report.errors.append(readable_path(f"{photo.rel_path}: {error}"))
+                        log.warning("could not describe %s: %s", photo.rel_path, error)
                 if batches.due(len(fresh)):
                     report.embedded += self._embed_now(store, photos, fresh)
                     batches.embedded()
                     fresh = []
                 progress("describe", done, len(todo))
+        except DiskFull:
+            fresh = []  # no room for vectors: what was described waits in the catalog
+            raise
         finally:  # also on KeyboardInterrupt: what was described stays searchable
+            described.close()  # on an error, the photos being described are waited for (saved)
             report.embedded += self._embed_now(store, photos, fresh)
             if self._visual is not None:
                 self._visual.flush_seen(report)
@@ -297,25 +329,46 @@ class Indexer:
         todo: list[PhotoFile],
         stop: threading.Event,
         report: IndexReport,
-    ) -> Iterable[tuple[PhotoFile, str | None]]:
-        """Describe with bounded concurrency; yields (photo, error or None) as each finishes."""
+    ) -> Generator[tuple[PhotoFile, PeiTuError | OSError | None]]:
+        """Describe with bounded concurrency; yields (photo, error or None) as each finishes.
+
+        Before each photo is sent, the disk must have room for what comes back: when it has
+        not (or a description could not be saved), no photo more is sent, those on their way
+        are waited for, and `DiskFull` is raised."""
         pending: dict[Future[None], PhotoFile] = {}
         queue = iter(todo)
+        full: DiskFull | None = None
         concurrency = self._concurrency
         if isinstance(describing.describer, LocalDescriber):
             concurrency = min(concurrency, describing.describer.parallel)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             while True:
-                while len(pending) < concurrency and not stop.is_set():
+                while full is None and len(pending) < concurrency and not stop.is_set():
                     photo = next(queue, None)
                     if photo is None:
                         break
-                    pending[pool.submit(self._describe_one, describing, photo, report)] = photo
+                    full = self._no_room()
+                    if full is None:
+                        job = pool.submit(self._describe_one, describing, photo, report)
+                        pending[job] = photo
                 if not pending:
+                    if full is not None:
+                        raise full
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    yield pending.pop(future), _error_text(future)
+                    photo, error = pending.pop(future), future.exception()
+                    if isinstance(error, DiskFull):
+                        full = full or error
+                        continue
+                    yield photo, _error(future)
+
+    def _no_room(self) -> DiskFull | None:
+        try:
+            self._space.check()
+        except DiskFull as full:
+            return full
+        return None
 
     def _describe_one(self, describing: _Describing, photo: PhotoFile, report: IndexReport) -> None:
         describer = describing.describer
@@ -323,8 +376,10 @@ class Indexer:
         text = seen.text.strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
-        self._catalog.save_description(
-            photo.photo_id, describer.key, text, supersede=describing.redescribe
+        self._space.save_paid_work(
+            lambda: self._catalog.save_description(
+                photo.photo_id, describer.key, text, supersede=describing.redescribe
+            )
         )
         if self._visual is not None and seen.visual is not None:
             self._visual.add_seen(photo.photo_id, seen.visual, seen.visual_identity, report)
@@ -474,10 +529,23 @@ def _seen(describer: Describer, photo: PhotoFile, data: bytes | None) -> Seen:
     return Seen(describer.describe(photo, data))
 
 
-def _error_text(future: Future[None]) -> str | None:
+def _error(future: Future[None]) -> PeiTuError | OSError | None:
     error = future.exception()
-    if error is None:
-        return None
-    if isinstance(error, PeiTuError | OSError):
-        return str(error)
+    if error is None or isinstance(error, PeiTuError | OSError):
+        return error
     raise error  # a bug, not a bad photo: let it surface
+
+
+class _RestingModel:
+    """Whether the describer's model rests (`DescriberResting`): the first such error of a run
+    is reported like any other, the others only counted (the next run describes them)."""
+
+    def __init__(self) -> None:
+        self._said = False
+
+    def heard(self, error: PeiTuError | OSError) -> bool:
+        """True for a resting model's error that was already reported."""
+        if not isinstance(error, DescriberResting):
+            return False
+        said, self._said = self._said, True
+        return said

@@ -86,7 +86,10 @@ class JobJournal:
         if not force and moment - self._written_at < _MIN_WRITE_INTERVAL_S:
             return
         self._written_at = moment
-        _write_atomically(self._progress, json.dumps(self._record, ensure_ascii=False))
+        try:
+            _write_atomically(self._progress, json.dumps(self._record, ensure_ascii=False))
+        except OSError as error:  # a full disk: the job goes on (and says so), unseen by others
+            log.warning("could not write the job's progress: %s", error)
 
     def append(self, record: dict[str, Any]) -> None:
         """Add a finished job to the history, keeping the last `HISTORY_KEPT`."""
@@ -130,5 +133,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _write_atomically(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # a write cut short (a full disk) leaves nothing

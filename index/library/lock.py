@@ -7,6 +7,7 @@ so a crashed run never leaves a stale lock behind.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from index.errors import IndexBusy
+
+log = logging.getLogger(__name__)
 
 
 class IndexLock:
@@ -40,8 +43,7 @@ class IndexLock:
         try:
             if not _take_exclusive(fd):
                 raise IndexBusy(self.holder())
-            os.ftruncate(fd, 0)
-            os.write(fd, job_id.encode())
+            _write_holder(fd, job_id)
             yield
         finally:
             os.close(fd)  # closing releases the flock
@@ -66,6 +68,15 @@ class IndexLock:
             return self._path.read_text().strip() or None
         except OSError:
             return None
+
+
+def _write_holder(fd: int, job_id: str) -> None:
+    """Write the job id into the lock file; on a full disk the lock holds without it."""
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, job_id.encode())
+    except OSError as error:
+        log.warning("could not write the job id into the index lock: %s", error)
 
 
 def _take_exclusive(fd: int, patience_s: float = 0.5) -> bool:

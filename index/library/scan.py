@@ -63,6 +63,7 @@ class ScanResult:
     hashes: dict[str, str] = field(default_factory=dict)  # photo_id -> perceptual hash
     skipped: dict[str, int] = field(default_factory=dict)
     skipped_paths: list[tuple[str, str]] = field(default_factory=list)  # (rel_path, reason)
+    dates_ignored: int = 0  # photos whose EXIF time was impossible (the future, year 9999)
 
     def record_skip(self, rel_path: str, reason: str, detail: str = "") -> None:
         """Count one skipped file or folder and log it with its path relative to the library."""
@@ -147,7 +148,7 @@ def _read_photo(
     rel_path: str, path: Path, limits: _Limits, known: KnownLookup | None, result: ScanResult
 ) -> PhotoFile | None:
     try:
-        return _photo_file(rel_path, path, limits, known, result.hashes)
+        return _photo_file(rel_path, path, limits, known, result)
     except PhotoUnreadable as error:
         result.record_skip(rel_path, error.reason, error.detail)
         return None
@@ -158,7 +159,7 @@ def _photo_file(
     path: Path,
     limits: _Limits,
     known: KnownLookup | None,
-    hashes: dict[str, str],
+    result: ScanResult,
 ) -> PhotoFile:
     info = check_image_file(path, max_bytes=limits.max_file_bytes)
     cached = known(rel_path, info.st_size, info.st_mtime) if known is not None else None
@@ -171,8 +172,11 @@ def _photo_file(
     photo_id = hashlib.sha256(data).hexdigest()
     digest = image_hash(decoded.image)
     if digest is not None:
-        hashes[photo_id] = digest
+        result.hashes[photo_id] = digest
     image = decoded.info
+    if image.date_ignored:
+        result.dates_ignored += 1
+        logger.warning("%s: its EXIF time is impossible (the future); taken as unknown", rel_path)
     return PhotoFile(
         photo_id=photo_id,
         path=path,

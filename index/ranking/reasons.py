@@ -16,9 +16,12 @@ _FACET_SEPARATORS = "：:"
 _LONGEST_FACET = 6
 
 
-def match_reason(match: Match, description: str, time_place: str = "") -> str:
+def match_reason(
+    match: Match, description: str, time_place: str = "", shown_score: float | None = None
+) -> str:
     """One line of at most `MAX_REASON_CHARS` characters; `time_place` is the time/place the
-    text named (e.g. "去年夏天 在大理") when this photo is of it, else ""."""
+    text named (e.g. "去年夏天 在大理") when this photo is of it, else ""; `shown_score` the
+    匹配度 shown when it is not the match's own."""
     if match.words:
         words = "".join(f"「{w}」" for w in _fewest(match.words))
         facets = facets_of(match.words, description)
@@ -30,7 +33,7 @@ def match_reason(match: Match, description: str, time_place: str = "") -> str:
         line = "画面与文字只是大致相关"
     if time_place:
         line += f"，拍于{time_place}"
-    line += f"，匹配度{match.score:.0f}"
+    line += f"，匹配度{match.score if shown_score is None else shown_score:.0f}"
     return _short(line, MAX_REASON_CHARS)
 
 

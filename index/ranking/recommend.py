@@ -1,16 +1,22 @@
 """Recommend photos for a text: understand → nearest by cosine → threshold → calibrated match
-→ time/place as context → collapse near-duplicates → LLM rerank → top k.
+→ time/place as context → collapse near-duplicates → LLM rerank (when there is one) → top k.
 
-Time and place words ("去年夏天", "在大理") are context by default (`time_place="prefer"`): photos
-of that time/place that fit the text come first, then photos that fit the text from elsewhere;
-a photo of that time/place that does not fit the text never outranks one that does. "strict"
+One order, one score, one rule (`index.ranking.answer`): the photos come in the order of the
+匹配度 each shows (the calibrated match, or the LLM's score when it judged them), and a plain
+answer holds only photos at 50 and up. When none fits the answer is empty and says so, unless
+the closest photos are asked for (`closest=True`, or "?" before the text).
+
+Time and place words ("去年夏天", "在大理") are context by default (`time_place="prefer"`): the
+photos of that time/place are searched as well as the whole library, and those that fit the
+text come first (their 匹配度 raised by that context), then photos that fit from elsewhere; a
+photo of that time/place that does not fit the text never outranks one that does. "strict"
 keeps only photos of that time/place (relaxed, with a note, when there are none); "off" ignores
-them. A text that is nothing but a time or place ("去年夏天在大理") is strict and skips the
-threshold and the fit: the filters are then what the user asked for.
+them. A text that is nothing but a time or place ("去年夏天在大理") is strict, and every photo
+of it fits: the filters are then what the user asked for. A note about the time/place is
+given only when it changed the answer.
 
-Whether a photo fits comes from `index.search.calibration` (background z-score and shared words, not
-raw cosine). When none fits, the answer is empty and says so, unless the closest photos are
-asked for (`closest=True`, or "?" before the text).
+Photos of distressing content (`index.ranking.social`) are left out unless the text names
+such content itself or is clearly about the photo.
 """
 
 from __future__ import annotations
@@ -27,7 +33,6 @@ from index.models import (
     RERANK_OFF,
     RERANK_USED,
     Candidate,
-    Judgement,
     Note,
     NoteKind,
     ParsedQuery,
@@ -38,7 +43,9 @@ from index.models import (
     RerankState,
 )
 from index.ports import QueryUnderstanding, Reranker, Retriever
-from index.ranking.reasons import match_reason
+from index.ranking import answer
+from index.ranking.answer import Scored, by_match, first_line, short
+from index.ranking.social import CLEARLY_ABOUT, DistressingWords, unasked_distress
 from index.search.calibration import Calibrator, Match
 from index.understanding.filters import matches, relaxations
 from index.understanding.query import split_markers
@@ -63,19 +70,20 @@ class RecommendLimits:
 
 @dataclass
 class _Stage:
-    """The first stage's answer: candidates in order, and what the reasons need to know."""
+    """The first stage's answer: candidates in order, and what the notes need to know."""
 
     found: list[Candidate]  # as searched, before threshold and collapse
-    kept: list[Candidate]  # in order, thresholded, collapsed
-    notes: list[Note]
+    kept: list[Candidate]  # thresholded, collapsed
+    notes: list[Note]  # said whatever the answer (a relaxed strict filter)
     only_filters: bool = False
-    window: QueryFilters | None = None  # the time/place the preferred photos match
-    preferred: set[str] = field(default_factory=set)  # photo ids put first for the time/place
+    window: QueryFilters | None = None  # the time/place whose photos are context
+    label: str = ""  # that time/place as the text said it
+    context: list[Note] = field(default_factory=list)  # said when the time/place mattered
 
 
-def _no_match(text: str, candidates: Sequence[Candidate]) -> dict[str, Match]:
+def _no_match(candidates: Sequence[Candidate]) -> list[Match]:
     """Without a calibrator every photo fits, scored by its similarity."""
-    return {c.photo_id: Match(round(max(0.0, c.similarity) * 100, 1), (), 0.0) for c in candidates}
+    return [Match.of_similarity(c.similarity) for c in candidates]
 
 
 class Recommender:
@@ -89,13 +97,20 @@ class Recommender:
         understanding: QueryUnderstanding | None = None,
         collapse: Callable[[list[Candidate]], list[Candidate]] | None = None,
         calibrator: Calibrator | None = None,
+        *,
+        rerank_note: Note | None = None,
+        distressing: DistressingWords | None = None,
     ) -> None:
+        """`rerank_note` is said when there is no reranker for a reason the person can act
+        on (no API key); `distressing` the word list of `index.ranking.social`."""
         self._retriever = retriever
         self._reranker = reranker
         self._limits = limits
         self._understanding = understanding
         self._collapse = collapse or (lambda candidates: candidates)
         self._calibrator = calibrator
+        self._rerank_note = rerank_note if reranker is None else None
+        self._distressing = distressing or DistressingWords.read()
 
     def parse(self, text: str) -> ParsedQuery:
         """The text as the first stage sees it (semantic words + filters)."""
@@ -135,46 +150,57 @@ class Recommender:
             parsed = ParsedQuery(parsed.semantic_text or query)
         pool = max(self._limits.top_k_initial, k) + len(exclude)
         stage = self._first_stage(parsed, query, mode, pool, set(exclude), timings)
-        if not stage.kept:
-            notes = stage.notes if stage.found else []  # an empty index: nothing else to say
-            notes = [*notes, _no_match_note(stage.found)]
-            return RecommendResult(query, [], _rounded(timings), tuple(notes), time_place=used_mode)
-        found = self._matches(parsed.semantic_text or query, stage.kept)
-        nothing_fits = not (stage.only_filters or any(m.fits for m in found.values()))
-        if nothing_fits and not closest:
-            return self._nothing_fits(query, stage, found, timings, used_mode)
-        if not (rerank and self._reranker is not None):
-            results, outcome = _vector_order(stage, found, k, parsed), RERANK_OFF
-        else:
-            results, outcome = self._reranked(query, stage, found, k, timings, parsed)
-        notes = [*stage.notes, *([_CLOSEST] if nothing_fits else []), *_rerank_notes(outcome)]
-        return RecommendResult(
-            query, results, _rounded(timings), tuple(notes), outcome, nothing_fits, used_mode
-        )
+        scored = self._scored(parsed.semantic_text or query, stage)
+        request = _Request(query, k, closest, rerank, used_mode)
+        return self._answer(request, stage, scored, timings)
 
-    def _matches(self, text: str, candidates: list[Candidate]) -> dict[str, Match]:
-        if self._calibrator is None:
-            return _no_match(text, candidates)
-        scored = self._calibrator.matches(text, candidates)
-        return {c.photo_id: m for c, m in zip(candidates, scored, strict=True)}
-
-    def _nothing_fits(
-        self,
-        query: str,
-        stage: _Stage,
-        found: dict[str, Match],
-        timings: dict[str, float],
-        used_mode: str | None,
+    def _answer(
+        self, request: _Request, stage: _Stage, scored: list[Scored], timings: dict[str, float]
     ) -> RecommendResult:
-        best = max(stage.kept, key=lambda c: found[c.photo_id].score)
-        text = (
-            "图库里没有适合这段文字的照片（最接近的是"
-            f"「{_short(first_line(best.description), 20)}」，匹配度 {found[best.photo_id].score:.0f}）。"
-        )
-        notes = (*stage.notes, Note(NoteKind.NOTHING_FITS, text))
-        return RecommendResult(
-            query, [], _rounded(timings), notes, nothing_fits=True, time_place=used_mode
-        )
+        fitting = stage.only_filters or any(s.match.fits for s in scored)
+        if not scored or not (fitting or request.closest):
+            return _nothing_fits(request, stage, scored, timings)
+        if request.rerank and self._reranker is not None:
+            results, outcome = self._reranked(request, scored, timings)
+        else:
+            results, outcome = (
+                answer.calibrated_answer(scored, request.k, request.closest),
+                RERANK_OFF,
+            )
+        context = _context_notes(stage, scored, results)
+        notes = [*stage.notes, *context, *_closest_note(results), *self._outcome_notes(outcome)]
+        return _result(request, stage, results, outcome, timings, notes)
+
+    def _outcome_notes(self, outcome: Rerank) -> list[Note]:
+        if outcome.state is RerankState.FAILED:
+            return [answer.RERANK_FAILED]
+        return [self._rerank_note] if self._rerank_note is not None else []
+
+    def _scored(self, text: str, stage: _Stage) -> list[Scored]:
+        """The kept candidates with their matches, best first; a distressing photo only when
+        the text names such content or is clearly about the photo (`CLEARLY_ABOUT`)."""
+        found = self._matches(text, stage.kept)
+        scored = [
+            self._in_context(stage, c, m)
+            for c, m in zip(stage.kept, found, strict=True)
+            if m.score >= CLEARLY_ABOUT
+            or not unasked_distress(self._distressing, text, c.description)
+        ]
+        return by_match(scored)
+
+    def _in_context(self, stage: _Stage, c: Candidate, match: Match) -> Scored:
+        if stage.window is None or not matches(stage.window, c.metadata):
+            return Scored(c, match)
+        if stage.only_filters:
+            match = Match.of_filters()
+        if match.fits and self._calibrator is not None:
+            match = self._calibrator.in_context(match)
+        return Scored(c, match, stage.label)
+
+    def _matches(self, text: str, candidates: list[Candidate]) -> list[Match]:
+        if self._calibrator is None:
+            return _no_match(candidates)
+        return self._calibrator.matches(text, candidates)
 
     def _first_stage(
         self,
@@ -220,53 +246,113 @@ class Recommender:
         only_filters = not parsed.semantic_text
         threshold = -1.0 if only_filters else self._limits.similarity_threshold
         found: list[Candidate] = []
+        understood = _understood(parsed)
         for filters, note in relaxations(parsed.filters):
             found = self._search(text, pool, filters, exclude, timings)
             kept = self._kept(found, threshold)
             if kept:
                 relaxed = [Note(NoteKind.RELAXED, note)] if note else []
-                return _Stage(found, kept, [*_understood(parsed), *relaxed], only_filters, filters)
-        return _Stage(found, [], _understood(parsed), only_filters)
+                label = parsed.label if filters is not None else ""
+                return _Stage(found, kept, [*understood, *relaxed], only_filters, filters, label)
+        return _Stage(found, [], understood, only_filters)
 
     def _prefer(
         self, parsed: ParsedQuery, pool: int, exclude: set[str], timings: dict[str, float]
     ) -> _Stage:
-        """Photos of the time/place that fit the text first, then photos that fit from
-        elsewhere, then the rest; each group most similar first."""
+        """The photos of the time/place and the whole library's, searched apart and merged:
+        a fitting photo of that summer counts even when thousands of others fit the words."""
         text, threshold = parsed.semantic_text, self._limits.similarity_threshold
         inside = self._search(text, pool, parsed.filters, exclude, timings)
         everywhere = self._search(text, pool, None, exclude, timings)
-        inside = [c for c in inside if c.similarity >= threshold]
-        everywhere = [c for c in everywhere if c.similarity >= threshold]
-        scored = self._matches(text, _unique(inside + everywhere))
-        first = [c for c in inside if scored[c.photo_id].fits]
-        fitting_elsewhere = [c for c in everywhere if scored[c.photo_id].fits]
-        ordered = _unique(first + fitting_elsewhere + everywhere + inside)
-        kept = self._collapse(ordered)
-        preferred = {c.photo_id for c in first}
-        note = Note(NoteKind.TIME_PLACE, _context_note(parsed.label, bool(first), bool(inside)))
-        notes = [*_understood(parsed), note]
-        return _Stage(everywhere, kept, notes, False, parsed.filters, preferred)
+        merged = _unique([c for c in inside + everywhere if c.similarity >= threshold])
+        note = Note(NoteKind.TIME_PLACE, f"优先显示 {parsed.label} 的照片")
+        context = [*_understood(parsed), note]
+        return _Stage(
+            everywhere, self._collapse(merged), [], False, parsed.filters, parsed.label, context
+        )
 
     def _reranked(
-        self,
-        query: str,
-        stage: _Stage,
-        found: dict[str, Match],
-        k: int,
-        timings: dict[str, float],
-        parsed: ParsedQuery,
+        self, request: _Request, scored: list[Scored], timings: dict[str, float]
     ) -> tuple[list[Recommendation], Rerank]:
-        """The photos in the LLM's order, or in vector order when it fails (and why)."""
+        """The photos in the LLM's order, or in 匹配度 order when it fails (and why)."""
         assert self._reranker is not None
-        reranker, kept = self._reranker, stage.kept
+        reranker, kept = self._reranker, [s.candidate for s in scored]
         try:
-            judged = _timed(timings, "rerank", lambda: reranker.rerank(query, kept))
+            judged = _timed(timings, "rerank", lambda: reranker.rerank(request.query, kept))
         except RerankFailed as error:
-            log.warning("rerank failed, falling back to vector order: %s", error)
+            log.warning("rerank failed, answering in 匹配度 order: %s", error)
             failed = Rerank(RerankState.FAILED, str(error) or type(error).__name__)
-            return _vector_order(stage, found, k, parsed), failed
-        return _merge(stage, found, judged, k, parsed), RERANK_USED
+            return answer.calibrated_answer(scored, request.k, request.closest), failed
+        return answer.llm_answer(scored, judged, request.k, request.closest), RERANK_USED
+
+
+@dataclass(frozen=True)
+class _Request:
+    query: str
+    k: int
+    closest: bool
+    rerank: bool
+    time_place: str | None  # how time/place words were used, None when the text names none
+
+
+def _result(
+    request: _Request,
+    stage: _Stage,
+    results: list[Recommendation],
+    outcome: Rerank,
+    timings: dict[str, float],
+    notes: list[Note],
+) -> RecommendResult:
+    nothing_fits = not stage.only_filters and not any(r.fits for r in results)
+    return RecommendResult(
+        request.query,
+        results,
+        _rounded(timings),
+        tuple(notes),
+        outcome,
+        nothing_fits,
+        request.time_place,
+    )
+
+
+def _context_notes(
+    stage: _Stage, scored: list[Scored], results: list[Recommendation]
+) -> list[Note]:
+    """The time/place notes, when a fitting photo of that time/place is in the answer (the
+    words changed nothing otherwise)."""
+    of_window = {s.photo_id for s in scored if s.taken_in}
+    return stage.context if any(r.fits and r.photo_id in of_window for r in results) else []
+
+
+def _closest_note(results: list[Recommendation]) -> list[Note]:
+    return [answer.CLOSEST] if results and not any(r.fits for r in results) else []
+
+
+def _nothing_fits(
+    request: _Request, stage: _Stage, scored: list[Scored], timings: dict[str, float]
+) -> RecommendResult:
+    if not stage.found:  # an empty index: nothing else to say
+        note = Note(NoteKind.EMPTY_INDEX, "图库里还没有已索引的照片，请先运行 `peitu index`。")
+        return RecommendResult(request.query, [], _rounded(timings), (note,))
+    notes = (*stage.notes, _nothing_fits_note(stage, scored))
+    return RecommendResult(
+        request.query,
+        [],
+        _rounded(timings),
+        notes,
+        nothing_fits=True,
+        time_place=request.time_place,
+    )
+
+
+def _nothing_fits_note(stage: _Stage, scored: list[Scored]) -> Note:
+    """Names the closest photo that may be shown: the best scored one, or, when none passed
+    the similarity threshold, the nearest found (never a distressing one: `scored` has none)."""
+    if scored or not stage.found:
+        return answer.nothing_fits_note(scored[0].candidate if scored else None)
+    shown = {s.photo_id for s in scored}
+    nearest = next((c for c in stage.found if c.photo_id not in shown), None)
+    return answer.nothing_fits_note(nearest, NoteKind.NO_MATCH)
 
 
 def _mode(markers: frozenset[str], configured: TimePlace) -> TimePlace:
@@ -287,32 +373,9 @@ def _unique(candidates: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def _context_note(label: str, preferred: bool, any_inside: bool) -> str:
-    if preferred:
-        return f"优先显示 {label} 的照片"
-    if any_inside:
-        return f"{label} 的照片里没有合适的，已显示其他照片"
-    return f"没有找到 {label} 的照片，已显示其他照片"
-
-
-_CLOSEST = Note(NoteKind.CLOSEST, "没有完全适合的照片，以下是最接近的")
-
-
 def _understood(parsed: ParsedQuery) -> list[Note]:
     """What the understanding read in the text (its time and place), as notes."""
     return [Note(NoteKind.UNDERSTOOD, text) for text in parsed.notes]
-
-
-def _rerank_notes(outcome: Rerank) -> list[Note]:
-    """A failed rerank's note: the photos are in vector order, and the short reason why."""
-    if outcome.state is not RerankState.FAILED or outcome.reason is None:
-        return []
-    return [
-        Note(
-            NoteKind.RERANK_FAILED,
-            f"智能排序暂不可用，已按相似度排列（{_short(outcome.reason, 60)}）",
-        )
-    ]
 
 
 def _clean_query(text: str) -> str:
@@ -334,81 +397,6 @@ def _rounded(timings: dict[str, float]) -> dict[str, float]:
     return {name: round(ms, 2) for name, ms in timings.items()}
 
 
-def first_line(description: str) -> str:
-    """The description's first meaningful line, without a facet label such as '主体：'."""
-    for line in description.splitlines():
-        line = line.strip()
-        if line:
-            head, sep, rest = line.partition("：")
-            return rest.strip() if sep and len(head) <= 6 and rest.strip() else line
-    return description.strip()
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def description_reason(candidate: Candidate) -> str:
     """A reason built from the description alone (no text to match it against)."""
-    return f"画面内容：{_short(first_line(candidate.description), 40)}"
-
-
-def _reason(stage: _Stage, c: Candidate, match: Match, parsed: ParsedQuery) -> str:
-    in_window = stage.window is not None and matches(stage.window, c.metadata)
-    return match_reason(match, c.description, parsed.label if in_window else "")
-
-
-def _vector_order(
-    stage: _Stage, found: dict[str, Match], k: int, parsed: ParsedQuery
-) -> list[Recommendation]:
-    out = []
-    for rank, c in enumerate(stage.kept[:k], start=1):
-        match = found[c.photo_id]
-        reason = _reason(stage, c, match, parsed)
-        score = round(match.score / 100.0, 4)
-        out.append(
-            Recommendation(
-                rank, c.photo_id, c.path, c.similarity, score, reason, c.description, match.score
-            )
-        )
-    return out
-
-
-def _merge(
-    stage: _Stage, found: dict[str, Match], judged: list[Judgement], k: int, parsed: ParsedQuery
-) -> list[Recommendation]:
-    """Judged photos by score first (photos preferred for the time/place before the others);
-    photos the LLM skipped follow in vector order."""
-    by_id = {c.photo_id: c for c in stage.kept}
-    ordered = [(by_id[j.photo_id], j.score, j.reason) for j in judged if j.photo_id in by_id]
-    ordered.sort(key=lambda item: item[0].photo_id not in stage.preferred)  # stable
-    judged_ids = {j.photo_id for j in judged}
-    ordered += [
-        (c, found[c.photo_id].score / 100.0, _reason(stage, c, found[c.photo_id], parsed))
-        for c in stage.kept
-        if c.photo_id not in judged_ids
-    ]
-    return [
-        Recommendation(
-            rank,
-            c.photo_id,
-            c.path,
-            c.similarity,
-            score,
-            reason,
-            c.description,
-            found[c.photo_id].score,
-        )
-        for rank, (c, score, reason) in enumerate(ordered[:k], start=1)
-    ]
-
-
-def _no_match_note(found: list[Candidate]) -> Note:
-    if not found:
-        return Note(NoteKind.EMPTY_INDEX, "图库里还没有已索引的照片，请先运行 `peitu index`。")
-    closest = found[0]
-    text = (
-        f"没有找到足够相关的照片。最接近的是「{_short(first_line(closest.description), 30)}」"
-        f"（相似度 {closest.similarity:.2f}）。"
-    )
-    return Note(NoteKind.NO_MATCH, text)
+    return f"画面内容：{short(first_line(candidate.description), 40)}"

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from config.settings import RerankSettings
 from index.errors import ModelUnavailable, RerankFailed
-from index.llm import CallGate, ModelRequestRejected, Sleep, chat, make_client
+from index.llm import CallGate, ModelRequestRejected, ProviderHealth, Sleep, chat, make_client
 from index.models import Candidate, Judgement
 from index.ranking.recommend import description_reason
 
@@ -112,12 +112,16 @@ class LLMReranker:
         *,
         client: OpenAI | None = None,
         sleep: Sleep = time.sleep,
+        health: ProviderHealth | None = None,
     ) -> None:
         self._settings = settings
         self._client = client if client is not None else make_client(settings)
         self._sleep = sleep
         self._json_mode = True  # switched off for good once the server refuses it
         self._gate = CallGate()  # a hung model holds a few threads; further reranks fall back
+        # a person waits on each answer: a model that timed out, keeps failing or asked for a
+        # long wait is left alone for a while (answers are in 匹配度 order meanwhile)
+        self._health = health or ProviderHealth(rest_on_timeout=True)
 
     @property
     def model_name(self) -> str:
@@ -133,7 +137,11 @@ class LLMReranker:
             return []
         photo_ids = {f"c{i}": c.photo_id for i, c in enumerate(candidates, start=1)}
         answer = self._ask(rerank_messages(text, candidates))
-        judgements = trusted_judgements(text, candidates, parse_judgements(answer, photo_ids))
+        try:
+            judgements = trusted_judgements(text, candidates, parse_judgements(answer, photo_ids))
+        except RerankFailed as error:  # an answer it cannot use is a failed call too
+            self._health.failed(str(error))
+            raise
         logger.debug("%s judged %d of %d", self.model_name, len(judgements), len(candidates))
         return judgements
 
@@ -160,6 +168,7 @@ class LLMReranker:
             json_mode=json_mode,
             sleep=self._sleep,
             gate=self._gate,
+            health=self._health,
         )
 
 

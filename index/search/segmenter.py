@@ -2,12 +2,12 @@
 from a prebuilt SQLite table as texts need them, or whole when a process asks for it.
 
 jieba's own start-up reads its 9 MB cache with `marshal.load` on the open file, piece by piece
-(0.6 CPU-s here), and its part-of-speech tagger (`jieba.posseg`) reads the 5 MB dictionary text
-again for the tags when imported (0.3-0.5 s). A one-shot command (`peitu recommend`) segments a
+(0.6 CPU-s here). A one-shot command (`peitu recommend`) segments a
 few short texts: here it looks up only the fragments of those texts in a table built once from
 jieba's dictionary (`index.prebuilt`, the user's cache folder): a few milliseconds. A server or
 bot reads the whole dictionary at start-up (`load`, ~0.4 s), off the request path, and so does
-the keyword index before it segments a library. The tagger segments with the same tokenizer.
+the keyword index before it segments a library. A word's frequency (how much it says, for the
+match score) is looked up the same way (`frequency`).
 
 The lookups give jieba exactly what its whole dictionary would for these texts: a fragment is
 looked up when every shorter prefix of it is a word or a word's prefix, which is how jieba itself
@@ -16,15 +16,12 @@ walks its prefix dictionary (`Tokenizer.get_DAG`).
 
 from __future__ import annotations
 
-import io
 import logging
 import sqlite3
-import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from index.prebuilt import cached_file, cached_table, file_key, source_key
 
@@ -38,9 +35,11 @@ def words(text: str) -> list[str]:
     return default_segmenter().words(text)
 
 
-def tagged(text: str) -> list[tuple[str, str]]:
-    """jieba's words of a text with their part-of-speech tags (`jieba.posseg`: n… nouns)."""
-    return default_segmenter().tagged(text)
+def frequency(word: str) -> tuple[int, int]:
+    """A word's frequency in jieba's dictionary (0 for a word it does not know) and the
+    dictionary's total, looked up in the table (not read whole) unless a process read it."""
+    dictionary = default_segmenter().dictionary
+    return dictionary.frequency(word), dictionary.total
 
 
 def load() -> None:
@@ -51,7 +50,7 @@ def load() -> None:
 
 class Dictionary:
     """jieba's prefix dictionary as the tokenizer reads it (`freq`: word -> frequency, and 0 for
-    each prefix of a word) with the words' part-of-speech tags (`tags`), filled from a SQLite
+    each prefix of a word), filled from a SQLite
     table (`write_table`) as texts need them (`cover`), or whole (`read_all`)."""
 
     def __init__(self, table: Path, key: str) -> None:
@@ -60,7 +59,6 @@ class Dictionary:
         total = self._db.execute("SELECT value FROM facts WHERE name = 'total'").fetchone()
         self.total = int(total[0])
         self.freq: dict[str, int] = {}
-        self.tags: dict[str, str] = {}
         self._looked_up: set[str] = set()
         self._whole = False
         self._lock = threading.Lock()
@@ -82,73 +80,67 @@ class Dictionary:
                 ]
                 length += 1
 
+    def frequency(self, word: str) -> int:
+        """The word's frequency (0 for a prefix of words or a word not in the dictionary)."""
+        with self._lock:
+            if not self._whole and word not in self._looked_up:
+                self._look_up({word})
+            return self.freq.get(word, 0)
+
     def _look_up(self, fragments: set[str]) -> None:
         pending = list(fragments)
         for start in range(0, len(pending), _CHUNK):
             chunk = pending[start : start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
-            query = f"SELECT word, freq, tag FROM words WHERE word IN ({marks})"
-            self._keep(self._db.execute(query, chunk))
+            query = f"SELECT word, freq FROM words WHERE word IN ({marks})"
+            self.freq.update(self._db.execute(query, chunk))
         self._looked_up |= fragments
-
-    def _keep(self, rows: Iterable[tuple[str, int, str | None]]) -> None:
-        for word, freq, tag in rows:
-            self.freq[word] = freq
-            if tag is not None:
-                self.tags[word] = tag
 
     def read_all(self) -> None:
         """Every word and prefix, at once (from a marshal copy kept in the cache folder)."""
         with self._lock:
             if self._whole:
                 return
-            freq, tags = cached_table("jiebawhole", self._key, self._whole_table)
-            self.freq.update(freq)
-            self.tags.update(tags)
+            self.freq.update(cached_table("jiebafreq", self._key, self._whole_table))
             self._whole = True
             self._looked_up.clear()
 
-    def _whole_table(self) -> tuple[dict[str, int], dict[str, str]]:
-        """Both tables whole: read from a marshal copy in 0.3-0.4 s, from SQLite rows 0.7 s."""
-        freq = dict(self._db.execute("SELECT word, freq FROM words"))
-        tags = dict(self._db.execute("SELECT word, tag FROM words WHERE tag IS NOT NULL"))
-        return freq, tags
+    def _whole_table(self) -> dict[str, int]:
+        """The table whole: read from a marshal copy in 0.3-0.4 s, from SQLite rows 0.7 s."""
+        return dict(self._db.execute("SELECT word, freq FROM words"))
 
 
 def write_table(source: Path, path: Path) -> None:
     """jieba's dictionary file (`word frequency tag` lines) as the SQLite table `Dictionary`
-    reads: every word with its frequency and tag, every prefix of a word with frequency 0."""
-    entries: dict[str, tuple[int, str | None]] = {}
+    reads: every word with its frequency, every prefix of a word with frequency 0."""
+    entries: dict[str, int] = {}
     total = 0
-    for word, freq, tag in _dictionary_lines(source):
-        entries[word] = (freq, tag)
+    for word, freq in _dictionary_lines(source):
+        entries[word] = freq
         total += freq
         for end in range(1, len(word)):
-            entries.setdefault(word[:end], (0, None))
+            entries.setdefault(word[:end], 0)
     db = sqlite3.connect(path)
     try:
-        db.execute(
-            "CREATE TABLE words (word TEXT PRIMARY KEY, freq INTEGER, tag TEXT) WITHOUT ROWID"
-        )
+        db.execute("CREATE TABLE words (word TEXT PRIMARY KEY, freq INTEGER) WITHOUT ROWID")
         db.execute("CREATE TABLE facts (name TEXT PRIMARY KEY, value INTEGER)")
-        rows = ((word, freq, tag) for word, (freq, tag) in entries.items())
-        db.executemany("INSERT INTO words VALUES (?, ?, ?)", rows)
+        db.executemany("INSERT INTO words VALUES (?, ?)", entries.items())
         db.execute("INSERT INTO facts VALUES ('total', ?)", (total,))
         db.commit()
     finally:
         db.close()
 
 
-def _dictionary_lines(source: Path) -> Iterator[tuple[str, int, str | None]]:
+def _dictionary_lines(source: Path) -> Iterator[tuple[str, int]]:
     with source.open(encoding="utf-8") as lines:
         for line in lines:
             parts = line.split()
             if len(parts) >= 2:
-                yield parts[0], int(parts[1]), parts[2] if len(parts) > 2 else None
+                yield parts[0], int(parts[1])
 
 
 class Segmenter:
-    """jieba's tokenizer (and, when tags are asked for, its tagger) over a `Dictionary`."""
+    """jieba's tokenizer over a `Dictionary`."""
 
     def __init__(self, dictionary: Dictionary) -> None:
         import jieba
@@ -158,27 +150,10 @@ class Segmenter:
         self._tokenizer = jieba.Tokenizer()
         self._tokenizer.FREQ, self._tokenizer.total = dictionary.freq, dictionary.total
         self._tokenizer.initialized = True  # jieba's own dictionary and cache are never read
-        self._tagger: Any = None
-        self._lock = threading.Lock()
 
     def words(self, text: str) -> list[str]:
         self.dictionary.cover([text])
         return [str(word) for word in self._tokenizer.lcut(text)]
-
-    def tagged(self, text: str) -> list[tuple[str, str]]:
-        tagger = self._made_tagger()
-        self.dictionary.cover([text])
-        return [(str(pair.word), str(pair.flag)) for pair in tagger.lcut(text)]
-
-    def _made_tagger(self) -> Any:
-        with self._lock:
-            if self._tagger is None:
-                posseg = _posseg_module()
-                tagger = posseg.POSTokenizer.__new__(posseg.POSTokenizer)  # its __init__ reads
-                tagger.tokenizer = self._tokenizer  # the dictionary text for the tags
-                tagger.word_tag_tab = self.dictionary.tags
-                self._tagger = tagger
-            return self._tagger
 
 
 _default: list[Segmenter] = []
@@ -203,43 +178,3 @@ def _jieba_dictionary() -> Dictionary:
         table = Path(tempfile.mkdtemp(prefix="peitu-jieba-")) / "dictionary.sqlite3"
         write_table(source, table)
     return Dictionary(table, key)
-
-
-class _NoDictionary:
-    """Stands in for jieba's default tokenizer while `jieba.posseg` is imported: the module makes
-    its own tagger then, which would read the whole dictionary text for its tags."""
-
-    def get_dict_file(self) -> io.BytesIO:
-        return io.BytesIO(b"")
-
-
-def _posseg_module() -> Any:
-    import jieba
-
-    if "jieba.posseg" in sys.modules:
-        return sys.modules["jieba.posseg"]
-    default = jieba.dt
-    jieba.dt = _NoDictionary()
-    try:
-        import jieba.posseg as posseg
-    finally:
-        jieba.dt = default
-    posseg.dt = _TaggerOnFirstUse(posseg.POSTokenizer, default)
-    return posseg
-
-
-class _TaggerOnFirstUse:
-    """`jieba.posseg.dt` (what `jieba.posseg.lcut` uses) as the module would have made it, made
-    when first used: nothing here uses it, but code that imports `jieba.posseg` may."""
-
-    def __init__(self, make: Any, tokenizer: Any) -> None:
-        self._make = make
-        self._tokenizer = tokenizer
-        self._made: Any = None
-        self._lock = threading.Lock()
-
-    def __getattr__(self, name: str) -> Any:
-        with self._lock:
-            if self._made is None:
-                self._made = self._make(self._tokenizer)
-        return getattr(self._made, name)

@@ -21,10 +21,11 @@ from urllib.parse import urlparse
 import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
-from index.errors import IndexMismatch, ModelUnavailable, PeiTuError
+from index.errors import DiskFull, IndexMismatch, ModelUnavailable, PeiTuError, disk_full_raised
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
 from index.search.exact import EXACT_UP_TO, ExactCopy
@@ -54,7 +55,7 @@ REBUILD_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired"
 # Set in a rebuilt collection's metadata once it is complete, before the swap starts.
 REBUILT_KEY = "rebuild_complete"
-SwapHook = Callable[[str], None]  # told each step of `replace_with` as done: "marked", ...
+SwapHook = Callable[[str], None]  # told each step of `replace_with`: "started", "marked", ...
 
 
 def _always() -> bool:
@@ -73,7 +74,7 @@ def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
     """HttpClient for a server URL, else a PersistentClient under data_dir/chroma."""
     client_settings = ChromaClientSettings(anonymized_telemetry=False)
     if not url:
-        return chromadb.PersistentClient(path=str(data_dir / "chroma"), settings=client_settings)
+        return _persistent_client(data_dir / "chroma", client_settings)
     parsed = urlparse(url)
     https = parsed.scheme == "https"
     port = parsed.port or (443 if https else 8000)
@@ -83,6 +84,18 @@ def make_chroma_client(url: str, data_dir: Path) -> ClientAPI:
         )
     except Exception as error:  # chromadb raises bare ValueError/ConnectionError variants
         raise ModelUnavailable(f"cannot reach the Chroma server at {url}: {error}") from error
+
+
+def _persistent_client(folder: Path, settings: ChromaClientSettings) -> ClientAPI:
+    """Embedded Chroma in `folder`. Opening writes (a row each time): on a full disk it fails,
+    and Chroma keeps the half-opened engine for the folder, which is dropped here so that a
+    later try (after space came back, see `index.library.space`) opens it afresh."""
+    try:
+        with disk_full_raised(f"the Chroma index in {folder}"):
+            return chromadb.PersistentClient(path=str(folder), settings=settings)
+    except DiskFull:
+        SharedSystemClient._identifier_to_system.pop(str(folder), None)
+        raise
 
 
 def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
@@ -177,10 +190,18 @@ class ChromaStore:
         self._collection, self._mismatch = None, None
 
     def recover(self) -> None:
-        """Finish a swap a killed process left half done, and open the result. For the holder
-        of the index lock (nobody else can be swapping then)."""
+        """Finish a swap a killed process left half done, drop a rebuilt collection a killed
+        rebuild left unfinished, and open the result. For the holder of the index lock
+        (nobody else can be rebuilding or swapping then)."""
         with self._access.shared():
             self._recover_swap()
+            unfinished = _get_collection(self._client, self._name + REBUILD_SUFFIX)
+            if unfinished is not None and not (unfinished.metadata or {}).get(REBUILT_KEY):
+                log.warning(
+                    "removing %s, left by a rebuild that stopped before it was done",
+                    unfinished.name,
+                )
+                _drop_collection(self._client, unfinished.name)
             self._lookup(tries=1)
 
     def _recover_swap(self) -> None:
@@ -218,12 +239,12 @@ class ChromaStore:
 
     def _read(self, use: Callable[[Any], _T], empty: _T) -> _T:
         """`use(collection)`, or `empty` while there is no collection (nothing indexed)."""
-        with self._access.shared():
+        with self._access.shared(), disk_full_raised("the Chroma index"):
             return self._use_or_reopen(use, lambda: empty)
 
     def _write(self, use: Callable[[Any], _T]) -> _T:
         """`use(collection)`, making the collection first when there is none."""
-        with self._access.shared():
+        with self._access.shared(), disk_full_raised("the Chroma index"):
             return self._use_or_reopen(use, lambda: use(self._create()))
 
     def _use_or_reopen(self, use: Callable[[Any], _T], missing: Callable[[], _T]) -> _T:
@@ -308,6 +329,7 @@ class ChromaStore:
         The old collection is renamed away before the new one takes the name, and the handle
         queries use is swapped last, so a query never finds no collection. A kill between any
         two steps is finished by the next open (`_recover_swap`)."""
+        self._swap_hook("started")
         new = rebuilt._collection if rebuilt._collection is not None else rebuilt._create()
         retired = self._name + RETIRED_SUFFIX
         new.modify(metadata={**self._identity, REBUILT_KEY: True})

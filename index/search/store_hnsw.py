@@ -26,6 +26,7 @@ import os
 import random
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,7 +37,7 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from index.errors import IndexMismatch
+from index.errors import IndexMismatch, disk_full_raised
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
 from index.search.exact import (
@@ -46,6 +47,7 @@ from index.search.exact import (
     FilterColumns,
     filter_columns,
 )
+from index.search.sqlite_files import open_wal
 from index.search.stored import candidate, described, scalar_metadata, vectors_of
 from index.understanding.filters import has_place, has_time
 
@@ -53,6 +55,9 @@ log = logging.getLogger(__name__)
 
 REBUILD_SUFFIX = "__rebuild"
 RETIRED_SUFFIX = "__retired-"
+PARTIAL_SUFFIX = ".partial"  # a graph being saved: `<collection>.<seq>.<pid>.partial`
+_QUIET_S = 60.0  # a save writes all the time: a part file quiet this long is not being written
+_ABANDONED_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -196,7 +201,8 @@ class HnswStore:
             "document_encoding": document_encoding,
         }
         self._identity_text = json.dumps(self._identity, sort_keys=True)  # as stored
-        self._db = _connect(folder / "vectors.sqlite3")
+        with disk_full_raised(f"the vectors in {folder}"):
+            self._db = _connect(folder / "vectors.sqlite3")
         self._lock = threading.RLock()
         self._collection: str | None = None  # id of the collection the graph is of
         self._graph: _Graph | None = None
@@ -324,6 +330,11 @@ class HnswStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        with disk_full_raised(f"the vectors in {self._folder}"), self._rolled_back_on_error():
+            yield
+
+    @contextmanager
+    def _rolled_back_on_error(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")  # no other writer until COMMIT: seq stays ours
         try:
             yield
@@ -440,14 +451,25 @@ class HnswStore:
         return None  # every read catches up with the disk by itself
 
     def recover(self) -> None:
-        """Delete the rows of collections retired by a swap whose process died before it
-        deleted them (the swap itself is one transaction: never half done)."""
+        """Clean up after processes that died: delete the rows of collections retired by a swap
+        (the swap itself is one transaction: never half done) and of a rebuild that never
+        finished, and graph files left half saved. For the holder of the index lock."""
         with self._lock:
             retired = self._db.execute(
                 "SELECT id FROM collections WHERE name LIKE ?", (self._name + RETIRED_SUFFIX + "%",)
             ).fetchall()
             for (collection,) in retired:
                 self._drop(collection)
+            unfinished = self._db.execute(
+                "SELECT id FROM collections WHERE name = ?", (self._name + REBUILD_SUFFIX,)
+            ).fetchone()
+            if unfinished is not None:
+                log.warning("removing the vectors of a rebuild that stopped before it was done")
+                self._drop(unfinished[0])
+        for partial in self._folder.glob(f"*{PARTIAL_SUFFIX}"):
+            if _abandoned(partial):
+                log.warning("removing %s, a search graph left half saved", partial)
+                partial.unlink(missing_ok=True)
 
     def begin_rebuild(self) -> HnswStore:
         rebuilt = HnswStore(
@@ -615,17 +637,47 @@ class HnswStore:
 
     def _save(self, collection: str, graph: _Graph) -> None:
         stem = self._folder / f"{collection}.{graph.seq}"
-        partial = stem.with_name(f"{stem.name}.{os.getpid()}.partial")
-        graph.index.save_index(str(partial))
-        facts = {"seq": graph.seq, "bytes": partial.stat().st_size}
-        os.replace(partial, stem.with_name(stem.name + ".hnsw"))
-        partial.write_text(json.dumps(facts), encoding="utf-8")
-        os.replace(partial, stem.with_name(stem.name + ".json"))  # the facts last: now whole
+        partial = stem.with_name(f"{stem.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+        try:
+            with disk_full_raised(f"the search graph in {self._folder}"):
+                graph.index.save_index(str(partial))
+                facts = {"seq": graph.seq, "bytes": partial.stat().st_size}
+                os.replace(partial, stem.with_name(stem.name + ".hnsw"))
+                partial.write_text(json.dumps(facts), encoding="utf-8")
+                os.replace(partial, stem.with_name(stem.name + ".json"))  # the facts last: whole
+        finally:
+            partial.unlink(missing_ok=True)  # a save cut short (no room) leaves no part behind
         self._unsaved = 0
         for seq, older in self._saved(collection):
             if seq < graph.seq:
                 older.unlink(missing_ok=True)  # facts first: never a pair without its graph
                 older.with_suffix(".hnsw").unlink(missing_ok=True)
+
+
+def _abandoned(partial: Path, now: float | None = None) -> bool:
+    """Whether a graph file being saved (`<collection>.<seq>.<pid>.partial`) was left behind:
+    not written to for a minute by a process that is gone, or for ten minutes by anyone (a
+    process in another container may have the pid of one here)."""
+    try:
+        quiet_s = (now or time.time()) - partial.stat().st_mtime
+    except OSError:
+        return False
+    pid = partial.name.removesuffix(PARTIAL_SUFFIX).rpartition(".")[2]
+    gone = not pid.isdigit() or not _alive(int(pid))
+    return quiet_s > _ABANDONED_S or (gone and quiet_s > _QUIET_S)
+
+
+def _alive(pid: int) -> bool:
+    """Whether another process has this pid (this one's own saves write while they run)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def _save_after(graph: _Graph) -> int:
@@ -635,9 +687,7 @@ def _save_after(graph: _Graph) -> int:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
+    db = open_wal(path, timeout_s=60, isolation_level=None)
     db.executescript(_SCHEMA)
     return db
 

@@ -23,7 +23,7 @@ from PIL import Image
 
 from index.errors import ModelUnavailable, PeiTuError
 from index.library.catalog import Catalog
-from index.library.imaging import open_image_at_least
+from index.library.imaging import QUERY_BUDGET, open_image_at_least, open_query_image
 from index.models import IndexReport, PhotoFile, ProgressCallback
 from index.ports import Vectors, VisualEmbedder
 from index.visual.store import VisualStore
@@ -31,6 +31,7 @@ from index.visual.store import VisualStore
 log = logging.getLogger(__name__)
 
 DECODE_SIDE = 256  # the bundled model sees the centre 224 of the shorter side scaled to 256
+QUERY_SIDE = 320  # and a query's keypoints are found at a long side of 320 (near_duplicate)
 PHASE = "visual"
 
 
@@ -166,6 +167,20 @@ class VisualIndex:
         limits = self.limits
         image = open_image_at_least(
             source, DECODE_SIDE, max_pixels=limits.max_pixels, max_bytes=limits.max_file_bytes
+        )
+        return image.convert("RGB")
+
+    def decode_query(self, source: Path | bytes, *, sent: bool = True) -> Image.Image:
+        """An upright RGB image to search with, decoded at the size the model and the
+        keypoints need (`open_query_image`): one someone sent within `QUERY_BUDGET`, a library
+        photo (`sent` false) within the library's limits."""
+        limits = self.limits
+        image = open_query_image(
+            source,
+            QUERY_SIDE,
+            max_pixels=limits.max_pixels,
+            max_bytes=limits.max_file_bytes,
+            budget=QUERY_BUDGET if sent else None,
         )
         return image.convert("RGB")
 

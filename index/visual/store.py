@@ -19,7 +19,7 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.errors import NotFoundError
 
-from index.errors import IndexMismatch
+from index.errors import IndexMismatch, disk_full_raised
 from index.ports import Vectors
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class VisualStore:
 
     def _read(self, use: Callable[[Any], _T], empty: _T) -> _T:
         """`use(collection)`, or `empty` while there is no collection (nothing embedded)."""
-        with self._lock:
+        with self._lock, disk_full_raised("the visual index"):
             if self._collection is None:
                 self._collection = self._existing()
             if self._collection is None:
@@ -130,7 +130,7 @@ class VisualStore:
 
     def _write(self, use: Callable[[Any], _T]) -> _T:
         """`use(collection)`, making the collection first when there is none."""
-        with self._lock:
+        with self._lock, disk_full_raised("the visual index"):
             if self._collection is None:
                 self._collection = self._open()
             try:

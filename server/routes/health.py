@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from index.errors import ModelUnavailable
 from server.context import Ctx
+from server.messages import message_for_status
 from server.schemas import ErrorOut, HealthOut, ReadyOut
 
 router = APIRouter(tags=["health"])
@@ -28,7 +29,8 @@ async def readyz(ctx: Ctx) -> ReadyOut | JSONResponse:
     try:
         ready = await ctx.probe(ctx.check_ready)
     except ModelUnavailable as error:
-        return JSONResponse({"detail": f"not ready: {error}"}, status_code=503)
+        body = {"detail": f"not ready: {error}", "message": message_for_status(503)}
+        return JSONResponse(body, status_code=503)
     return ReadyOut(
         ready=True,
         embedding_model=ready.embedding_model,

@@ -86,9 +86,10 @@ def _inline(name: str) -> str:
 async def upload_photo(
     file: Annotated[UploadFile, File(description="a photo (JPEG, PNG, WebP, HEIC, ...)")],
     ctx: Ctx,
+    request: Request,
 ) -> UploadOut:
-    """Save a photo into `<library>/uploads/` and start indexing it."""
-    data = await read_upload(file, ctx.max_upload_bytes)
+    """Save a photo into `<library>/uploads/` and start indexing it (one photo a request)."""
+    data = await read_upload(request, file, ctx.max_upload_bytes)
     max_pixels = ctx.settings.indexing.max_pixels
     image = await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
     name = safe_file_name(file.filename, image.image_format)

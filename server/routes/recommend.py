@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
 
 from index.errors import InvalidQuery
 from server.context import Ctx
 from server.schemas import ErrorOut, RecommendIn, RecommendOut, is_blank
-from server.uploads import check_image, read_upload
+from server.uploads import read_upload
 
 router = APIRouter(tags=["recommend"])
 
@@ -44,13 +44,14 @@ async def recommend(body: RecommendIn, ctx: Ctx) -> dict[str, Any]:
 async def similar(
     file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, HEIC, ...)")],
     ctx: Ctx,
+    request: Request,
     top_k: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> dict[str, Any]:
     """Photos that look like the uploaded one (visual vectors); copies and bursts of one moment
     come once, the copy of the upload itself first."""
-    data = await read_upload(file, ctx.max_upload_bytes)
-    max_pixels = ctx.settings.indexing.max_pixels
-    await asyncio.to_thread(check_image, data, max_pixels=max_pixels, max_bytes=len(data))
+    data = await read_upload(request, file, ctx.max_upload_bytes)
+    # The core decodes it once, at the size the model needs, within the query budget
+    # (`index.library.imaging.QUERY_BUDGET`), and refuses what is not an image.
     result = await asyncio.to_thread(ctx.core.similar_to_image, data, top_k)
     return result.to_dict()
 

@@ -359,9 +359,8 @@ function resultCard(item) {
   open.addEventListener("click", () => openViewer(item));
   loadThumbnail(img, item.photo_id);
   const head = el("div", "card-head");
-  head.append(el("span", "rank", `#${item.rank}`), el("span", "match", `匹配度 ${Math.round(Number(item.match))}`),
-    el("span", "score muted", `得分 ${Number(item.score).toFixed(2)}`),
-    el("span", "similarity muted", `相似度 ${Number(item.similarity).toFixed(2)}`));
+  head.append(el("span", "rank", `#${item.rank}`), el("span", "match", scoreLabel(item)));
+  if (item.fits === false) head.append(el("span", "closest muted", "最接近，不太合适"));
   const actions = el("div", "card-actions");
   actions.append(button("下载原图", "download", () => downloadOriginal(item, card)),
     button("复制图片", "copy", () => copyImage(item, card)));
@@ -380,6 +379,14 @@ function resultCard(item) {
   }
   card.append(open, body);
   return card;
+}
+
+// The one score the answer is ordered by: 相似度 for a look-alike, 匹配度 for a text's photo.
+function scoreLabel(item) {
+  if (item.likeness !== null && item.likeness !== undefined) {
+    return `相似度 ${Math.round(Number(item.likeness))}`;
+  }
+  return `匹配度 ${Math.round(Number(item.match))}`;
 }
 
 // A library photo's similar photos; its thumbnail is shown as the query photo.
@@ -409,10 +416,9 @@ function showResults(data, queryFile) {
   const notes = answerNotes(data);
   if (queryFile && data.results.length) {
     notes.push(`与「${queryFile.name}」相似的照片，按相似度排序。`);
-  } else if (data.rerank.state === "off" && data.results.length) {
-    // A failed rerank says so in its own note (data.notes, kind "rerank_failed").
-    notes.push("大模型精排未启用，以下按向量相似度排序。");
   }
+  // How the photos were ordered (匹配度, a failed or unconfigured reranker) is in the core's
+  // notes, which also say a time/place word only when it changed the answer.
   if (!data.results.length && !notes.length) notes.push("没有找到合适的照片。");
   info.replaceChildren(...notes.map((text) => el("p", null, text)));
   if (notes.includes(EMPTY_INDEX_NOTE)) info.append(goToIndexButton());

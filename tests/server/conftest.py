@@ -24,6 +24,7 @@ from index.service import PeiTu
 from index.wiring import build_app
 from server.app import create_app
 from server.context import ServerContext
+from server.main import uvicorn_config
 from tests.support.core_fixtures import SmallLibrary, build_small_library
 from tests.support.openai_server import FakeOpenAIServer
 
@@ -38,7 +39,8 @@ def serving(api: FastAPI) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    server = uvicorn.Server(uvicorn.Config(api, log_level="warning", lifespan="on"))
+    settings = api.state.ctx.settings  # run as `peitu serve` runs it (its slow-client limits)
+    server = uvicorn.Server(uvicorn_config(api, settings, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_for(lambda: server.started, "uvicorn to start", timeout_s=30)

@@ -96,7 +96,10 @@ def test_readyz_is_503_while_the_model_is_not_loaded(indexed_server: Served) -> 
         with indexed_server.client(token=None) as client:
             response = client.get("/readyz")
         assert response.status_code == 503
-        assert response.json() == {"detail": "not ready: the embedding model is still loading"}
+        assert response.json() == {
+            "detail": "not ready: the embedding model is still loading",
+            "message": "服务暂时不可用，请稍后再试。",
+        }
     finally:
         readiness.set(True, None)
 

@@ -161,7 +161,7 @@ def test_the_bot_answers_with_photos(
 ) -> None:
     misbehave(_openai_server_session, "all", case)
     photos = PhotoPreparer(tmp_path / "cache", 2_000_000)
-    handler = MessageHandler(vision_server.app, WechatSettings(), photos)
+    handler = MessageHandler(vision_server.app, WechatSettings(allow_everyone=True), photos)
     message = FakeMessage(f"/配图? {TEXT}")
     outcome, elapsed = timed(lambda: asyncio.run(handler.handle(message)))
     assert outcome is Outcome.REPLIED

@@ -12,7 +12,7 @@ from tests.support.openai_server import FakeOpenAIServer
 ALL_NEW = {
     "scanned": 30, "new": 30, "unchanged": 0, "moved": 0, "removed": 0,
     "described": 30, "embedded": 30, "failed": 0, "visual_embedded": 30, "visual_failed": 0,
-    "skipped": {},
+    "dates_ignored": 0, "skipped": {},
 }  # fmt: skip
 
 

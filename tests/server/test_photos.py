@@ -348,3 +348,53 @@ def test_an_upload_while_another_process_indexes_gets_indexed_when_it_ends(
         jobs = client.get("/api/index/jobs").json()["jobs"]
     assert (body["status"], body["job_id"]) == ("busy", "cli-job-1")
     assert [j["trigger"] for j in jobs] == ["follow-up"]
+
+
+def _form(parts: list[tuple[str, str, bytes]], boundary: str = "b0undary") -> bytes:
+    """A multipart body of (part name, file name, bytes), the file name's bytes as GBK when it
+    cannot be Latin-1 (what a Chinese Windows tool sends)."""
+    body = b""
+    for name, file_name, data in parts:
+        encoded = file_name.encode("gbk")
+        body += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="'.encode()
+            + encoded
+            + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
+            + data
+            + b"\r\n"
+        )
+    return body + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("parts", "said"),
+    [
+        ([("file", f"p{i}.jpg") for i in range(200)], "200 parts (200 named 'file')"),
+        ([("file", "a.jpg"), ("extra", "b.jpg")], "2 parts (1 named 'file', 1 named 'extra')"),
+    ],
+)
+def test_every_part_of_an_upload_is_counted_none_dropped_unsaid(
+    vision_server: Served, parts: list[tuple[str, str]], said: str
+) -> None:
+    photo = jpeg_of((200, 30, 30), (16, 16))
+    body = _form([(name, file_name, photo) for name, file_name in parts])
+    headers = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+    with vision_server.client() as client:
+        for path in ("/api/photos", "/api/search/similar"):
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == 400, (path, response.text)
+            assert said in response.json()["detail"] and response.json()["message"]
+        jobs = client.get("/api/index/jobs").json()["jobs"]
+    assert files_in((vision_server.app.library or Path()) / UPLOADS_FOLDER) == []
+    assert jobs == []
+
+
+def test_a_gbk_file_name_is_saved_as_the_chinese_it_was(vision_server: Served) -> None:
+    body = _form([("file", "中文照片.jpg", jpeg_of((30, 200, 30)))])
+    headers = {"Content-Type": "multipart/form-data; boundary=b0undary"}
+    with vision_server.client() as client:
+        response = client.post("/api/photos", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["path"] == f"{UPLOADS_FOLDER}/中文照片.jpg"
+    saved = files_in((vision_server.app.library or Path()) / UPLOADS_FOLDER)
+    assert saved == ["中文照片.jpg"]

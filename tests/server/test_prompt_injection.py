@@ -78,7 +78,9 @@ def test_the_bot_reply_shows_neither_the_injection_nor_its_reason(
     injected: tuple[Served, str], tmp_path: Path
 ) -> None:
     served, _ = injected
-    handler = MessageHandler(served.app, WechatSettings(), PhotoPreparer(tmp_path, 2_000_000))
+    handler = MessageHandler(
+        served.app, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+    )
     message = FakeMessage(f"/配图 {TEXT}")
     assert asyncio.run(handler.handle(message)) is Outcome.REPLIED
     assert message.photos
@@ -91,7 +93,9 @@ def test_similar_never_shows_a_description_as_a_reason(
     served, injected_id = injected
     assert served.library is not None
     image = (served.library.root / served.library.photos[1].rel_path).read_bytes()
-    handler = MessageHandler(served.app, WechatSettings(), PhotoPreparer(tmp_path, 2_000_000))
+    handler = MessageHandler(
+        served.app, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+    )
     assert asyncio.run(handler.handle(FakeMessage(is_image=True, image=image))) is not None
     message = FakeMessage("/相似")
     assert asyncio.run(handler.handle(message)) is Outcome.REPLIED

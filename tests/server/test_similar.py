@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from bot.commands import recommend_text
+from bot.server_client import result_from_json
 from config import load_settings
 from index.search.embed import SentenceTransformerEmbedder
 from index.visual.search import SAME_MOMENT
@@ -105,3 +109,59 @@ def test_an_unrelated_upload_gets_no_same_photo_label(visual_server: Served) -> 
     assert results["results"] and not any(
         r["reason"].startswith(SAME_MOMENT) for r in results["results"]
     )
+
+
+def test_look_alikes_show_a_0_to_100_likeness_never_a_match_of_0(visual_server: Served) -> None:
+    """找相似 / 以图找图: each look-alike's 相似度 (likeness) is in 1..100, in the order shown,
+    is the score the answer carries (`match`), and is what its reason says, never "匹配度"."""
+    library = visual_server.library
+    assert library is not None
+    photo_id = _id((library.root / library.photos[3].rel_path).read_bytes())
+    with visual_server.client() as client:
+        results = client.get(f"/api/photos/{photo_id}/similar").json()["results"]
+    alike = [r["likeness"] for r in results]
+    assert alike and all(0 < a <= 100 for a in alike) and alike == sorted(alike, reverse=True)
+    assert [r["match"] for r in results] == alike
+    for r in results:
+        assert f"相似度 {r['likeness']:.0f}" in r["reason"] and "匹配度" not in r["reason"]
+    bot_reply = recommend_text(result_from_json(_answer_json(results)), similar=True)
+    assert "匹配度" not in bot_reply and f"相似度 {alike[0]:.0f}" in bot_reply
+
+
+def _answer_json(results: list[dict[str, object]]) -> dict[str, object]:
+    """A similar answer's JSON as the bot reads it over HTTP."""
+    return {
+        "query": "x.jpg",
+        "results": results,
+        "notes": [],
+        "rerank": {"state": "off", "reason": None},
+        "nothing_fits": False,
+        "time_place": None,
+    }
+
+
+def test_a_small_file_of_a_huge_picture_is_refused_or_decoded_small(
+    visual_server: Served, tmp_path: Path
+) -> None:
+    """The red team's 115 KB grey PNG of 10,900 x 10,900: refused before decoding (413, in
+    Chinese, no Python repr); the same picture as a JPEG is decoded at 1/8 scale and answered."""
+    grey = Image.new("L", (10_900, 10_900), 128)
+    png, jpeg = io.BytesIO(), io.BytesIO()
+    grey.save(png, "PNG", optimize=True)
+    grey.save(jpeg, "JPEG", quality=80)
+    with visual_server.client() as client:
+        refused = client.post("/api/search/similar", files={"file": ("grey.png", png.getvalue())})
+        answered = client.post("/api/search/similar", files={"file": ("big.jpg", jpeg.getvalue())})
+    assert refused.status_code == 413, refused.text
+    body = refused.json()
+    assert body["reason"] == "too_many_pixels" and "照片太大" in body["message"]
+    assert " at 0x" not in refused.text
+    assert answered.status_code == 200 and answered.json()["results"], answered.text
+
+
+def test_an_unreadable_upload_is_named_without_a_python_repr(visual_server: Served) -> None:
+    """Pillow names what it cannot read by its repr (`<_io.BytesIO object at 0x…>`)."""
+    with visual_server.client() as client:
+        answer = client.post("/api/search/similar", files={"file": ("x.jpg", b"not an image")})
+    assert answer.status_code == 415
+    assert " at 0x" not in answer.text and "<_io" not in answer.text

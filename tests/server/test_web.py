@@ -144,14 +144,15 @@ def test_search_shows_photos_with_reasons(
     assert page.locator(".card .rank").all_text_contents() == [
         f"#{r['rank']}" for r in result["results"]
     ]
-    assert page.locator(".card .score").all_text_contents() == [
-        f"得分 {r['score']:.2f}" for r in result["results"]
-    ]
+    shown = [round(r["match"]) for r in result["results"]]
+    assert page.locator(".card .match").all_text_contents() == [f"匹配度 {m}" for m in shown]
+    assert shown == sorted(shown, reverse=True) and min(shown) >= 50  # one order, one rule
+    assert page.locator(".card .closest").count() == 0
     assert target.rel_path in [r["path"] for r in result["results"]]
     widths = loaded_thumbnails(page, "#results .card img")
     assert len(widths) == len(result["results"]) and all(w > 0 for w in widths), widths
-    assert result["rerank"]["state"] == "off"  # rerank is off in tests: the page must say so
-    assert "大模型精排未启用，以下按向量相似度排序。" in page.inner_text("#search-info")
+    assert result["rerank"]["state"] == "off"  # switched off by the admin: nothing to say
+    assert page.locator("#search-info").is_hidden()
     screenshot(page, "search", tmp_path)
 
 
@@ -174,6 +175,8 @@ def test_nothing_fits_shows_an_empty_state_and_the_closest_on_request(
         f"匹配度 {math.floor(r['match'] + 0.5)}"
         for r in closest["results"]  # Math.round
     ]
+    assert page.locator(".card .closest").count() == len(closest["results"])  # each labelled
+    assert "没有完全适合的照片" in page.inner_text("#search-info")
 
 
 def test_reranked_search_and_search_by_image(
@@ -216,7 +219,7 @@ def test_reranked_search_and_search_by_image(
     openai_server.set_mode("rerank", malformed=False)
     assert failed["rerank"]["state"] == "failed" and failed["results"], failed
     page.wait_for_function(
-        "() => document.querySelector('#search-info').innerText.includes('智能排序暂不可用')"
+        "() => document.querySelector('#search-info').innerText.includes('排序模型暂时不可用')"
     )
     assert "未启用" not in page.inner_text("#search-info")  # it is on, and failed
 
@@ -233,6 +236,9 @@ def test_reranked_search_and_search_by_image(
     widths = loaded_thumbnails(page, "#results .card img")
     assert widths and all(w > 0 for w in widths)
     assert "与「蓝.png」相似的照片" in page.inner_text("#search-info")
+    alike = [round(r["likeness"]) for r in similar["results"]]
+    assert page.locator(".card .match").all_text_contents() == [f"相似度 {a}" for a in alike]
+    assert alike[0] > 0 and "匹配度" not in page.inner_text("#results")
     assert loaded_thumbnails(page, "#query-photo-img") == [120]  # the query photo, beside
     assert "蓝.png" in page.inner_text("#query-photo")
     screenshot(page, "similar", tmp_path)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.ports import PhotoFinder
+from bot.ports import BotPairing, PhotoFinder
 from bot.server_client import ServerFinder
 from config.settings import Settings, WechatSettings, load_settings
 from index.search.embed import SentenceTransformerEmbedder
@@ -34,16 +34,23 @@ def gateway_dir() -> Path:
 
 @pytest.fixture
 def start_wechat(gateway_dir: Path, tmp_path: Path) -> Iterator[StartWechat]:
-    """`start_wechat(finder, **wechat_settings)`: a gateway plus a logged-in bot, torn down after."""
+    """`start_wechat(finder, pairing=None, **wechat_settings)`: a gateway plus a logged-in bot,
+    torn down after. The bot answers everyone unless the test says otherwise (`allow_everyone`,
+    an allow-list): who is served is tests/wechat/test_pairing.py's subject."""
     with contextlib.ExitStack() as stack:
 
-        def start(finder: PhotoFinder, **settings: Any) -> WechatHarness:
+        def start(
+            finder: PhotoFinder, pairing: BotPairing | None = None, **settings: Any
+        ) -> WechatHarness:
+            listed = settings.get("allow_contacts") or settings.get("allow_rooms")
+            settings.setdefault("allow_everyone", not listed and pairing is None)
             harness = running_harness(
                 gateway_dir,
                 tmp_path / "gateway.log",
                 finder,
                 WechatSettings(**settings),
                 tmp_path / "bot-cache",
+                pairing,
             )
             return stack.enter_context(harness)
 

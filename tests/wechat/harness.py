@@ -28,7 +28,7 @@ import pytest
 from pydantic import SecretStr
 
 from bot.handler import Outcome
-from bot.ports import PhotoFinder
+from bot.ports import BotPairing, PhotoFinder
 from bot.wechat import PeiTuBot, create_bot
 from config.settings import WechatSettings
 
@@ -91,10 +91,16 @@ class WechatHarness:
 
     # --- start and stop ---------------------------------------------------------------------
 
-    def start(self, finder: PhotoFinder, settings: WechatSettings, cache_dir: Path) -> None:
+    def start(
+        self,
+        finder: PhotoFinder,
+        settings: WechatSettings,
+        cache_dir: Path,
+        pairing: BotPairing | None = None,
+    ) -> None:
         """Gateway up, bot connected and logged in, or a test failure saying which step hung."""
         self.start_gateway()
-        self.start_bot(finder, settings, cache_dir)
+        self.start_bot(finder, settings, cache_dir, pairing=pairing)
 
     def start_gateway(self, port: int | None = None, token: str = TOKEN) -> None:
         """Start gateway.js (on `port`, else a free one) and wait until it serves."""
@@ -118,13 +124,14 @@ class WechatHarness:
         settings: WechatSettings,
         cache_dir: Path,
         token: str = TOKEN,
+        pairing: BotPairing | None = None,
     ) -> None:
         """Run the bot against the gateway; return once it logged in (fail after a timeout)."""
         settings = settings.model_copy(
             update={"endpoint": f"127.0.0.1:{self.port}", "token": SecretStr(token)}
         )
         self._thread.start()
-        self._call(self._start_bot(finder, settings, cache_dir))
+        self._call(self._start_bot(finder, settings, cache_dir, pairing))
         self.ids = self.expect(lambda e: e.get("event") == "mock-login", 5.0, "mock login")
 
     def wait_logged_in(
@@ -147,8 +154,14 @@ class WechatHarness:
             with contextlib.suppress(ValueError):
                 self.events.put(json.loads(line))
 
-    async def _start_bot(self, finder: PhotoFinder, settings: WechatSettings, cache: Path) -> None:
-        self.bot = create_bot(finder, settings, cache, on_handled=self._handled)
+    async def _start_bot(
+        self,
+        finder: PhotoFinder,
+        settings: WechatSettings,
+        cache: Path,
+        pairing: BotPairing | None = None,
+    ) -> None:
+        self.bot = create_bot(finder, settings, cache, on_handled=self._handled, pairing=pairing)
         self._bot_task = asyncio.create_task(self.bot.run_forever())
         login = asyncio.create_task(self.bot.logged_in.wait())
         await asyncio.wait(
@@ -276,12 +289,17 @@ class WechatHarness:
 
 @contextlib.contextmanager
 def running_harness(
-    gateway_dir: Path, log_path: Path, finder: PhotoFinder, settings: WechatSettings, cache: Path
+    gateway_dir: Path,
+    log_path: Path,
+    finder: PhotoFinder,
+    settings: WechatSettings,
+    cache: Path,
+    pairing: BotPairing | None = None,
 ) -> Iterator[WechatHarness]:
     """A started harness, closed on exit whatever happened."""
     harness = WechatHarness(gateway_dir, log_path)
     try:
-        harness.start(finder, settings, cache)
+        harness.start(finder, settings, cache, pairing)
         yield harness
     finally:
         harness.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.commands import NOTE_NOT_RERANKED, WEAK_SIMILARITY, photo_hint_text, try_hint
+from bot.commands import CLOSEST_MARK, NOTE_NOT_RERANKED, photo_hint_text, try_hint
 from bot.handler import Outcome
 from bot.ports import PhotoFinder
 from index.models import RERANK_OFF, NoteKind, RecommendResult, RerankState
@@ -145,6 +145,24 @@ def test_peitu_typed_with_a_space_and_no_slash(
     assert numbered_lines(text["text"]) and chat.next_outcome() is Outcome.REPLIED
 
 
+def test_similar_to_a_small_file_of_a_huge_picture_is_a_polite_no(
+    start_wechat: StartWechat, bot_finder: PhotoFinder, tmp_path: Path
+) -> None:
+    """The red team's 136 KB grey PNG of 10,900 x 10,900 sent to /相似: refused before it is
+    decoded (in both modes), with a reply that says why, and no photo."""
+    huge = tmp_path / "grey.png"
+    Image.new("L", (10_900, 10_900), 128).save(huge, optimize=True)
+    chat = start_wechat(bot_finder)
+    chat.say(file=huge)
+    assert chat.next_outcome() is Outcome.IMAGE_KEPT
+    assert chat.reply()[0]["text"] == photo_hint_text("/")  # kept: told how to use it
+    chat.say("/相似")
+    text, _ = chat.reply()
+    assert "太大" in text["text"]
+    assert chat.next_outcome() is Outcome.FAILED
+    assert not any(event.get("fileName") for event in chat.bot_said())
+
+
 def test_similar_in_room_after_image_and_mention(
     start_wechat: StartWechat,
     bot_finder: PhotoFinder,
@@ -223,11 +241,14 @@ def test_llm_timeout_still_gives_an_answer_with_a_note(
 
 
 def reply_lines(text: str, result: RecommendResult, *after: str) -> list[str]:
-    """The reply the bot has always given for `result`: a title, one line per photo, then the
-    lines `after` (notes), and the hint when the best match is weak."""
+    """The reply the bot gives for `result`: a title, one line per photo (the closest marked),
+    then the lines `after` (notes), and the hint when only the closest could be shown."""
     title = f"为「{text}」挑了 {len(result.results)} 张照片："
-    photos = [f"{n}. {r.reason}" for n, r in enumerate(result.results, start=1)]
-    weak = max(r.similarity for r in result.results) < WEAK_SIMILARITY
+    photos = [
+        f"{n}. {'' if r.fits else CLOSEST_MARK}{r.reason}"
+        for n, r in enumerate(result.results, start=1)
+    ]
+    weak = not any(r.fits for r in result.results)
     return [title, *photos, *after, *([try_hint()] if weak else [])]
 
 
@@ -257,12 +278,11 @@ def test_replies_read_the_rerank_state_and_notes_and_keep_their_words(
 
     summer = "去年夏天带孩子去海边玩水"  # the library's photos have no dates
     context = peitu.recommend(summer)
-    assert [n.kind for n in context.notes] == [NoteKind.UNDERSTOOD, NoteKind.TIME_PLACE]
+    assert context.results and context.notes == ()  # the time changed nothing: nothing said
     chat.say(f"/配图 {summer}")
     text, _ = chat.reply(photos=len(context.results))
-    noted = "注：" + "；".join(n.text for n in context.notes)
-    assert text["text"].splitlines() == reply_lines(summer, context, noted)
-    assert "没有找到 去年夏天 的照片，已显示其他照片" in noted
+    assert text["text"].splitlines() == reply_lines(summer, context)
+    assert "去年夏天" not in "".join(text["text"].splitlines()[1:])
 
     mars = "火星基地的机器人"
     nothing = peitu.recommend(mars)
@@ -319,8 +339,10 @@ def test_not_on_the_allow_list_gets_nothing(
     chat = start_wechat(bot_finder, allow_contacts=["Alice"])
     chat.say(f"/配图 {SEA}", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    polite, photos = chat.reply()  # one polite line, no photo
+    assert "私人的" in polite["text"] and polite["to"] == chat.ids["bobId"] and photos == []
     chat.say(f"/配图 {SEA}", sender="Bob", room=True, mention=True)
-    assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert chat.next_outcome() is Outcome.NOT_ALLOWED  # told once: nothing more
     chat.say("/帮助")
     text, _ = chat.reply()
     assert text["to"] == chat.ids["aliceId"]
@@ -345,6 +367,7 @@ def test_allowed_room_serves_everyone_in_it(start_wechat: StartWechat, peitu: Pe
     chat = start_wechat(peitu, allow_rooms=["Family"])
     chat.say("/帮助", sender="Bob")
     assert chat.next_outcome() is Outcome.NOT_ALLOWED
+    assert "私人的" in chat.reply()[0]["text"]
     chat.say("/帮助", sender="Bob", room=True, mention=True)
     text, _ = chat.reply()
     assert text["to"] == chat.ids["roomId"]

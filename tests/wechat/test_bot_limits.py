@@ -23,7 +23,7 @@ EVERYONE = 10
 
 def handler_for(tmp_path: Path, clock: Clock) -> MessageHandler:
     settings = WechatSettings(
-        rate_limit_per_minute=PER_PERSON, rate_limit_global_per_minute=EVERYONE
+        rate_limit_per_minute=PER_PERSON, rate_limit_global_per_minute=EVERYONE, allow_everyone=True
     )
     return MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000), clock=clock)
 

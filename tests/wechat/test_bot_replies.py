@@ -92,7 +92,7 @@ def test_vector_order_answer_carries_a_note(
     start_wechat: StartWechat, photos: dict[str, Path]
 ) -> None:
     failed = Rerank(RerankState.FAILED, "timed out")
-    note = Note(NoteKind.RERANK_FAILED, "智能排序暂不可用，已按相似度排列（timed out）")
+    note = Note(NoteKind.RERANK_FAILED, "排序模型暂时不可用，已按匹配度排序。")
     finder = FakeFinder(files=[photos["small"]], rerank=failed, notes=(note,))
     chat = start_wechat(finder)
     chat.say("/配图 海边")
@@ -101,7 +101,7 @@ def test_vector_order_answer_carries_a_note(
 
 
 def test_no_match_names_the_closest(start_wechat: StartWechat) -> None:
-    message = "没有找到足够相关的照片。最接近的是「海边的孩子」（相似度 0.41）。"
+    message = "图库里没有适合这段文字的照片（最接近的是「海边的孩子」）。"
     chat = start_wechat(FakeFinder(notes=(Note(NoteKind.NO_MATCH, message),)))
     chat.say("/配图 火星基地")
     first, hint = chat.reply()[0]["text"].splitlines()

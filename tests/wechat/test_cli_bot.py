@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,6 +59,14 @@ def wait_for_line(path: Path, needle: str, timeout: float = 60.0) -> None:
     pytest.fail(f"{needle!r} not in {path} within {timeout} s")
 
 
+def pair_with_the_code_in_the_log(gateway: WechatHarness, log_path: Path) -> None:
+    """The bot is private: pair as its owner would, with the code its log shows at start."""
+    found = re.search(r"/绑定 (\d{6})", log_path.read_text(encoding="utf-8", errors="replace"))
+    assert found, log_path.read_text(encoding="utf-8", errors="replace")
+    gateway.say(f"/绑定 {found.group(1)}")
+    assert "绑定成功" in gateway.reply()[0]["text"]
+
+
 def test_peitu_bot_serves_and_stops_cleanly_on_sigterm(
     gateway: WechatHarness, tmp_path: Path
 ) -> None:
@@ -71,6 +80,7 @@ def test_peitu_bot_serves_and_stops_cleanly_on_sigterm(
         )
         try:
             wait_for_line(log_path, "logged in to WeChat")
+            pair_with_the_code_in_the_log(gateway, log_path)
             gateway.say("/状态")
             text, _ = gateway.reply()
             assert "已索引 0 张照片" in text["text"]
@@ -109,6 +119,7 @@ def test_peitu_bot_with_a_server_url_asks_the_server_and_opens_no_index(
         )
         try:
             wait_for_line(log_path, "logged in to WeChat")
+            pair_with_the_code_in_the_log(gateway, log_path)  # kept by the server
             gateway.say("/状态")
             assert "已索引 30 张照片" in gateway.reply()[0]["text"]
             gateway.say(f"/配图 {SEA}")

@@ -53,7 +53,8 @@ class Clock:
 
 def make_handler(tmp_path: Path, finder: FakeFinder, clock: Clock | None = None) -> MessageHandler:
     photos = PhotoPreparer(tmp_path / "cache", 100_000)
-    return MessageHandler(finder, WechatSettings(), photos, clock=clock or Clock())
+    settings = WechatSettings(allow_everyone=True)  # who is served: tests/wechat/test_pairing.py
+    return MessageHandler(finder, settings, photos, clock=clock or Clock())
 
 
 def handle(handler: MessageHandler, msg: FakeMessage) -> Outcome:
@@ -135,11 +136,12 @@ def test_a_refused_command_is_logged_with_the_ids_to_list(
     handler = MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000))
     impostor = FakeMessage("/配图 海边", talker_id="wxid_eve", talker_name="wxid_alice")
     chatter = FakeMessage("今天好热", talker_id="wxid_eve", room_id="r@chatroom", room_topic="家")
-    assert handle(handler, impostor) is Outcome.NOT_ALLOWED and impostor.said == []
-    assert handle(handler, chatter) is Outcome.NOT_ALLOWED
+    assert handle(handler, impostor) is Outcome.NOT_ALLOWED
+    assert len(impostor.said) == 1 and "私人的" in impostor.said[0]  # one polite line
+    assert handle(handler, chatter) is Outcome.NOT_ALLOWED and chatter.said == []
     refused = [r.getMessage() for r in caplog.records if "not on the allow-list" in r.getMessage()]
     assert refused == [
-        "ignored a command from 'wxid_alice' (id wxid_eve): not on the allow-list "
-        "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)"
+        "refused a command from 'wxid_alice' (id wxid_eve): not paired and not on the "
+        "allow-list (PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)"
     ]
     assert handle(handler, FakeMessage("/帮助")) is Outcome.REPLIED

@@ -45,7 +45,7 @@ mocker.use(m => {
   const memberIdList = [bot.id, ...[...contacts.values()].map(c => c.id)]
   room = m.createRoom({ topic: 'Family', memberIdList })
   m.login(bot)
-  out({ event: 'mock-login', botId: bot.id, aliceId: contacts.get('Alice').id, roomId: room.id })
+  out({ event: 'mock-login', botId: bot.id, aliceId: contacts.get('Alice').id, bobId: contacts.get('Bob').id, roomId: room.id })
   return () => {}
 })
 
