@@ -194,7 +194,9 @@ def test_a_distressing_photo_never_leads_an_unrelated_answer_even_the_closest(
         for closest in (False, True):
             found = captioned.recommend(text, closest=closest).results
             assert not {r.photo_id for r in found} & distressing, text
-    handler = MessageHandler(captioned, WechatSettings(), PhotoPreparer(tmp_path, 2_000_000))
+    handler = MessageHandler(
+        captioned, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+    )
     message = FakeMessage("/配图? 今天股票又跌了")
     assert asyncio.run(handler.handle(message)) is Outcome.REPLIED
     assert message.photos and "跳楼" not in message.said[0]
@@ -259,3 +261,14 @@ def test_an_indexing_job_stops_calling_a_vision_model_that_keeps_failing_and_say
         openai_server.reset()
     finally:
         app.close()
+
+
+def test_the_word_list_tells_a_harmless_form_from_the_thing_itself() -> None:
+    """跳楼价 and 累死了 name nothing distressing and disown the link to such a photo;
+    正在跳楼 and 受伤 name it."""
+    words = DistressingWords.read()
+    assert words.named_in("股票跌成跳楼价了") is None and words.only_harmless_in("股票跌成跳楼价了")
+    assert words.named_in("今天累死了") is None and words.only_harmless_in("今天累死了")
+    assert words.named_in("有人正在跳楼") == "跳楼" and not words.only_harmless_in("有人正在跳楼")
+    assert words.named_in("膝盖受伤了") is not None
+    assert words.named_in("周末去游泳") is None and not words.only_harmless_in("周末去游泳")

@@ -45,7 +45,7 @@ from index.models import (
 from index.ports import QueryUnderstanding, Reranker, Retriever
 from index.ranking import answer
 from index.ranking.answer import Scored, by_match, first_line, short
-from index.ranking.social import CLEARLY_ABOUT, DistressingWords, unasked_distress
+from index.ranking.social import DistressingWords, clearly_about, unasked_distress
 from index.search.calibration import Calibrator, Match
 from index.understanding.filters import matches, relaxations
 from index.understanding.query import split_markers
@@ -183,8 +183,8 @@ class Recommender:
         scored = [
             self._in_context(stage, c, m)
             for c, m in zip(stage.kept, found, strict=True)
-            if m.score >= CLEARLY_ABOUT
-            or not unasked_distress(self._distressing, text, c.description)
+            if not unasked_distress(self._distressing, text, c.description)
+            or clearly_about(self._distressing, text, m.score)
         ]
         return by_match(scored)
 

@@ -54,7 +54,18 @@ class DistressingWords:
         """The first distressing word the text names, or None."""
         return next((e.word for e in self._entries if e.found_in(text)), None)
 
+    def only_harmless_in(self, text: str) -> bool:
+        """True when the text holds a distressing word only inside its harmless forms
+        ("股票跌成跳楼价了", "累死了"): it says plainly that it is not about such content."""
+        return any(e.word in text and not e.found_in(text) for e in self._entries)
+
 
 def unasked_distress(words: DistressingWords, text: str, description: str) -> bool:
     """True when the description names distressing content and the text names none."""
     return words.named_in(description) is not None and words.named_in(text) is None
+
+
+def clearly_about(words: DistressingWords, text: str, match: float) -> bool:
+    """Whether a text is about a photo whatever it shows: a 匹配度 of `CLEARLY_ABOUT` and up,
+    unless the text's link to it is a harmless form (跳楼价 shares 跳楼 with 正在跳楼的人)."""
+    return match >= CLEARLY_ABOUT and not words.only_harmless_in(text)

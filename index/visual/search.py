@@ -44,6 +44,8 @@ LOOKS_ALIKE = "画面相似，相似度 {likeness:.0f}"
 # (a quarter of the eval photos' random pairs are below 0.25, the median pair 0.29), 100 a
 # near-duplicate (`NEAR_DUPLICATE_COSINE`); a photo's nearest neighbour is 0.5–0.7 (57–82).
 UNRELATED_COSINE = 0.25
+# a photo whose 相似度 rounds to 0 is no look-alike: it is left out, never shown as "相似度 0"
+MIN_LIKENESS = 0.5
 GROUPED = "；另有 {count} 张几乎相同的照片已合并"
 EMPTY = "相册还没有视觉索引：运行一次 peitu index（不会重新描述照片）后再试"
 QUERY_IMAGE = "<上传的图片>"
@@ -122,6 +124,8 @@ class SimilarPhotos:
             stored = descriptions.get(photo.photo_id)
             similarity = group.leader.similarity
             alike = 100.0 if group.same_as_query else likeness(similarity)
+            if alike < MIN_LIKENESS:  # no more alike than two unrelated photos
+                continue
             results.append(
                 Recommendation(
                     rank=len(results) + 1,

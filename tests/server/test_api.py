@@ -25,10 +25,12 @@ def test_recommend_returns_the_cli_json(indexed_server: Served) -> None:
     photo = indexed_server.library.photos[0] if indexed_server.library else None
     assert photo is not None
     with indexed_server.client() as client:
-        response = client.post("/api/recommend", json={"text": photo.captions[4], "top_k": 3})
+        request = {"text": photo.captions[4], "top_k": 3, "closest": True}
+        response = client.post("/api/recommend", json=request)
     assert response.status_code == 200
     body = response.json()
-    expected = indexed_server.app.recommend(photo.captions[4], 3).to_dict()  # what --json prints
+    # what --json prints (the closest three: a plain answer holds only the photos that fit)
+    expected = indexed_server.app.recommend(photo.captions[4], 3, closest=True).to_dict()
     assert _without_timings(body) == _without_timings(expected)
     assert [r["rank"] for r in body["results"]] == [1, 2, 3]
     assert set(body["timings_ms"]) == {"embed", "search", "rerank"}

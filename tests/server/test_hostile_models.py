@@ -14,6 +14,7 @@ import asyncio
 import io
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,13 @@ from PIL import Image
 from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
-from config import load_settings
+from config import Settings, load_settings
 from config.settings import WechatSettings
 from index.search.embed import SentenceTransformerEmbedder
 from index.wiring import build_app
 from server.app import create_app
 from tests.server.conftest import TOKEN, Served, ServerFactory, serving
-from tests.support.core_fixtures import build_small_library
+from tests.support.core_fixtures import SmallLibrary, build_small_library
 from tests.support.openai_server import HOSTILE, FakeOpenAIServer
 from tests.wechat.test_handler import FakeMessage
 
@@ -64,14 +65,20 @@ def misbehave(server: FakeOpenAIServer, kind: str, case: str) -> None:
         server.set_mode(kind, hostile=case)
 
 
+@dataclass(frozen=True)
+class _Indexed:
+    settings: Settings
+    library: SmallLibrary
+
+
 @pytest.fixture(scope="module")
-def vision_server(
+def _indexed(
     tmp_path_factory: pytest.TempPathFactory,
     m3e_path: Path,
     embedder: SentenceTransformerEmbedder,
     _openai_server_session: FakeOpenAIServer,
-) -> Iterator[Served]:
-    """A server over 8 photos described by the (well-behaved, at first) fake vision model."""
+) -> Iterator[_Indexed]:
+    """8 photos described by the (well-behaved, at first) fake vision model, indexed once."""
     fake = _openai_server_session
     fake.reset()
     root = tmp_path_factory.mktemp("hostile")
@@ -85,16 +92,31 @@ def vision_server(
     )
     app = build_app(settings, embedder=embedder, describer="vision")
     try:
-        report = app.index()
-        assert report.described == 8
-        api = create_app(app, settings)
+        assert app.index().described == 8
+    finally:
+        app.close()
+    yield _Indexed(settings, library)
+    fake.reset()
+
+
+@pytest.fixture
+def vision_server(
+    _indexed: _Indexed,
+    embedder: SentenceTransformerEmbedder,
+    _openai_server_session: FakeOpenAIServer,
+) -> Iterator[Served]:
+    """A server over the indexed photos, started afresh for each test: the models' health is
+    remembered between requests (a provider that failed rests), not between these cases."""
+    app = build_app(_indexed.settings, embedder=embedder, describer="vision")
+    try:
+        api = create_app(app, _indexed.settings)
         with serving(api) as url:
-            served = Served(url, api, app, settings, TOKEN, library)
+            served = Served(url, api, app, _indexed.settings, TOKEN, _indexed.library)
             with served.client() as client:
                 served.wait_ready(client)
             yield served
     finally:
-        fake.reset()
+        _openai_server_session.reset()
         app.close()
 
 

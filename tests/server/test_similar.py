@@ -156,7 +156,9 @@ def test_a_small_file_of_a_huge_picture_is_refused_or_decoded_small(
     body = refused.json()
     assert body["reason"] == "too_many_pixels" and "照片太大" in body["message"]
     assert " at 0x" not in refused.text
-    assert answered.status_code == 200 and answered.json()["results"], answered.text
+    # decoded at 1/8 and answered: a flat grey picture looks like nothing in the library
+    assert answered.status_code == 200, answered.text
+    assert [n["kind"] for n in answered.json()["notes"]] == ["no_similar"], answered.text
 
 
 def test_an_unreadable_upload_is_named_without_a_python_repr(visual_server: Served) -> None:
