@@ -1,10 +1,12 @@
 """Start-up cost of the `peitu` command, before/after side by side, beside `import chromadb`.
 
-Each row is a fresh subprocess (`sys.executable -m cli.main …`), timed by wall clock; the
-median of --repeat runs is printed for this checkout ("after") and for a git ref ("before",
-`--before main`: exported with `git archive` into a temporary folder, run by the same Python
-and models), each as a multiple of the baseline. The runs of before and after alternate, so a
-change in the machine's load falls on both. One further run per row and checkout under
+Each row is a fresh subprocess (`sys.executable -m cli.main …`), timed by its CPU seconds
+(user + system, of the process and any it started: what it costs the machine, which a busy
+neighbour does not inflate as it does the wall clock) and by wall clock; the median of --repeat
+runs is printed for this checkout ("after") and for a git ref ("before", `--before main`:
+exported with `git archive` into a temporary folder, run by the same Python and models), each as
+a multiple of the baseline's CPU. Every row runs its own baseline: the runs of the baseline,
+before and after alternate, so a change in the machine's load falls on all alike. One further run per row and checkout under
 `-X importtime` (first, so it also warms the file cache) says whether torch / chromadb /
 sentence_transformers got imported at all. Each checkout indexes its own small data folder
 first (12 eval photos).
@@ -14,6 +16,8 @@ first (12 eval photos).
 - status: `peitu status` (PEITU_LIBRARY set) on the small data folder
 - bad library: `peitu index --library /no/such/folder` (must fail fast, with one line)
 - recommend (cold): `peitu recommend 海边的日落 --no-rerank` (models/m3e-small, HF_HUB_OFFLINE=1)
+- recommend (cold, rerank on, no key): `peitu recommend 海边的日落` with the rerank model left at
+  DashScope without an API key (a first run's settings)
 - recommend (server): the same with PEITU_SERVER__URL naming a `peitu serve` of this checkout,
   started once and ready beforehand (a checkout without that setting searches on its own)
 - cheap mistakes, each beside `peitu status` on the same data folder (the ÷status column): a
@@ -21,7 +25,8 @@ first (12 eval photos).
   on an empty data folder (its own status row). Their exit codes are not checked: the before
   tree may answer an empty index with exit 0.
 
-Timing is noisy on a shared machine; the figures are for reading, nothing is asserted.
+Timing is noisy on a shared machine; the figures are for reading, nothing is asserted. The load
+average is printed before and after.
 
     .venv/bin/python bench/bench_cli.py [--repeat 3] [--before main | --before ""]
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -64,25 +70,35 @@ class Row:
     empty: bool = False  # on an empty data folder
     no_library: bool = False  # without PEITU_LIBRARY
     status_row: str = ""  # the status row of the same data folder, for ÷status
+    env: tuple[tuple[str, str], ...] = ()  # set for this row only
 
 
 @dataclass(frozen=True)
 class Figures:
-    samples: list[float]
+    cpu: list[float]  # user + system seconds of each run
+    wall: list[float]
     heavy: list[str]
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples)
+        return statistics.median(self.cpu)
+
+    @property
+    def median_wall(self) -> float:
+        return statistics.median(self.wall)
 
 
 def _rows(missing: Path) -> list[Row]:
     return [
-        Row("baseline: import chromadb", []),
         Row("peitu --help", ["--help"]),
         Row(_STATUS, ["status"]),
         Row("peitu index --library <missing>", ["index", "--library", str(missing)], False),
         Row("peitu recommend (cold)", ["recommend", TEXT, "--no-rerank"]),
+        Row(
+            "peitu recommend (cold, rerank, no key)",
+            ["recommend", TEXT],
+            env=(("PEITU_RERANK__ENABLED", "true"),),
+        ),
         Row("peitu recommend (server)", ["recommend", TEXT, "--no-rerank"], via_server=True),
         Row("peitu recommend <blank text>", ["recommend", "   "], False, status_row=_STATUS),
         Row("peitu index <no library>", ["index"], False, no_library=True, status_row=_STATUS),
@@ -143,33 +159,43 @@ class Checkout:
 
     def env_of(self, row: Row) -> dict[str, str]:
         if row.via_server:
-            return self.server_env
+            return {**self.server_env, **dict(row.env)}
         env = self.empty_env if row.empty else self.env
         if row.no_library:
             env = {k: v for k, v in env.items() if k != "PEITU_LIBRARY"}
-        return env
+        return {**env, **dict(row.env)}
 
 
 def _measure(row: Row, checkouts: list[Checkout], repeat: int) -> list[Figures]:
-    """The row in every checkout, their runs interleaved (before, after, before, ...) so that
-    a change in the machine's load falls on both alike."""
+    """The row in every checkout, beside the baseline, their runs interleaved (baseline,
+    before, after, baseline, ...) so that a change in the machine's load falls on all alike.
+    The baseline's figures come first."""
     argv = _argv(row)
-    where = [(c.path, c.env_of(row)) for c in checkouts]
+    where = [(REPO, checkouts[0].env, _argv(BASELINE))]
+    where += [(c.path, c.env_of(row), argv) for c in checkouts]
     heavy = [
-        _heavy_imports(_run([argv[0], "-X", "importtime", *argv[1:]], cwd, env).stderr)
-        for cwd, env in where
+        _heavy_imports(_run([args[0], "-X", "importtime", *args[1:]], cwd, env).stderr)
+        for cwd, env, args in where
     ]
-    samples: list[list[float]] = [[] for _ in checkouts]
+    cpu: list[list[float]] = [[] for _ in where]
+    wall: list[list[float]] = [[] for _ in where]
     for _ in range(repeat):
-        for i, (cwd, env) in enumerate(where):
+        for i, (cwd, env, args) in enumerate(where):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             start = time.perf_counter()
-            proc = _run(argv, cwd, env)
-            samples[i].append(time.perf_counter() - start)
-            if row.expect_ok is not None and (proc.returncode == 0) != row.expect_ok:
+            proc = _run(args, cwd, env)
+            wall[i].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[i].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+            expected = row.expect_ok if args is argv else True
+            if expected is not None and (proc.returncode == 0) != expected:
                 raise SystemExit(
                     f"{row.name} in {cwd}: exit {proc.returncode}\n{proc.stderr[-2000:]}"
                 )
-    return [Figures(times, found) for times, found in zip(samples, heavy, strict=True)]
+    return [Figures(c, w, h) for c, w, h in zip(cpu, wall, heavy, strict=True)]
+
+
+BASELINE = Row("baseline: import chromadb", [])
 
 
 def _heavy_imports(stderr: str) -> list[str]:
@@ -251,28 +277,35 @@ def _indexed_server(root: Path) -> Iterator[str]:
 
 
 def _print(rows: list[Row], figures: list[list[Figures]], ref: str) -> None:
-    """One line per row: before and after medians, each as a multiple of its baseline."""
-    print(f"median of the timed runs, wall clock, seconds; {sys.executable}")
-    print(f"before: {ref or '-'}; after: this checkout ({REPO}); ×: median / the baseline's")
-    print(f"{'command':<34} {'before':>7} {'×':>5} {'after':>7} {'×':>5}  heavy imports")
-    for row, checkouts in zip(rows, figures, strict=True):
+    """One line per row: before and after medians (CPU seconds, wall seconds), each beside the
+    baseline measured in the same interleaved runs."""
+    print(f"median of the timed runs, seconds (CPU = user + system; wall); {sys.executable}")
+    print(f"before: {ref or '-'}; after: this checkout ({REPO}); ×: CPU median / the baseline's")
+    head = f"{'command':<40} {'base':>5} {'before':>13} {'×':>5} {'after':>13} {'×':>5}"
+    print(f"{head}  heavy imports")
+    for row, found in zip(rows, figures, strict=True):
+        base, checkouts = found[0], found[1:]
         cells = [
-            f"{f.median:>7.2f} {f.median / figures[0][i].median:>5.2f}"
-            for i, f in enumerate(checkouts)
+            f"{f.median:>5.2f} ({f.median_wall:>5.2f}) {f.median / base.median:>5.2f}"
+            for f in checkouts
         ]
         if len(cells) == 1:
-            cells.insert(0, f"{'-':>7} {'-':>5}")
+            cells.insert(0, f"{'-':>13} {'-':>5}")
         imports = " → ".join(", ".join(f.heavy) or "-" for f in checkouts)
-        print(f"{row.name:<34} {cells[0]} {cells[1]}  {imports}")
+        print(f"{row.name:<40} {base.median:>5.2f} {cells[0]} {cells[1]}  {imports}")
     names = [row.name for row in rows]
-    print("÷status: median / the median of `peitu status` on the same data folder (before → after)")
-    for row, checkouts in zip(rows, figures, strict=True):
+    print("÷status: wall median / that of `peitu status` on the same data folder (before → after)")
+    for row, found in zip(rows, figures, strict=True):
         if row.status_row:
-            status = figures[names.index(row.status_row)]
+            status = figures[names.index(row.status_row)][1:]
             ratios = " → ".join(
-                f"{f.median / status[i].median:.2f}" for i, f in enumerate(checkouts)
+                f"{f.median_wall / status[i].median_wall:.2f}" for i, f in enumerate(found[1:])
             )
             print(f"  {row.name:<32} {ratios}")
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3])
 
 
 def main() -> None:
@@ -280,6 +313,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before", default="main", help='git ref to compare with ("": none)')
     args = parser.parse_args()
+    print(f"bench_cli: {os.cpu_count()} CPUs, load {_load()}")
     with tempfile.TemporaryDirectory(prefix="peitu-bench-cli-") as tmp:
         root = Path(tmp)
         rows = _rows(root / "no-such-folder")
@@ -290,6 +324,7 @@ def main() -> None:
                 checkouts.insert(0, _prepare(before, root / "before", url))
             figures = [_measure(row, checkouts, args.repeat) for row in rows]
     _print(rows, figures, args.before)
+    print(f"load at the end {_load()}")
 
 
 if __name__ == "__main__":

@@ -8,22 +8,30 @@ with realistic neighbourhoods. Queries are real held-out captions (the `rich` pr
 by the serving process as `PeiTu.recommend` does (rerank off).
 
 For each N and store (--backends; Chroma up to --chroma-max) it prints: insert rate (vectors/s
-through the store's upsert, then its flush) and catalog write time, disk size, open time and RSS
-of the serving process after open and after 100 queries, recommend p50/p95/p99 with the embed
-and search parts, recommend of texts with a time word (a filter keeping a sixth of the photos),
-raw hnswlib (same M / ef as the store) and numpy brute force (up to --brute-max) p50, recall@20
-of the store's and of hnswlib's search against exact top-20, and p50/p95 of
-GET /api/photos/{id}, /api/status, /readyz, /metrics through the FastAPI app in-process. With
---chroma-server-at N the same serving measurements run again against a `chroma run` server
-holding that store. Then the indexing throughput, with both cores free and with one kept busy:
-raw encoder texts/s (torch, onnxruntime, onnxruntime int8; 1 and 2 threads) vs the document
-encoding vs `PeiTu.index` of --index-photos photos from a descriptions file, this tree (both
-stores; each runtime) and --old. The model is exported for onnxruntime once at the start (timed;
-every process of the run shares the export). Prints figures; asserts nothing.
+through the store's upsert, then its flush) and catalog write time, disk size; then, from a fresh
+serving process that opens the store as `peitu serve` does (its warm-up included): open and
+warm-up time, RSS after open and after 100 queries, recommend p50/p95/p99 with the embed and
+search parts, recommend of texts with a time word (a filter keeping a sixth of the photos), and
+the store's own query beside raw hnswlib (the same M / ef_construction, at the store's ef) and
+numpy brute force (up to --brute-max), the three run in turn on each query vector in that same
+process, so their ratio holds whatever the machine's load does; recall@20 of the store's and of
+hnswlib's search against exact top-20; p50/p95 of GET /api/photos/{id}, /api/status, /readyz,
+/metrics in-process (`TestClient`) and over real HTTP (uvicorn on a loopback port, httpx), one
+request of each in turn. Every process of the run has one BLAS thread (numpy's baseline is one
+thread, as hnswlib's queries are). With --chroma-server-at N the same serving measurements run
+again against a `chroma run` server holding that store. Then the indexing throughput, with both
+cores free and with one kept busy: `PeiTu.index` of --index-photos photos from a descriptions
+file against the raw encoder on the same encoder inputs (the mixture's distinct pieces and
+wholes), alternated run by run; the raw encoder per runtime (torch, onnxruntime, onnxruntime int8;
+1 and 2 threads); `PeiTu.index` of this tree (both stores; each runtime) and --old. The model is
+exported for onnxruntime once at the start (timed; every process of the run shares the export);
+a runtime whose export fails (int8 on a CPU it cannot run on) is reported and left out. The load
+average is printed beside each block. Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_scale.py [--sizes 2000,100000,1000000] [--queries 200]
         [--backends chroma,hnsw] [--chroma-max 100000] [--brute-max 100000]
-        [--chroma-server-at 100000] [--index-photos 2000] [--old REF] [--work DIR]
+        [--chroma-server-at 100000] [--index-photos 2000] [--index-repeat 2] [--old REF]
+        [--work DIR]
 
 Run time on an otherwise idle 2-core, 24 GB machine: `--sizes 2000,100000,1000000 --chroma-max
 100000 --index-photos 0` took 15 min (the 1M store: 7 min to build with its catalog, 3 min for the
@@ -55,6 +63,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One BLAS thread in every process of the run (set before numpy loads): the numpy baseline is
+# then one thread like hnswlib's queries and the stores' own searches.
+for _blas in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_blas] = "1"
 
 import numpy as np  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
@@ -72,7 +84,7 @@ from index.search.store_hnsw import auto_ef_search  # noqa: E402
 from index.understanding.filters import wall_clock_ts  # noqa: E402
 from index.wiring import build_app, text_store  # noqa: E402
 
-EVAL_DIR = REPO.parent / "shared" / "eval"
+EVAL_DIR = Path(os.environ.get("PEITU_EVAL_DIR", REPO.parent / "shared" / "eval"))
 MODEL = REPO / "models" / "m3e-small"
 CHUNK = 5000  # photos generated and written per step
 NOISE = 0.25  # norm of the noise added to each unit vector
@@ -272,71 +284,58 @@ def _recall(found: list[set[int]], exact: np.ndarray) -> tuple[float, float]:
     return statistics.mean(values), min(values)
 
 
-def _hnswlib(
-    vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, efs: list[int]
-) -> dict[int, dict[str, float]]:
-    """Raw hnswlib on the same vectors (M 16, ef_construction 100, as both stores build),
-    queried at each `ef`: p50/p95 ms, recall@20 and the build rate."""
+def _raw_index(vectors: np.ndarray, path: Path) -> float:
+    """Raw hnswlib on the same vectors (M 16, ef_construction 100, as both stores build), saved
+    for the serving processes to query beside the store; returns its build rate (vectors/s)."""
     import hnswlib
 
     index = hnswlib.Index(space="cosine", dim=vectors.shape[1])
     index.init_index(max_elements=len(vectors), M=16, ef_construction=100)
     t = time.perf_counter()
     index.add_items(vectors, np.arange(len(vectors)), num_threads=-1)  # build: all cores
-    build = time.perf_counter() - t
-    results = {}
-    for ef in efs:
-        index.set_ef(ef)
-        samples, found = [], []
-        for q in queries:
-            t = time.perf_counter()
-            labels, _ = index.knn_query(q, k=K, num_threads=1)
-            samples.append((time.perf_counter() - t) * 1000)
-            found.append({int(x) for x in labels[0]})
-        mean, worst = _recall(found, exact)
-        results[ef] = {
-            "p50": _pct(samples, 0.5),
-            "p95": _pct(samples, 0.95),
-            "insert_per_s": len(vectors) / build,
-            "recall": mean,
-            "recall_min": worst,
-        }
-    del index
-    return results
+    rate = len(vectors) / (time.perf_counter() - t)
+    index.save_index(str(path))
+    return rate
 
 
-def _brute(vectors: np.ndarray, queries: np.ndarray) -> dict[str, float]:
-    samples = []
-    for q in queries:
-        t = time.perf_counter()
-        sims = vectors @ q
-        top = np.argpartition(-sims, K)[:K]
-        top[np.argsort(-sims[top])]
-        samples.append((time.perf_counter() - t) * 1000)
-    return {"p50": _pct(samples, 0.5), "p95": _pct(samples, 0.95)}
+def _brute_top(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    sims = vectors @ query
+    top = np.argpartition(-sims, K)[:K]
+    return top[np.argsort(-sims[top])]
 
 
 # --- serve (a fresh process) ------------------------------------------------------------------
 def _serve(args: argparse.Namespace) -> None:
-    """Open the store as the server does and measure; prints one JSON line."""
-    from fastapi.testclient import TestClient
-
-    from server.app import create_app
-
+    """Open the store as the server does (its warm-up included) and measure; prints one JSON
+    line. The store's own query, raw hnswlib and numpy brute force run in turn on each query
+    vector, in this process: their ratios hold whatever the machine's load does meanwhile."""
     data_dir = Path(args.serve)
     settings = _settings(data_dir, args.chroma_url, args.backend).model_copy(
         update={"admin_token": SecretStr(TOKEN)}
     )
     texts = json.loads((data_dir / "queries.json").read_text(encoding="utf-8"))
-    exact = np.load(data_dir / "exact.npy")
     out: dict[str, Any] = {"rss_start_mb": _rss_mb()}
     t = time.perf_counter()
     app = build_app(settings)
     out["open_s"] = time.perf_counter() - t
     t = time.perf_counter()
+    app.warm_up()  # as `peitu serve` and `peitu bot` do at start-up
+    out["warm_up_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     app.recommend(texts[0], 5, rerank=False)
     out["first_query_s"] = time.perf_counter() - t
     out["rss_open_mb"] = _rss_mb()
+    out.update(_recommends(app, texts, out))
+    out.update(_searches(app, data_dir, args))
+    out["time_word"] = _timed_recommends(app, [f"{TIME_WORD}{text}" for text in texts[:50]])
+    out["endpoints"] = _endpoints(app, settings, args)
+    out["rss_end_mb"] = _rss_mb()
+    out["load"] = _load()
+    app.close()
+    print("RESULT " + json.dumps(out))
+
+
+def _recommends(app: Any, texts: list[str], out: dict[str, Any]) -> dict[str, list[float]]:
     total, embed, search = [], [], []
     for i, text in enumerate(texts):
         t = time.perf_counter()
@@ -346,54 +345,133 @@ def _serve(args: argparse.Namespace) -> None:
         search.append(result.timings_ms["search"])
         if i == min(99, len(texts) - 1):
             out["rss_100_mb"] = _rss_mb()
-    out.update(total=total, embed=embed, search=search)
-    # recall of the store's own query against exact, on the same query vectors
-    vectors = app.embedder.embed([strip_filler(text) for text in texts])
-    row = {_photo_id(i): i for i in range(args.n)} if args.n <= 2_000_000 else {}
-    found, store_ms = [], []
-    for v in vectors:
+    return {"total": total, "embed": embed, "search": search}
+
+
+def _timed_recommends(app: Any, texts: list[str]) -> dict[str, list[float]]:
+    """Wall and CPU milliseconds of each recommend (CPU: this process's, every thread's; what a
+    busy neighbour does not inflate)."""
+    wall, cpu = [], []
+    for text in texts:
+        t, c = time.perf_counter(), time.process_time()
+        app.recommend(text, 5, rerank=False)
+        wall.append((time.perf_counter() - t) * 1000)
+        cpu.append((time.process_time() - c) * 1000)
+    return {"wall": wall, "cpu": cpu}
+
+
+def _searches(app: Any, data_dir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The store's query, raw hnswlib (at the store's `ef`) and numpy brute force, in turn on
+    each query vector; the recall@20 of the store and of hnswlib against the exact top-20."""
+    import hnswlib
+
+    queries = np.load(data_dir / "query_vectors.npy")
+    exact = np.load(data_dir / "exact.npy")
+    raw = hnswlib.Index(space="cosine", dim=queries.shape[1])
+    raw.load_index(str(data_dir / "raw.hnsw"))
+    raw.set_ef(args.ef)
+    brute_file = data_dir / "vectors.npy"
+    vectors = np.load(brute_file) if brute_file.is_file() else None
+    row = {_photo_id(i): i for i in range(args.n)}
+    times: dict[str, list[float]] = {"store": [], "raw": [], "brute": []}
+    found: dict[str, list[set[int]]] = {"store": [], "raw": []}
+    for query in queries:
         t = time.perf_counter()
-        hits = app.store.query(v.tolist(), K)
-        store_ms.append((time.perf_counter() - t) * 1000)
-        found.append({row[c.photo_id] for c in hits})
-    out["store_query"] = store_ms
-    out["recall"], out["recall_min"] = _recall(found, exact)
-    # the same texts with a time word: the search runs under a time filter (a sixth of the photos),
-    # then without it (PEITU_TIME_PLACE=prefer)
-    timed: list[float] = []
-    for text in texts[:50]:
+        hits = app.store.query(query.tolist(), K)
+        times["store"].append((time.perf_counter() - t) * 1000)
+        found["store"].append({row[c.photo_id] for c in hits})
         t = time.perf_counter()
-        app.recommend(f"{TIME_WORD}{text}", 5, rerank=False)
-        timed.append((time.perf_counter() - t) * 1000)
-    out["time_word"] = timed
-    del row
+        labels, _ = raw.knn_query(query, k=K, num_threads=1)
+        times["raw"].append((time.perf_counter() - t) * 1000)
+        found["raw"].append({int(x) for x in labels[0]})
+        if vectors is not None:
+            t = time.perf_counter()
+            _brute_top(vectors, query)
+            times["brute"].append((time.perf_counter() - t) * 1000)
+    del row, raw, vectors
+    gc.collect()
+    recall, worst = _recall(found["store"], exact)
+    raw_recall, raw_worst = _recall(found["raw"], exact)
+    return {
+        "store_query": times["store"],
+        "raw_query": times["raw"],
+        "brute_query": times["brute"],
+        "recall": recall,
+        "recall_min": worst,
+        "raw_recall": raw_recall,
+        "raw_recall_min": raw_worst,
+    }
+
+
+def _endpoints(app: Any, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """GET /api/photos/{id}, /api/status, /readyz, /metrics: in-process (`TestClient`) and over
+    real HTTP (uvicorn on a loopback port, httpx), one request of each in turn."""
+    import httpx
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
     ids = [_photo_id(random.Random(i).randrange(args.n)) for i in range(args.requests)]
-    endpoints: dict[str, list[float]] = {}
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    with TestClient(create_app(app, settings), headers=headers) as client:
-        deadline = time.monotonic() + 120
+    paths = ("/api/photos/{id}", "/api/status", "/readyz", "/metrics")
+    found: dict[str, Any] = {path: {"in_process": [], "http": []} for path in paths}
+    with (
+        TestClient(create_app(app, settings), headers=headers) as local,
+        _http_server(create_app(app, settings)) as url,
+        httpx.Client(base_url=url, headers=headers, trust_env=False, timeout=60) as remote,
+    ):
+        _wait_ready(local, remote)
+        for path in paths:
+            for photo_id in ids:
+                for way, client in (("in_process", local), ("http", remote)):
+                    t = time.perf_counter()
+                    response = client.get(path.format(id=photo_id))
+                    found[path][way].append((time.perf_counter() - t) * 1000)
+                    if response.status_code != 200:
+                        raise SystemExit(f"{path}: HTTP {response.status_code} ({way})")
+    return found
+
+
+def _wait_ready(*clients: Any) -> None:
+    deadline = time.monotonic() + 120
+    for client in clients:
         while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
-        for path in ("/api/photos/{id}", "/api/status", "/readyz", "/metrics"):
-            samples = []
-            for photo_id in ids:
-                url = path.format(id=photo_id)
-                t = time.perf_counter()
-                response = client.get(url)
-                samples.append((time.perf_counter() - t) * 1000)
-                if response.status_code != 200:
-                    raise SystemExit(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-            endpoints[path] = samples
-    out["endpoints"] = endpoints
-    out["rss_end_mb"] = _rss_mb()
-    app.close()
-    print("RESULT " + json.dumps(out))
+
+
+@contextlib.contextmanager
+def _http_server(api: Any) -> Iterator[str]:
+    """The app served by uvicorn in a thread of this process, on a free loopback port."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _run_serve(
-    n: int, data_dir: Path, args: argparse.Namespace, url: str = "", backend: str = "chroma"
+    n: int,
+    data_dir: Path,
+    args: argparse.Namespace,
+    ef: int,
+    url: str = "",
+    backend: str = "chroma",
 ) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--serve", str(data_dir), "--n", str(n)]
+    command = [sys.executable, __file__, "--serve", str(data_dir), "--n", str(n), "--ef", str(ef)]
     command += ["--requests", str(args.requests), "--chroma-url", url, "--backend", backend]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
@@ -403,31 +481,50 @@ def _run_serve(
     raise SystemExit(f"the serving process failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
-def _print_serve(label: str, s: dict[str, Any], raw_p50: float | None) -> None:
+def _print_serve(label: str, s: dict[str, Any], ef: int) -> None:
     search_p50 = _pct(s["search"], 0.5)
     total_p50 = _pct(s["total"], 0.5)
+    store_p50, raw_p50 = _pct(s["store_query"], 0.5), _pct(s["raw_query"], 0.5)
     print(
-        f"  serving {label}: open {s['open_s']:.1f} s (model load included), first query {s['first_query_s']:.2f} s; "
-        f"RSS {s['rss_open_mb']:.0f} MB after open, {s['rss_100_mb']:.0f} MB after 100 queries, {s['rss_end_mb']:.0f} MB at the end"
+        f"  serving {label}: open {s['open_s']:.1f} s, warm-up {s['warm_up_s']:.1f} s (model, "
+        f"dictionary, store), first query {s['first_query_s']:.2f} s; RSS {s['rss_open_mb']:.0f} MB "
+        f"after open, {s['rss_100_mb']:.0f} MB after 100 queries, {s['rss_end_mb']:.0f} MB at the "
+        f"end  (load {s['load']})"
     )
     print(f"    PeiTu.recommend  {_ms(s['total'])}")
     print(
         f"      embed          {_ms(s['embed'])}  ({100 * _pct(s['embed'], 0.5) / total_p50:.0f}% of p50)"
     )
-    ratio = f"  = {search_p50 / raw_p50:.1f}x raw hnswlib p50" if raw_p50 else ""
+    print(f"      search         {_ms(s['search'])}  ({100 * search_p50 / total_p50:.0f}% of p50)")
+    timed = s["time_word"]
     print(
-        f"      search         {_ms(s['search'])}  ({100 * search_p50 / total_p50:.0f}% of p50){ratio}"
+        f"    PeiTu.recommend of 「{TIME_WORD}…」 (a time filter) {_ms(timed['wall'])}; CPU "
+        f"p50 {_pct(timed['cpu'], 0.5):.2f} ms"
     )
-    print(f"    store.query k=20 {_ms(s['store_query'])}")
-    print(f"    recall@20 of the store: mean {s['recall']:.4f}, worst query {s['recall_min']:.2f}")
-    print(f"    PeiTu.recommend of 「{TIME_WORD}…」 (a time filter) {_ms(s['time_word'])}")
-    for path, samples in s["endpoints"].items():
+    print(
+        f"    store.query k=20 {_ms(s['store_query'])}  = {store_p50 / raw_p50:.1f}x raw hnswlib "
+        f"p50, interleaved query by query"
+    )
+    print(f"    raw hnswlib ef {ef:<5} {_ms(s['raw_query'])}")
+    if s["brute_query"]:
+        brute = _pct(s["brute_query"], 0.5)
+        print(f"    numpy brute force {_ms(s['brute_query'])}  (store = {store_p50 / brute:.1f}x)")
+    print(
+        f"    recall@20: the store {s['recall']:.4f} (worst query {s['recall_min']:.2f}), raw "
+        f"hnswlib {s['raw_recall']:.4f} (worst {s['raw_recall_min']:.2f})"
+    )
+    for path, ways in s["endpoints"].items():
+        local, http = ways["in_process"], ways["http"]
         print(
-            f"    GET {path:<18} p50 {_pct(samples, 0.5):7.2f}  p95 {_pct(samples, 0.95):7.2f} ms"
+            f"    GET {path:<18} in-process p50 {_pct(local, 0.5):6.2f} p95 {_pct(local, 0.95):6.2f} ms; "
+            f"over HTTP p50 {_pct(http, 0.5):6.2f} p95 {_pct(http, 0.95):6.2f} ms"
         )
 
 
 # --- indexing throughput -----------------------------------------------------------------------
+# Both measure the same thing on the same texts: the distinct encoder inputs of the first N
+# descriptions under the configured document encoding (`DocumentEncoder.inputs`), so that
+# index rate / raw rate says what indexing adds to the encoder (scan, store, catalog).
 _ENCODER_RATE = """
 import sys, time
 from pathlib import Path
@@ -435,15 +532,16 @@ sys.path.insert(0, sys.argv[1])
 from index.search.embed import SentenceTransformerEmbedder
 from cli.evaluation import protocol_text, read_eval_set
 from index.search.retrieval import DocumentEncoder
-threads, count, model, captions = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+threads, count, model, captions = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 runtime, exports = sys.argv[6], Path(sys.argv[7])
 texts = [protocol_text(i, "rich")[0] for i in read_eval_set(Path(captions))][:count]
+inputs = DocumentEncoder("mixture", 0.3).inputs(texts)
+threads = threads if threads == "auto" else int(threads)
 e = SentenceTransformerEmbedder(model, threads=threads, runtime=runtime, export_cache=exports)
-e.embed(texts[:8])
-t = time.perf_counter(); e.embed(texts); raw = len(texts) / (time.perf_counter() - t)
-t = time.perf_counter(); DocumentEncoder("mixture", 0.3).encode(e, texts)
-mixture = len(texts) / (time.perf_counter() - t)
-print("RATE", raw, mixture, e.runtime)
+e.embed(inputs[:8])
+t, c = time.perf_counter(), time.process_time()
+e.embed(inputs)
+print("RATE", len(inputs), time.perf_counter() - t, time.process_time() - c, e.runtime)
 """
 
 _INDEX_RUN = """
@@ -461,8 +559,11 @@ except ImportError:  # a tree from before the composition root moved (118b929, s
 count, model, eval_dir = int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 backend = {"store": {"backend": sys.argv[5]}} if sys.argv[5] != "chroma" else {}
 embedding = {"model": model}
-if "runtime" in Settings.model_fields["embedding"].annotation.model_fields:
+fields = Settings.model_fields["embedding"].annotation.model_fields
+if "runtime" in fields:
     embedding["runtime"] = sys.argv[6]  # the export itself is made before, in PEITU_EMBEDDING__EXPORT_DIR
+if "threads" in fields:
+    embedding["threads"] = sys.argv[7] if sys.argv[7] == "auto" else int(sys.argv[7])
 if "visual" in Settings.model_fields:  # text indexing only, as in trees without photo vectors
     backend["visual"] = {"backend": "off"}
 if "follow_external_links" in Settings.model_fields["indexing"].annotation.model_fields:
@@ -473,8 +574,10 @@ library, sidecar, _ = prepare_library(images, eval_dir / "images", "rich", work)
 settings = load_settings(data_dir=work / "data", library=library, embedding=embedding,
                          rerank={"enabled": False}, chroma={"url": ""}, **backend)
 app = build_app(settings, descriptions=sidecar)
-t = time.perf_counter(); report = app.index(); seconds = time.perf_counter() - t
-print("INDEXED", report.embedded, seconds)
+app.embedder.embed(["预热"])  # the model loaded, as the raw encoder's is
+t, c = time.perf_counter(), time.process_time()
+report = app.index()
+print("INDEXED", report.embedded, time.perf_counter() - t, time.process_time() - c)
 """
 
 
@@ -485,7 +588,11 @@ def _python(script: str, *argv: str) -> list[str]:
     for line in done.stdout.splitlines():
         if line.startswith(("RATE ", "INDEXED ")):
             return line.split()[1:]
-    raise SystemExit(f"a measuring process failed:\n{done.stderr[-3000:]}")
+    raise MeasureFailed(done.stderr[-3000:])
+
+
+class MeasureFailed(Exception):
+    """A measuring process failed (its stderr's end is the message)."""
 
 
 def _old_tree(ref: str, work: Path) -> Path:
@@ -512,53 +619,111 @@ print("RATE", time.perf_counter() - t, e.runtime)
 """
 
 
-def _export_once(exports: Path) -> None:
+def _export_once(exports: Path) -> list[str]:
     """Export the model for onnxruntime (fp32 and int8) into `exports`, which every process of
-    the run then shares (timed apart: a user's first start pays it once)."""
+    the run then shares (timed apart: a user's first start pays it once). Returns the runtimes
+    that can run: one whose export fails (int8 on a CPU it cannot run on, say) is reported and
+    left out of the rest of the run."""
     os.environ["PEITU_EMBEDDING__EXPORT_DIR"] = str(exports)
+    usable = ["torch"]
     for runtime in ("onnx", "onnx-int8"):
-        seconds, _ = _python(_EXPORT_ONCE, str(REPO), str(MODEL), str(exports), runtime)
+        try:
+            seconds, _ = _python(_EXPORT_ONCE, str(REPO), str(MODEL), str(exports), runtime)
+        except MeasureFailed as error:
+            reason = str(error).strip().splitlines()[-1:] or ["(no message)"]
+            print(f"export of {MODEL.name} for {runtime} failed, {runtime} skipped: {reason[0]}")
+            continue
+        usable.append(runtime)
         print(f"export of {MODEL.name} for onnxruntime ({runtime}, once): {float(seconds):.1f} s")
+    return usable
 
 
-def _indexing(count: int, work: Path, old_ref: str) -> None:
-    """Encoder rates (torch and onnxruntime, 1 and 2 threads), with both cores free and with one
-    kept busy; then `PeiTu.index` of `count` photos from a descriptions file (text only: no
-    photo vectors) with this tree (both stores; the onnx runtime, and torch) and with
-    `old_ref`, under the same two conditions. The model is exported once before (timed apart,
-    as a user's first start pays it), into a folder every run shares (`_export_once`)."""
-    captions = str(EVAL_DIR / "captions.jsonl")
-    exports = Path(os.environ["PEITU_EMBEDDING__EXPORT_DIR"])
-    runs = [
-        ("this tree, hnsw", REPO, "hnsw", "auto"),
-        ("this tree, chroma", REPO, "chroma", "auto"),
-        ("this tree, hnsw, runtime onnx-int8", REPO, "hnsw", "onnx-int8"),
-        ("this tree, hnsw, runtime torch", REPO, "hnsw", "torch"),
-    ]
-    if old_ref:
-        runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma", "torch"))
+def _indexing(count: int, work: Path, old_ref: str, runtimes: list[str], repeat: int) -> None:
+    """With both cores free and with one kept busy: `PeiTu.index` of `count` photos from a
+    descriptions file (text only) against the raw encoder on the same encoder inputs, alternated
+    run by run (one thread each: the CPU figures then compare work, not waiting); then the raw
+    encoder's rate per runtime and thread count, and `PeiTu.index` of this tree's other set-ups
+    and of `old_ref`. The model is exported once before (`_export_once`)."""
     for neighbour in ("idle", "busy"):
         with _busy_core(neighbour == "busy"):
             condition = "one core kept busy beside it" if neighbour == "busy" else "both cores free"
-            for runtime, threads in itertools.product(("torch", "onnx", "onnx-int8"), (1, 2)):
-                raw, mixture, used = _python(
-                    _ENCODER_RATE, str(REPO), str(threads), "600", str(MODEL), captions,
-                    runtime, str(exports),
-                )  # fmt: skip
-                print(
-                    f"  encoder, {runtime} (runs in {used}), {threads} thread(s), {condition}: raw {float(raw):5.0f} "
-                    f"texts/s, mixture encoding {float(mixture):5.0f} descriptions/s  (load {_load()})",
-                    flush=True,
-                )
-            for label, tree, backend, runtime in runs:
-                embedded, seconds = _python(
-                    _INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR), backend, runtime
-                )
-                print(
-                    f"  PeiTu.index --descriptions, {label}, {condition}: {embedded} photos in "
-                    f"{float(seconds):.1f} s = {int(embedded) / float(seconds):.0f} photos/s  (load {_load()})",
-                    flush=True,
-                )
+            _paired(count, condition, repeat)
+            _encoder_rates(count, condition, runtimes)
+            _index_runs(count, condition, work, old_ref, runtimes)
+
+
+def _paired(count: int, condition: str, repeat: int) -> None:
+    exports, captions = os.environ["PEITU_EMBEDDING__EXPORT_DIR"], str(EVAL_DIR / "captions.jsonl")
+    raw: list[tuple[float, float]] = []
+    index: list[tuple[float, float]] = []
+    inputs = 0
+    for _ in range(repeat):
+        n, wall, cpu, _ = _python(
+            _ENCODER_RATE, str(REPO), "1", str(count), str(MODEL), captions, "onnx", exports
+        )
+        inputs = int(n)
+        raw.append((inputs / float(wall), inputs / float(cpu)))
+        _, wall, cpu = _python(
+            _INDEX_RUN, str(REPO), str(count), str(MODEL), str(EVAL_DIR), "chroma", "auto", "1"
+        )
+        index.append((inputs / float(wall), inputs / float(cpu)))
+    (raw_wall, raw_cpu), (index_wall, index_cpu) = _medians(raw), _medians(index)
+    print(
+        f"  {count} descriptions = {inputs} encoder inputs (the mixture's pieces and wholes), one "
+        f"thread, {condition}, {repeat} alternated run(s) each (load {_load()}):\n"
+        f"    raw encoder          {raw_wall:5.0f} inputs/s wall, {raw_cpu:5.0f} per CPU-s\n"
+        f"    PeiTu.index (chroma) {index_wall:5.0f} inputs/s wall, {index_cpu:5.0f} per CPU-s"
+        f"  = {index_wall / raw_wall:.2f}x / {index_cpu / raw_cpu:.2f}x the raw encoder",
+        flush=True,
+    )
+
+
+def _medians(pairs: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def _encoder_rates(count: int, condition: str, runtimes: list[str]) -> None:
+    exports, captions = os.environ["PEITU_EMBEDDING__EXPORT_DIR"], str(EVAL_DIR / "captions.jsonl")
+    for runtime, threads in itertools.product(runtimes, ("1", "2")):
+        try:
+            n, wall, cpu, used = _python(
+                _ENCODER_RATE, str(REPO), threads, str(count), str(MODEL), captions, runtime,
+                exports,
+            )  # fmt: skip
+        except MeasureFailed as error:
+            print(f"  encoder, {runtime}, {threads} thread(s): failed, skipped ({error!s:.200})")
+            continue
+        print(
+            f"  encoder, {runtime} (runs in {used}), {threads} thread(s), {condition}: "
+            f"{int(n) / float(wall):5.0f} inputs/s, {int(n) / float(cpu):5.0f} per CPU-s  "
+            f"(load {_load()})",
+            flush=True,
+        )
+
+
+def _index_runs(count: int, condition: str, work: Path, old_ref: str, runtimes: list[str]) -> None:
+    runs = [
+        ("this tree, hnsw", REPO, "hnsw", "auto"),
+        ("this tree, chroma", REPO, "chroma", "auto"),
+    ]
+    runs += [(f"this tree, hnsw, runtime {r}", REPO, "hnsw", r) for r in runtimes if r != "onnx"]
+    if old_ref:
+        runs.append((f"old {old_ref}", _old_tree(old_ref, work), "chroma", "torch"))
+    for label, tree, backend, runtime in runs:
+        try:
+            embedded, wall, cpu = _python(
+                _INDEX_RUN, str(tree), str(count), str(MODEL), str(EVAL_DIR), backend, runtime,
+                "auto",
+            )  # fmt: skip
+        except MeasureFailed as error:
+            print(f"  PeiTu.index, {label}: failed, skipped ({error!s:.200})")
+            continue
+        print(
+            f"  PeiTu.index --descriptions, {label}, {condition}: {embedded} photos in "
+            f"{float(wall):.1f} s ({float(cpu):.1f} CPU-s) = {int(embedded) / float(wall):.0f} "
+            f"photos/s  (load {_load()})",
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
@@ -588,12 +753,16 @@ def main() -> None:
         "--chroma-max", type=int, default=100_000, help="largest N stored in Chroma too"
     )
     parser.add_argument("--index-photos", type=int, default=2000, help="0 skips the indexing part")
+    parser.add_argument(
+        "--index-repeat", type=int, default=2, help="alternated raw/index runs per condition"
+    )
     parser.add_argument("--old", default="main", help="git ref to compare indexing with ('' skips)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the stores (kept)")
     parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--chroma-url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--backend", default="chroma", help=argparse.SUPPRESS)
+    parser.add_argument("--ef", type=int, default=600, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         _serve(args)
@@ -604,7 +773,7 @@ def main() -> None:
     print(
         f"bench_scale: sizes {args.sizes}, {args.queries} queries, work {work}; {os.cpu_count()} CPUs, load {_load()}"
     )
-    _export_once(work / "encoders")
+    runtimes = _export_once(work / "encoders")
     settings0 = _settings(work)
     descriptions, base, texts = _base(settings0, args.queries, work / "base.npy")
     print(
@@ -615,7 +784,7 @@ def main() -> None:
     query_embedder = SentenceTransformerEmbedder(str(MODEL), threads=1)
     queries = query_embedder.embed([strip_filler(t) for t in texts])
     del query_embedder
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(size) for size in args.sizes.split(",") if size):
         data_dir = work / f"n{n}"
         shutil.rmtree(data_dir, ignore_errors=True)
         data_dir.mkdir(parents=True)
@@ -634,36 +803,30 @@ def main() -> None:
         print(f"  catalog {built['catalog_s']:.0f} s, {cat:.0f} MB; build {build_s:.0f} s in all")
         exact = _exact(vectors, queries)
         np.save(data_dir / "exact.npy", exact)
+        np.save(data_dir / "query_vectors.npy", queries)
+        if n <= args.brute_max:
+            np.save(data_dir / "vectors.npy", vectors)
         (data_dir / "queries.json").write_text(
             json.dumps(texts, ensure_ascii=False), encoding="utf-8"
         )
-        ef_of = {"chroma": HNSW_TUNING["ef_search"], "hnsw": auto_ef_search(n)}
-        raws = _hnswlib(vectors, queries, exact, sorted({ef_of[b] for b in backends}))
-        for ef, raw in raws.items():
-            print(
-                f"  raw hnswlib (M 16, ef_construction 100, ef {ef}): query p50 {raw['p50']:.2f} p95 {raw['p95']:.2f} ms, "
-                f"insert {raw['insert_per_s']:.0f} vectors/s, recall@20 {raw['recall']:.4f} (worst {raw['recall_min']:.2f})"
-            )
-        if n <= args.brute_max:
-            brute = _brute(vectors, queries)
-            print(f"  numpy brute force: p50 {brute['p50']:.2f} p95 {brute['p95']:.2f} ms")
+        rate = _raw_index(vectors, data_dir / "raw.hnsw")
+        print(f"  raw hnswlib (M 16, ef_construction 100): insert {rate:.0f} vectors/s (all cores)")
         del vectors
         gc.collect()
+        ef_of = {"chroma": HNSW_TUNING["ef_search"], "hnsw": auto_ef_search(n)}
         for b in backends:
-            label = (
-                "embedded Chroma" if b == "chroma" else f"hnsw (graph over SQLite, ef {ef_of[b]})"
-            )
-            _print_serve(label, _run_serve(n, data_dir, args, backend=b), raws[ef_of[b]]["p50"])
+            label = "embedded Chroma" if b == "chroma" else "hnsw (graph over SQLite)"
+            _print_serve(label, _run_serve(n, data_dir, args, ef_of[b], backend=b), ef_of[b])
         if n == args.chroma_server_at and "chroma" in backends:
             from tests.support.chroma_server import chroma_server
 
             with chroma_server(data_dir / "chroma") as url:
-                raw_p50 = raws[ef_of["chroma"]]["p50"]
-                _print_serve("`chroma run` server", _run_serve(n, data_dir, args, url), raw_p50)
+                served = _run_serve(n, data_dir, args, ef_of["chroma"], url)
+                _print_serve("`chroma run` server", served, ef_of["chroma"])
         print(f"  load {_load()}; {time.perf_counter() - began:.0f} s since start", flush=True)
     if args.index_photos:
         print(f"\nindexing throughput ({args.index_photos} photos, load {_load()})", flush=True)
-        _indexing(args.index_photos, work, args.old)
+        _indexing(args.index_photos, work, args.old, runtimes, args.index_repeat)
     print(f"\ntotal run time {time.perf_counter() - began:.0f} s, load {_load()}")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from bot.errors import BotConfigError
 from bot.ports import BotPairing, PhotoFinder
@@ -13,6 +15,10 @@ from bot.server_client import ServerFinder, ServerRefused, ServerUnavailable
 from bot.wechat import puppet_options, run_bot
 from config import Settings
 from config.settings import MAX_PIXELS, WechatSettings
+from index.errors import PeiTuError
+
+if TYPE_CHECKING:
+    from index.service import PeiTu
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,17 @@ def build_finder(settings: Settings) -> tuple[PhotoFinder, BotPairing, Callable[
     from index.wiring import build_app
 
     app = build_app(settings)
+    threading.Thread(target=_warm_up, args=(app,), name="warm-up", daemon=True).start()
     return app, app.bot_access, app.close
+
+
+def _warm_up(app: PeiTu) -> None:
+    """Load the models and run one query off the message path, so the first person to ask
+    does not wait for them (the bot answers meanwhile; a question waits on the same loads)."""
+    try:
+        app.warm_up()
+    except (PeiTuError, OSError) as error:
+        log.error("peitu bot: the models could not be loaded: %s", error)
 
 
 async def serve_until_stopped(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +39,35 @@ class Describer(Protocol):
     def describe_bytes(self, data: bytes) -> str:
         """Describe an image given as bytes (an upload, a chat image). Same errors as `describe`."""
         ...
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A description and, when the describer ran an image model that a visual index uses too,
+    the photo's visual vector from that same pass (unit length, of `visual_identity`)."""
+
+    text: str
+    visual: Vectors | None = None
+    visual_identity: str = ""
+
+
+@runtime_checkable
+class SeeingDescriber(Describer, Protocol):
+    """A describer whose pass over the pixels also gives the photo's visual vector (the offline
+    describer's EfficientNet: one decode and one forward pass serve both)."""
+
+    def describe_seeing(self, photo: PhotoFile, data: bytes | None = None) -> Seen:
+        """`describe`, with the visual vector of the same pass. Same errors."""
+        ...
+
+
+@runtime_checkable
+class LocalDescriber(Describer, Protocol):
+    """A describer that runs its models on this machine's CPU (the offline one): the indexer
+    describes at most `parallel` photos at once with it, whatever the vision concurrency."""
+
+    @property
+    def parallel(self) -> int: ...
 
 
 class Embedder(Protocol):
@@ -142,6 +171,12 @@ class VectorStore(Protocol):
     def flush(self) -> None:
         """Make what was written quick to open again (the end of an index job): a store
         whose search structure is a cache of its rows saves it. Writes are durable without it."""
+        ...
+
+    def warm(self) -> None:
+        """Load what queries read, now (a server's or bot's start-up) rather than on the first
+        query; a store may then also keep a small collection in memory and search it exactly
+        (`index.search.exact`)."""
         ...
 
 

@@ -36,7 +36,8 @@ from index.models import IndexReport, Note, NoteKind, ProgressCallback, Recommen
 from index.ports import Describer, Embedder, VectorStore
 from index.ranking.recommend import Recommender, TimePlace
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
-from index.search.keyword import KeywordIndex, tokenize
+from index.search import segmenter
+from index.search.keyword import KeywordIndex
 from index.visual.index import VisualIndex
 from index.visual.search import SimilarPhotos
 
@@ -368,12 +369,23 @@ class PeiTu:
             log.warning("could not clean up after a killed process: %s", error)
 
     def warm_up(self) -> None:
-        """Load the embedding model, jieba's dictionaries and the image model and run each once,
-        so the first request does not wait for them; raises `ModelUnavailable` or `OSError` when one fails."""
+        """Load what a query needs and run one, so the first request does not wait: the
+        embedding model, jieba's whole dictionary, the place names, the store's search graph,
+        the calibration's background and the image model. Raises `ModelUnavailable` or
+        `OSError` when the embedding or image model fails; a store that cannot answer yet (a
+        Chroma server still starting, an index being rebuilt) is only logged."""
         self.embedder.embed([_WARM_UP_TEXT])
-        tokenize(_WARM_UP_TEXT)  # jieba's dictionaries: the match score's words
+        segmenter.load()
+        self._warm_up_query()
         self.warm_up_visual()
         log.info("embedding model %s loaded", self.embedder.model_name)
+
+    def _warm_up_query(self) -> None:
+        try:  # a time word: the filtered search is warmed too
+            self.store.warm()
+            self.recommend(_WARM_UP_TEXT, rerank=False, closest=True)
+        except PeiTuError as error:
+            log.info("the warm-up query did not run through (%s); the first request will", error)
 
     def _library_root(self) -> Path:
         """The library's real path; `LibraryNotFound` when none is configured or it is gone."""

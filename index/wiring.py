@@ -7,6 +7,7 @@ adapter and choose describers, reranker, detector and visual embedder.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from chromadb.api import ClientAPI
 
 from config import Settings, user_cache_dir
@@ -21,9 +23,7 @@ from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
 from index.describers.detect import Detector
 from index.describers.faces import FaceReader
 from index.describers.sidecar import SidecarDescriber
-from index.errors import (
-    ModelUnavailable,
-)
+from index.errors import ModelUnavailable
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
 from index.library.descriptions import tier_of
@@ -32,7 +32,8 @@ from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
 from index.library.space import MB, DiskSpace, opened_on_full_disk
 from index.models import Note
-from index.ports import Describer, Embedder, Reranker, VectorStore, VisualEmbedder
+from index.ports import Describer, Embedder, Reranker, Vectors, VectorStore, VisualEmbedder
+from index.prebuilt import cached_table
 from index.ranking.answer import RERANK_OFF as RERANK_OFF_NOTE
 from index.ranking.recommend import Recommender, RecommendLimits
 from index.search.calibration import (
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 DescriberChoice = Literal["auto", "vision", "offline"]
 ENCODERS_DIR = "encoders"  # in the user's cache: the embedding model exported for onnxruntime
+CACHE_DIR = "cache"  # in the data folder: what is made from the model alone (`fixed_background`)
 
 
 def encoder_exports(settings: Settings) -> Path:
@@ -302,6 +304,7 @@ def build_app(
         retrieval=retrieval,
         now=now,
         visual=visual,
+        cache_dir=data_dir / CACHE_DIR,
         space=DiskSpace(data_dir, int(settings.indexing.min_free_mb * MB)),
     )
 
@@ -322,13 +325,15 @@ def compose(
     now: Callable[[], datetime] = datetime.now,
     visual: VisualIndex | None = None,
     match_params: MatchParams | None = None,
+    cache_dir: Path | None = None,
     rerank_note: Note | None = None,
     space: DiskSpace | None = None,
 ) -> PeiTu:
     """The facade over the given adapters, with every inner part built here: the first stage
     (`retrieval`, default `Settings.retrieval`'s defaults), the calibrator, the recommender,
     the indexer and the similar-photo search. `build_app` calls this with parts made from
-    settings; tests call it with their own store or embedder."""
+    settings; tests call it with their own store or embedder. `cache_dir`: where what is made
+    from the model alone is kept between processes (the calibration's fixed vectors)."""
     first_stage = retrieval or RetrievalConfig()
     keywords = _keyword_index(catalog, first_stage)
     vectors = QueryVectors(embedder, query_preparation(first_stage))
@@ -339,7 +344,7 @@ def compose(
         limits,
         understanding=RuleBasedUnderstanding(now=now),  # 今天, 去年 are relative to `now`
         collapse=collapse_near_duplicates,
-        calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams()),
+        calibrator=_calibrator(vectors, store, embedder, match_params or MatchParams(), cache_dir),
         rerank_note=rerank_note,
     )
     indexer = Indexer(
@@ -378,7 +383,11 @@ def _keyword_index(catalog: Catalog, first_stage: RetrievalConfig) -> KeywordInd
 
 
 def _calibrator(
-    vectors: QueryVectors, store: VectorStore, embedder: Embedder, match: MatchParams
+    vectors: QueryVectors,
+    store: VectorStore,
+    embedder: Embedder,
+    match: MatchParams,
+    cache_dir: Path | None,
 ) -> Calibrator:
     """The 匹配度 calibration: the library's sampled vectors plus fixed everyday texts, and
     the offline tier's own rule for photos described offline."""
@@ -386,10 +395,21 @@ def _calibrator(
         vectors,
         SampleSource(store, match.sample_size),
         match,
-        fixed=lambda: embedder.embed(background_texts()),
+        fixed=lambda: fixed_background(embedder, cache_dir),
         tier_params={"offline": OFFLINE_MATCH},
         tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
     )
+
+
+def fixed_background(embedder: Embedder, cache_dir: Path | None) -> Vectors:
+    """The vectors of the calibration's fixed everyday texts, kept in `cache_dir` per model and
+    texts: a cold query reads 62 vectors instead of running the model on 62 texts."""
+    texts = background_texts()
+    if cache_dir is None:
+        return embedder.embed(texts)
+    key = hashlib.sha256("\n".join([embedder.model_name, *texts]).encode()).hexdigest()[:20]
+    rows = cached_table("background", key, lambda: embedder.embed(texts).tolist(), cache_dir)
+    return np.asarray(rows, dtype=np.float32)
 
 
 def _searchable_descriptions(catalog: Catalog) -> dict[str, str]:

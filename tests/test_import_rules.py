@@ -44,7 +44,7 @@ ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxrunt
 STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/wiring.py"})
 
 
-KERNEL = ("errors", "models", "ports", "llm")
+KERNEL = ("errors", "models", "ports", "llm", "prebuilt")
 SUB_PACKAGES: dict[str, frozenset[str]] = {  # rule 7: what each sub-package may import
     "understanding": frozenset(),
     "search": frozenset({"understanding"}),

@@ -383,6 +383,72 @@ def test_count_follows_another_writer_after_refresh(make_store: StoreFactory) ->
     assert reader.count() == 3
 
 
+@pytest.mark.parametrize("filters", FILTERS[2:5], ids=["dali", "hangzhou", "summer"])
+def test_warm_answers_alike(make_store: StoreFactory, filters: QueryFilters) -> None:
+    """`warm` (a server's start-up) may make a store hold a small collection in memory: the
+    answers stay the same, and every write (this process's, or another's after `refresh`)
+    shows in the next answer."""
+    store, writer = make_store(), make_store()
+    store.upsert(_placed())
+    ask = _unit(1, 0.1, 0, 0)  # no two photos equally near
+    cold = [_hits(store.query(ask, 10, query)) for query in (None, filters)]
+    store.warm()
+    assert [_hits(store.query(ask, 10, query)) for query in (None, filters)] == cold
+    query = _unit(1, 0, 0, 0.01)  # d is the nearest of the four; n will be this very vector
+    nearest = StoredVector("n", query, "新", _meta(datetime(2025, 7, 1), city="大理市"))
+    store.upsert([nearest])
+    assert [c.photo_id for c in store.query(query, 2)] == ["n", "d"]
+    writer.upsert([StoredVector("w", query, "他处", {"path": "w.jpg"})])
+    writer.delete(["n"])
+    store.refresh()
+    assert [c.photo_id for c in store.query(query, 2)] == ["w", "d"]
+
+
+def test_every_store_gives_the_exact_answers_on_a_small_library(tmp_path: Path) -> None:
+    """300 random photos written in batches, some replaced and deleted: the hnsw store (exact
+    below `EXACT_UP_TO`) and a warmed Chroma store (its copy in memory) give the exact store's
+    hits in the same order with the same similarity."""
+    rng = np.random.default_rng(11)
+    memory = MemoryStore(MemorySpace(), "exact", "m", 16)
+    chroma = ChromaStore(make_chroma_client("", tmp_path), "exact", "m", 16)
+    hnsw = HnswStore(tmp_path / "vectors", "exact", "m", 16, "whole")
+    cities = ("大理市", "杭州市", "")
+    items = [
+        StoredVector(
+            f"p{n}", rng.normal(size=16).tolist(), f"d{n}", _meta(None, city=cities[n % 3])
+        )
+        for n in range(300)
+    ]
+    stores: list[VectorStore] = [memory, chroma, hnsw]
+    for store in stores:
+        for start in range(0, 300, 64):
+            store.upsert(items[start : start + 64])
+        store.delete([f"p{n}" for n in range(0, 300, 7)])
+        store.warm()
+    reopened = HnswStore(tmp_path / "vectors", "exact", "m", 16, "whole")
+    hnsw.flush()  # a saved graph: the next store reads the vectors with it
+    saved = HnswStore(tmp_path / "vectors", "exact", "m", 16, "whole")
+    for query in rng.normal(size=(5, 16)).tolist():
+        for filters in (None, QueryFilters(place="大理")):
+            exact = memory.query(query, 20, filters)
+            for store in (chroma, hnsw, reopened, saved):
+                found = store.query(query, 20, filters)
+                assert _hits(found) == _hits(exact) and len(exact) == 20
+                similarities = [c.similarity for c in exact]
+                assert [c.similarity for c in found] == pytest.approx(similarities, abs=1e-5)
+
+
+def test_a_warmed_chroma_store_answers_from_memory_until_a_write(tmp_path: Path) -> None:
+    store = ChromaStore(make_chroma_client("", tmp_path), "copy", "m3e-small", 4)
+    store.upsert(_placed())
+    store.warm()
+    copy = store._copy.current()
+    assert copy is not None and len(copy) == 4
+    store.upsert([StoredVector("n", _unit(0, 0, 0, 1), "新", {"path": "n.jpg"})])
+    assert store._copy.current() is None  # forgotten: Chroma answers until it is read again
+    assert store.query(_unit(0, 0, 0, 1), 1)[0].photo_id == "n"
+
+
 def test_chroma_where_speaks_the_filters_in_chromas_dialect() -> None:
     both = QueryFilters(datetime(2025, 6, 1), datetime(2025, 9, 1), "大理")
     where = chroma_where(both)

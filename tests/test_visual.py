@@ -17,13 +17,13 @@ import pytest
 from PIL import Image
 
 from config import SettingsInvalid
-from index.describers.efficientnet import FEATURE_DIMENSION, bundled_network
+from index.describers.efficientnet import FEATURE_DIMENSION, bundled_network, normalised
 from index.describers.offline import ImageNetTagger
 from index.errors import IndexMismatch, ModelUnavailable
 from index.ports import Vectors, VisualEmbedder
 from index.search.embed import SentenceTransformerEmbedder
 from index.service import PeiTu
-from index.visual.embed import EfficientNetVisualEmbedder, normalised
+from index.visual.embed import EfficientNetVisualEmbedder
 from index.wiring import build_app
 from tests.support.core_fixtures import EVAL_DIR, SettingsFactory, SmallLibrary, read_eval_captions
 from tests.support.edits import edited_copy

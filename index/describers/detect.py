@@ -166,6 +166,7 @@ def one_thread_session(model: Path, what: str) -> Any:
     options.log_severity_level = 3  # the converted graphs' harmless warnings
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
     try:
         return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     except onnx_errors() as error:

@@ -23,18 +23,27 @@ later run with the vision model replaces these.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
 
 from index.describers.detect import DetectFailed, Detector
-from index.describers.efficientnet import EfficientNetLite0, bundled_network, network_input
+from index.describers.efficientnet import (
+    POOLED_IDENTITY,
+    EfficientNetLite0,
+    bundled_network,
+    network_input,
+    normalised,
+)
 from index.describers.faces import FaceReader, people_told
 from index.describers.offline_words import (
     ACTIVITY_CLASSES,
@@ -44,8 +53,9 @@ from index.describers.offline_words import (
     reconcile_animals,
 )
 from index.errors import DescribeFailed, ModelUnavailable
-from index.library.imaging import open_image, read_metadata, thumbnail_jpeg
+from index.library.imaging import decode_image, open_image, read_metadata, thumbnail_jpeg
 from index.models import PhotoFile
+from index.ports import Seen, Vectors
 from index.understanding.geo import Place, place_at
 
 log = logging.getLogger(__name__)
@@ -91,6 +101,18 @@ class Tagger(Protocol):
     def tags(self, image: Image.Image) -> list[tuple[str, float]]: ...
 
 
+Ranked = list[tuple[str, float]]
+
+
+@runtime_checkable
+class SeeingTagger(Tagger, Protocol):
+    """A tagger whose network pass also gives the image's visual vector."""
+
+    def look(self, image: Image.Image) -> tuple[Ranked, Vectors]:
+        """`tags`, and the unit visual vector (of `POOLED_IDENTITY`) from the same pass."""
+        ...
+
+
 def _load_once(lock: threading.Lock, slot: list[Any], load: Callable[[], Any]) -> Any:
     with lock:
         if not slot:
@@ -121,6 +143,39 @@ class RapidTextReader:
         return [str(text) for _, text, score in found or [] if float(score) >= self._min_score]
 
 
+def return_freed_memory() -> None:
+    """Give memory freed by the last photo back to the system (glibc keeps it otherwise).
+
+    OCR of a phone photo's working copy allocates ~300 MB and frees it (RapidOCR runs without
+    onnxruntime's arena); glibc keeps freed memory in the arena of the thread that used it,
+    so with several describing threads each can end up holding that much. A few ms a photo;
+    nothing on a system without glibc."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def share_heaps() -> None:
+    """Let the threads that describe photos share two glibc heaps instead of one each (glibc
+    makes up to eight per core): what one thread frees, the next can use."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@functools.cache
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018  (both must be there)
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+    return libc
+
+
 class ImageNetTagger:
     """ImageNet-1k classes with EfficientNet-Lite0 on the CPU; loads on first use (~0.3 s).
 
@@ -134,7 +189,14 @@ class ImageNetTagger:
 
     def tags(self, image: Image.Image) -> list[tuple[str, float]]:
         """Every class with its probability, most likely first."""
-        logits = self.network.logits(tag_input(image))[0]
+        return self._ranked(self.network.logits(tag_input(image))[0])
+
+    def look(self, image: Image.Image) -> tuple[Ranked, Vectors]:
+        """`tags`, and the image's visual vector (`index.visual.embed`'s) from the same pass."""
+        logits, pooled = self.network.look(tag_input(image))
+        return self._ranked(logits[0]), normalised(pooled)[0]
+
+    def _ranked(self, logits: Vectors) -> Ranked:
         exp = np.exp(logits - logits.max())
         probabilities = (exp / exp.sum()).tolist()
         ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])
@@ -177,6 +239,7 @@ class OfflineDescriber:
         self._detector = detector
         self._faces = faces
         self._writer = SceneWriter()
+        share_heaps()  # this process is about to run the models in several threads
         labels = read_labels(LABELS_FILE)
         self._scene_tags = {labels[index]: word for index, word in SCENE_CLASSES.items()}
         self._activity_tags = {labels[index]: word for index, word in ACTIVITY_CLASSES.items()}
@@ -186,31 +249,54 @@ class OfflineDescriber:
     def key(self) -> str:
         return KEY
 
+    @property
+    def parallel(self) -> int:
+        """Photos worth describing at once: one per core (each model runs on one thread; more
+        would only hold more photos in memory while they wait)."""
+        return os.cpu_count() or 1
+
     def describe(self, photo: PhotoFile, data: bytes | None = None) -> str:
         """Describe a scanned photo (its `data` when given); its time and place come from the
         scan's EXIF reading."""
-        image = self._working_image(photo.path if data is None else data)
+        return self.describe_seeing(photo, data).text
+
+    def describe_seeing(self, photo: PhotoFile, data: bytes | None = None) -> Seen:
+        """`describe`, with the photo's visual vector from the tagger's pass of EfficientNet
+        (so an index with the bundled visual model runs the network once a photo)."""
+        decoded = decode_image(
+            photo.path if data is None else data,
+            max_pixels=self._max_pixels,
+            max_bytes=self._max_bytes,
+            draft_box=(_WORKING_SIDE, _WORKING_SIDE),
+        ).image
         place = place_at(photo.gps_lat, photo.gps_lon)
-        return self._description(image, photo.taken_at, place, str(photo.path))
+        try:
+            return self._description(decoded, photo.taken_at, place, str(photo.path))
+        finally:
+            del decoded
+            return_freed_memory()
 
     def describe_bytes(self, data: bytes) -> str:
         """Describe an uploaded image; time and place come from its own EXIF."""
         image = open_image(data, max_pixels=self._max_pixels, max_bytes=self._max_bytes)
         taken_at, lat, lon = read_metadata(image)
-        working = self._working_image(image)
-        return self._description(working, taken_at, place_at(lat, lon), "<image bytes>")
+        return self._description(image, taken_at, place_at(lat, lon), "<image bytes>").text
 
-    def _working_image(self, source: Path | bytes | Image.Image) -> Image.Image:
-        jpeg = thumbnail_jpeg(
-            source, _WORKING_SIDE, max_pixels=self._max_pixels, max_bytes=self._max_bytes
-        )
+    def _working_image(self, decoded: Image.Image) -> Image.Image:
+        """What OCR, the detector and the face models read: the photo as a JPEG of at most
+        `_WORKING_SIDE` pixels a side."""
+        jpeg = thumbnail_jpeg(decoded, _WORKING_SIDE, max_pixels=self._max_pixels)
         return open_image(jpeg, max_pixels=self._max_pixels).convert("RGB")
 
     def _description(
-        self, image: Image.Image, taken_at: datetime | None, place: Place | None, label: str
-    ) -> str:
+        self, decoded: Image.Image, taken_at: datetime | None, place: Place | None, label: str
+    ) -> Seen:
+        """`decoded`: the photo as decoded (upright; a JPEG at reduced scale), which the tagger
+        reads as the visual phase reads it (`index.visual.index`), so its visual vector is the
+        one the visual phase would store; the other models read the working copy."""
+        image = self._working_image(decoded)
         try:
-            ranked = self._tagger.tags(image)
+            ranked, visual = self._look(decoded)
             detections = self._detector.detect(image) if self._detector else []
             if self._faces is not None and detections:
                 detections = self._faces.read(image, detections)
@@ -233,7 +319,13 @@ class OfflineDescriber:
             len(tags),
             len(text),
         )
-        return "\n".join([*lines, OFFLINE_MARK])
+        text = "\n".join([*lines, OFFLINE_MARK])
+        return Seen(text, visual, POOLED_IDENTITY if visual is not None else "")
+
+    def _look(self, image: Image.Image) -> tuple[Ranked, Vectors | None]:
+        if isinstance(self._tagger, SeeingTagger):
+            return self._tagger.look(image)
+        return self._tagger.tags(image), None
 
     def _likely(self, ranked: list[tuple[str, float]], words: dict[str, str]) -> list[str]:
         """The words of the likely ImageNet classes among `words` (seashore -> 海边)."""

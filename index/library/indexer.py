@@ -29,7 +29,15 @@ from index.library.names import readable_path
 from index.library.scan import ScanResult, read_unchanged, scan_library
 from index.library.space import MB, DiskSpace
 from index.models import IndexReport, PhotoFile, ProgressCallback
-from index.ports import Describer, Embedder, StoredVector, VectorStore
+from index.ports import (
+    Describer,
+    Embedder,
+    LocalDescriber,
+    SeeingDescriber,
+    Seen,
+    StoredVector,
+    VectorStore,
+)
 from index.search.retrieval import DocumentEncoder
 from index.understanding.filters import wall_clock_ts
 from index.understanding.geo import place_at
@@ -272,7 +280,9 @@ class Indexer:
         fresh: list[str] = []
         batches = _LiveBatches()
         resting = _RestingModel()
-        described = self._describe_all(describing, todo, stop)
+        if self._visual is not None and todo:
+            self._visual.prepare()
+        described = self._describe_all(describing, todo, stop, report)
         try:
             for done, (photo, error) in enumerate(described, start=1):
                 if error is None:
@@ -294,6 +304,8 @@ class Indexer:
         finally:  # also on KeyboardInterrupt: what was described stays searchable
             described.close()  # on an error, the photos being described are waited for (saved)
             report.embedded += self._embed_now(store, photos, fresh)
+            if self._visual is not None:
+                self._visual.flush_seen(report)
 
     def _embed_now(self, store: VectorStore, photos: dict[str, PhotoFile], ids: list[str]) -> int:
         """Embed the best descriptions of these photos (those that changed); how many."""
@@ -312,7 +324,11 @@ class Indexer:
         return [p for p in photos.values() if should_describe(rows.get(p.photo_id, []), key)]
 
     def _describe_all(
-        self, describing: _Describing, todo: list[PhotoFile], stop: threading.Event
+        self,
+        describing: _Describing,
+        todo: list[PhotoFile],
+        stop: threading.Event,
+        report: IndexReport,
     ) -> Generator[tuple[PhotoFile, PeiTuError | OSError | None]]:
         """Describe with bounded concurrency; yields (photo, error or None) as each finishes.
 
@@ -322,15 +338,19 @@ class Indexer:
         pending: dict[Future[None], PhotoFile] = {}
         queue = iter(todo)
         full: DiskFull | None = None
-        with ThreadPoolExecutor(max_workers=self._concurrency) as pool:
+        concurrency = self._concurrency
+        if isinstance(describing.describer, LocalDescriber):
+            concurrency = min(concurrency, describing.describer.parallel)
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
             while True:
-                while full is None and len(pending) < self._concurrency and not stop.is_set():
+                while full is None and len(pending) < concurrency and not stop.is_set():
                     photo = next(queue, None)
                     if photo is None:
                         break
                     full = self._no_room()
                     if full is None:
-                        pending[pool.submit(self._describe_one, describing, photo)] = photo
+                        job = pool.submit(self._describe_one, describing, photo, report)
+                        pending[job] = photo
                 if not pending:
                     if full is not None:
                         raise full
@@ -350,9 +370,10 @@ class Indexer:
             return full
         return None
 
-    def _describe_one(self, describing: _Describing, photo: PhotoFile) -> None:
+    def _describe_one(self, describing: _Describing, photo: PhotoFile, report: IndexReport) -> None:
         describer = describing.describer
-        text = describer.describe(photo, read_unchanged(photo)).strip()
+        seen = _seen(describer, photo, read_unchanged(photo))
+        text = seen.text.strip()
         if not text:
             raise DescribeFailed(f"{photo.rel_path}: the describer returned an empty description")
         self._space.save_paid_work(
@@ -360,6 +381,8 @@ class Indexer:
                 photo.photo_id, describer.key, text, supersede=describing.redescribe
             )
         )
+        if self._visual is not None and seen.visual is not None:
+            self._visual.add_seen(photo.photo_id, seen.visual, seen.visual_identity, report)
 
     # --- embed -------------------------------------------------------------------------------
     def _embed_changed(
@@ -497,6 +520,13 @@ class _LiveBatches:
     def embedded(self) -> None:
         """A batch was just embedded: the next one's time counts from now."""
         self._last = self._clock()
+
+
+def _seen(describer: Describer, photo: PhotoFile, data: bytes | None) -> Seen:
+    """The description, and the visual vector when the describer's pass gives one."""
+    if isinstance(describer, SeeingDescriber):
+        return describer.describe_seeing(photo, data)
+    return Seen(describer.describe(photo, data))
 
 
 def _error(future: Future[None]) -> PeiTuError | OSError | None:

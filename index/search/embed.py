@@ -201,7 +201,7 @@ class SentenceTransformerEmbedder:
         if fingerprint is None:  # a hub model not downloaded yet: torch downloads it first
             return None
         key = export_key(fingerprint, precision)
-        encoder = load_export(self._export_cache, key, self._batch_size, self._query_threads())
+        encoder = load_export(self._export_cache, key, self._batch_size)
         if encoder is not None and precision == self._precision:
             log.info("embedding model %s runs in onnxruntime (exported)", self.model_name)
         return encoder
@@ -243,7 +243,7 @@ class SentenceTransformerEmbedder:
                 cache,
             )
             export_in_child(self._name_or_path, cache, key, self._batch_size)
-            fp32 = load_export(cache, key, self._batch_size, self._query_threads())
+            fp32 = load_export(cache, key, self._batch_size)
             if fp32 is None:
                 raise ExportFailed(f"the export in {cache / key} cannot be read")
         if self._precision == "fp32":

@@ -34,6 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -139,8 +140,9 @@ def read_facts(folder: Path) -> EncoderFacts | None:
 class OnnxEncoder:
     """Runs an exported encoder: tokenise, run the transformer, pool, normalise.
 
-    One onnxruntime session per thread count, made on first use (the model's weights are held
-    once per session: ~95 MB each for m3e-small)."""
+    One onnxruntime session of one intra-op thread, made on first use: the model's weights are
+    held once (~95 MB for m3e-small; a session per thread count held them twice, ~150 MB more
+    in a process that encodes with both). More threads run batches side by side on it."""
 
     def __init__(self, folder: Path, facts: EncoderFacts, batch_size: int) -> None:
         from tokenizers import Tokenizer
@@ -151,7 +153,7 @@ class OnnxEncoder:
         self._tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         self._tokenizer.enable_truncation(facts.max_seq_length)
         self._tokenizer.no_padding()
-        self._sessions: dict[int, Any] = {}
+        self._session: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -162,23 +164,31 @@ class OnnxEncoder:
     def folder(self) -> Path:
         return self._folder
 
-    def session(self, threads: int) -> Any:
-        """The session that runs with `threads` intra-op threads."""
+    def session(self) -> Any:
+        """The session (opened on first use)."""
         with self._lock:
-            if threads not in self._sessions:
-                self._sessions[threads] = _session(self._folder / MODEL_FILE, threads)
-            return self._sessions[threads]
+            if self._session is None:
+                self._session = _session(self._folder / MODEL_FILE, 1)
+            return self._session
 
     def encode(self, texts: Sequence[str], threads: int = 1) -> Vectors:
         """Unit vectors for `texts`, in order; batches of similar length, as
-        sentence-transformers makes them (longest first)."""
-        session = self.session(threads)
+        sentence-transformers makes them (longest first), `threads` of them at a time."""
+        session = self.session()
         encodings = self._tokenizer.encode_batch(list(texts))
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         out = np.empty((len(texts), self.facts.dimension), dtype=np.float32)
-        for start in range(0, len(texts), self._batch_size):
-            rows = order[start : start + self._batch_size]
+        batches = [order[i : i + self._batch_size] for i in range(0, len(texts), self._batch_size)]
+
+        def run(rows: Any) -> None:
             out[rows] = self._pooled(session, [encodings[i] for i in rows])
+
+        if threads <= 1 or len(batches) == 1:
+            for rows in batches:
+                run(rows)
+        else:  # onnxruntime runs a session from several threads at once
+            with ThreadPoolExecutor(threads, thread_name_prefix="encode") as pool:
+                list(pool.map(run, batches))
         return out
 
     def _pooled(self, session: Any, encodings: Sequence[Any]) -> Vectors:
@@ -214,16 +224,16 @@ def _session(model: Path, threads: int) -> Any:
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-def load_export(cache: Path, key: str, batch_size: int, threads: int) -> OnnxEncoder | None:
+def load_export(cache: Path, key: str, batch_size: int) -> OnnxEncoder | None:
     """The exported encoder of a model, when a complete, checked export is cached; its session
-    for `threads` (the count a query uses) is opened now."""
+    is opened now."""
     folder = cache / key
     facts = read_facts(folder)
     if facts is None:
         return None
     encoder = OnnxEncoder(folder, facts, batch_size)
     try:
-        encoder.session(threads)  # a file onnxruntime cannot read is exported again, now
+        encoder.session()  # a file onnxruntime cannot read is exported again, now
     except Exception as error:  # onnxruntime's own classes derive from Exception: any is a miss
         log.warning("the exported encoder in %s is unreadable (%s): exporting again", folder, error)
         shutil.rmtree(folder, ignore_errors=True)

@@ -7,6 +7,7 @@ since the last rebuild) is tokenised on the fly, so a stale index only skews the
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -15,10 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import jieba
+from index.search import segmenter
 
 log = logging.getLogger(__name__)
-jieba.setLogLevel(logging.WARNING)  # its dictionary-loading chatter is not ours to show
 
 DocumentSource = Callable[[], Mapping[str, str]]  # photo_id -> description
 
@@ -61,8 +61,15 @@ _NOT_A_WORD = re.compile(r"^[\W_]+$")
 
 def tokenize(text: str) -> list[str]:
     """Content words of a Chinese (or mixed) text: jieba words, lower-cased, no punctuation."""
-    words = (str(word).strip().lower() for word in jieba.lcut(text))
-    return [w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS]
+    return list(_content_words(text))
+
+
+@functools.lru_cache(maxsize=8192)
+def _content_words(text: str) -> tuple[str, ...]:
+    """`tokenize`, kept for the texts met last: the match score segments every candidate's
+    description on every query, and a library's descriptions come back query after query."""
+    words = (word.strip().lower() for word in segmenter.words(text))
+    return tuple(w for w in words if w and not _NOT_A_WORD.match(w) and w not in STOPWORDS)
 
 
 def word_core(word: str) -> str:
@@ -74,9 +81,7 @@ def word_information(word: str) -> float:
     """How much a word says in everyday Chinese: ln(total / frequency) by jieba's dictionary
     (人 5.3, 看 6.8, 工作 6.8, 孩子 8.1, 狗 9.7, 海边 11.6); a word it does not know, or knows
     only as a rare one, says a lot (`UNKNOWN_WORD_INFORMATION`)."""
-    jieba.dt.check_initialized()  # the dictionary tokenize() loads, once
-    frequency = jieba.get_FREQ(word) or 0
-    total = jieba.dt.total
+    frequency, total = segmenter.frequency(word)
     if frequency <= 0 or total <= 0:
         return UNKNOWN_WORD_INFORMATION
     return min(UNKNOWN_WORD_INFORMATION, math.log(total / frequency))
@@ -125,6 +130,8 @@ class _Corpus:
 
     @classmethod
     def of(cls, documents: Mapping[str, str]) -> _Corpus:
+        if documents:
+            segmenter.load()  # a library's worth of texts: the whole dictionary at once
         terms = {photo_id: Counter(tokenize(text)) for photo_id, text in documents.items()}
         frequency: Counter[str] = Counter()
         for counts in terms.values():

@@ -19,14 +19,16 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings as ChromaClientSettings
 from chromadb.errors import NotFoundError
 
-from index.errors import DiskFull, IndexMismatch, ModelUnavailable, disk_full_raised
+from index.errors import DiskFull, IndexMismatch, ModelUnavailable, PeiTuError, disk_full_raised
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector
+from index.search.exact import EXACT_UP_TO, ExactCopy
 from index.search.retrieval import DocumentEncoder
 from index.search.stored import candidate, scalar_metadata
 from index.understanding.filters import place_names, wall_clock_ts
@@ -141,6 +143,7 @@ class ChromaStore:
         self._count: int | None = None  # cached; forgotten on every write and refresh
         self._counting: object = None
         self._collection: Any | None = None  # None while no collection has our name
+        self._copy = _CopyKeeper(self)  # a small collection held in memory (after `warm`)
         self._lookup(tries=1)
 
     def _create(self) -> Any:
@@ -176,6 +179,7 @@ class ChromaStore:
             if collection is not None:
                 self._collection = collection
                 self._count = self._counting = None
+                self._copy.forget()
                 self._mismatch = self._identity_mismatch(collection.metadata or {})
                 _tune(collection)
                 return
@@ -279,13 +283,16 @@ class ChromaStore:
         """Drop the collection and create it anew with the configured model's identity."""
         _drop_collection(self._client, self._name)
         self._count = self._counting = None
+        self._copy.forget()
         self._create()
 
     def refresh(self) -> None:
         """Read the index afresh (embedded Chroma only): another process wrote to it, and this
         process's copy of the vector index is stale until it is opened again. The cached count
-        is forgotten either way (a Chroma server is shared live, but the count is ours)."""
+        is forgotten either way (a Chroma server is shared live, but the count is ours), and so
+        is the copy in memory (made again in the background)."""
         self._count = self._counting = None
+        self._copy.forget()
         if self._reconnect is None:
             return
         with self._access.alone():
@@ -336,6 +343,7 @@ class ChromaStore:
         self._swap_hook("renamed")
         self._collection, self._mismatch = new, None
         self._count = self._counting = None
+        self._copy.forget()
         _drop_collection(self._client, retired)
         self._swap_hook("dropped")
 
@@ -346,12 +354,33 @@ class ChromaStore:
     def flush(self) -> None:
         return None  # Chroma persists its index itself
 
+    def warm(self) -> None:
+        """Hold a small collection (at most `EXACT_UP_TO` photos) in memory from now on and
+        answer queries from it (`index.search.exact`): Chroma's own query costs milliseconds
+        even at 2,000 photos and its `where` reads every row's metadata, ~0.3 s at 20,000. Made
+        now, and again in the background after a write or a `refresh`; Chroma answers
+        meanwhile. A one-shot command never calls this: reading 20,000 vectors costs more than
+        its one query."""
+        self._copy.keep()
+
+    def _whole_copy(self) -> ExactCopy | None:
+        """The collection read whole, if it is small enough to keep (else None)."""
+        count = self.count()
+        if count == 0 or count > EXACT_UP_TO:
+            return None
+        found = self._read(lambda c: c.get(include=["embeddings", "documents", "metadatas"]), None)
+        if found is None:
+            return None
+        vectors = np.asarray(found["embeddings"], dtype=np.float32)
+        return ExactCopy(found["ids"], vectors, found["documents"], found["metadatas"])
+
     def upsert(self, items: Sequence[StoredVector]) -> None:
         for start in range(0, len(items), _BATCH):
             self._upsert_batch(items[start : start + _BATCH])
 
     def _upsert_batch(self, batch: Sequence[StoredVector]) -> None:
         self._count = self._counting = None
+        self._copy.forget()
         self._write(
             lambda c: c.upsert(
                 ids=[i.photo_id for i in batch],
@@ -363,6 +392,7 @@ class ChromaStore:
 
     def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
         """Replace one photo's metadata, keeping its vector."""
+        self._copy.forget()
         self._read(lambda c: c.update(ids=[photo_id], metadatas=[scalar_metadata(metadata)]), None)
 
     def query(
@@ -372,6 +402,9 @@ class ChromaStore:
         ANN query plus the hits' documents and metadata, nothing in proportion to its size."""
         if k <= 0:
             return []
+        copy = self._copy.current()
+        if copy is not None:
+            return copy.query(vector, k, filters)
         where = chroma_where(filters)
         found = self._read(
             lambda c: c.query(
@@ -391,6 +424,7 @@ class ChromaStore:
 
     def _delete_batch(self, ids: list[str]) -> None:
         self._count = self._counting = None
+        self._copy.forget()
         self._read(lambda c: c.delete(ids=ids), None)  # nothing to delete from no collection
 
     def ids(self) -> set[str]:
@@ -427,6 +461,66 @@ class ChromaStore:
             self._client.heartbeat()
         except Exception as error:  # any transport failure means "unreachable"
             raise ModelUnavailable(f"the vector store is unreachable: {error}") from error
+
+
+_SETTLE_S = 5.0  # seconds without a change before the copy in memory is read again
+
+
+class _CopyKeeper:
+    """The store's copy in memory (`ChromaStore.warm`): forgotten on every change, made again in
+    one background thread once no change came for `_SETTLE_S` (an index job writes batch after
+    batch: the copy is not read again after each); a copy read while a change came in is
+    thrown away."""
+
+    def __init__(self, store: ChromaStore) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._wanted = False
+        self._copy: ExactCopy | None = None
+        self._generation = 0  # changes seen; a copy is kept only if none came while it was read
+        self._tried = -1  # the generation last read (a collection too large gives no copy)
+        self._making = False
+        self._changed_at = 0.0
+
+    def keep(self) -> None:
+        """From now on keep a copy; make it now (in this thread)."""
+        with self._lock:
+            self._wanted = True
+            self._making = True
+        self._make()
+
+    def forget(self) -> None:
+        with self._lock:
+            self._copy = None
+            self._generation += 1
+            self._changed_at = time.monotonic()
+
+    def current(self) -> ExactCopy | None:
+        """The copy, or None: not wanted, too large, or (after a change) being made again."""
+        with self._lock:
+            if not self._wanted or self._making or self._tried == self._generation:
+                return self._copy
+            if time.monotonic() - self._changed_at < _SETTLE_S:
+                return None  # writes may still be coming: Chroma answers meanwhile
+            self._making = True
+        threading.Thread(target=self._make, name="chroma-copy", daemon=True).start()
+        return None
+
+    def _make(self) -> None:
+        with self._lock:
+            generation = self._generation
+        try:
+            made = self._store._whole_copy()
+        except PeiTuError as error:  # a mismatched index, an unreachable server: Chroma answers
+            log.info("the collection is not held in memory: %s", error)
+            made = None
+        except Exception as error:  # chromadb raises many types
+            log.warning("could not read the collection into memory: %s", error)
+            made = None
+        with self._lock:
+            self._making = False
+            if generation == self._generation:
+                self._copy, self._tried = made, generation
 
 
 class _ReadWriteLock:

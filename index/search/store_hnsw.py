@@ -40,10 +40,16 @@ import numpy as np
 from index.errors import IndexMismatch, disk_full_raised
 from index.models import Candidate, QueryFilters
 from index.ports import StoredVector, Vectors
+from index.search.exact import (
+    EXACT_UP_TO,
+    PLACE_COLUMNS,
+    Facets,
+    FilterColumns,
+    filter_columns,
+)
 from index.search.sqlite_files import open_wal
 from index.search.stored import candidate, described, scalar_metadata, vectors_of
-from index.understanding.filters import has_place, has_time, place_names, wall_clock_ts
-from index.understanding.geo import METADATA_KEYS
+from index.understanding.filters import has_place, has_time
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,6 @@ RETIRED_SUFFIX = "__retired-"
 PARTIAL_SUFFIX = ".partial"  # a graph being saved: `<collection>.<seq>.<pid>.partial`
 _QUIET_S = 60.0  # a save writes all the time: a part file quiet this long is not being written
 _ABANDONED_S = 600.0
-PLACE_COLUMNS = tuple(METADATA_KEYS.values())  # place_province, place_city, place_district
 
 
 @dataclass(frozen=True)
@@ -94,73 +99,18 @@ CREATE INDEX IF NOT EXISTS deleted_by_seq ON deleted (collection, seq);
 """
 
 
-FilterColumns = tuple[float | None, str | None, str | None, str | None]  # taken_ts, places
-
-
-class _Facets:
-    """What the filters read, per label, in memory: the time taken (NaN: none) and the place
-    names (as codes; -1: none), so a filter becomes a mask over all labels in milliseconds."""
-
-    def __init__(self) -> None:
-        self.taken = np.full(0, np.nan)
-        self.places = np.full((0, len(PLACE_COLUMNS)), -1, dtype=np.int32)
-        self.present = np.zeros(0, dtype=bool)
-        self.count = 0  # labels present: the photos in the collection
-        self._codes: dict[str, int] = {}
-
-    def set(self, labels: Sequence[int], columns: Sequence[FilterColumns]) -> None:
-        if not labels:
-            return
-        self._grow(max(labels) + 1)
-        index = np.asarray(labels, dtype=np.int64)
-        self.taken[index] = [np.nan if c[0] is None else c[0] for c in columns]
-        self.places[index] = [[self._code(name) for name in c[1:]] for c in columns]
-        self.count += int(np.count_nonzero(~self.present[np.unique(index)]))
-        self.present[index] = True
-
-    def remove(self, labels: Sequence[int]) -> None:
-        known = np.unique(np.asarray([x for x in labels if x < len(self.present)], dtype=np.int64))
-        self.count -= int(np.count_nonzero(self.present[known]))
-        self.present[known] = False
-
-    def mask(self, filters: QueryFilters) -> np.ndarray:
-        """True for each label that `index.understanding.filters.matches` keeps."""
-        keep = self.present.copy()
-        with np.errstate(invalid="ignore"):  # NaN (no time) compares false: not kept
-            if filters.taken_from is not None:
-                keep &= self.taken >= wall_clock_ts(filters.taken_from)
-            if filters.taken_to is not None:
-                keep &= self.taken < wall_clock_ts(filters.taken_to)
-        if filters.place:
-            codes = [self._codes[n] for n in place_names(filters.place) if n in self._codes]
-            keep &= np.isin(self.places, codes).any(axis=1)
-        return keep
-
-    def _code(self, name: str | None) -> int:
-        if name is None:
-            return -1
-        return self._codes.setdefault(name, len(self._codes))
-
-    def _grow(self, size: int) -> None:
-        if size <= len(self.present):
-            return
-        size = max(size, 2 * len(self.present))
-        extra = size - len(self.present)
-        self.taken = np.concatenate([self.taken, np.full(extra, np.nan)])
-        self.places = np.concatenate(
-            [self.places, np.full((extra, len(PLACE_COLUMNS)), -1, dtype=np.int32)]
-        )
-        self.present = np.concatenate([self.present, np.zeros(extra, dtype=bool)])
-
-
 class _Graph:
     """One collection's HNSW graph as of `seq`, and the facets of the photos it holds."""
 
-    def __init__(self, index: hnswlib.Index, params: HnswParams, seq: int = 0):
+    def __init__(
+        self, index: hnswlib.Index, params: HnswParams, seq: int = 0, *, exact: bool = True
+    ):
+        """`exact`: keep the vectors beside the facets too (a small library, searched exactly
+        while it has at most `EXACT_UP_TO` photos)."""
         self.index = index
         self.params = params
         self.seq = seq
-        self.facets = _Facets()
+        self.facets = Facets(index.dim if exact else None)
         self._ef = 0
 
     @property
@@ -187,11 +137,13 @@ class _Graph:
         return cls(index, params)
 
     @classmethod
-    def load(cls, path: Path, dimension: int, params: HnswParams, seq: int) -> _Graph:
+    def load(
+        cls, path: Path, dimension: int, params: HnswParams, seq: int, *, exact: bool
+    ) -> _Graph:
         """A saved graph (its facets still to be read); RuntimeError when hnswlib cannot."""
         index = hnswlib.Index(space="cosine", dim=dimension)
         index.load_index(str(path), allow_replace_deleted=True)
-        return cls(index, params, seq)
+        return cls(index, params, seq, exact=exact)
 
     def add(
         self, labels: Sequence[int], vectors: Vectors, columns: Sequence[FilterColumns]
@@ -201,7 +153,9 @@ class _Graph:
         if needed > self.index.max_elements:
             self.index.resize_index(max(needed, 2 * self.index.max_elements))
         self.index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=-1)
-        self.facets.set(labels, columns)
+        self.facets.set(labels, columns, vectors)
+        if self.facets.count > EXACT_UP_TO:
+            self.facets.drop_vectors()  # from now on the graph is searched
 
     def remove(self, labels: Iterable[int]) -> None:
         gone = []
@@ -314,7 +268,7 @@ class HnswStore:
                 ],
             )
             labels = self._labels(collection, [i.photo_id for i in items])
-            columns = [_filter_columns(scalar_metadata(i.metadata)) for i in items]
+            columns = [filter_columns(scalar_metadata(i.metadata)) for i in items]
             graph.add([labels[i.photo_id] for i in items], vectors, columns)
             self._unsaved += len(items)
         self._save_if_due()
@@ -330,7 +284,7 @@ class HnswStore:
                 "WHERE collection = ? AND photo_id = ?",
                 (
                     json.dumps(clean, ensure_ascii=False),
-                    *_filter_columns(clean),
+                    *filter_columns(clean),
                     write.seq,
                     write.collection,
                     photo_id,
@@ -338,7 +292,7 @@ class HnswStore:
             )
             label = self._labels(write.collection, [photo_id]).get(photo_id)
             if label is not None:
-                write.graph.facets.set([label], [_filter_columns(clean)])
+                write.graph.facets.set([label], [filter_columns(clean)])
 
     def delete(self, photo_ids: Sequence[str]) -> None:
         if not photo_ids:
@@ -595,6 +549,8 @@ class HnswStore:
         return _Graph.empty(self._dimension, self._params)
 
     def _load_saved(self, path: Path, facts_file: Path) -> _Graph | None:
+        """The saved graph, keeping the vectors beside it (read with the facets) when it is small
+        enough to be searched exactly."""
         try:
             facts = json.loads(facts_file.read_text(encoding="utf-8"))
             whole = path.stat().st_size == facts["bytes"]  # hnswlib must not read a cut file
@@ -604,20 +560,32 @@ class HnswStore:
             log.warning("the saved search graph %s is unreadable (cut short); rebuilding it", path)
             return None
         try:
-            return _Graph.load(path, self._dimension, self._params, facts["seq"])
+            graph = _Graph.load(path, self._dimension, self._params, facts["seq"], exact=True)
+            if graph.index.element_count > EXACT_UP_TO:
+                graph.facets.drop_vectors()
+            return graph
         except RuntimeError as error:  # a damaged cache: rebuilt from the rows
             log.warning("the saved search graph %s is unreadable (%s); rebuilding it", path, error)
             return None
 
     def _read_facets(self, collection: str, graph: _Graph, seq: int) -> None:
-        """The filter columns of the rows a saved graph holds (those up to its `seq`)."""
+        """The filter columns of the rows a saved graph holds (those up to its `seq`), and their
+        vectors when the graph keeps them."""
+        vectors = graph.facets.vectors is not None
         rows = self._db.execute(
-            f"SELECT label, taken_ts, {', '.join(PLACE_COLUMNS)} FROM vectors "
-            "WHERE collection = ? AND seq <= ?",
+            f"SELECT label, taken_ts, {', '.join(PLACE_COLUMNS)}"
+            f"{', vector' if vectors else ''} FROM vectors WHERE collection = ? AND seq <= ?",
             (collection, seq),
         )
         while batch := rows.fetchmany(50_000):
-            graph.facets.set([row[0] for row in batch], [row[1:] for row in batch])
+            labels = [row[0] for row in batch]
+            columns = [(row[1], row[2], row[3], row[4]) for row in batch]
+            rows_of = self._vectors_of(batch, 5) if vectors else None
+            graph.facets.set(labels, columns, rows_of)
+
+    def _vectors_of(self, rows: Sequence[Sequence[Any]], column: int) -> Vectors:
+        blob = b"".join(row[column] for row in rows)
+        return np.frombuffer(blob, dtype=np.float32).reshape(len(rows), self._dimension)
 
     def _catch_up(self, collection: str, graph: _Graph, seq: int) -> None:
         """Apply the rows written and deleted after the graph's `seq`, up to `seq`."""
@@ -636,9 +604,8 @@ class HnswStore:
         added = 0
         while batch := rows.fetchmany(5_000):
             labels = [row[0] for row in batch]
-            vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=np.float32)
             columns = [(row[2], row[3], row[4], row[5]) for row in batch]
-            graph.add(labels, vectors.reshape(len(batch), self._dimension), columns)
+            graph.add(labels, self._vectors_of(batch, 1), columns)
             added += len(batch)
         graph.seq = seq
         self._unsaved += added
@@ -656,6 +623,11 @@ class HnswStore:
                 return
             if self._unsaved >= _save_after(graph):
                 self._save(collection, graph)
+
+    def warm(self) -> None:
+        """Read the graph now (and, for a small library, the vectors beside it)."""
+        with self._lock:
+            self._current()
 
     def flush(self) -> None:
         """Save the graph now if anything is newer than the saved one (end of an index job)."""
@@ -723,10 +695,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _filtered_search(
     graph: _Graph, query: np.ndarray, k: int, filters: QueryFilters | None, params: HnswParams
 ) -> list[tuple[int, float]]:
-    """(label, cosine) of the k nearest photos the filters keep, nearest first. A filter
-    keeping few photos compares them one by one; one keeping many (a year of six) asks the
-    graph for more neighbours and keeps the matching ones; one in between searches the graph
+    """(label, cosine) of the k nearest photos the filters keep, nearest first. A small
+    library (its vectors kept beside the graph) is compared one by one; in a large one, a
+    filter keeping few photos compares them one by one, one keeping many (a year of six) asks
+    the graph for more neighbours and keeps the matching ones, one in between searches the graph
     among the kept photos only."""
+    if graph.facets.vectors is not None:
+        return graph.facets.nearest(query, k, filters)
     if filters is None or (has_time(filters), has_place(filters)) == (False, False):
         return _search(graph, query, k, None)
     mask = graph.facets.mask(filters)
@@ -791,15 +766,6 @@ def _row_of(collection: str, item: StoredVector, vector: np.ndarray, seq: int) -
         vector.astype(np.float32).tobytes(),
         item.document,
         json.dumps(clean, ensure_ascii=False),
-        *_filter_columns(clean),
+        *filter_columns(clean),
         seq,
     )
-
-
-def _filter_columns(metadata: dict[str, Any]) -> tuple[Any, ...]:
-    """taken_ts (a number, else NULL) and the place names, as the filters read them."""
-    taken = metadata.get("taken_ts")
-    places = tuple(
-        metadata.get(c) if isinstance(metadata.get(c), str) else None for c in PLACE_COLUMNS
-    )
-    return (float(taken) if isinstance(taken, int | float) else None, *places)

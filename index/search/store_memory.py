@@ -224,6 +224,9 @@ class MemoryStore:
     def flush(self) -> None:
         return None  # nothing kept on disk
 
+    def warm(self) -> None:
+        return None  # searched exactly in memory already
+
     def discard_rebuild(self, rebuilt: MemoryStore) -> None:
         with self._space.lock:
             rebuilt._space.collections.pop(rebuilt._name, None)

@@ -14,15 +14,13 @@ from PIL import Image
 
 from index.describers.efficientnet import (
     FEATURE_DIMENSION,
-    NAME,
+    POOLED_IDENTITY,
     EfficientNetLite0,
     bundled_network,
+    normalised,
     stack,
 )
 from index.ports import Vectors
-
-# Bump when the preprocessing or pooling changes: stored vectors are then made again.
-PREPROCESSING_VERSION = "avgpool-256c224@v1"
 
 
 class EfficientNetVisualEmbedder:
@@ -33,7 +31,7 @@ class EfficientNetVisualEmbedder:
 
     @property
     def identity(self) -> str:
-        return f"{NAME}/{PREPROCESSING_VERSION}"
+        return POOLED_IDENTITY
 
     @property
     def dimension(self) -> int:
@@ -43,9 +41,3 @@ class EfficientNetVisualEmbedder:
         if not images:
             return np.zeros((0, FEATURE_DIMENSION), dtype=np.float32)
         return normalised(self.network.pooled_features(stack(images)))
-
-
-def normalised(vectors: Vectors) -> Vectors:
-    """Rows scaled to unit length (an all-zero row stays zero)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -56,6 +56,8 @@ class VisualIndex:
         self.store = store
         self.embedder = embedder
         self.limits = limits
+        self._seen: list[tuple[str, Vectors]] = []  # vectors a describer's pass gave, to store
+        self._seen_lock = threading.Lock()
 
     # --- indexing (the indexer's hook) --------------------------------------------------------
     def sync(
@@ -83,6 +85,43 @@ class VisualIndex:
             batch = todo[start : start + self.limits.batch_size]
             self._embed_batch(batch, report)
             progress(PHASE, min(start + len(batch), len(todo)), len(todo))
+
+    # --- vectors from a describer's own pass (`index.ports.SeeingDescriber`) -------------------
+    def prepare(self) -> None:
+        """Before a run's describing: drop the collection if the model changed, so vectors the
+        describer gives (`add_seen`) go into one of the configured identity."""
+        self._start_again_on_model_change()
+
+    def add_seen(self, photo_id: str, vector: Vectors, identity: str, report: IndexReport) -> None:
+        """Keep a vector the describer's pass gave, when it is of the configured model; stored
+        with the next ones (`flush_seen`), so the visual phase skips the photo."""
+        if identity != self.embedder.identity:
+            return
+        with self._seen_lock:
+            self._seen.append((photo_id, vector))
+            due = len(self._seen) >= self.limits.batch_size
+        if due:
+            self.flush_seen(report)
+
+    def flush_seen(self, report: IndexReport) -> None:
+        """Store the vectors kept by `add_seen`, with the perceptual hashes the scan kept. One
+        that cannot be stored is left to the visual phase (which decodes the photo again)."""
+        with self._seen_lock:
+            seen, self._seen = self._seen, []
+            hashes = self.catalog.perceptual_hashes(photo_id for photo_id, _ in seen)
+            kept = [(photo_id, vector) for photo_id, vector in seen if photo_id in hashes]
+            if not kept:
+                return
+            ids = [photo_id for photo_id, _ in kept]
+            try:
+                self.store.upsert(ids, np.stack([v for _, v in kept]), [hashes[i] for i in ids])
+            except (PeiTuError, OSError) as error:
+                log.warning(
+                    "visual vectors of %d photos left to the visual phase: %s", len(ids), error
+                )
+                return
+            self.catalog.mark_visual_embedded(ids, self.embedder.identity)
+            report.visual_embedded += len(ids)
 
     def _start_again_on_model_change(self) -> None:
         mismatch = self.store.mismatch
