@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_REFUSED = 2  # the settings cannot work; the log says which one and why
+WARM_UP_WAIT_S = 15.0  # how long a stop waits for the warm-up's model load to end
 
 
 def run(settings: Settings) -> int:
@@ -63,8 +64,16 @@ def build_finder(settings: Settings) -> tuple[PhotoFinder, BotPairing, Callable[
     from index.wiring import build_app
 
     app = build_app(settings)
-    threading.Thread(target=_warm_up, args=(app,), name="warm-up", daemon=True).start()
-    return app, app.bot_access, app.close
+    warming = threading.Thread(target=_warm_up, args=(app,), name="warm-up", daemon=True)
+    warming.start()
+
+    def close() -> None:
+        # a model half loaded is not torn down under the warm-up (onnxruntime aborts the
+        # process when its session is freed, or the interpreter ends, in the middle of a load)
+        warming.join(timeout=WARM_UP_WAIT_S)
+        app.close()
+
+    return app, app.bot_access, close
 
 
 def _warm_up(app: PeiTu) -> None:

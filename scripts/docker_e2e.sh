@@ -373,14 +373,14 @@ wait_login() {  # wait_login AFTER_LINE T0: seconds from T0 to the bot's login a
   done
   return 1
 }
-pair_alice() {  # the bot is private by default: Alice sends the code the server shows, once
-  local code before
-  code=$(api GET /api/bot/pairing | head -n1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["code"])')
+pair_alice() {  # pair_alice [CODE FROM]: the bot is private by default: Alice sends the code once
+  local code=${1:-} from=${2:-GET /api/bot/pairing} before
+  [ -n "$code" ] || code=$(api GET /api/bot/pairing | head -n1 | python3 -c 'import json, sys; print(json.load(sys.stdin)["code"])')
   before=$(events_count)
   printf '%s\n' "{\"cmd\":\"say\",\"from\":\"Alice\",\"text\":\"/绑定 $code\"}" >&7
   for _ in $(seq 1 120); do
     if tail -n +"$((before + 1))" "$GW/events.jsonl" | grep -q '绑定成功'; then
-      pass "Alice paired with the bot using the code from GET /api/bot/pairing"
+      pass "Alice paired with the bot using the code from $from"
       return 0
     fi
     sleep 0.5
@@ -529,7 +529,7 @@ say "index $N_PHOTOS photos over the API (offline describer), then recommend"
 run_job incremental compose
 recommend compose
 if [ "$GATEWAY" = 1 ]; then
-  pair_alice  # kept in /data: the standalone bot below serves her too
+  pair_alice  # kept in /data
   chat compose
   metric bot_mem_after_answer_MiB "$(mem_mib peitu-bot-1)"
 fi
@@ -548,6 +548,10 @@ if [ "$STANDALONE_BOT" = 1 ] && [ "$GATEWAY" = 1 ]; then
   if s=$(wait_login "$gw_mark" "$t0"); then
     metric standalone_start_to_bot_logged_in_s "$s"
     metric standalone_bot_mem_idle_MiB "$(mem_mib peitu-bot-alone)"
+    # the test gateway gives Alice a new id at each login (WeChat's own ids stay): she pairs
+    # again, with the code the bot's own log shows, as its owner would read it there
+    code=$(docker logs peitu-bot-alone 2>&1 | grep -o '/绑定 [0-9]\{6\}' | tail -n1 | cut -d' ' -f2)
+    pair_alice "$code" "the standalone bot's log"
     chat standalone
     metric standalone_bot_mem_after_answer_MiB "$(mem_mib peitu-bot-alone)"
   else

@@ -53,7 +53,13 @@ from index.describers.offline_words import (
     reconcile_animals,
 )
 from index.errors import DescribeFailed, ModelUnavailable
-from index.library.imaging import decode_image, open_image, read_metadata, thumbnail_jpeg
+from index.library.imaging import (
+    decode_image,
+    flat_rgb,
+    open_image,
+    read_metadata,
+    thumbnail_jpeg,
+)
 from index.models import PhotoFile
 from index.ports import Seen, Vectors
 from index.understanding.geo import Place, place_at
@@ -296,7 +302,7 @@ class OfflineDescriber:
         one the visual phase would store; the other models read the working copy."""
         image = self._working_image(decoded)
         try:
-            ranked, visual = self._look(decoded)
+            ranked, visual = self._look(decoded if decoded.mode == "RGB" else flat_rgb(decoded))
             detections = self._detector.detect(image) if self._detector else []
             if self._faces is not None and detections:
                 detections = self._faces.read(image, detections)
