@@ -28,7 +28,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from index.errors import ModelUnavailable
-from index.library.imaging import flat_rgb
+from index.library.imaging import as_flat_rgb
 from index.prebuilt import cached_file, source_key
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ Batch = npt.NDArray[np.float32]
 
 def network_input(image: Image.Image) -> Batch:
     """Shorter side to 256, centre 224x224, (x - 127) / 128, as a 1x3x224x224 float32 batch
-    (a 16-bit or transparent photo made 8-bit RGB as everywhere else: `flat_rgb`)."""
-    rgb = image if image.mode == "RGB" else flat_rgb(image)
+    (a 16-bit or transparent photo made 8-bit RGB as everywhere else: `as_flat_rgb`)."""
+    rgb = as_flat_rgb(image)
     scale = RESIZE / min(rgb.size)
     size = (max(CROP, round(rgb.width * scale)), max(CROP, round(rgb.height * scale)))
     resized = rgb.resize(size, Image.Resampling.BICUBIC)

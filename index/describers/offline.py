@@ -54,8 +54,8 @@ from index.describers.offline_words import (
 )
 from index.errors import DescribeFailed, ModelUnavailable
 from index.library.imaging import (
+    as_flat_rgb,
     decode_image,
-    flat_rgb,
     open_image,
     read_metadata,
     thumbnail_jpeg,
@@ -302,7 +302,7 @@ class OfflineDescriber:
         one the visual phase would store; the other models read the working copy."""
         image = self._working_image(decoded)
         try:
-            ranked, visual = self._look(decoded if decoded.mode == "RGB" else flat_rgb(decoded))
+            ranked, visual = self._look(as_flat_rgb(decoded))
             detections = self._detector.detect(image) if self._detector else []
             if self._faces is not None and detections:
                 detections = self._faces.read(image, detections)

@@ -496,6 +496,14 @@ def flat_rgb(img: Image.Image) -> Image.Image:
     return _to_rgb(eight_bit(img))
 
 
+def as_flat_rgb(img: Image.Image) -> Image.Image:
+    """`flat_rgb`, but `img` itself when it is already plain 8-bit RGB (no copy: for readers
+    that do not change it, such as a model's input)."""
+    if img.mode == "RGB" and not img.has_transparency_data:
+        return img
+    return flat_rgb(img)
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if not img.has_transparency_data:
         return img.convert("RGB")
