@@ -27,7 +27,7 @@ from index.describers.vision import VisionDescriber
 from index.errors import DiskFull
 from index.library.catalog import Catalog
 from index.library.indexer import Indexer, ScanLimits
-from index.library.space import MB, RESERVE_NAME, DiskSpace
+from index.library.space import MB, RESERVE_NAME, DiskSpace, free_bytes
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.store import ChromaStore, make_chroma_client
 from tests.support.openai_server import FakeOpenAIServer, describe_image
@@ -154,21 +154,20 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """Write zeros into `folder` until its disk has not one byte left."""
+    """Take every free byte of `folder`'s disk, at once (`posix_fallocate` of what is free).
+
+    Writing zeros until the disk refuses would take a while, and a photo's description saved
+    meanwhile in the room of the reserve file the product gives back would lose that room to
+    the filler: the product would be blamed for a race of the test's own making."""
     filler = folder / "filler"
-    chunk = bytes(MB)
-    with open(filler, "wb", buffering=0) as out:
-        try:
-            while True:
-                out.write(chunk)
-        except OSError:
-            pass
-        try:
-            while True:
-                out.write(b"\0" * 4096)
-        except OSError:
-            pass
-    return filler
+    with open(filler, "wb") as out:
+        for _ in range(100):
+            try:
+                os.posix_fallocate(out.fileno(), 0, free_bytes(folder))
+            except OSError:  # a save took some bytes meanwhile: ask again for what is left
+                continue
+            return filler
+    pytest.fail(f"could not take the last {free_bytes(folder)} bytes of {folder}")
 
 
 class Peitu:
