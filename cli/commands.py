@@ -19,12 +19,12 @@ from cli.progress import progress_output
 from cli.words import say
 from config import Settings
 from index.errors import InvalidQuery, PeiTuError
-from index.library.journal import JobJournal
+from index.indexing.journal import JobJournal
 from index.library.names import readable_path
 from index.models import IndexReport, ProgressCallback
 
 if TYPE_CHECKING:
-    from index.library.indexer import IndexMode
+    from index.indexing.indexer import IndexMode
     from index.service import PeiTu
 
 Answer = Callable[[str], dict[str, Any]]  # one text -> the JSON of `peitu recommend --json`

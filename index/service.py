@@ -25,10 +25,10 @@ from index.errors import (
     LibraryNotFound,
     PeiTuError,
 )
+from index.indexing.indexer import Indexer, IndexMode
 from index.library.catalog import Catalog
 from index.library.descriptions import TIERS
 from index.library.files import LibraryFiles, delete_inside
-from index.library.indexer import Indexer, IndexMode
 from index.library.lock import IndexLock
 from index.library.pairing import BotAccess
 from index.library.uploads import UPLOADS_FOLDER, save_new_file

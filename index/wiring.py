@@ -24,11 +24,11 @@ from index.describers.detect import Detector
 from index.describers.faces import FaceReader
 from index.describers.sidecar import SidecarDescriber
 from index.errors import ModelUnavailable
+from index.indexing.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
 from index.library.descriptions import tier_of
 from index.library.files import LibraryFiles
-from index.library.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.lock import IndexLock
 from index.library.space import MB, DiskSpace, opened_on_full_disk
 from index.models import Note

@@ -17,7 +17,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
-from index.library.journal import JobJournal
+from index.indexing.journal import JobJournal
 from server.auth import ApiGuard, require_admin
 from server.context import ServerContext
 from server.errors import UploadTooLarge, install_error_handlers

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from index.errors import IndexBusy, PeiTuError
-from index.library.indexer import IndexMode
-from index.library.journal import JobJournal
+from index.indexing.indexer import IndexMode
+from index.indexing.journal import JobJournal
 from index.models import IndexReport
 from index.ports import Describer
 from server.messages import INTERNAL, message_for_error

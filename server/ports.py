@@ -15,7 +15,7 @@ from index.ports import Describer
 from index.records import AcceptedUpload, IndexReadiness, PhotoDetails, RunningJob
 
 if TYPE_CHECKING:  # only for types: importing them at run time loads the whole pipeline
-    from index.library.indexer import IndexMode
+    from index.indexing.indexer import IndexMode
     from index.library.pairing import BotAccess
     from index.ranking.recommend import TimePlace
     from index.service import IndexStatus

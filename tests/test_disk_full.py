@@ -25,8 +25,8 @@ from PIL import Image
 from config.settings import VisionSettings
 from index.describers.vision import VisionDescriber
 from index.errors import DiskFull
+from index.indexing.indexer import Indexer, ScanLimits
 from index.library.catalog import Catalog
-from index.library.indexer import Indexer, ScanLimits
 from index.library.space import MB, RESERVE_NAME, DiskSpace, free_bytes
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.store import ChromaStore, make_chroma_client

@@ -17,10 +17,10 @@ import pytest
 from chromadb.api import ClientAPI
 
 from index.describers.sidecar import SidecarDescriber
+from index.indexing.indexer import Indexer, ScanLimits
 from index.library.catalog import SCHEMA_VERSION, Catalog
 from index.library.dedup import perceptual_hash
 from index.library.imaging import DecodedPhoto, ImageSource, read_photo
-from index.library.indexer import Indexer, ScanLimits
 from index.models import PhotoFile
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.retrieval import DocumentEncoder

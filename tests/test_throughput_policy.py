@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index.library.indexer import _EMBED_BATCH, _LIVE_BATCH, _LiveBatches
+from index.indexing.indexer import _EMBED_BATCH, _LIVE_BATCH, _LiveBatches
 from index.search.embed import BIG_ENCODE, SentenceTransformerEmbedder, ThreadChoice
 
 

@@ -1,1 +1,1 @@
-"""The photo library: scanning, decoding, the catalog, the index lock, the indexer."""
+"""The photo library: scanning, decoding, the catalog, the index lock, free space, the files."""

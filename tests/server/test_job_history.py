@@ -14,7 +14,7 @@ from index.errors import (
     PeiTuError,
     PhotoUnreadable,
 )
-from index.library.journal import HISTORY_KEPT, JobJournal
+from index.indexing.journal import HISTORY_KEPT, JobJournal
 from index.models import IndexReport
 from server.errors import error_body
 from server.jobs import LATER_PHASE_S, JobView

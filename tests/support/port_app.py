@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from index.describers.sidecar import SidecarDescriber
+from index.indexing.indexer import ScanLimits
 from index.library.catalog import Catalog
-from index.library.indexer import ScanLimits
 from index.library.lock import IndexLock
 from index.ports import Embedder, VectorStore
 from index.ranking.recommend import RecommendLimits, TimePlace

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from index.describers.sidecar import SidecarDescriber
+from index.indexing.indexer import Indexer, ScanLimits
 from index.library.catalog import Catalog
-from index.library.indexer import Indexer, ScanLimits
 from index.library.lock import IndexLock
 from index.search.embed import SentenceTransformerEmbedder
 from index.search.retrieval import DocumentEncoder

@@ -1,0 +1,1 @@
+"""Indexing: the run that drives every wing (scan, describe, embed, visual) over the library."""
