@@ -19,10 +19,13 @@ The rules (imports point one way: edges -> core -> settings):
    - `understanding/`: none;
    - `search/`: `understanding/`;
    - `ranking/`: `search/`, `understanding/`;
+   - `library/`: `search/` (opening SQLite files in WAL mode);
    - `describers/`: `library/` (the one image decoder), `understanding/` (place names);
    - `visual/`: `library/`, `describers/` (the EfficientNet features);
-   - `library/`: `search/`, `understanding/`, `visual/` (the indexer writes both stores).
-   The kernel imports no sub-package. Only the facade (`index/service.py`, its `index/records.py`)
+   - `indexing/`: `library/`, `search/`, `understanding/`, `visual/`, `describers/` (the run
+     that drives every wing writes both stores).
+   The table is acyclic: no sub-package reaches itself through the ones it may import, so the
+   layers can be drawn with every arrow pointing down. The kernel imports no sub-package. Only the facade (`index/service.py`, its `index/records.py`)
    and the composition root (`index/wiring.py`) see everything.
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
@@ -49,9 +52,10 @@ SUB_PACKAGES: dict[str, frozenset[str]] = {  # rule 7: what each sub-package may
     "understanding": frozenset(),
     "search": frozenset({"understanding"}),
     "ranking": frozenset({"search", "understanding"}),
+    "library": frozenset({"search"}),
     "describers": frozenset({"library", "understanding"}),
     "visual": frozenset({"library", "describers"}),
-    "library": frozenset({"search", "understanding", "visual"}),
+    "indexing": frozenset({"library", "search", "understanding", "visual", "describers"}),
 }
 
 
@@ -209,6 +213,23 @@ def sub_package_violations() -> list[str]:
     return sorted(set(problems))
 
 
+def allowance_cycles(allowed: dict[str, frozenset[str]]) -> list[list[str]]:
+    """Every way back in an allowance table: each cycle once, from its first name in the table
+    (`a -> b -> a` as `["a", "b", "a"]`). Rule 7 is only one-way if this finds none."""
+    cycles: list[list[str]] = []
+    order = list(allowed)
+    for start in order:
+        todo: list[list[str]] = [[start]]
+        while todo:
+            path = todo.pop()
+            for step in sorted(allowed.get(path[-1], frozenset())):
+                if step == start:
+                    cycles.append([*path, start])
+                elif step not in path and order.index(step) > order.index(start):
+                    todo.append([*path, step])
+    return cycles
+
+
 def _report(problems: list[str]) -> str:
     return "import rules broken (see tests/test_import_rules.py):\n  " + "\n  ".join(problems)
 
@@ -229,24 +250,45 @@ def test_the_core_knows_the_vector_store_by_its_port() -> None:
 
 
 def test_the_store_rule_fails_when_the_core_imports_the_adapter(tmp_path: Path) -> None:
-    for package in ("search", "library"):
+    for package in ("search", "indexing"):
         (tmp_path / "index" / package).mkdir(parents=True)
     (tmp_path / "index" / "search" / "store_memory.py").write_text(
         "import numpy\n", encoding="utf-8"
     )
-    (tmp_path / "index" / "library" / "indexer.py").write_text(
+    (tmp_path / "index" / "indexing" / "indexer.py").write_text(
         "from index.search.store import ChromaStore\nfrom index.search.store_memory import MemoryStore\n",
         encoding="utf-8",
     )
     problems = store_violations(tmp_path)
     assert len(problems) == 1 and problems[0].startswith(
-        "index/library/indexer.py:1 imports `index.search.store`"
+        "index/indexing/indexer.py:1 imports `index.search.store`"
     )
 
 
 def test_core_sub_packages_import_one_way() -> None:
     problems = sub_package_violations()
     assert not problems, _report(problems)
+
+
+def test_the_sub_package_allowances_are_acyclic() -> None:
+    cycles = allowance_cycles(SUB_PACKAGES)
+    assert not cycles, _report([" -> ".join(cycle) for cycle in cycles])
+
+
+def test_the_acyclic_check_finds_a_way_back() -> None:
+    """The table before `indexing/` left `library/`: library -> visual -> describers -> library."""
+    before = {
+        "understanding": frozenset(),
+        "search": frozenset({"understanding"}),
+        "describers": frozenset({"library", "understanding"}),
+        "visual": frozenset({"library", "describers"}),
+        "library": frozenset({"search", "understanding", "visual"}),
+    }
+    assert allowance_cycles(before) == [
+        ["describers", "library", "visual", "describers"],
+        ["visual", "library", "visual"],
+    ]
+    assert allowance_cycles({"a": frozenset({"a"})}) == [["a", "a"]]
 
 
 def test_every_core_module_is_in_a_sub_package_or_the_kernel() -> None:
