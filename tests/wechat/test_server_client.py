@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from bot.server_client import (
+from bot.server_client import ServerFinder
+from client.answers import (
     PhotoGone,
-    ServerFinder,
     ServerRefused,
     ServerUnavailable,
     error_for,

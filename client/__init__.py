@@ -1,0 +1,1 @@
+"""The one client of a PeiTu server's HTTP API."""
