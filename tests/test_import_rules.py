@@ -2,11 +2,11 @@
 
 The rules (imports point one way: edges -> core -> settings):
 
-1. `config/` imports nothing of ours: no `index`, `bot`, `server`, `cli`.
-2. `index/` (the core) imports no edge (`bot`, `server`, `cli`) and no edge framework
+1. `config/` imports nothing of ours: no `index`, `client`, `bot`, `server`, `cli`.
+2. `index/` (the core) imports no edge (`bot`, `server`, `cli`, `client`) and no edge framework
    (`wechaty`, `fastapi`, `starlette`, `uvicorn`).
 3. `bot/` imports neither `server` nor `cli`.
-4. `server/` imports neither `bot` nor `cli`.
+4. `server/` imports neither `bot`, `cli` nor `client`.
 5. Query understanding (`index/understanding/`) imports no ML runtime (`torch`,
    `sentence_transformers`, `chromadb`, `onnxruntime`), neither directly nor through the
    `index` modules it imports.
@@ -15,7 +15,7 @@ The rules (imports point one way: edges -> core -> settings):
    of the core knows the vector store by its port (`index.ports.VectorStore`).
 
 7. Inside the core, sub-packages import one way (`index/…/` may import the kernel — `errors`,
-   `models`, `ports`, `llm` — and only the sub-packages listed):
+   `error_words`, `models`, `ports`, `llm` — and only the sub-packages listed):
    - `understanding/`: none;
    - `search/`: `understanding/`;
    - `ranking/`: `search/`, `understanding/`;
@@ -27,6 +27,8 @@ The rules (imports point one way: edges -> core -> settings):
    The table is acyclic: no sub-package reaches itself through the ones it may import, so the
    layers can be drawn with every arrow pointing down. The kernel imports no sub-package. Only the facade (`index/service.py`, its `index/records.py`)
    and the composition root (`index/wiring.py`) see everything.
+8. `client/` (the one client of the server's API, used by `bot/` and `cli/`) imports no edge
+   (`bot`, `server`, `cli`) and no edge framework (`httpx` is its one outside library).
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
 about which way the code depends, not only about what loads at start-up.
@@ -42,12 +44,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
+OUR_PACKAGES = frozenset({"config", "index", "client", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
 STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/wiring.py"})
 
 
-KERNEL = ("errors", "models", "ports", "llm", "prebuilt")
+KERNEL = ("errors", "error_words", "models", "ports", "llm", "prebuilt")
 SUB_PACKAGES: dict[str, frozenset[str]] = {  # rule 7: what each sub-package may import
     "understanding": frozenset(),
     "search": frozenset({"understanding"}),
@@ -71,10 +73,19 @@ RULES = (
     Rule(
         "2: index/ imports no edge and no edge framework",
         "index",
-        frozenset({"bot", "server", "cli", "wechaty", "fastapi", "starlette", "uvicorn"}),
+        frozenset({"bot", "server", "cli", "client", "wechaty", "fastapi", "starlette", "uvicorn"}),
     ),
     Rule("3: bot/ imports neither server nor cli", "bot", frozenset({"server", "cli"})),
-    Rule("4: server/ imports neither bot nor cli", "server", frozenset({"bot", "cli"})),
+    Rule(
+        "4: server/ imports neither bot, cli nor client",
+        "server",
+        frozenset({"bot", "cli", "client"}),
+    ),
+    Rule(
+        "8: client/ imports no edge and no edge framework",
+        "client",
+        frozenset({"bot", "server", "cli", "wechaty", "fastapi", "starlette", "uvicorn"}),
+    ),
 )
 
 
