@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,10 +26,10 @@ from chromadb.errors import NotFoundError
 
 from index.errors import DiskFull, IndexMismatch, ModelUnavailable, PeiTuError, disk_full_raised
 from index.models import Candidate, QueryFilters
-from index.ports import StoredVector
+from index.ports import StoredVector, VectorStore, sampled
 from index.search.exact import EXACT_UP_TO, ExactCopy
 from index.search.retrieval import DocumentEncoder
-from index.search.stored import candidate, scalar_metadata
+from index.search.stored import candidate, identity_mismatch, scalar_metadata
 from index.understanding.filters import place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
 
@@ -107,7 +106,7 @@ def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
     }
 
 
-class ChromaStore:
+class ChromaStore(VectorStore):
     """One collection holding one vector per photo, tagged with the model that made them.
 
     The collection is made by the first write (or `reset`/`begin_rebuild`), never by a read:
@@ -129,14 +128,17 @@ class ChromaStore:
         document_encoding: str = DocumentEncoder().identity,
         reconnect: Callable[[], ClientAPI] | None = None,
         *,
+        identity: dict[str, Any] | None = None,
         may_recover: Callable[[], bool] | None = None,
         swap_hook: SwapHook | None = None,
     ) -> None:
+        """`identity`: recorded instead of (model, dimension, document encoding): the visual
+        collection's (`index.visual.store.visual_identity`, the keys it always had)."""
         self._client = client
         self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
         self._access = _ReadWriteLock()  # operations share it; `refresh` takes it alone
         self._name = name
-        self._identity = _identity(model, dimension, document_encoding)
+        self._identity = identity or _identity(model, dimension, document_encoding)
         self._may_recover = may_recover or _always
         self._swap_hook = swap_hook or _no_hook  # tests: told each step of `replace_with`
         self._mismatch: IndexMismatch | None = None
@@ -265,10 +267,13 @@ class ChromaStore:
 
     def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
         stored = {key: found.get(key) for key in self._identity}
-        # Collections made before the encoding was recorded hold whole-description vectors.
-        stored["document_encoding"] = found.get("document_encoding", "whole")
+        if "document_encoding" in self._identity:
+            # Collections made before the encoding was recorded hold whole-description vectors.
+            stored["document_encoding"] = found.get("document_encoding", "whole")
         if stored == self._identity:
             return None
+        if "embedding_model" not in self._identity:
+            return identity_mismatch(stored, self._identity)
         return IndexMismatch(
             f"the index was built with embedding model {stored['embedding_model']!r} "
             f"(dimension {stored['dimension']}, schema {stored['schema_version']}, "
@@ -306,18 +311,37 @@ class ChromaStore:
             self._client = self._reconnect()
             self._lookup()
 
+    @contextlib.contextmanager
+    def reconnecting(self) -> Iterator[None]:
+        """Around another store's `refresh` on the same embedded folder (the other collection):
+        Chroma shares one engine per folder among clients, and it reads the disk again only
+        once every client is closed, this one too."""
+        if self._reconnect is None:
+            yield
+            return
+        with self._access.alone():
+            with contextlib.suppress(Exception):  # a client that cannot close is dropped anyway
+                getattr(self._client, "close", lambda: None)()
+            self._collection, self._mismatch = None, None
+            try:
+                yield
+            finally:
+                self._count = self._counting = None
+                self._copy.forget()
+                self._client = self._reconnect()
+                self._lookup()
+
     def begin_rebuild(self) -> ChromaStore:
         """An empty collection beside this one, with the configured identity, to rebuild into
         while this one goes on answering queries (see `replace_with`)."""
         shadow = self._name + REBUILD_SUFFIX
         _drop_collection(self._client, shadow)  # left over from a rebuild that never finished
-        identity = self._identity
         rebuilt = ChromaStore(
             self._client,
             shadow,
-            identity["embedding_model"],
-            identity["dimension"],
-            identity["document_encoding"],
+            "",  # no model nor dimension: the identity says them
+            0,
+            identity=self._identity,
             may_recover=_never,  # its name is not one that is swapped
         )
         rebuilt._create()
@@ -427,14 +451,27 @@ class ChromaStore:
         self._copy.forget()
         self._read(lambda c: c.delete(ids=ids), None)  # nothing to delete from no collection
 
+    def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
+        ids = list(photo_ids)
+        if not ids:
+            return []
+        found = self._read(
+            lambda c: c.get(ids=ids, include=["embeddings", "documents", "metadatas"]), None
+        )
+        if found is None:
+            return []
+        rows = zip(
+            found["ids"], found["embeddings"], found["documents"], found["metadatas"], strict=True
+        )
+        return [StoredVector(i, list(map(float, v)), d or "", dict(m or {})) for i, v, d, m in rows]
+
     def ids(self) -> set[str]:
         return set(self._read(lambda c: c.get(include=[])["ids"], []))
 
     def sample(self, size: int, seed: int = 0) -> list[list[float]]:
-        """The vectors of up to `size` photos chosen at random (the same for the same seed and
-        photos): the library's background for calibrating matches (`index.search.calibration`)."""
-        ids = sorted(self.ids())
-        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+        """As `VectorStore.sample` chooses them, reading the vectors alone (a cold query's
+        calibration reads 512 of them)."""
+        chosen = sampled(self.ids(), size, seed)
         if not chosen:
             return []
         found = self._read(lambda c: c.get(ids=chosen, include=["embeddings"]), None)
