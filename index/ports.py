@@ -87,8 +87,11 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class StoredVector:
+    """A photo's row in a collection: its vector (as given, or as a store reads it back: a
+    float32 row), its document and metadata."""
+
     photo_id: str
-    vector: Sequence[float]
+    vector: Sequence[float] | Vectors
     document: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -166,9 +169,16 @@ class VectorStore(Protocol):
         for item in self.get([photo_id]):
             self.upsert([StoredVector(item.photo_id, item.vector, item.document, metadata)])
 
+    def nearest(self, vector: Sequence[float], k: int) -> list[tuple[StoredVector, float]]:
+        """`query` without filters, each hit as its stored row with its cosine: for a search
+        that compares the hits with each other (the visual one's near duplicates)."""
+        found = self.query(vector, k)
+        rows = {item.photo_id: item for item in self.get([c.photo_id for c in found])}
+        return [(rows[c.photo_id], c.similarity) for c in found if c.photo_id in rows]
+
     def sample(self, size: int, seed: int = 0) -> list[list[float]]:
         """Vectors of up to `size` photos chosen at random (repeatably for a seed)."""
-        return [list(item.vector) for item in self.get(sampled(self.ids(), size, seed))]
+        return [list(map(float, item.vector)) for item in self.get(sampled(self.ids(), size, seed))]
 
     def ping(self) -> None:
         """Raise `ModelUnavailable` when the store cannot be reached (a server)."""

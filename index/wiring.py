@@ -111,7 +111,7 @@ def _vector_store(
         params = HnswParams(s.m, s.ef_construction, ef_search)
         folder = data_dir / "vectors"
         return HnswStore(folder, name, model_name, dimension, encoding, params, identity=identity)
-    from index.search.store import ChromaStore, make_chroma_client
+    from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client
 
     return ChromaStore(
         make_chroma_client(settings.chroma.url, data_dir),
@@ -121,6 +121,7 @@ def _vector_store(
         encoding,
         reconnect=reconnect,
         identity=identity,
+        tuning=HNSW_TUNING if identity is None else {},  # the visual one: as it always was
         # A rebuild swap left half done by a killed process is finished by the next reader,
         # unless an indexing job runs now: that job may be the one swapping.
         may_recover=lambda: not lock.busy(),

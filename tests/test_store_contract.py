@@ -118,6 +118,22 @@ def test_get_gives_the_stored_rows_of_known_ids(make_store: StoreFactory) -> Non
     assert found["a"].metadata == {"path": "a.jpg"}  # scalars only, as stored
 
 
+def test_nearest_gives_the_hits_with_their_stored_rows(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.nearest(_unit(1, 0, 0, 0), 2) == []
+    store.upsert(_items())
+    found = store.nearest(_unit(1, 0, 0, 0), 2)
+    queried = store.query(_unit(1, 0, 0, 0), 2)
+    assert [(row.photo_id, cosine) for row, cosine in found] == [
+        (c.photo_id, c.similarity) for c in queried
+    ]
+    nearest, _ = found[0]
+    assert nearest.document == "蓝天" and nearest.metadata == {"path": "a.jpg"}
+    assert np.allclose(nearest.vector, _unit(1, 0, 0, 0), atol=1e-6)
+    store.replace_with(store.begin_rebuild())  # an empty collection, as a visual reset leaves
+    assert store.nearest(_unit(1, 0, 0, 0), 2) == []
+
+
 def test_upsert_replaces_delete_removes_count_and_ids(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert(_items())

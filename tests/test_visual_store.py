@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from index.ports import Vectors, VectorStore
-from index.search.store import ChromaStore, make_chroma_client
+from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client
 from index.search.store_hnsw import HnswStore
 from index.search.store_memory import MemorySpace, MemoryStore
 from index.visual.store import VisualStore, visual_identity
@@ -146,6 +146,25 @@ def test_an_hnsw_user_gets_the_visual_vectors_of_a_former_chroma_collection_agai
     similar = after.similar_to_photo(sorted(after.visual.store.ids())[2])
     assert similar is not None and similar.results
     assert {p: p.stat().st_mtime_ns for p in chroma.rglob("*") if p.is_file()} == files
+
+
+def test_the_visual_chroma_collection_keeps_chromas_own_search_parameters(
+    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: object, tmp_path: Path
+) -> None:
+    """As the Chroma-only visual store made it (ef_search 100); the text one is tuned."""
+    settings = make_settings(library=small_library.root, visual={"batch_size": 8})
+    app = build_app(
+        settings,
+        descriptions=small_library.descriptions,
+        embedder=embedder,  # type: ignore[arg-type]
+        visual_embedder=ColourHistogram(),
+    )
+    app.index()
+    client = make_chroma_client("", tmp_path / "data")
+    text = client.get_collection(settings.chroma.collection).configuration["hnsw"]
+    visual = client.get_collection(settings.chroma.collection + "_visual").configuration["hnsw"]
+    assert text["ef_search"] == HNSW_TUNING["ef_search"] and visual["ef_search"] == 100
+    app.close()
 
 
 _SCRIPT = """

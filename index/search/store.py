@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -26,7 +26,7 @@ from chromadb.errors import NotFoundError
 
 from index.errors import DiskFull, IndexMismatch, ModelUnavailable, PeiTuError, disk_full_raised
 from index.models import Candidate, QueryFilters
-from index.ports import StoredVector, VectorStore, sampled
+from index.ports import StoredVector, Vectors, VectorStore, sampled
 from index.search.exact import EXACT_UP_TO, ExactCopy
 from index.search.retrieval import DocumentEncoder
 from index.search.stored import candidate, identity_mismatch, scalar_metadata
@@ -129,16 +129,20 @@ class ChromaStore(VectorStore):
         reconnect: Callable[[], ClientAPI] | None = None,
         *,
         identity: dict[str, Any] | None = None,
+        tuning: Mapping[str, int] = HNSW_TUNING,
         may_recover: Callable[[], bool] | None = None,
         swap_hook: SwapHook | None = None,
     ) -> None:
         """`identity`: recorded instead of (model, dimension, document encoding): the visual
-        collection's (`index.visual.store.visual_identity`, the keys it always had)."""
+        collection's (`index.visual.store.visual_identity`, the keys it always had).
+        `tuning`: the HNSW parameters given to the collection (`{}`: Chroma's own, which the
+        visual collection has always had)."""
         self._client = client
         self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
         self._access = _ReadWriteLock()  # operations share it; `refresh` takes it alone
         self._name = name
         self._identity = identity or _identity(model, dimension, document_encoding)
+        self._tuning = dict(tuning)
         self._may_recover = may_recover or _always
         self._swap_hook = swap_hook or _no_hook  # tests: told each step of `replace_with`
         self._mismatch: IndexMismatch | None = None
@@ -149,7 +153,7 @@ class ChromaStore(VectorStore):
         self._lookup(tries=1)
 
     def _create(self) -> Any:
-        configuration = {"hnsw": {"space": "cosine", **HNSW_TUNING}}
+        configuration = {"hnsw": {"space": "cosine", **self._tuning}}
         collection = self._client.get_or_create_collection(
             self._name,
             metadata=dict(self._identity),
@@ -158,7 +162,7 @@ class ChromaStore(VectorStore):
         )
         self._collection = collection
         self._mismatch = self._identity_mismatch(collection.metadata or {})
-        _tune(collection)
+        _tune(collection, self._tuning)
         return collection
 
     @property
@@ -183,7 +187,7 @@ class ChromaStore(VectorStore):
                 self._count = self._counting = None
                 self._copy.forget()
                 self._mismatch = self._identity_mismatch(collection.metadata or {})
-                _tune(collection)
+                _tune(collection, self._tuning)
                 return
             if recover:
                 break  # nobody is swapping: the collection does not exist (yet)
@@ -342,6 +346,7 @@ class ChromaStore(VectorStore):
             "",  # no model nor dimension: the identity says them
             0,
             identity=self._identity,
+            tuning=self._tuning,
             may_recover=_never,  # its name is not one that is swapped
         )
         rebuilt._create()
@@ -441,6 +446,25 @@ class ChromaStore(VectorStore):
         )
         return [] if found is None else _candidates(found)
 
+    def nearest(self, vector: Sequence[float], k: int) -> list[tuple[StoredVector, float]]:
+        """As `VectorStore.nearest`, in one Chroma query (the rows come with the hits)."""
+        if k <= 0:
+            return []
+        found = self._read(
+            lambda c: c.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=k,
+                include=["distances", "embeddings", "documents", "metadatas"],
+            ),
+            None,
+        )
+        if found is None:
+            return []
+        return [
+            (StoredVector(hit.photo_id, _row(row), hit.description, hit.metadata), hit.similarity)
+            for hit, row in zip(_candidates(found), found["embeddings"][0], strict=True)
+        ]
+
     def delete(self, photo_ids: Sequence[str]) -> None:
         ids = list(photo_ids)
         for start in range(0, len(ids), _BATCH):
@@ -463,7 +487,7 @@ class ChromaStore(VectorStore):
         rows = zip(
             found["ids"], found["embeddings"], found["documents"], found["metadatas"], strict=True
         )
-        return [StoredVector(i, list(map(float, v)), d or "", dict(m or {})) for i, v, d, m in rows]
+        return [StoredVector(i, _row(v), d or "", dict(m or {})) for i, v, d, m in rows]
 
     def ids(self) -> set[str]:
         return set(self._read(lambda c: c.get(include=[])["ids"], []))
@@ -630,14 +654,16 @@ def _get_collection(client: ClientAPI, name: str) -> Any | None:
         return None
 
 
-def _tune(collection: Any) -> None:
-    """Give a collection the search and write-back parameters of `HNSW_TUNING` (older ones
-    were made with Chroma's defaults); a store that refuses keeps what it has."""
+def _tune(collection: Any, tuning: dict[str, int]) -> None:
+    """Give a collection the search and write-back parameters `tuning` (`HNSW_TUNING`: older
+    text collections were made with Chroma's defaults); a store that refuses keeps what it has."""
+    if not tuning:
+        return
     current = (collection.configuration or {}).get("hnsw") or {}
-    if all(current.get(key) == value for key, value in HNSW_TUNING.items() if key in current):
+    if all(current.get(key) == value for key, value in tuning.items() if key in current):
         return
     try:
-        collection.modify(configuration={"hnsw": dict(HNSW_TUNING)})
+        collection.modify(configuration={"hnsw": dict(tuning)})
     except Exception as error:  # chromadb raises several types by version and backend
         log.warning("could not tune the HNSW parameters of %s: %s", collection.name, error)
 
@@ -647,6 +673,11 @@ def _drop_collection(client: ClientAPI, name: str) -> None:
         client.delete_collection(name)
     except Exception:  # chromadb raises NotFoundError/ValueError by version
         log.debug("collection %s did not exist", name)
+
+
+def _row(embedding: Any) -> Vectors:
+    """A vector as Chroma gives it back (a numpy row), as float32 without a copy."""
+    return np.asarray(embedding, dtype=np.float32)
 
 
 def _candidates(found: Any) -> list[Candidate]:

@@ -428,7 +428,7 @@ class HnswStore(VectorStore):
     def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
         rows = self._select(photo_ids, "photo_id, vector, document, metadata")
         return [
-            StoredVector(i, np.frombuffer(v, dtype=np.float32).tolist(), d, json.loads(m))
+            StoredVector(i, np.frombuffer(v, dtype=np.float32), d, json.loads(m))
             for i, v, d, m in rows
         ]
 

@@ -223,6 +223,6 @@ def _candidate(collection: _Collection, row: int, cosine: float) -> Candidate:
 
 
 def _stored(collection: _Collection, row: int) -> StoredVector:
-    vector = collection.vectors[row].tolist()
+    vector = collection.vectors[row].copy()  # not a view: the matrix changes on writes
     metadata = dict(collection.metadatas[row])
     return StoredVector(collection.ids[row], vector, collection.documents[row], metadata)

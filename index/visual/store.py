@@ -69,14 +69,9 @@ class VisualStore:
 
     def query(self, vector: Vectors, k: int) -> list[VisualHit]:
         """Up to k photos by cosine, most similar first."""
-        found = self._store.query(vector.tolist(), k)
-        stored = {item.photo_id: item for item in self._store.get([c.photo_id for c in found])}
         return [
-            VisualHit(
-                c.photo_id, c.similarity, _array(stored[c.photo_id].vector), _phash(c.metadata)
-            )
-            for c in found
-            if c.photo_id in stored  # deleted between the two reads
+            VisualHit(row.photo_id, similarity, _array(row.vector), _phash(row.metadata))
+            for row, similarity in self._store.nearest(vector.tolist(), k)
         ]
 
     def stored(self, photo_id: str) -> tuple[Vectors, str] | None:
@@ -94,7 +89,7 @@ class VisualStore:
         return self._store.count()
 
 
-def _array(embedding: Sequence[float]) -> Vectors:
+def _array(embedding: Sequence[float] | Vectors) -> Vectors:
     return np.asarray(embedding, dtype=np.float32)
 
 
