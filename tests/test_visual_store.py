@@ -9,16 +9,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from config import Settings
 from index.ports import Vectors, VectorStore
+from index.search.embed import SentenceTransformerEmbedder
 from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client
 from index.search.store_hnsw import HnswStore
 from index.search.store_memory import MemorySpace, MemoryStore
+from index.service import PeiTu
 from index.visual.store import VisualStore, visual_identity
 from index.wiring import build_app
 from tests.support.chroma_server import chroma_server
@@ -31,7 +34,7 @@ VisualFactory = Callable[..., VisualStore]
 
 
 @pytest.fixture(scope="module")
-def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> object:
+def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with chroma_server(tmp_path_factory.mktemp("chroma-server")) as url:
         yield url
 
@@ -55,6 +58,15 @@ def make_visual(request: pytest.FixtureRequest, tmp_path: Path) -> VisualFactory
         return VisualStore(store)
 
     return make
+
+
+def _app(settings: Settings, library: SmallLibrary, embedder: SentenceTransformerEmbedder) -> PeiTu:
+    return build_app(
+        settings,
+        descriptions=library.descriptions,
+        embedder=embedder,
+        visual_embedder=ColourHistogram(),
+    )
 
 
 def _rows(*rows: tuple[float, ...]) -> Vectors:
@@ -115,18 +127,13 @@ def test_a_chroma_visual_collection_of_earlier_versions_is_read_as_it_is(tmp_pat
 def test_an_hnsw_user_gets_the_visual_vectors_of_a_former_chroma_collection_again(
     make_settings: SettingsFactory,
     small_library: SmallLibrary,
-    embedder: object,
+    embedder: SentenceTransformerEmbedder,
     tmp_path: Path,
 ) -> None:
     """The visual phase embeds the pixels again into the HNSW store; Chroma's folder is left
     as it was (never opened), so going back to Chroma finds its collection whole."""
     settings = make_settings(library=small_library.root, visual={"batch_size": 8})
-    before = build_app(
-        settings,
-        descriptions=small_library.descriptions,
-        embedder=embedder,  # type: ignore[arg-type]
-        visual_embedder=ColourHistogram(),
-    )
+    before = _app(settings, small_library, embedder)
     assert before.index().visual_embedded == 30
     before.close()
     chroma = tmp_path / "data" / "chroma"
@@ -134,12 +141,7 @@ def test_an_hnsw_user_gets_the_visual_vectors_of_a_former_chroma_collection_agai
     hnsw = settings.model_copy(
         update={"store": settings.store.model_copy(update={"backend": "hnsw"})}
     )
-    after = build_app(
-        hnsw,
-        descriptions=small_library.descriptions,
-        embedder=embedder,  # type: ignore[arg-type]
-        visual_embedder=ColourHistogram(),
-    )
+    after = _app(hnsw, small_library, embedder)
     report = after.index()
     assert report.visual_embedded == 30 and after.visual is not None
     assert after.visual.store.count() == 30
@@ -149,16 +151,14 @@ def test_an_hnsw_user_gets_the_visual_vectors_of_a_former_chroma_collection_agai
 
 
 def test_the_visual_chroma_collection_keeps_chromas_own_search_parameters(
-    make_settings: SettingsFactory, small_library: SmallLibrary, embedder: object, tmp_path: Path
+    make_settings: SettingsFactory,
+    small_library: SmallLibrary,
+    embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
 ) -> None:
     """As the Chroma-only visual store made it (ef_search 100); the text one is tuned."""
     settings = make_settings(library=small_library.root, visual={"batch_size": 8})
-    app = build_app(
-        settings,
-        descriptions=small_library.descriptions,
-        embedder=embedder,  # type: ignore[arg-type]
-        visual_embedder=ColourHistogram(),
-    )
+    app = _app(settings, small_library, embedder)
     app.index()
     client = make_chroma_client("", tmp_path / "data")
     text = client.get_collection(settings.chroma.collection).configuration["hnsw"]
