@@ -129,13 +129,14 @@ class ChromaSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    """Where the text vectors live (`PEITU_STORE__BACKEND`).
+    """Where the vectors live, the text ones and the visual ones (`PEITU_STORE__BACKEND`).
 
     "chroma": Chroma, embedded in the data folder or a server (`PEITU_CHROMA__URL`); the
     default. "hnsw": an HNSW graph (hnswlib) in memory over SQLite rows in the data folder
     (`vectors/`), for a large library served by one machine: a query costs one graph search
     plus the hits' rows, a time or place filter reads indexed columns (see docs/deploy.md,
-    "Sizing"). Switching backends needs `peitu index --rebuild` (nothing is described again).
+    "Sizing"). Switching backends needs `peitu index --rebuild` (nothing is described again;
+    the visual vectors are embedded again from the pixels).
     The graph parameters are hnswlib's and apply to "hnsw" only.
     """
 

@@ -1,12 +1,13 @@
 """Ports: the small interfaces behind which every outside thing varies.
 
 A describer is a vision model (or a captions file); an embedder is a sentence-embedding model;
-a vector store is Chroma (embedded or client/server) or an exact in-memory one; a reranker is
-an LLM.
+a vector store is Chroma (embedded or client/server), a local HNSW graph or an exact in-memory
+one, for the text and the visual collection alike; a reranker is an LLM.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, runtime_checkable
@@ -86,34 +87,50 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class StoredVector:
+    """A photo's row in a collection: its vector (as given, or as a store reads it back: a
+    float32 row), its document and metadata."""
+
     photo_id: str
-    vector: Sequence[float]
+    vector: Sequence[float] | Vectors
     document: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class VectorStore(Protocol):
-    """Stores one vector per photo, tagged with the identity of what made the vectors (the
-    embedding model, its dimension, the document encoding), and finds the nearest by cosine.
+    """One collection: a vector per photo with its document and metadata, tagged with the
+    identity of what made the vectors, searched by cosine. The text vectors (the embedding
+    model, its dimension, the document encoding) and the visual ones (the image model:
+    `index.visual.store`) are two collections of the same store.
 
-    The bundled stores are Chroma (`index.search.store.ChromaStore`: embedded or client/server; the
-    one users get), a local HNSW graph over SQLite for large libraries
+    The bundled stores are Chroma (`index.search.store.ChromaStore`: embedded or client/server;
+    the one users get), a local HNSW graph over SQLite for large libraries
     (`index.search.store_hnsw.HnswStore`) and an exact in-memory one
-    (`index.search.store_memory.MemoryStore`). Every
-    backend passes the same contract suite (tests/test_store_contract.py). Filters arrive as
-    `QueryFilters`; turning them into a backend's own query language is the backend's job, and
-    a photo is kept exactly when `index.understanding.filters.matches` says so.
+    (`index.search.store_memory.MemoryStore`). Every backend passes the same contract suite,
+    for both collections (tests/test_store_contract.py). Filters arrive as `QueryFilters`;
+    turning them into a backend's own query language is the backend's job, and a photo is kept
+    exactly when `index.understanding.filters.matches` says so.
 
-    A store holding vectors of another identity is never mixed with: `mismatch` says so, and
-    reads and writes raise it until a rebuild (`begin_rebuild`, `replace_with`) replaces it.
+    A backend subclasses this and writes the first ten members (the collection, then the
+    rebuild swap); the others have defaults built on those, which a backend overrides where
+    it does better or has more to do (aiogram's storage does the same).
+
+    A collection holding vectors of another identity is never mixed with: `mismatch` says so,
+    and reads and writes raise it until a rebuild (`begin_rebuild`, `replace_with`) replaces it.
     """
+
+    # --- the collection ----------------------------------------------------------------------
+    @property
+    def mismatch(self) -> IndexMismatch | None:
+        """The identity problem: set while the stored vectors were made with another identity
+        than the configured one (until they are rebuilt, here or by another process)."""
+        ...
 
     def upsert(self, items: Sequence[StoredVector]) -> None:
         """Add or replace these photos' vectors, documents and metadata."""
         ...
 
-    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
-        """Replace one photo's metadata, keeping its vector (a moved photo's new path)."""
+    def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
+        """These photos' vectors, documents and metadata; unknown ids are left out."""
         ...
 
     def query(
@@ -131,29 +148,7 @@ class VectorStore(Protocol):
 
     def count(self) -> int: ...
 
-    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
-        """Vectors of up to `size` photos chosen at random (repeatably for a seed)."""
-        ...
-
-    def ping(self) -> None:
-        """Raise `ModelUnavailable` when the store cannot be reached."""
-        ...
-
-    @property
-    def mismatch(self) -> IndexMismatch | None:
-        """The identity problem: set while the stored vectors were made with another identity
-        than the configured one (until they are rebuilt, here or by another process)."""
-        ...
-
-    def refresh(self) -> None:
-        """Read the store afresh: another process wrote to it (its rebuild, its new vectors)."""
-        ...
-
-    def recover(self) -> None:
-        """Finish a replacement (`replace_with`) that a killed process left half done. For the
-        holder of the index lock: nobody else can be replacing then."""
-        ...
-
+    # --- the rebuild swap: vectors of a new identity ----------------------------------------
     def begin_rebuild(self) -> Self:
         """An empty store beside this one, with the configured identity, to fill while this
         one goes on answering queries; then `replace_with` or `discard_rebuild` it."""
@@ -168,16 +163,52 @@ class VectorStore(Protocol):
         """Throw away a store from `begin_rebuild` (a cancelled rebuild); this one is kept."""
         ...
 
+    # --- with defaults -----------------------------------------------------------------------
+    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
+        """Replace one photo's metadata, keeping its vector (a moved photo's new path)."""
+        for item in self.get([photo_id]):
+            self.upsert([StoredVector(item.photo_id, item.vector, item.document, metadata)])
+
+    def nearest(self, vector: Sequence[float], k: int) -> list[tuple[StoredVector, float]]:
+        """`query` without filters, each hit as its stored row with its cosine: for a search
+        that compares the hits with each other (the visual one's near duplicates)."""
+        found = self.query(vector, k)
+        rows = {item.photo_id: item for item in self.get([c.photo_id for c in found])}
+        return [(rows[c.photo_id], c.similarity) for c in found if c.photo_id in rows]
+
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """Vectors of up to `size` photos chosen at random (repeatably for a seed)."""
+        return [list(map(float, item.vector)) for item in self.get(sampled(self.ids(), size, seed))]
+
+    def ping(self) -> None:
+        """Raise `ModelUnavailable` when the store cannot be reached (a server)."""
+        return None
+
+    def refresh(self) -> None:
+        """Read the store afresh: another process wrote to it (its rebuild, its new vectors)."""
+        return None
+
+    def recover(self) -> None:
+        """Finish a replacement (`replace_with`) that a killed process left half done. For the
+        holder of the index lock: nobody else can be replacing then."""
+        return None
+
     def flush(self) -> None:
         """Make what was written quick to open again (the end of an index job): a store
         whose search structure is a cache of its rows saves it. Writes are durable without it."""
-        ...
+        return None
 
     def warm(self) -> None:
         """Load what queries read, now (a server's or bot's start-up) rather than on the first
         query; a store may then also keep a small collection in memory and search it exactly
         (`index.search.exact`)."""
-        ...
+        return None
+
+
+def sampled(ids: set[str], size: int, seed: int) -> list[str]:
+    """Up to `size` of the ids, chosen at random (the same for the same seed and ids)."""
+    ordered = sorted(ids)
+    return random.Random(seed).sample(ordered, size) if len(ordered) > size else ordered
 
 
 class Reranker(Protocol):

@@ -11,12 +11,12 @@ import hashlib
 import importlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from chromadb.api import ClientAPI
 
 from config import Settings, user_cache_dir
 from config.settings import DASHSCOPE_BASE_URL, OfflineSettings
@@ -51,13 +51,15 @@ from index.search.retrieval import (
     make_retriever,
     query_preparation,
 )
-from index.search.store import ChromaStore, make_chroma_client
 from index.service import PeiTu
 from index.understanding.query import RuleBasedUnderstanding
 from index.visual.index import VisualIndex, VisualLimits
 from index.visual.search import SimilarPhotos
 from index.visual.store import SUFFIX as VISUAL_SUFFIX
-from index.visual.store import VisualStore
+from index.visual.store import VisualStore, visual_identity
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +86,42 @@ def text_store(
     """The text vectors' store `settings.store.backend` names: Chroma (embedded or a server),
     or the local HNSW graph; for vectors of `model_name` in the configured document encoding."""
     encoding = RetrievalConfig.from_settings(settings.retrieval).encoder.identity
+    name = settings.chroma.collection
+    return _vector_store(settings, data_dir, name, model_name, dimension, encoding, lock, reconnect)
+
+
+def _vector_store(
+    settings: Settings,
+    data_dir: Path,
+    name: str,
+    model_name: str,
+    dimension: int,
+    encoding: str,
+    lock: IndexLock,
+    reconnect: Callable[[], ClientAPI] | None,
+    identity: dict[str, Any] | None = None,
+) -> VectorStore:
+    """One collection of the store `settings.store.backend` names. Chroma is imported only
+    when it is the one: with `hnsw` nothing of Chroma is loaded, made or opened."""
     if settings.store.backend == "hnsw":
         from index.search.store_hnsw import HnswParams, HnswStore
 
         s = settings.store
-        return HnswStore(
-            data_dir / "vectors",
-            settings.chroma.collection,
-            model_name,
-            dimension,
-            encoding,
-            HnswParams(s.m, s.ef_construction, None if s.ef_search == "auto" else s.ef_search),
-        )
+        ef_search = None if s.ef_search == "auto" else s.ef_search
+        params = HnswParams(s.m, s.ef_construction, ef_search)
+        folder = data_dir / "vectors"
+        return HnswStore(folder, name, model_name, dimension, encoding, params, identity=identity)
+    from index.search.store import HNSW_TUNING, ChromaStore, make_chroma_client
+
     return ChromaStore(
         make_chroma_client(settings.chroma.url, data_dir),
-        settings.chroma.collection,
+        name,
         model_name,
         dimension,
         encoding,
         reconnect=reconnect,
+        identity=identity,
+        tuning=HNSW_TUNING if identity is None else {},  # the visual one: as it always was
         # A rebuild swap left half done by a killed process is finished by the next reader,
         # unless an indexing job runs now: that job may be the one swapping.
         may_recover=lambda: not lock.busy(),
@@ -203,11 +222,11 @@ def _reranker(settings: Settings) -> Reranker | None:
 def _visual_index(
     settings: Settings,
     catalog: Catalog,
-    client: ClientAPI,
-    reconnect: Callable[[], ClientAPI] | None,
+    open_store: Callable[[str, int, dict[str, Any]], VectorStore],
     embedder: VisualEmbedder | None,
 ) -> VisualIndex | None:
-    """The visual collection and its model, unless switched off (`PEITU_VISUAL__BACKEND=off`)."""
+    """The visual collection and its model, unless switched off (`PEITU_VISUAL__BACKEND=off`);
+    `open_store(model, dimension, identity)` opens the collection in the configured store."""
     if settings.visual.backend == "off":
         return None
     if embedder is None and settings.visual.embedder:
@@ -216,19 +235,20 @@ def _visual_index(
         from index.visual.embed import EfficientNetVisualEmbedder
 
         embedder = EfficientNetVisualEmbedder()  # the offline tagger's network: loaded once
-    store = VisualStore(
-        client,
-        settings.chroma.collection + VISUAL_SUFFIX,
-        embedder.identity,
-        embedder.dimension,
-        reconnect=reconnect,
-    )
+    identity = visual_identity(embedder.identity, embedder.dimension)
+    store = open_store(embedder.identity, embedder.dimension, identity)
     limits = VisualLimits(
         int(settings.indexing.max_file_mb * 1024 * 1024),
         settings.indexing.max_pixels,
         settings.visual.batch_size,
     )
-    return VisualIndex(catalog, store, embedder, limits)
+    return VisualIndex(catalog, VisualStore(store, _reconnecting(store)), embedder, limits)
+
+
+def _reconnecting(store: VectorStore) -> Callable[[], AbstractContextManager[None]]:
+    """What the visual store does around the text store's `refresh`: an embedded Chroma
+    collection closes its client (see `ChromaStore.reconnecting`); other stores nothing."""
+    return getattr(store, "reconnecting", nullcontext)
 
 
 def _plugged_visual_embedder(import_path: str) -> VisualEmbedder:
@@ -242,6 +262,20 @@ def _plugged_visual_embedder(import_path: str) -> VisualEmbedder:
         ) from error
     embedder: VisualEmbedder = factory()
     return embedder
+
+
+def _chroma_reconnect(settings: Settings, data_dir: Path) -> Callable[[], ClientAPI] | None:
+    """A Chroma server is shared live; an embedded one must be read again after another
+    process (the server, the bot, `peitu index`) wrote to it: with a fresh client."""
+    if settings.store.backend != "chroma" or settings.chroma.url:
+        return None
+
+    def reconnect() -> ClientAPI:
+        from index.search.store import make_chroma_client
+
+        return make_chroma_client("", data_dir)
+
+    return reconnect
 
 
 def build_app(
@@ -266,20 +300,26 @@ def build_app(
         runtime=settings.embedding.runtime,
         export_cache=encoder_exports(settings),
     )
-    url = settings.chroma.url
     retrieval = RetrievalConfig.from_settings(settings.retrieval)
     lock = IndexLock(data_dir / "index.library.lock")
-    # A Chroma server is shared live; an embedded one must be read again after another
-    # process (the server, the bot, `peitu index`) wrote to it.
-    reconnect = None if url else (lambda: make_chroma_client("", data_dir))
+    reconnect = _chroma_reconnect(settings, data_dir)
 
-    def open_stores() -> tuple[VectorStore, Catalog, ClientAPI]:
+    def open_stores() -> tuple[VectorStore, Catalog]:
         store = text_store(settings, data_dir, model.model_name, model.dimension, lock, reconnect)
-        return store, Catalog(data_dir / "catalog.sqlite3"), make_chroma_client(url, data_dir)
+        return store, Catalog(data_dir / "catalog.sqlite3")
+
+    def open_visual_store(model: str, dimension: int, identity: dict[str, Any]) -> VectorStore:
+        collection = settings.chroma.collection + VISUAL_SUFFIX
+        return opened_on_full_disk(
+            data_dir,
+            lambda: _vector_store(
+                settings, data_dir, collection, model, dimension, "", lock, reconnect, identity
+            ),
+        )
 
     # Opening writes a little (Chroma a row, SQLite its WAL index): on a full disk, the reserve.
-    store, catalog, visual_client = opened_on_full_disk(data_dir, open_stores)
-    visual = _visual_index(settings, catalog, visual_client, reconnect, visual_embedder)
+    store, catalog = opened_on_full_disk(data_dir, open_stores)
+    visual = _visual_index(settings, catalog, open_visual_store, visual_embedder)
     return compose(
         library=settings.library,
         catalog=catalog,

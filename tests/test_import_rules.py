@@ -10,9 +10,9 @@ The rules (imports point one way: edges -> core -> settings):
 5. Query understanding (`index/understanding/`) imports no ML runtime (`torch`,
    `sentence_transformers`, `chromadb`, `onnxruntime`), neither directly nor through the
    `index` modules it imports.
-6. Under `index/`, only the Chroma adapters (`index/search/store.py`, `index/visual/store.py`) and the
-   composition root (`index/wiring.py`) import `chromadb` or `index.search.store`: the rest
-   of the core knows the vector store by its port (`index.ports.VectorStore`).
+6. Under `index/`, only the Chroma adapter (`index/search/store.py`) and the composition root
+   (`index/wiring.py`) import `chromadb` or `index.search.store`: the rest of the core, the
+   visual collection too, knows the vector store by its port (`index.ports.VectorStore`).
 
 7. Inside the core, sub-packages import one way (`index/…/` may import the kernel — `errors`,
    `error_words`, `models`, `ports`, `llm` — and only the sub-packages listed):
@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OUR_PACKAGES = frozenset({"config", "index", "client", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
-STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/wiring.py"})
+STORE_ADAPTERS = frozenset({"index/search/store.py", "index/wiring.py"})
 
 
 KERNEL = ("errors", "error_words", "models", "ports", "llm", "prebuilt")

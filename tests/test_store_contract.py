@@ -1,14 +1,17 @@
-"""One contract for the `VectorStore` port, run against every backend: embedded Chroma, a real
-`chroma run` server, the local HNSW graph over SQLite and the exact in-memory store. Tests of Chroma's own parts (HNSW
+"""One contract for the `VectorStore` port, run against every backend (embedded Chroma, a real
+`chroma run` server, the local HNSW graph over SQLite and the exact in-memory store) and for
+both collections on it (the text vectors and the visual ones). Tests of Chroma's own parts (HNSW
 parameters, an unreachable server) come after the contract."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from index.search.store_hnsw import HnswStore
 from index.search.store_memory import MemorySpace, MemoryStore
 from index.service import PeiTu
 from index.understanding.filters import matches, wall_clock_ts
+from index.visual.store import visual_identity
 from index.wiring import build_app
 from tests.support.chroma_server import chroma_server
 from tests.support.core_fixtures import SettingsFactory, SmallLibrary
@@ -36,27 +40,47 @@ def chroma_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["text", "visual"])
+def collection(request: pytest.FixtureRequest) -> str:
+    """Which collection the store holds: the text vectors or the visual ones (the same port,
+    opened with `index.visual.store.visual_identity`)."""
+    return str(request.param)
+
+
+REMEDY = {"text": "peitu index --rebuild", "visual": "embed the photos' pixels again"}
+
+
 @pytest.fixture(params=["embedded", "server", "memory", "hnsw"])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+def make_store(request: pytest.FixtureRequest, tmp_path: Path, collection: str) -> StoreFactory:
     """Opens a store on one place per test; each store stands for a process of its own."""
-    name = f"contract-{request.node.name}".replace("[", "-").replace("]", "")[:60]
+    # The server is shared by the module's tests: one name per test and parameters, in the
+    # characters and length Chroma allows.
+    name = "contract-" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+
+    def identity(model: str, dimension: int) -> dict[str, Any] | None:
+        return visual_identity(model, dimension) if collection == "visual" else None
+
     if request.param == "hnsw":
 
         def make_hnsw(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
-            return HnswStore(tmp_path / "vectors", name, model, dimension, "whole")
+            folder = tmp_path / "vectors"
+            return HnswStore(
+                folder, name, model, dimension, "whole", identity=identity(model, dimension)
+            )
 
         return make_hnsw
     if request.param == "memory":
         space = MemorySpace()
 
         def make_memory(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
-            return MemoryStore(space, name, model, dimension)
+            return MemoryStore(space, name, model, dimension, identity=identity(model, dimension))
 
         return make_memory
     url = "" if request.param == "embedded" else request.getfixturevalue("chroma_url")
 
     def make_chroma(model: str = "m3e-small", dimension: int = 4) -> VectorStore:
-        return ChromaStore(make_chroma_client(url, tmp_path), name, model, dimension)
+        client = make_chroma_client(url, tmp_path)
+        return ChromaStore(client, name, model, dimension, identity=identity(model, dimension))
 
     return make_chroma
 
@@ -84,6 +108,32 @@ def test_query_returns_nearest_first_with_cosine_similarity(make_store: StoreFac
     assert (found[0].path, found[0].description) == ("a.jpg", "蓝天")
 
 
+def test_get_gives_the_stored_rows_of_known_ids(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.get(["a"]) == []  # nothing stored yet
+    store.upsert(_items())
+    found = {item.photo_id: item for item in store.get(["c", "a", "unknown"])}
+    assert set(found) == {"a", "c"} and found["c"].document == "雪地"
+    assert np.allclose(found["a"].vector, _unit(1, 0, 0, 0), atol=1e-6)
+    assert found["a"].metadata == {"path": "a.jpg"}  # scalars only, as stored
+
+
+def test_nearest_gives_the_hits_with_their_stored_rows(make_store: StoreFactory) -> None:
+    store = make_store()
+    assert store.nearest(_unit(1, 0, 0, 0), 2) == []
+    store.upsert(_items())
+    found = store.nearest(_unit(1, 0, 0, 0), 2)
+    queried = store.query(_unit(1, 0, 0, 0), 2)
+    assert [(row.photo_id, cosine) for row, cosine in found] == [
+        (c.photo_id, c.similarity) for c in queried
+    ]
+    nearest, _ = found[0]
+    assert nearest.document == "蓝天" and nearest.metadata == {"path": "a.jpg"}
+    assert np.allclose(nearest.vector, _unit(1, 0, 0, 0), atol=1e-6)
+    store.replace_with(store.begin_rebuild())  # an empty collection, as a visual reset leaves
+    assert store.nearest(_unit(1, 0, 0, 0), 2) == []
+
+
 def test_upsert_replaces_delete_removes_count_and_ids(make_store: StoreFactory) -> None:
     store = make_store()
     store.upsert(_items())
@@ -105,12 +155,13 @@ def test_query_on_empty_store_is_empty(make_store: StoreFactory) -> None:
     assert make_store().query(_unit(1, 0, 0, 0), 5) == []
 
 
-def test_other_model_is_refused_until_rebuilt(make_store: StoreFactory) -> None:
+def test_other_model_is_refused_until_rebuilt(make_store: StoreFactory, collection: str) -> None:
     make_store().upsert(_items())
     other = make_store("bge-small-zh", 4)
     assert other.mismatch is not None
-    for use in (other.count, other.ids, lambda: other.query(_unit(1, 0, 0, 0), 1)):
-        with pytest.raises(IndexMismatch, match="peitu index --rebuild"):
+    reads = (other.count, other.ids, lambda: other.get(["a"]))
+    for use in (*reads, lambda: other.query(_unit(1, 0, 0, 0), 1)):
+        with pytest.raises(IndexMismatch, match=REMEDY[collection]):
             use()
     with pytest.raises(IndexMismatch):
         other.upsert(_items())  # never mixed in

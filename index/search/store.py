@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -27,10 +26,10 @@ from chromadb.errors import NotFoundError
 
 from index.errors import DiskFull, IndexMismatch, ModelUnavailable, PeiTuError, disk_full_raised
 from index.models import Candidate, QueryFilters
-from index.ports import StoredVector
+from index.ports import StoredVector, Vectors, VectorStore, sampled
 from index.search.exact import EXACT_UP_TO, ExactCopy
 from index.search.retrieval import DocumentEncoder
-from index.search.stored import candidate, scalar_metadata
+from index.search.stored import candidate, identity_mismatch, scalar_metadata
 from index.understanding.filters import place_names, wall_clock_ts
 from index.understanding.geo import METADATA_KEYS
 
@@ -107,7 +106,7 @@ def _identity(model: str, dimension: int, encoding: str) -> dict[str, Any]:
     }
 
 
-class ChromaStore:
+class ChromaStore(VectorStore):
     """One collection holding one vector per photo, tagged with the model that made them.
 
     The collection is made by the first write (or `reset`/`begin_rebuild`), never by a read:
@@ -129,14 +128,21 @@ class ChromaStore:
         document_encoding: str = DocumentEncoder().identity,
         reconnect: Callable[[], ClientAPI] | None = None,
         *,
+        identity: dict[str, Any] | None = None,
+        tuning: Mapping[str, int] = HNSW_TUNING,
         may_recover: Callable[[], bool] | None = None,
         swap_hook: SwapHook | None = None,
     ) -> None:
+        """`identity`: recorded instead of (model, dimension, document encoding): the visual
+        collection's (`index.visual.store.visual_identity`, the keys it always had).
+        `tuning`: the HNSW parameters given to the collection (`{}`: Chroma's own, which the
+        visual collection has always had)."""
         self._client = client
         self._reconnect = reconnect  # embedded Chroma: a fresh client that reads the disk again
         self._access = _ReadWriteLock()  # operations share it; `refresh` takes it alone
         self._name = name
-        self._identity = _identity(model, dimension, document_encoding)
+        self._identity = identity or _identity(model, dimension, document_encoding)
+        self._tuning = dict(tuning)
         self._may_recover = may_recover or _always
         self._swap_hook = swap_hook or _no_hook  # tests: told each step of `replace_with`
         self._mismatch: IndexMismatch | None = None
@@ -147,7 +153,7 @@ class ChromaStore:
         self._lookup(tries=1)
 
     def _create(self) -> Any:
-        configuration = {"hnsw": {"space": "cosine", **HNSW_TUNING}}
+        configuration = {"hnsw": {"space": "cosine", **self._tuning}}
         collection = self._client.get_or_create_collection(
             self._name,
             metadata=dict(self._identity),
@@ -156,7 +162,7 @@ class ChromaStore:
         )
         self._collection = collection
         self._mismatch = self._identity_mismatch(collection.metadata or {})
-        _tune(collection)
+        _tune(collection, self._tuning)
         return collection
 
     @property
@@ -181,7 +187,7 @@ class ChromaStore:
                 self._count = self._counting = None
                 self._copy.forget()
                 self._mismatch = self._identity_mismatch(collection.metadata or {})
-                _tune(collection)
+                _tune(collection, self._tuning)
                 return
             if recover:
                 break  # nobody is swapping: the collection does not exist (yet)
@@ -265,10 +271,13 @@ class ChromaStore:
 
     def _identity_mismatch(self, found: dict[str, Any]) -> IndexMismatch | None:
         stored = {key: found.get(key) for key in self._identity}
-        # Collections made before the encoding was recorded hold whole-description vectors.
-        stored["document_encoding"] = found.get("document_encoding", "whole")
+        if "document_encoding" in self._identity:
+            # Collections made before the encoding was recorded hold whole-description vectors.
+            stored["document_encoding"] = found.get("document_encoding", "whole")
         if stored == self._identity:
             return None
+        if "embedding_model" not in self._identity:
+            return identity_mismatch(stored, self._identity)
         return IndexMismatch(
             f"the index was built with embedding model {stored['embedding_model']!r} "
             f"(dimension {stored['dimension']}, schema {stored['schema_version']}, "
@@ -306,18 +315,38 @@ class ChromaStore:
             self._client = self._reconnect()
             self._lookup()
 
+    @contextlib.contextmanager
+    def reconnecting(self) -> Iterator[None]:
+        """Around another store's `refresh` on the same embedded folder (the other collection):
+        Chroma shares one engine per folder among clients, and it reads the disk again only
+        once every client is closed, this one too."""
+        if self._reconnect is None:
+            yield
+            return
+        with self._access.alone():
+            with contextlib.suppress(Exception):  # a client that cannot close is dropped anyway
+                getattr(self._client, "close", lambda: None)()
+            self._collection, self._mismatch = None, None
+            try:
+                yield
+            finally:
+                self._count = self._counting = None
+                self._copy.forget()
+                self._client = self._reconnect()
+                self._lookup()
+
     def begin_rebuild(self) -> ChromaStore:
         """An empty collection beside this one, with the configured identity, to rebuild into
         while this one goes on answering queries (see `replace_with`)."""
         shadow = self._name + REBUILD_SUFFIX
         _drop_collection(self._client, shadow)  # left over from a rebuild that never finished
-        identity = self._identity
         rebuilt = ChromaStore(
             self._client,
             shadow,
-            identity["embedding_model"],
-            identity["dimension"],
-            identity["document_encoding"],
+            "",  # no model nor dimension: the identity says them
+            0,
+            identity=self._identity,
+            tuning=self._tuning,
             may_recover=_never,  # its name is not one that is swapped
         )
         rebuilt._create()
@@ -417,6 +446,25 @@ class ChromaStore:
         )
         return [] if found is None else _candidates(found)
 
+    def nearest(self, vector: Sequence[float], k: int) -> list[tuple[StoredVector, float]]:
+        """As `VectorStore.nearest`, in one Chroma query (the rows come with the hits)."""
+        if k <= 0:
+            return []
+        found = self._read(
+            lambda c: c.query(
+                query_embeddings=[list(map(float, vector))],
+                n_results=k,
+                include=["distances", "embeddings", "documents", "metadatas"],
+            ),
+            None,
+        )
+        if found is None:
+            return []
+        return [
+            (StoredVector(hit.photo_id, _row(row), hit.description, hit.metadata), hit.similarity)
+            for hit, row in zip(_candidates(found), found["embeddings"][0], strict=True)
+        ]
+
     def delete(self, photo_ids: Sequence[str]) -> None:
         ids = list(photo_ids)
         for start in range(0, len(ids), _BATCH):
@@ -427,14 +475,27 @@ class ChromaStore:
         self._copy.forget()
         self._read(lambda c: c.delete(ids=ids), None)  # nothing to delete from no collection
 
+    def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
+        ids = list(photo_ids)
+        if not ids:
+            return []
+        found = self._read(
+            lambda c: c.get(ids=ids, include=["embeddings", "documents", "metadatas"]), None
+        )
+        if found is None:
+            return []
+        rows = zip(
+            found["ids"], found["embeddings"], found["documents"], found["metadatas"], strict=True
+        )
+        return [StoredVector(i, _row(v), d or "", dict(m or {})) for i, v, d, m in rows]
+
     def ids(self) -> set[str]:
         return set(self._read(lambda c: c.get(include=[])["ids"], []))
 
     def sample(self, size: int, seed: int = 0) -> list[list[float]]:
-        """The vectors of up to `size` photos chosen at random (the same for the same seed and
-        photos): the library's background for calibrating matches (`index.search.calibration`)."""
-        ids = sorted(self.ids())
-        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
+        """As `VectorStore.sample` chooses them, reading the vectors alone (a cold query's
+        calibration reads 512 of them)."""
+        chosen = sampled(self.ids(), size, seed)
         if not chosen:
             return []
         found = self._read(lambda c: c.get(ids=chosen, include=["embeddings"]), None)
@@ -593,14 +654,16 @@ def _get_collection(client: ClientAPI, name: str) -> Any | None:
         return None
 
 
-def _tune(collection: Any) -> None:
-    """Give a collection the search and write-back parameters of `HNSW_TUNING` (older ones
-    were made with Chroma's defaults); a store that refuses keeps what it has."""
+def _tune(collection: Any, tuning: dict[str, int]) -> None:
+    """Give a collection the search and write-back parameters `tuning` (`HNSW_TUNING`: older
+    text collections were made with Chroma's defaults); a store that refuses keeps what it has."""
+    if not tuning:
+        return
     current = (collection.configuration or {}).get("hnsw") or {}
-    if all(current.get(key) == value for key, value in HNSW_TUNING.items() if key in current):
+    if all(current.get(key) == value for key, value in tuning.items() if key in current):
         return
     try:
-        collection.modify(configuration={"hnsw": dict(HNSW_TUNING)})
+        collection.modify(configuration={"hnsw": dict(tuning)})
     except Exception as error:  # chromadb raises several types by version and backend
         log.warning("could not tune the HNSW parameters of %s: %s", collection.name, error)
 
@@ -610,6 +673,11 @@ def _drop_collection(client: ClientAPI, name: str) -> None:
         client.delete_collection(name)
     except Exception:  # chromadb raises NotFoundError/ValueError by version
         log.debug("collection %s did not exist", name)
+
+
+def _row(embedding: Any) -> Vectors:
+    """A vector as Chroma gives it back (a numpy row), as float32 without a copy."""
+    return np.asarray(embedding, dtype=np.float32)
 
 
 def _candidates(found: Any) -> list[Candidate]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -39,7 +38,7 @@ import numpy as np
 
 from index.errors import IndexMismatch, disk_full_raised
 from index.models import Candidate, QueryFilters
-from index.ports import StoredVector, Vectors
+from index.ports import StoredVector, Vectors, VectorStore, sampled
 from index.search.exact import (
     EXACT_UP_TO,
     PLACE_COLUMNS,
@@ -48,7 +47,7 @@ from index.search.exact import (
     filter_columns,
 )
 from index.search.sqlite_files import open_wal
-from index.search.stored import candidate, described, scalar_metadata, vectors_of
+from index.search.stored import candidate, identity_mismatch, scalar_metadata, vectors_of
 from index.understanding.filters import has_place, has_time
 
 log = logging.getLogger(__name__)
@@ -175,7 +174,7 @@ class _Write:
     seq: int
 
 
-class HnswStore:
+class HnswStore(VectorStore):
     """One named collection in a folder's `vectors.sqlite3`, with its graph in memory.
 
     Stores opened on the same folder (in this process or another) see each other's writes at
@@ -189,13 +188,18 @@ class HnswStore:
         dimension: int,
         document_encoding: str,
         params: HnswParams | None = None,
+        *,
+        identity: dict[str, Any] | None = None,
     ) -> None:
+        """`identity`: recorded instead of (model, dimension, document encoding): the visual
+        collection's (`index.visual.store.visual_identity`)."""
         self._folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self._name = name
         self._dimension = dimension
         self._params = params or HnswParams()
-        self._identity: dict[str, Any] = {
+        self._model, self._encoding = model, document_encoding
+        self._identity: dict[str, Any] = identity or {
             "embedding_model": model,
             "dimension": dimension,
             "document_encoding": document_encoding,
@@ -217,11 +221,7 @@ class HnswStore:
     def _mismatch(self, found: tuple[str, str, int] | None) -> IndexMismatch | None:
         if found is None or found[1] == self._identity_text:
             return None
-        return IndexMismatch(
-            f"the index was built with {described(json.loads(found[1]))} but "
-            f"{described(self._identity)} is configured; run `peitu index --rebuild` "
-            "to re-embed from the stored descriptions (nothing is described again)"
-        )
+        return identity_mismatch(json.loads(found[1]), self._identity)
 
     def _row(self) -> tuple[str, str, int] | None:
         """(id, identity, seq) of the collection holding our name, or None."""
@@ -425,26 +425,33 @@ class HnswStore:
         row = self._db.execute("SELECT COUNT(*) FROM vectors WHERE collection = ?", (found[0],))
         return int(row.fetchone()[0])
 
-    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
-        """The vectors of up to `size` photos, chosen as `ChromaStore.sample` chooses them."""
-        ids = sorted(self.ids())
-        chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
-        if not chosen:
-            return []
-        with self._lock:
-            vectors: list[list[float]] = []
-            for start in range(0, len(chosen), 500):
-                chunk = chosen[start : start + 500]
-                marks = ", ".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT vector FROM vectors WHERE collection = ? AND photo_id IN ({marks})",
-                    [self._collection, *chunk],
-                )
-                vectors.extend(np.frombuffer(row[0], dtype=np.float32).tolist() for row in rows)
-            return vectors
+    def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
+        rows = self._select(photo_ids, "photo_id, vector, document, metadata")
+        return [
+            StoredVector(i, np.frombuffer(v, dtype=np.float32), d, json.loads(m))
+            for i, v, d, m in rows
+        ]
 
-    def ping(self) -> None:
-        return None  # a file in the data folder: reachable while the process runs
+    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
+        """As `VectorStore.sample` chooses them, reading the vectors alone (a cold query's
+        calibration reads 512 of them)."""
+        rows = self._select(sampled(self.ids(), size, seed), "vector")
+        return [np.frombuffer(row[0], dtype=np.float32).tolist() for row in rows]
+
+    def _select(self, photo_ids: Sequence[str], columns: str) -> list[tuple[Any, ...]]:
+        """These columns of the rows of these photos (those stored), 500 ids a statement."""
+        with self._lock:
+            if not photo_ids or self._current() is None:
+                return []
+            found: list[tuple[Any, ...]] = []
+            for start in range(0, len(photo_ids), 500):
+                chunk = list(photo_ids[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                found += self._db.execute(
+                    f"SELECT {columns} FROM vectors WHERE collection = ? AND photo_id IN ({marks})",
+                    [self._collection, *chunk],
+                ).fetchall()
+            return found
 
     # --- other processes, rebuilds --------------------------------------------------------
     def refresh(self) -> None:
@@ -475,10 +482,11 @@ class HnswStore:
         rebuilt = HnswStore(
             self._folder,
             self._name + REBUILD_SUFFIX,
-            self._identity["embedding_model"],
+            self._model,
             self._dimension,
-            self._identity["document_encoding"],
+            self._encoding,
             self._params,
+            identity=self._identity,
         )
         with self._lock:
             left_over = rebuilt._row()

@@ -10,7 +10,6 @@ thousand photos. Chroma (`index.search.store`) stays the store users get.
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +20,8 @@ import numpy.typing as npt
 
 from index.errors import IndexMismatch
 from index.models import Candidate, QueryFilters
-from index.ports import StoredVector, Vectors
-from index.search.stored import candidate, described, scalar_metadata, vectors_of
+from index.ports import StoredVector, Vectors, VectorStore
+from index.search.stored import candidate, identity_mismatch, scalar_metadata, vectors_of
 from index.understanding.filters import matches
 
 REBUILD_SUFFIX = "__rebuild"
@@ -83,7 +82,7 @@ class MemorySpace:
         self.collections: dict[str, _Collection] = {}
 
 
-class MemoryStore:
+class MemoryStore(VectorStore):
     """One collection of a `MemorySpace`, tagged with the identity of the vectors it holds.
 
     Like Chroma's collection, it is made by the first write, never by a read; one made with
@@ -96,11 +95,16 @@ class MemoryStore:
         model: str,
         dimension: int,
         document_encoding: str = "whole",
+        *,
+        identity: dict[str, Any] | None = None,
     ) -> None:
+        """`identity`: recorded instead of (model, dimension, document encoding): the visual
+        collection's (`index.visual.store.visual_identity`)."""
         self._space = space
         self._name = name
         self._dimension = dimension
-        self._identity: dict[str, Any] = {
+        self._model, self._encoding = model, document_encoding
+        self._identity: dict[str, Any] = identity or {
             "embedding_model": model,
             "dimension": dimension,
             "document_encoding": document_encoding,
@@ -113,11 +117,7 @@ class MemoryStore:
             found = self._space.collections.get(self._name)
         if found is None or found.identity == self._identity:
             return None
-        return IndexMismatch(
-            f"the index was built with {described(found.identity)} but "
-            f"{described(self._identity)} is configured; run `peitu index --rebuild` "
-            "to re-embed from the stored descriptions (nothing is described again)"
-        )
+        return identity_mismatch(found.identity, self._identity)
 
     def _existing(self) -> _Collection | None:
         """Our collection, or None while there is none; raises the identity problem."""
@@ -141,13 +141,6 @@ class MemoryStore:
         with self._space.lock:
             self._made().upsert(items, vectors)
 
-    def set_metadata(self, photo_id: str, metadata: dict[str, Any]) -> None:
-        with self._space.lock:
-            collection = self._existing()
-            row = None if collection is None else collection.rows.get(photo_id)
-            if collection is not None and row is not None:
-                collection.metadatas[row] = scalar_metadata(metadata)
-
     def delete(self, photo_ids: Sequence[str]) -> None:
         with self._space.lock:
             collection = self._existing()
@@ -170,6 +163,14 @@ class MemoryStore:
             best = np.argsort(-cosines, kind="stable")[:k]
             return [_candidate(collection, rows[i], float(cosines[i])) for i in best]
 
+    def get(self, photo_ids: Sequence[str]) -> list[StoredVector]:
+        with self._space.lock:
+            collection = self._existing()
+            if collection is None:
+                return []
+            rows = [collection.rows[i] for i in photo_ids if i in collection.rows]
+            return [_stored(collection, row) for row in rows]
+
     def ids(self) -> set[str]:
         with self._space.lock:
             collection = self._existing()
@@ -180,33 +181,15 @@ class MemoryStore:
             collection = self._existing()
             return 0 if collection is None else len(collection.ids)
 
-    def sample(self, size: int, seed: int = 0) -> list[list[float]]:
-        """The vectors of up to `size` photos, chosen as `ChromaStore.sample` chooses them."""
-        with self._space.lock:
-            collection = self._existing()
-            if collection is None:
-                return []
-            ids = sorted(collection.ids)
-            chosen = random.Random(seed).sample(ids, size) if len(ids) > size else ids
-            return [collection.vectors[collection.rows[i]].tolist() for i in chosen]
-
-    def ping(self) -> None:
-        return None  # always reachable: it is this process's memory
-
-    # --- other processes, rebuilds --------------------------------------------------------
-    def refresh(self) -> None:
-        return None  # a space is shared live: every store sees every write at once
-
-    def recover(self) -> None:
-        return None  # a replacement is one step under the space's lock: never half done
-
+    # --- rebuilds -----------------------------------------------------------------------------
     def begin_rebuild(self) -> MemoryStore:
         rebuilt = MemoryStore(
             self._space,
             self._name + REBUILD_SUFFIX,
-            self._identity["embedding_model"],
+            self._model,
             self._dimension,
-            self._identity["document_encoding"],
+            self._encoding,
+            identity=self._identity,
         )
         with self._space.lock:
             self._space.collections[rebuilt._name] = _Collection(
@@ -220,12 +203,6 @@ class MemoryStore:
             if collection is None:
                 collection = _Collection(dict(self._identity), self._dimension)
             self._space.collections[self._name] = collection
-
-    def flush(self) -> None:
-        return None  # nothing kept on disk
-
-    def warm(self) -> None:
-        return None  # searched exactly in memory already
 
     def discard_rebuild(self, rebuilt: MemoryStore) -> None:
         with self._space.lock:
@@ -243,3 +220,9 @@ def _cosines(rows: Vectors, vector: Sequence[float]) -> npt.NDArray[np.float64]:
 def _candidate(collection: _Collection, row: int, cosine: float) -> Candidate:
     metadata = dict(collection.metadatas[row])
     return candidate(collection.ids[row], collection.documents[row], metadata, cosine)
+
+
+def _stored(collection: _Collection, row: int) -> StoredVector:
+    vector = collection.vectors[row].copy()  # not a view: the matrix changes on writes
+    metadata = dict(collection.metadatas[row])
+    return StoredVector(collection.ids[row], vector, collection.documents[row], metadata)

@@ -1,5 +1,6 @@
 """What every vector store keeps and answers the same way: metadata reduced to scalars, a hit
-as a `Candidate`, and the words for a store's identity in an `IndexMismatch`."""
+as a `Candidate`, a stored row as a `StoredVector`, and the words for a collection's identity
+(the text one's or the visual one's) in an `IndexMismatch`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from index.errors import IndexMismatch
 from index.models import Candidate
 from index.ports import StoredVector, Vectors
 
@@ -43,4 +45,22 @@ def described(identity: dict[str, Any]) -> str:
     return (
         f"embedding model {identity['embedding_model']!r} (dimension {identity['dimension']}, "
         f"document encoding {identity['document_encoding']!r})"
+    )
+
+
+def identity_mismatch(found: dict[str, Any], configured: dict[str, Any]) -> IndexMismatch:
+    """The problem of a collection `found` with another identity than the `configured` one, in
+    the words of its kind: the visual collection's (`index.visual.store.visual_identity`) is
+    embedded again from the pixels, the text one's from the stored descriptions."""
+    if "visual_model" in configured:
+        return IndexMismatch(
+            f"the visual index was built with {found.get('visual_model')!r} (dimension "
+            f"{found.get('dimension')}) but {configured['visual_model']!r} (dimension "
+            f"{configured['dimension']}) is configured; run `peitu index` to embed the "
+            "photos' pixels again (descriptions are kept)"
+        )
+    return IndexMismatch(
+        f"the index was built with {described(found)} but {described(configured)} is "
+        "configured; run `peitu index --rebuild` to re-embed from the stored descriptions "
+        "(nothing is described again)"
     )

@@ -125,7 +125,9 @@ class VisualIndex:
 
     def _start_again_on_model_change(self) -> None:
         mismatch = self.store.mismatch
-        emptied = self.store.count() == 0 and bool(self.catalog.visual_embedded())
+        emptied = (
+            mismatch is None and self.store.count() == 0 and bool(self.catalog.visual_embedded())
+        )
         if mismatch is not None:
             log.info("visual model changed (%s); embedding every photo's pixels again", mismatch)
             self.store.reset()

@@ -1,33 +1,28 @@
-"""The visual vectors: a second Chroma collection beside the text one, with its own identity.
+"""The visual vectors: a second collection beside the text one, in the same vector store
+(`index.ports.VectorStore`, whichever backend `PEITU_STORE__BACKEND` names), with its own identity.
 
-The collection's metadata records the visual model with its preprocessing version, the
-dimension and this module's schema version. A collection made with another identity is never
-queried or added to: `mismatch` says so, and the next `peitu index` run drops it and embeds the
-photos' pixels again (descriptions and the text index are not touched).
+The identity records the visual model with its preprocessing version, the dimension and this
+module's schema version (under the keys the Chroma-only visual store of earlier versions wrote:
+its collections are read as they are). A collection made with another identity is never queried
+or added to: `mismatch` says so, and the next `peitu index` run drops it and embeds the photos'
+pixels again (descriptions and the text index are not touched).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from chromadb.api import ClientAPI
-from chromadb.errors import NotFoundError
 
-from index.errors import IndexMismatch, disk_full_raised
-from index.ports import Vectors
-
-log = logging.getLogger(__name__)
-_T = TypeVar("_T")
+from index.errors import IndexMismatch
+from index.ports import StoredVector, Vectors, VectorStore
 
 SCHEMA_VERSION = 1
 SUFFIX = "_visual"  # the collection is named after the text one: peitu_photos_visual
-_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -40,174 +35,64 @@ class VisualHit:
     phash: str
 
 
-def _identity(model: str, dimension: int) -> dict[str, Any]:
+def visual_identity(model: str, dimension: int) -> dict[str, Any]:
+    """What the visual collection records of the vectors it holds (see `VectorStore`)."""
     return {"visual_model": model, "dimension": dimension, "visual_schema": SCHEMA_VERSION}
 
 
 class VisualStore:
-    """One vector per photo (its pixels' embedding), tagged with the model that made them."""
+    """One vector per photo (its pixels' embedding) with its pHash, over any vector store opened
+    with `visual_identity`."""
 
     def __init__(
         self,
-        client: ClientAPI,
-        name: str,
-        model: str,
-        dimension: int,
-        reconnect: Callable[[], ClientAPI] | None = None,
+        store: VectorStore,
+        reconnecting: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
-        self._client = client
-        self._reconnect = reconnect  # embedded Chroma: see `reconnecting`
-        self._lock = threading.RLock()
-        self._name = name
-        self._identity = _identity(model, dimension)
-        self._collection: Any | None = self._existing()  # made by the first write, not a read
-
-    def _existing(self) -> Any | None:
-        try:
-            return self._client.get_collection(self._name, embedding_function=None)
-        except NotFoundError:
-            return None
-
-    def _open(self) -> Any:
-        metadata = {"hnsw:space": "cosine", **self._identity}
-        return self._client.get_or_create_collection(
-            self._name, metadata=metadata, embedding_function=None
-        )
+        """`reconnecting`: around the text store's `refresh` (embedded Chroma: see
+        `index.search.store.ChromaStore.reconnecting`)."""
+        self._store = store
+        self.reconnecting = reconnecting
 
     @property
     def mismatch(self) -> IndexMismatch | None:
         """Set while the collection holds vectors of another visual model or preprocessing."""
-        with self._lock:
-            self._collection = self._existing() or self._collection  # dropped or made elsewhere
-            if self._collection is None:
-                return None  # nothing embedded yet: nothing to mismatch
-            found = self._collection.metadata or {}
-        stored = {key: found.get(key) for key in self._identity}
-        if stored == self._identity:
-            return None
-        return IndexMismatch(
-            f"the visual index was built with {stored['visual_model']!r} (dimension "
-            f"{stored['dimension']}) but {self._identity['visual_model']!r} (dimension "
-            f"{self._identity['dimension']}) is configured; run `peitu index` to embed the "
-            "photos' pixels again (descriptions are kept)"
-        )
+        return self._store.mismatch
 
     def reset(self) -> None:
-        """Drop the collection and create it anew with the configured identity."""
-        with self._lock:
-            with contextlib.suppress(NotFoundError, ValueError):
-                self._client.delete_collection(self._name)
-            self._collection = None  # made anew, with this identity, by the next write
-
-    @contextlib.contextmanager
-    def reconnecting(self) -> Iterator[None]:
-        """Around the text store's `refresh`: embedded Chroma shares one engine per folder among
-        clients, which only reads the disk again once every client is closed, ours too."""
-        if self._reconnect is None:
-            yield
-            return
-        with self._lock:
-            with contextlib.suppress(Exception):  # a client that cannot close is dropped anyway
-                getattr(self._client, "close", lambda: None)()
-            try:
-                yield
-            finally:
-                self._client = self._reconnect()
-                self._collection = self._existing()
-
-    def _read(self, use: Callable[[Any], _T], empty: _T) -> _T:
-        """`use(collection)`, or `empty` while there is no collection (nothing embedded)."""
-        with self._lock, disk_full_raised("the visual index"):
-            if self._collection is None:
-                self._collection = self._existing()
-            if self._collection is None:
-                return empty
-            try:
-                return use(self._collection)
-            except NotFoundError:  # replaced by another process (a model change): look again
-                self._collection = self._existing()
-                return empty if self._collection is None else use(self._collection)
-
-    def _write(self, use: Callable[[Any], _T]) -> _T:
-        """`use(collection)`, making the collection first when there is none."""
-        with self._lock, disk_full_raised("the visual index"):
-            if self._collection is None:
-                self._collection = self._open()
-            try:
-                return use(self._collection)
-            except NotFoundError:  # replaced by another process (a model change): open anew
-                self._collection = self._open()
-                return use(self._collection)
+        """Drop the collection: the next write makes it anew with the configured identity."""
+        self._store.replace_with(self._store.begin_rebuild())
 
     def upsert(self, photo_ids: Sequence[str], vectors: Vectors, phashes: Sequence[str]) -> None:
-        for start in range(0, len(photo_ids), _BATCH):
-            end = start + _BATCH
-            self._upsert_batch(photo_ids[start:end], vectors[start:end], phashes[start:end])
-
-    def _upsert_batch(self, ids: Sequence[str], rows: Vectors, hashes: Sequence[str]) -> None:
-        self._write(
-            lambda c: c.upsert(
-                ids=list(ids),
-                embeddings=[row.tolist() for row in rows],
-                metadatas=[{"phash": h} for h in hashes],
-            )
-        )
+        rows = zip(photo_ids, vectors, phashes, strict=True)
+        self._store.upsert([StoredVector(i, v.tolist(), "", {"phash": h}) for i, v, h in rows])
 
     def query(self, vector: Vectors, k: int) -> list[VisualHit]:
         """Up to k photos by cosine, most similar first."""
-        count = self.count()
-        if count == 0:
-            return []
-        found = self._read(
-            lambda c: c.query(
-                query_embeddings=[vector.tolist()],
-                n_results=min(k, count),
-                include=["distances", "embeddings", "metadatas"],
-            ),
-            None,
-        )
-        if found is None:
-            return []
-        rows = zip(
-            found["ids"][0],
-            found["distances"][0],
-            found["embeddings"][0],
-            found["metadatas"][0],
-            strict=True,
-        )
         return [
-            VisualHit(photo_id, round(1.0 - float(distance), 6), _array(embedding), _phash(meta))
-            for photo_id, distance, embedding, meta in rows
+            VisualHit(row.photo_id, similarity, _array(row.vector), _phash(row.metadata))
+            for row, similarity in self._store.nearest(vector.tolist(), k)
         ]
 
     def stored(self, photo_id: str) -> tuple[Vectors, str] | None:
         """A photo's vector and pHash, or None when it has none."""
-        found = self._read(
-            lambda c: c.get(ids=[photo_id], include=["embeddings", "metadatas"]), None
-        )
-        if found is None or not found["ids"]:
-            return None
-        return _array(found["embeddings"][0]), _phash(found["metadatas"][0])
+        found = self._store.get([photo_id])
+        return (_array(found[0].vector), _phash(found[0].metadata)) if found else None
 
     def delete(self, photo_ids: Sequence[str]) -> None:
-        ids = list(photo_ids)
-        for start in range(0, len(ids), _BATCH):
-            self._delete_batch(ids[start : start + _BATCH])
-
-    def _delete_batch(self, ids: list[str]) -> None:
-        self._read(lambda c: c.delete(ids=ids), None)
+        self._store.delete(photo_ids)
 
     def ids(self) -> set[str]:
-        return set(self._read(lambda c: c.get(include=[])["ids"], []))
+        return self._store.ids()
 
     def count(self) -> int:
-        return self._read(lambda c: int(c.count()), 0)
+        return self._store.count()
 
 
-def _array(embedding: Any) -> Vectors:
+def _array(embedding: Sequence[float] | Vectors) -> Vectors:
     return np.asarray(embedding, dtype=np.float32)
 
 
-def _phash(metadata: Any) -> str:
-    value = (metadata or {}).get("phash", "")
+def _phash(metadata: dict[str, Any]) -> str:
+    value = metadata.get("phash", "")
     return value if isinstance(value, str) else ""
