@@ -316,8 +316,8 @@ def _moved_to_chat(data: Any) -> Any:
 
 
 def _decoded(key: str, value: Any) -> Any:
-    """An env value of a list setting is JSON (`["wxid_a"]`), as for every list setting; the
-    environment source only decodes the settings it knows under `wechat`, so this one is not."""
+    """A list given in the environment is JSON (`["wxid_a"]`); the environment source decodes
+    it only for a setting it knows under that name, and `wechat` no longer has these."""
     if isinstance(value, str) and get_origin(ChatSettings.model_fields[key].annotation) is list:
         try:
             return json.loads(value)

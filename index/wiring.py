@@ -26,7 +26,7 @@ from index.errors import ModelUnavailable
 from index.indexing.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
-from index.library.descriptions import tier_of
+from index.library.descriptions import known_tier
 from index.library.files import LibraryFiles
 from index.library.lock import IndexLock
 from index.library.space import MB, DiskSpace, opened_on_full_disk
@@ -421,7 +421,8 @@ def _calibrator(
         match,
         fixed=lambda: fixed_background(embedder, cache_dir),
         tier_params={"offline": OFFLINE_MATCH},
-        tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
+        # a description by no known describer is judged by the general rule
+        tier_of=lambda candidate: known_tier(str(candidate.metadata.get("describer", ""))) or "",
     )
 
 

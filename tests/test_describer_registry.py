@@ -19,6 +19,7 @@ from index.library.descriptions import (
     describer_choices,
     describer_of,
     forget_describer,
+    known_tier,
     register_describer,
     should_describe,
     tier_of,
@@ -55,7 +56,8 @@ def _row(key: str, created: str) -> DescriptionRow:
 
 
 def test_an_unknown_describers_key_is_not_guessed_as_a_vision_models() -> None:
-    assert describer_of("cnclip-v1") is None and tier_of("cnclip-v1") == "offline"
+    assert describer_of("cnclip-v1") is None and known_tier("cnclip-v1") is None
+    assert tier_of("cnclip-v1") == "offline"
     # ranked lowest: it keeps no known describer out, and a known one replaces it
     assert should_describe([_row("cnclip-v1", "2026-01-01")], "offline@v3")
     assert describer_of("qwen-vl-plus@v1") is not None  # a vision model's key: "model@version"
@@ -66,7 +68,8 @@ def test_an_unknown_describers_key_is_not_guessed_as_a_vision_models() -> None:
 
 
 def test_a_registered_describer_gets_its_declared_tier(cnclip: DescriberKind) -> None:
-    assert tier_of("cnclip-v1") == "vision" and describer_of("cnclip-v1") is cnclip
+    assert tier_of("cnclip-v1") == known_tier("cnclip-v1") == "vision"
+    assert describer_of("cnclip-v1") is cnclip
     assert describer_of("cnclip@v2") is cnclip  # its own keys beat the vision model's form
     assert not should_describe([_row("cnclip-v1", "2026-01-01")], "offline@v3")
 

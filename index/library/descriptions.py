@@ -1,5 +1,7 @@
 """Which description of a photo counts: tiers of describers, best first.
 
+Every describer registers here once, by name and tier (`register_describer`): the CLI's
+`--describer` choices, the API's accepted names and the tier of a stored key come from that.
 A photo can have several descriptions, one per describer key (a captions file, a vision model
 at a prompt version, the offline describer). They are ranked by tier: the user's own imported
 captions over a vision model's description over an offline one. Within a tier the newest wins
@@ -48,11 +50,6 @@ def forget_describer(name: str) -> None:
     _KINDS.pop(name, None)
 
 
-def describer_kinds() -> tuple[DescriberKind, ...]:
-    """Every known describer, in the order they were registered."""
-    return tuple(_KINDS.values())
-
-
 def describer_choices() -> tuple[str, ...]:
     """What a job may ask for by name: "auto" (the server's own choice) and each describer."""
     return ("auto", *(kind.name for kind in _KINDS.values() if kind.choosable))
@@ -66,11 +63,16 @@ def describer_of(describer_key: str) -> DescriberKind | None:
     return None
 
 
+def known_tier(describer_key: str) -> Tier | None:
+    """The tier its describer registered, or None when no known describer writes the key."""
+    kind = describer_of(describer_key)
+    return kind.tier if kind is not None else None
+
+
 def tier_of(describer_key: str) -> Tier:
     """The tier its describer registered; a key no describer claims ranks lowest (never
     guessed as a vision model's)."""
-    kind = describer_of(describer_key)
-    return kind.tier if kind is not None else UNKNOWN_TIER
+    return known_tier(describer_key) or UNKNOWN_TIER
 
 
 def _is_model_at_version(key: str) -> bool:
