@@ -14,18 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 
 from bot.ports import IndexStatusView
-from index.errors import (
-    DescribeFailed,
-    DiskFull,
-    IndexBusy,
-    IndexMismatch,
-    InvalidQuery,
-    LibraryNotFound,
-    ModelUnavailable,
-    PeiTuError,
-    PhotoUnreadable,
-    Reason,
-)
+from index.error_words import UNEXPECTED, words_for
+from index.errors import PeiTuError
 from index.models import NoteKind, RecommendResult, RerankState
 
 
@@ -69,7 +59,7 @@ REASON_CHARS = 60
 _UNSAID_NOTES = frozenset({NoteKind.RERANK_FAILED, NoteKind.RERANK_OFF})
 NOTE_NOT_RERANKED = "（排序模型暂时不可用，已按匹配度排序）"
 CLOSEST_MARK = "（最接近，不太合适）"
-SORRY = "抱歉，出了点问题，请稍后再试。"
+SORRY = UNEXPECTED.chat  # also the reply to an error no one raised on purpose
 IMAGE_GONE = "刚才那张图片取不到了，请重新发送图片后再试。"
 
 
@@ -244,32 +234,9 @@ def status_text(status: IndexStatusView) -> str:
     return "\n".join(lines)
 
 
-_ERROR_TEXTS: dict[type[PeiTuError], str] = {
-    InvalidQuery: "请写上要配图的文案。",
-    IndexBusy: "正在整理相册（索引中），请稍后再试。",
-    IndexMismatch: "相册索引需要重建，请联系管理员（网页「索引管理」里点「重建索引」）。",
-    DescribeFailed: "暂时看不懂这张图片（识图服务不可用），请稍后再试。",
-    PhotoUnreadable: "这张图片打不开，换一张试试？",
-    ModelUnavailable: "模型暂时不可用，请稍后再试。",
-    LibraryNotFound: "还没有配置相册，请联系管理员。",
-    DiskFull: "相册所在的磁盘满了，请联系管理员腾出空间。",
-}
-
-
-TOO_BIG = "这张图片太大了（像素太多），换一张小一些的试试？"
-
-
 def error_text(error: PeiTuError) -> str:
-    """A polite reply for an error the core raised on purpose."""
-    if isinstance(error, PhotoUnreadable) and error.reason in (
-        Reason.TOO_MANY_PIXELS,
-        Reason.TOO_LARGE,
-    ):
-        return TOO_BIG
-    for kind, text in _ERROR_TEXTS.items():
-        if isinstance(error, kind):
-            return text
-    return SORRY
+    """A polite reply for an error the core raised on purpose (its row's `chat` line)."""
+    return words_for(error).chat
 
 
 def _when(moment: datetime | None) -> str:

@@ -1,122 +1,57 @@
 """The bot's `PhotoFinder` over HTTP: a PeiTu server answers, the bot holds no index and no model.
 
 With `PEITU_BOT__SERVER_URL` set, one process (`peitu serve`) owns the catalog, the Chroma index
-and the embedding model; the bot asks its `/api` the same questions it would ask the core and
-gets the same answers: `POST /api/recommend`, `POST /api/search/similar`, `GET /api/status`, and
-the photo files it sends (`GET /api/photos/{id}` and `/file`, kept in a small cache folder).
-The server's error answers become the core's own exceptions again, so every reply stays the same.
+and the embedding model; the bot asks its `/api` (through `client.ApiClient`, the CLI's client
+too) the same questions it would ask the core and gets the same answers and the core's own
+exceptions, so every reply stays the same. The photo files it sends (`GET /api/photos/{id}` and
+`/file`) are kept in a small cache folder.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, fields
-from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import httpx
-
-from index.errors import (
-    CatalogTooNew,
-    DescribeFailed,
-    DiskFull,
-    IndexBusy,
-    IndexMismatch,
-    InvalidQuery,
-    LibraryNotFound,
-    ModelUnavailable,
-    PeiTuError,
-    PhotoChanged,
-    PhotoUnreadable,
-    Reason,
-    RerankFailed,
-)
+from client import ApiClient, Caller, NotFound, ServerRefused, ServerStatus, ServerUnavailable
 from index.library.pairing import Pairing
-from index.models import Note, NoteKind, Recommendation, RecommendResult, Rerank, RerankState
+from index.models import RecommendResult
 
-log = logging.getLogger(__name__)
+__all__ = ["ServerFinder", "ServerRefused", "ServerUnavailable"]  # what bot/main.py catches
 
-_CONNECT_TIMEOUT_S = 5.0
 _CACHED_PHOTOS = 200  # downloaded originals kept for the next reply that sends them again
-
-
-class ServerUnavailable(PeiTuError):
-    """The PeiTu server did not answer, or answered something the bot cannot use."""
-
-
-class PhotoGone(ServerUnavailable):
-    """404 from the server: no such photo in its index, or its file left the library."""
-
-
-class ServerRefused(ServerUnavailable):
-    """The server refused the bot's token (401/403): a setting to fix, not a moment to wait."""
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """`GET /api/status` as the bot reports it (`bot.ports.IndexStatusView`)."""
-
-    photos: int
-    last_index_at: datetime | None
-    indexing: bool
-    problem: str | None
+_BOT = Caller(
+    server="the server",
+    token="the bot's token",
+    url_setting="PEITU_BOT__SERVER_URL",
+    token_setting="PEITU_BOT__SERVER_TOKEN or PEITU_ADMIN_TOKEN",
+)
 
 
 class ServerFinder:
     """`bot.ports.PhotoFinder` answered by a PeiTu server. Blocking, thread-safe: call it in a
     thread, like the core."""
 
-    def __init__(
-        self,
-        base_url: str,
-        token: str | None,
-        *,
-        timeout_s: float = 120.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout_s, connect=_CONNECT_TIMEOUT_S),
-            transport=transport,
-            trust_env=False,  # the server is next door: never through an HTTP(S)_PROXY
-        )
+    def __init__(self, base_url: str, token: str | None, *, timeout_s: float = 120.0) -> None:
+        self._api = ApiClient(base_url, token, _BOT, timeout_s=timeout_s)
+        self.base_url = self._api.url
         self._cache = Path(tempfile.mkdtemp(prefix="peitu-bot-photos-"))
 
     def recommend(
         self, text: str, top_k: int | None = None, *, rerank: bool = True
     ) -> RecommendResult:
         """`POST /api/recommend`; raises what the core would (`InvalidQuery`, ...)."""
-        body = {"text": text, "top_k": top_k, "rerank": rerank}
-        return result_from_json(self._call("POST", "/api/recommend", json=body))
+        return self._api.recommend(text, top_k, rerank=rerank)
 
     def similar_to_image(self, data: bytes, top_k: int | None = None) -> RecommendResult:
         """`POST /api/search/similar` with the image as an upload."""
-        files = {"file": ("image", data, "application/octet-stream")}
-        params = {"top_k": top_k} if top_k is not None else None
-        return result_from_json(
-            self._call("POST", "/api/search/similar", files=files, params=params)
-        )
+        return self._api.similar_to_image(data, top_k)
 
     def status(self) -> ServerStatus:
         """`GET /api/status`: photos findable, last index run, whether one runs, any problem."""
-        answer = self._call("GET", "/api/status")
-        try:
-            last = answer["last_index_at"]
-            return ServerStatus(
-                photos=int(answer["photos"]),
-                last_index_at=datetime.fromisoformat(last) if last else None,
-                indexing=bool(answer["indexing"]),
-                problem=answer["problem"],
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ServerUnavailable(f"unexpected /api/status answer: {error!r}") from error
+        return self._api.status()
 
     def photo_path(self, photo_id: str) -> Path | None:
         """A local copy of the photo's original file, or None when it left the library."""
@@ -125,8 +60,8 @@ class ServerFinder:
         if cached is not None:  # a photo id is its content: a copy never goes stale
             return cached
         try:
-            photo = self._call("GET", f"/api/photos/{photo_id}")
-        except PhotoGone:
+            photo = self._api.call("GET", f"/api/photos/{photo_id}")
+        except NotFound:
             return None
         name = PurePosixPath(str(photo.get("path", ""))).name or photo_id
         target = folder / name
@@ -138,11 +73,11 @@ class ServerFinder:
     # --- `bot.ports.BotPairing`: the pairing kept in the server's data folder ------------------
     def code(self) -> str:
         """`GET /api/bot/pairing`: the code that lets the next person in."""
-        return _text_field(self._call("GET", "/api/bot/pairing"), "code")
+        return _text_field(self._api.call("GET", "/api/bot/pairing"), "code")
 
     def paired_ids(self) -> frozenset[str]:
         """`GET /api/bot/pairing`: the contact ids paired with the bot."""
-        paired = self._call("GET", "/api/bot/pairing").get("paired") or []
+        paired = self._api.call("GET", "/api/bot/pairing").get("paired") or []
         try:
             return frozenset(str(person["contact_id"]) for person in paired)
         except (KeyError, TypeError) as error:
@@ -151,7 +86,7 @@ class ServerFinder:
     def pair(self, code: str, contact_id: str, name: str) -> Pairing:
         """`POST /api/bot/pairing`: let the contact in when the code is right."""
         body = {"code": code[:20], "contact_id": contact_id, "name": name[:200]}
-        answer = self._call("POST", "/api/bot/pairing", json=body)
+        answer = self._api.call("POST", "/api/bot/pairing", json=body)
         try:
             return Pairing(answer["outcome"])
         except (KeyError, ValueError) as error:
@@ -159,44 +94,25 @@ class ServerFinder:
 
     def replace_code(self, why: str) -> str:
         """`POST /api/bot/pairing/new-code`: a new code now; the new one."""
-        answer = self._call("POST", "/api/bot/pairing/new-code", json={"why": why[:200]})
+        answer = self._api.call("POST", "/api/bot/pairing/new-code", json={"why": why[:200]})
         return _text_field(answer, "code")
 
     def close(self) -> None:
         """Close the connections and remove the downloaded copies."""
-        self._client.close()
+        self._api.close()
         shutil.rmtree(self._cache, ignore_errors=True)
 
-    def _call(self, method: str, path: str, **request: Any) -> dict[str, Any]:
-        try:
-            response = self._client.request(method, path, **request)
-        except httpx.HTTPError as error:
-            raise ServerUnavailable(f"PeiTu server {self.base_url}: {error!r}") from error
-        if response.status_code != 200:
-            raise error_for(response.status_code, _json_or_empty(response))
-        answer = _json_or_empty(response)
-        if not answer and response.content.strip() != b"{}":
-            raise ServerUnavailable(f"{method} {path}: the answer is not a JSON object")
-        return answer
-
     def _download(self, path: str, target: Path) -> bool:
-        """Stream a file into `target` (atomically); False when the server says 404."""
+        """Download a file into `target` (atomically); False when the server says 404."""
         # The part file waits beside the photo folders, so a folder only ever holds whole files.
         handle, part = tempfile.mkstemp(dir=self._cache, suffix=".part")
         try:
-            with os.fdopen(handle, "wb") as out, self._client.stream("GET", path) as response:
-                if response.status_code == 404:
+            with os.fdopen(handle, "wb") as out:
+                if not self._api.download(path, out):
                     return False
-                if response.status_code != 200:
-                    response.read()
-                    raise error_for(response.status_code, _json_or_empty(response))
-                for chunk in response.iter_bytes():
-                    out.write(chunk)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, target)
             return True
-        except httpx.HTTPError as error:
-            raise ServerUnavailable(f"PeiTu server {self.base_url}: {error!r}") from error
         finally:
             Path(part).unlink(missing_ok=True)
 
@@ -220,75 +136,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:  # removed by another reply's clean-up meanwhile
         return 0.0
-
-
-# The core errors a server's error body can name (`"error"`, see `server/errors.py`).
-_CORE_ERRORS: dict[str, type[PeiTuError]] = {
-    kind.__name__: kind
-    for kind in (
-        InvalidQuery,
-        IndexBusy,
-        IndexMismatch,
-        LibraryNotFound,
-        PhotoUnreadable,
-        DescribeFailed,
-        PhotoChanged,
-        RerankFailed,
-        ModelUnavailable,
-        CatalogTooNew,
-        DiskFull,
-    )
-}
-
-
-def error_for(status: int, body: dict[str, Any]) -> PeiTuError:
-    """The core's exception for an error answer of the server: the one its body names
-    (`"error"`, `server/errors.py`); the bot's own kinds for a refused token, a 404 and the rest."""
-    detail = str(body.get("detail") or f"HTTP {status}")
-    if status in (401, 403):
-        return ServerRefused(
-            f"the server refused the bot's token ({status}: {detail}): set PEITU_BOT__SERVER_TOKEN "
-            "or PEITU_ADMIN_TOKEN to the server's PEITU_ADMIN_TOKEN"
-        )
-    if status == 404:
-        return PhotoGone(f"not found ({detail}); is PEITU_BOT__SERVER_URL a PeiTu server?")
-    kind = _CORE_ERRORS.get(str(body.get("error")))
-    if kind is IndexBusy:
-        job_id = body.get("job_id")
-        return IndexBusy(str(job_id) if job_id is not None else None)
-    if kind is PhotoUnreadable:
-        return PhotoUnreadable("image", Reason.parse(str(body.get("reason") or "")), detail)
-    if kind is not None:
-        return kind(detail)
-    return ServerUnavailable(f"HTTP {status}: {detail}")
-
-
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def result_from_json(answer: dict[str, Any]) -> RecommendResult:
-    """A `RecommendResult` from the JSON of `/api/recommend` (extra keys are ignored)."""
-    try:
-        names = [field.name for field in fields(Recommendation)]
-        results = [
-            Recommendation(**{name: item[name] for name in names}) for item in answer["results"]
-        ]
-        rerank = answer["rerank"]
-        return RecommendResult(
-            query=answer["query"],
-            results=results,
-            timings_ms=dict(answer.get("timings_ms") or {}),
-            notes=tuple(Note(NoteKind(n["kind"]), str(n["text"])) for n in answer["notes"]),
-            rerank=Rerank(RerankState(rerank["state"]), rerank["reason"]),
-            nothing_fits=bool(answer["nothing_fits"]),
-            time_place=answer["time_place"],
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise ServerUnavailable(
-            f"unexpected recommendation answer (a server older than the bot?): {error!r}"
-        ) from error

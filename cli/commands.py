@@ -182,12 +182,13 @@ def _recommend_through_server(
     args: argparse.Namespace, settings: Settings, options: dict[str, Any]
 ) -> bool:
     """Ask the server at `server.url`; False (after one line) when nothing answers there."""
-    from cli.remote import RemoteRecommender, ServerUnreachable
+    from cli.remote import PROBE_TIMEOUT_S, remote_recommender
+    from client import ServerUnreachable
 
     token = settings.admin_token.get_secret_value() if settings.admin_token else None
-    with RemoteRecommender(settings.server.url, token) as server:
+    with remote_recommender(settings.server.url, token) as server:
         try:
-            server.check_reachable()
+            server.check_reachable(PROBE_TIMEOUT_S)
         except ServerUnreachable as error:
             line = say(
                 f"PEITU_SERVER__URL 上没有 PeiTu 服务器响应（{error}），改在本机搜索（加载模型）",
@@ -202,7 +203,7 @@ def _recommend_through_server(
         )
 
         def answer(text: str) -> dict[str, Any]:
-            return server.recommend(text, args.top_k, **options)
+            return server.recommend(text, args.top_k, **options).to_dict()
 
         _print_answers(args, answer, lambda item: _local_copy(settings, item["path"]))
     return True
@@ -260,15 +261,15 @@ _PHOTO_ID = re.compile("[0-9a-f]{64}")
 
 def _recommend_batch(answer: Answer, batch: Path) -> None:
     """One JSON line per text; a text that fails is a line with its error, a server that
-    fails (`ServerError`) ends the run."""
-    from cli.remote import ServerError
+    fails (`ServerUnavailable`) ends the run."""
+    from client import ServerUnavailable
 
     for line in batch.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         try:
             payload = answer(line)
-        except ServerError:
+        except ServerUnavailable:
             raise
         except PeiTuError as error:
             payload = {"query": line, "error": str(error)}

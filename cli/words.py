@@ -119,19 +119,12 @@ def _translated(message: str) -> str:
     return message
 
 
-# What a core error (index.errors, by class name: no import here) is about, for a Chinese line
-# whose English detail follows in brackets.
-_ERROR_HEADS = {
-    "LibraryNotFound": "图库有问题",
-    "ModelUnavailable": "模型用不了",
-    "IndexBusy": "另一个索引任务正在进行",
-    "IndexMismatch": "索引是另一个向量模型建的，先运行 peitu index --rebuild",
-    "CatalogTooNew": "数据目录是更新版本的 PeiTu 写的，请升级",
-    "PhotoUnreadable": "读不了这张图",
+# The heads of the errors outside the core's table (`index/error_words.py`), by class name: the
+# server's client (`client/`) and a describer's sidecar file.
+_OTHER_HEADS = {
     "SidecarFileInvalid": "描述文件有问题",
-    "InvalidQuery": "输入有误",
     "ServerUnreachable": "连不上 PeiTu 服务器",
-    "ServerError": "PeiTu 服务器回答了错误",
+    "ServerUnavailable": "PeiTu 服务器回答了错误",
 }
 
 
@@ -141,8 +134,16 @@ def error_line(error: Exception) -> str:
     message = str(error)
     if english() or re.search(r"[\u4e00-\u9fff]", message):
         return message
-    head = next(
-        (_ERROR_HEADS[k.__name__] for k in type(error).__mro__ if k.__name__ in _ERROR_HEADS),
-        "出错了",
-    )
-    return f"{head}（{message}）"
+    return f"{_head(error)}（{message}）"
+
+
+def _head(error: Exception) -> str:
+    """What the error is about: its row's `cli` head, else one of the CLI's own."""
+    from index.error_words import UNEXPECTED, words_for  # not for --help
+    from index.errors import PeiTuError
+
+    row = words_for(error) if isinstance(error, PeiTuError) else UNEXPECTED
+    if row is not UNEXPECTED:
+        return row.cli
+    names = (kind.__name__ for kind in type(error).__mro__)
+    return next((_OTHER_HEADS[name] for name in names if name in _OTHER_HEADS), UNEXPECTED.cli)

@@ -1,4 +1,5 @@
-"""Exceptions raised by the core. Edges translate them (HTTP status in `server/`, reply text in `bot/`)."""
+"""Exceptions raised by the core. What each edge says for one (its HTTP status, the Chinese words
+of the web page, the bot and the CLI) is its row in `index/error_words.py`."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from server.jobs import JobManager
 from server.messages import message_for_status
 from server.metrics import Metrics, MetricsMiddleware
 from server.ports import PhotoService
-from server.routes import bot, doctor, health, jobs, photos, recommend
+from server.routes import bot, doctor, health, jobs, page, photos, recommend
 from server.scheduler import IndexScheduler, schedule_triggers
 from server.security import SecurityHeaders
 from server.slow_clients import BodyDeadline
@@ -67,6 +67,7 @@ def create_app(core: PhotoService, settings: Settings) -> FastAPI:
     api.add_middleware(MetricsMiddleware, metrics=metrics)
     api.add_middleware(SecurityHeaders)  # outermost: every answer has them, a 401 too
     api.include_router(health.router)
+    api.include_router(page.router)
     api.include_router(_api_router())
     api.add_api_route(
         _ANY_API_PATH, _no_such_route(api), methods=_ALL_METHODS, include_in_schema=False

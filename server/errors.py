@@ -1,9 +1,10 @@
-"""The only place core exceptions become HTTP status codes.
+"""Where core exceptions become HTTP answers (each one's status and words: index/error_words.py).
 
 Every error body is `{"detail": str, "message": str}`: `detail` in English for developers,
-`message` the Chinese line for a person (server/messages.py); the web page shows only `message`.
-A core error's body also names it (`"error": "IndexBusy"`), so a client (the bot's
-`bot/server_client.py`) gets the core's exception back without reading status codes or text.
+`message` the Chinese line for a person (a core error's row in index/error_words.py, else
+server/messages.py); the web page shows only `message`.
+A core error's body also names it (`"error": "IndexBusy"`), so a client (`client/`, used by the
+bot and the CLI) gets the core's exception back without reading status codes or text.
 """
 
 from __future__ import annotations
@@ -18,34 +19,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index.errors import (
-    DescribeFailed,
-    DiskFull,
-    IndexBusy,
-    IndexMismatch,
-    InvalidQuery,
-    LibraryNotFound,
-    ModelUnavailable,
-    PeiTuError,
-    PhotoUnreadable,
-    RerankFailed,
-)
-from index.library.imaging import Reason
-from server.messages import INTERNAL, message_for_error, message_for_status
+from index.error_words import words_for
+from index.errors import IndexBusy, PeiTuError, PhotoUnreadable
+from server.messages import INTERNAL, message_for_status
 
 log = logging.getLogger(__name__)
 
-_STATUS: tuple[tuple[type[PeiTuError], int], ...] = (
-    (InvalidQuery, 400),
-    (IndexBusy, 409),
-    (LibraryNotFound, 409),
-    (IndexMismatch, 409),
-    (ModelUnavailable, 503),
-    (DiskFull, 507),
-    (DescribeFailed, 502),
-    (RerankFailed, 502),
-)
-_TOO_BIG = frozenset({Reason.TOO_LARGE.value, Reason.TOO_MANY_PIXELS.value})
 _REPR = re.compile(r"<[^<>]*(?: object at 0x[0-9a-fA-F]+|class '[^']*')[^<>]*>")
 _INTERNAL = {"detail": "internal server error; see the server log", "message": INTERNAL}
 
@@ -59,12 +38,8 @@ class UploadTooLarge(HTTPException):
 
 
 def status_for(error: PeiTuError) -> int:
-    """The HTTP status code for a core error."""
-    if isinstance(error, PhotoUnreadable):
-        if error.reason == Reason.NOT_FOUND.value:  # a library file gone since the last scan
-            return 404
-        return 413 if error.reason in _TOO_BIG else 415
-    return next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
+    """The HTTP status code for a core error (its row in `index/error_words.py`)."""
+    return words_for(error).status
 
 
 def error_body(error: PeiTuError) -> dict[str, Any]:
@@ -72,7 +47,7 @@ def error_body(error: PeiTuError) -> dict[str, Any]:
     running job's id for `IndexBusy` and the stable `reason` for `PhotoUnreadable`."""
     body: dict[str, Any] = {
         "detail": without_reprs(str(error)),  # Pillow names a BytesIO by its heap address
-        "message": message_for_error(error),
+        "message": words_for(error).page,
         "error": type(error).__name__,
     }
     if isinstance(error, IndexBusy):

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from index.error_words import words_for
 from index.errors import IndexBusy, PeiTuError
 from index.indexing.indexer import IndexMode
 from index.indexing.journal import JobJournal
 from index.models import IndexReport
 from index.ports import Describer
-from server.messages import INTERNAL, message_for_error
+from server.messages import INTERNAL
 from server.ports import IndexRunner
 
 log = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ class JobManager:
             return {
                 "state": "failed",
                 "error": str(error),
-                "error_message": message_for_error(error),
+                "error_message": words_for(error).page,
             }
         except Exception as error:  # a bug: record it and keep the worker alive
             log.exception("index job %s crashed", job.job_id)

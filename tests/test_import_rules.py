@@ -2,11 +2,11 @@
 
 The rules (imports point one way: edges -> core -> settings):
 
-1. `config/` imports nothing of ours: no `index`, `bot`, `server`, `cli`.
-2. `index/` (the core) imports no edge (`bot`, `server`, `cli`) and no edge framework
+1. `config/` imports nothing of ours: no `index`, `client`, `bot`, `server`, `cli`.
+2. `index/` (the core) imports no edge (`bot`, `server`, `cli`, `client`) and no edge framework
    (`wechaty`, `fastapi`, `starlette`, `uvicorn`).
 3. `bot/` imports neither `server` nor `cli`.
-4. `server/` imports neither `bot` nor `cli`.
+4. `server/` imports neither `bot`, `cli` nor `client`.
 5. Query understanding (`index/understanding/`) imports no ML runtime (`torch`,
    `sentence_transformers`, `chromadb`, `onnxruntime`), neither directly nor through the
    `index` modules it imports.
@@ -15,7 +15,7 @@ The rules (imports point one way: edges -> core -> settings):
    of the core knows the vector store by its port (`index.ports.VectorStore`).
 
 7. Inside the core, sub-packages import one way (`index/…/` may import the kernel — `errors`,
-   `models`, `ports`, `llm` — and only the sub-packages listed):
+   `error_words`, `models`, `ports`, `llm` — and only the sub-packages listed):
    - `understanding/`: none;
    - `search/`: `understanding/`;
    - `ranking/`: `search/`, `understanding/`;
@@ -27,7 +27,9 @@ The rules (imports point one way: edges -> core -> settings):
    The table is acyclic: no sub-package reaches itself through the ones it may import, so the
    layers can be drawn with every arrow pointing down. The kernel imports no sub-package. Only the facade (`index/service.py`, its `index/records.py`)
    and the composition root (`index/wiring.py`) see everything.
-8. The chat core (`bot/` but its messenger adapters and `bot/main.py`, which chooses one)
+8. `client/` (the one client of the server's API, used by `bot/` and `cli/`) imports no edge
+   (`bot`, `server`, `cli`) and no edge framework (`httpx` is its one outside library).
+9. The chat core (`bot/` but its messenger adapters and `bot/main.py`, which chooses one)
    imports no messenger: neither an adapter (`bot.wechat`, `bot.wx_*`) nor its client library
    (`wechaty`, `wechaty_puppet`, `wechaty_puppet_service`, `grpclib`).
 
@@ -45,14 +47,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-OUR_PACKAGES = frozenset({"config", "index", "bot", "server", "cli"})
+OUR_PACKAGES = frozenset({"config", "index", "client", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
 STORE_ADAPTERS = frozenset({"index/search/store.py", "index/visual/store.py", "index/wiring.py"})
 CHAT_ADAPTERS = frozenset({"bot/wechat.py", "bot/wx_compat.py", "bot/wx_media.py", "bot/main.py"})
 MESSENGER_LIBRARIES = frozenset({"wechaty", "wechaty_puppet", "wechaty_puppet_service", "grpclib"})
 
 
-KERNEL = ("errors", "models", "ports", "llm", "prebuilt")
+KERNEL = ("errors", "error_words", "models", "ports", "llm", "prebuilt")
 SUB_PACKAGES: dict[str, frozenset[str]] = {  # rule 7: what each sub-package may import
     "understanding": frozenset(),
     "search": frozenset({"understanding"}),
@@ -76,10 +78,19 @@ RULES = (
     Rule(
         "2: index/ imports no edge and no edge framework",
         "index",
-        frozenset({"bot", "server", "cli", "wechaty", "fastapi", "starlette", "uvicorn"}),
+        frozenset({"bot", "server", "cli", "client", "wechaty", "fastapi", "starlette", "uvicorn"}),
     ),
     Rule("3: bot/ imports neither server nor cli", "bot", frozenset({"server", "cli"})),
-    Rule("4: server/ imports neither bot nor cli", "server", frozenset({"bot", "cli"})),
+    Rule(
+        "4: server/ imports neither bot, cli nor client",
+        "server",
+        frozenset({"bot", "cli", "client"}),
+    ),
+    Rule(
+        "8: client/ imports no edge and no edge framework",
+        "client",
+        frozenset({"bot", "server", "cli", "wechaty", "fastapi", "starlette", "uvicorn"}),
+    ),
 )
 
 
@@ -195,8 +206,8 @@ def store_violations(root: Path = ROOT) -> list[str]:
 
 
 def chat_core_violations(root: Path = ROOT) -> list[str]:
-    """Rule 8: the chat core knows no messenger; its adapters and `bot/main.py` do."""
-    rule = "8: the chat core imports no messenger adapter or client library"
+    """Rule 9: the chat core knows no messenger; its adapters and `bot/main.py` do."""
+    rule = "9: the chat core imports no messenger adapter or client library"
     return [
         _describe(imp, rule)
         for path in sorted((root / "bot").rglob("*.py"))

@@ -21,19 +21,13 @@ const SKIP_NAMES = {
   permission_denied: "没有读取权限", too_large: "文件太大", broken_symlink: "失效的链接",
   symlink_loop: "循环链接", not_a_file: "不是文件", not_found: "已不存在", io_error: "读取出错",
 };
-const STATUS_MESSAGES = {
-  0: "连不上服务器：请检查网络，或服务是否在运行。",
-  400: "请求内容有误，请检查后再试。",
-  401: "管理令牌不对或没填：请在页面顶部的「管理令牌」里填写并保存。",
-  403: "管理令牌不对：请在页面顶部的「管理令牌」里重新填写。",
-  404: "找不到这张照片或这个任务，可能已被删除：请重新索引后再试。",
-  409: "现在不能这样做，请稍后再试。",
-  413: "文件太大，超过了服务器允许的大小。",
-  415: "不支持的文件类型：请选择 JPEG、PNG、WebP、HEIC 等照片。",
-  422: "请求内容有误，请检查后再试。",
-  429: "请求太频繁了，请稍等一会儿再试。",
-  502: "模型服务返回了错误，请稍后再试。",
-  503: "服务暂时不可用，请稍后再试。",
+const UNREACHABLE = "连不上服务器：请检查网络，或服务是否在运行。";
+// The server's lines by status code (server/messages.py), for an answer without its own
+// `message` (a proxy's error page); loaded at start (`loadStatusLines`), these until then.
+const statusLines = {
+  by_status: {},
+  internal: "服务器出错了，请稍后再试；仍不行请查看服务器日志。",
+  other: "请求没有成功，请稍后再试。",
 };
 const HAS_CJK = /[\u4e00-\u9fff]/;
 
@@ -61,8 +55,17 @@ function authHeaders(token) {
 function errorMessage(status, body) {
   // The server's Chinese line when it sent one; the status code's line otherwise.
   if (body && typeof body.message === "string" && HAS_CJK.test(body.message)) return body.message;
-  if (STATUS_MESSAGES[status]) return STATUS_MESSAGES[status];
-  return status >= 500 ? "服务器出错了，请稍后再试；仍不行请查看服务器日志。" : "请求没有成功，请稍后再试。";
+  if (statusLines.by_status[status]) return statusLines.by_status[status];
+  return status >= 500 ? statusLines.internal : statusLines.other;
+}
+
+async function loadStatusLines() {
+  try {
+    const response = await fetch("/messages.json");
+    if (response.ok) Object.assign(statusLines, await response.json());
+  } catch (err) {
+    // no server now: every request says UNREACHABLE until it answers
+  }
 }
 
 async function readBody(response) {
@@ -82,7 +85,7 @@ async function request(method, url, body, token) {
   try {
     response = await fetch(url, init);
   } catch (err) {
-    throw new ApiError(0, STATUS_MESSAGES[0], null);
+    throw new ApiError(0, UNREACHABLE, null);
   }
   const data = await readBody(response);
   if (!response.ok) throw failure(new ApiError(response.status, errorMessage(response.status, data), data));
@@ -95,7 +98,7 @@ async function fetchBlob(url) {
   try {
     response = await fetch(url, { headers: authHeaders() });
   } catch (err) {
-    throw new ApiError(0, STATUS_MESSAGES[0], null);
+    throw new ApiError(0, UNREACHABLE, null);
   }
   if (!response.ok) {
     const data = await readBody(response);
@@ -959,6 +962,8 @@ function initUpload() {
 }
 
 // ---- start ----------------------------------------------------------------
+
+loadStatusLines();
 
 document.addEventListener("DOMContentLoaded", () => {
   initToken();

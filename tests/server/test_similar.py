@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from bot.commands import recommend_text
-from bot.server_client import result_from_json
+from client import result_from_json
 from config import load_settings
 from index.search.embed import SentenceTransformerEmbedder
 from index.visual.search import SAME_MOMENT

@@ -24,6 +24,7 @@ import pytest
 from config import Settings
 from index.doctor import run_checks
 from index.service import PeiTu
+from server.messages import message_for_status
 from server.uploads import UPLOADS_FOLDER
 from tests.server.conftest import Served, ServerFactory, vision_settings, wait_for
 from tests.server.test_web import (
@@ -605,3 +606,24 @@ def test_short_labels_on_a_phone_never_break_inside_a_word(
     broken = [text for text, rows, _ in lines if text and rows > 1]
     screenshot(page, "phone-labels", tmp_path)
     assert broken == [], broken
+
+
+def test_a_proxys_error_page_is_shown_in_the_servers_words(
+    desktop_page: Page, server: Served
+) -> None:
+    """An answer without the server's `message` (a proxy in front of it answers) shows the line
+    the server keeps for its status (`/messages.json`): the page keeps no copy of them."""
+    page = desktop_page
+    page.route(
+        "**/api/recommend",
+        lambda route: route.fulfill(
+            status=507, body="<h1>507 Insufficient Storage</h1>", content_type="text/html"
+        ),
+    )
+    page.goto(server.url + "/")
+    enter_token(page, TOKEN)
+    page.fill("#search-text", "海边的日落")
+    page.click("#search-button")
+    page.locator("#search-error").wait_for()
+    assert page.locator("#search-error").inner_text() == message_for_status(507)
+    assert_only_chinese_messages(page)

@@ -12,14 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot.server_client import (
-    PhotoGone,
-    ServerFinder,
-    ServerRefused,
-    ServerUnavailable,
-    error_for,
-    result_from_json,
-)
+from bot.server_client import ServerFinder
+from client import NotFound, ServerRefused, ServerUnavailable, error_for, result_from_json
 from index.errors import (
     CatalogTooNew,
     DescribeFailed,
@@ -188,7 +182,7 @@ def test_the_servers_error_answers_become_the_cores_exceptions_again(raised: Pei
     [
         (401, {"detail": "wrong admin token"}, ServerRefused),
         (403, {"detail": "wrong admin token"}, ServerRefused),
-        (404, {"detail": "Not Found"}, PhotoGone),
+        (404, {"detail": "Not Found"}, NotFound),
         (500, {"detail": "internal server error"}, ServerUnavailable),
         (502, {"detail": "Bad Gateway"}, ServerUnavailable),  # a proxy, not the core
         (409, {"detail": "x", "error": "NoSuchError"}, ServerUnavailable),
