@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import load_settings  # noqa: E402
-from config.settings import WechatSettings  # noqa: E402
+from config.settings import ChatSettings, WechatSettings  # noqa: E402
 from index.search.embed import SentenceTransformerEmbedder  # noqa: E402
 from index.service import PeiTu  # noqa: E402
 from index.wiring import build_app  # noqa: E402
@@ -59,8 +59,8 @@ def main() -> None:
         chat = WechatHarness(GATEWAY_DIR, Path(tmp) / "gateway.log")
         try:
             start = time.perf_counter()
-            settings = WechatSettings(rate_limit_per_minute=0, allow_everyone=True)
-            chat.start(app, settings, Path(tmp) / "cache")
+            rules = ChatSettings(rate_limit_per_minute=0, allow_everyone=True)
+            chat.start(app, WechatSettings(), Path(tmp) / "cache", chat=rules)
             print(f"gateway up and bot logged in: {time.perf_counter() - start:.2f} s")
             _run(chat, queries, args.requests)
             print(

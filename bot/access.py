@@ -1,11 +1,11 @@
-"""Who the bot serves: a private bot unless told otherwise. No wechaty types here.
+"""Who the bot serves: a private bot unless told otherwise. No messenger's types here.
 
 With no allow-list the bot serves only the people paired with it: its owner sends the pairing
 code (shown in the bot's log, by `peitu doctor` and on the web page) in a private chat,
 `/绑定 123456`, and is let in for good (`index.library.pairing`, kept in the data folder); a
-code lets in one person. An allow-list (`PEITU_WECHAT__ALLOW_CONTACTS` / `__ALLOW_ROOMS`) serves
+code lets in one person. An allow-list (`PEITU_CHAT__ALLOW_CONTACTS` / `__ALLOW_ROOMS`) serves
 those too, and rooms keep their rules: a listed room serves everyone in it, and an @-mention is
-needed in rooms. `PEITU_WECHAT__ALLOW_EVERYONE` opens the bot to all, on purpose. Anyone else
+needed in rooms. `PEITU_CHAT__ALLOW_EVERYONE` opens the bot to all, on purpose. Anyone else
 gets one polite line (once) and is logged by id, so the owner can list them.
 """
 
@@ -19,7 +19,7 @@ from collections import OrderedDict
 
 from bot.guards import AllowList, Clock
 from bot.ports import BotPairing
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from index.errors import PeiTuError
 from index.library.pairing import Pairing
 
@@ -51,7 +51,7 @@ class Access:
 
     def __init__(
         self,
-        settings: WechatSettings,
+        settings: ChatSettings,
         pairing: BotPairing | None,
         *,
         clock: Clock = time.monotonic,
@@ -119,7 +119,7 @@ class Access:
     async def describe(self) -> str:
         """One line for the log at start-up: who is served, and the pairing code."""
         if self.everyone:
-            return "the bot answers everyone (PEITU_WECHAT__ALLOW_EVERYONE)"
+            return "the bot answers everyone (PEITU_CHAT__ALLOW_EVERYONE)"
         if self._pairing is None:
             return "the bot answers its allow-list only"
         try:

@@ -1,6 +1,6 @@
 """Chat commands: parse what a person typed, and word the replies. No wechaty types here.
 
-Commands (the prefix is `WechatSettings.command_prefix`, "/" by default; a full-width "／" works
+Commands (the prefix is `ChatSettings.command_prefix`, "/" by default; a full-width "／" works
 too): `/配图 <文案>` (also `配图：<文案>` and `配图 <文案>` without the prefix), `/相似`, `/帮助`,
 `/状态`.
 """

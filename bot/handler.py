@@ -1,4 +1,5 @@
-"""What the bot does with one incoming message. No wechaty types: `bot.wechat` adapts them.
+"""What the bot does with one incoming message. No messenger's types: its adapter (`bot.wechat`)
+adapts them.
 
 Every command ends in a reply; every failure becomes a polite reply, never silence. Core calls
 block (embedding, Chroma, the LLM), so they run in threads and one slow request never holds up
@@ -22,7 +23,7 @@ from bot.errors import ImageDownloadFailed
 from bot.guards import EVERYONE, Clock, RateLimiter, RecentItems, strip_controls
 from bot.photos import OutgoingPhoto, PhotoPreparer
 from bot.ports import BotPairing, PhotoFinder
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from index.errors import PeiTuError, PhotoUnreadable
 from index.models import Recommendation, RecommendResult, RerankState
 
@@ -79,7 +80,7 @@ class MessageHandler:
     def __init__(
         self,
         finder: PhotoFinder,
-        settings: WechatSettings,
+        settings: ChatSettings,
         photos: PhotoPreparer,
         *,
         pairing: BotPairing | None = None,
@@ -266,7 +267,7 @@ def _log_refused(msg: Incoming) -> None:
     """A command from someone the bot does not serve: say who, by id, so they can be listed."""
     log.info(
         "refused a command from %r (id %s)%s: not paired and not on the allow-list "
-        "(PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)",
+        "(PEITU_CHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)",
         msg.talker_name,
         msg.talker_id,
         _where(msg),

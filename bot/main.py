@@ -1,4 +1,8 @@
-"""`peitu bot`: the bot process's composition root."""
+"""`peitu bot`: the bot process's composition root.
+
+The messenger is chosen by name (`PEITU_CHAT__PLATFORM`) from `PLATFORMS`: a new one is its
+adapter module (like `bot/wechat.py`), its settings class in `config/settings.py` and one line
+here; the chat core (`bot.handler`, `bot.access`, `bot.guards`) stays as it is."""
 
 from __future__ import annotations
 
@@ -6,15 +10,14 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
+from bot import wechat
 from bot.errors import BotConfigError
-from bot.ports import BotPairing, PhotoFinder
+from bot.ports import BotPairing, ChatPlatform, PhotoFinder
 from bot.server_client import ServerFinder, ServerRefused, ServerUnavailable
-from bot.wechat import puppet_options, run_bot
 from config import Settings
-from config.settings import MAX_PIXELS, WechatSettings
 from index.errors import PeiTuError
 
 if TYPE_CHECKING:
@@ -26,20 +29,37 @@ EXIT_OK = 0
 EXIT_REFUSED = 2  # the settings cannot work; the log says which one and why
 WARM_UP_WAIT_S = 15.0  # how long a stop waits for the warm-up's model load to end
 
+PLATFORMS: dict[str, ChatPlatform] = {  # the messengers `peitu bot` can serve, by name
+    "wechat": wechat.PLATFORM,
+}
+
+
+def platform_named(name: str) -> ChatPlatform:
+    """The adapter of the messenger `name`; raises `BotConfigError` for one PeiTu lacks."""
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        known = ", ".join(sorted(PLATFORMS))
+        raise BotConfigError(
+            f"PEITU_CHAT__PLATFORM={name!r} is not a messenger PeiTu can serve (one of: {known})"
+        ) from None
+
 
 def run(settings: Settings) -> int:
-    """Build PeiTu once and serve WeChat until SIGINT/SIGTERM. Returns the exit code."""
+    """Build PeiTu once and serve the chosen messenger until SIGINT/SIGTERM. Returns the
+    exit code."""
     try:
-        puppet_options(settings.wechat)  # refuse bad settings before loading any model
+        platform = platform_named(settings.chat.platform)
+        platform.check(settings)  # refuse bad settings before loading any model
     except BotConfigError as error:
         log.error("peitu bot: %s", error)
         return EXIT_REFUSED
     finder, pairing, close = build_finder(settings)
     try:
         _log_index_status(finder)
-        limit = settings.indexing.max_pixels
+        limit = settings.indexing.max_pixels  # the bot's photo copies keep the scan's limit
         return asyncio.run(
-            serve_until_stopped(finder, settings.wechat, max_pixels=limit, pairing=pairing)
+            serve_until_stopped(platform.serve(finder, settings, max_pixels=limit, pairing=pairing))
         )
     except ServerRefused as error:
         log.error("peitu bot: %s", error)
@@ -85,16 +105,9 @@ def _warm_up(app: PeiTu) -> None:
         log.error("peitu bot: the models could not be loaded: %s", error)
 
 
-async def serve_until_stopped(
-    app: PhotoFinder,
-    settings: WechatSettings,
-    *,
-    max_pixels: int = MAX_PIXELS,
-    pairing: BotPairing | None = None,
-) -> int:
-    """Run the bot; SIGINT or SIGTERM stop it cleanly (exit code 0). `max_pixels` is the
-    indexing limit (`PEITU_INDEXING__MAX_PIXELS`), which the bot's photo copies keep too."""
-    task = asyncio.create_task(run_bot(app, settings, max_pixels=max_pixels, pairing=pairing))
+async def serve_until_stopped(serving: Coroutine[Any, Any, None]) -> int:
+    """Run the bot (a platform's `serve`); SIGINT or SIGTERM stop it cleanly (exit code 0)."""
+    task = asyncio.create_task(serving)
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(stop_signal, task.cancel)

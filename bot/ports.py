@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from config.settings import Settings
 from index.library.pairing import Pairing
 from index.models import RecommendResult
 
@@ -70,3 +73,26 @@ class BotPairing(Protocol):
     def replace_code(self, why: str) -> str:
         """Make a new code now (the old one was seen by others); the new one."""
         ...
+
+
+class ServeChat(Protocol):
+    """Serve a messenger until cancelled; raises `BotConfigError` for settings it cannot use."""
+
+    def __call__(
+        self,
+        finder: PhotoFinder,
+        settings: Settings,
+        *,
+        max_pixels: int,
+        pairing: BotPairing | None,
+    ) -> Coroutine[Any, Any, None]: ...
+
+
+@dataclass(frozen=True)
+class ChatPlatform:
+    """A messenger's adapter as `peitu bot` runs it (`bot.main.PLATFORMS`, chosen by
+    `PEITU_CHAT__PLATFORM`). The adapter reads its own settings (`settings.wechat`) and hands
+    every message to `bot.handler.MessageHandler` built with `settings.chat`."""
+
+    check: Callable[[Settings], None]  # raises `BotConfigError` before any model loads
+    serve: ServeChat

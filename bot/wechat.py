@@ -27,9 +27,9 @@ from wechaty_puppet import MessageType, PuppetOptions, WechatyPuppetError
 from bot.errors import BotConfigError, ImageDownloadFailed
 from bot.handler import MessageHandler, Outcome
 from bot.photos import OutgoingPhoto, PhotoPreparer
-from bot.ports import BotPairing, PhotoFinder
+from bot.ports import BotPairing, ChatPlatform, PhotoFinder
 from bot.wx_media import download_image
-from config.settings import MAX_PIXELS, WechatSettings
+from config.settings import MAX_PIXELS, ChatSettings, Settings, WechatSettings
 
 log = logging.getLogger(__name__)
 
@@ -300,15 +300,17 @@ def create_bot(
     settings: WechatSettings,
     cache_dir: Path,
     *,
+    chat: ChatSettings | None = None,
     on_handled: HandledHook | None = None,
     max_pixels: int = MAX_PIXELS,
     pairing: BotPairing | None = None,
 ) -> PeiTuBot:
-    """Compose the bot: handler, photo preparation (copies go to `cache_dir`; a photo over
-    `max_pixels`, the indexing limit, is refused as it is by the scan), who it serves
-    (`pairing`: the people paired with it, see `bot.access`), connection."""
+    """Compose the bot: handler (`chat`: the chat core's rules, a private bot by default),
+    photo preparation (copies go to `cache_dir`; a photo over `max_pixels`, the indexing limit,
+    is refused as it is by the scan), who it serves (`pairing`: the people paired with it, see
+    `bot.access`), connection."""
     photos = PhotoPreparer(cache_dir, settings.max_image_bytes, max_pixels=max_pixels)
-    handler = MessageHandler(finder, settings, photos, pairing=pairing)
+    handler = MessageHandler(finder, chat or ChatSettings(), photos, pairing=pairing)
     return PeiTuBot(handler, settings, on_handled=on_handled)
 
 
@@ -316,13 +318,31 @@ async def run_bot(
     app: PhotoFinder,
     settings: WechatSettings,
     *,
+    chat: ChatSettings | None = None,
     max_pixels: int = MAX_PIXELS,
     pairing: BotPairing | None = None,
 ) -> None:
     """Serve WeChat until cancelled. Raises `BotConfigError` for unusable settings."""
     with tempfile.TemporaryDirectory(prefix="peitu-bot-") as cache_dir:
-        bot = create_bot(app, settings, Path(cache_dir), max_pixels=max_pixels, pairing=pairing)
+        bot = create_bot(
+            app, settings, Path(cache_dir), chat=chat, max_pixels=max_pixels, pairing=pairing
+        )
         try:
             await bot.run_forever()
         finally:
             await bot.shutdown()
+
+
+def _check(settings: Settings) -> None:
+    puppet_options(settings.wechat)
+
+
+async def _serve(
+    finder: PhotoFinder, settings: Settings, *, max_pixels: int, pairing: BotPairing | None
+) -> None:
+    await run_bot(
+        finder, settings.wechat, chat=settings.chat, max_pixels=max_pixels, pairing=pairing
+    )
+
+
+PLATFORM = ChatPlatform(check=_check, serve=_serve)

@@ -31,6 +31,8 @@ _NEED_EMBEDDER = frozenset({"index", "recommend"})
 
 
 def _add_index(sub: Any) -> None:
+    from index.library.descriptions import describer_choices  # the standard library alone
+
     p = sub.add_parser(
         "index",
         help=say(
@@ -63,7 +65,7 @@ def _add_index(sub: Any) -> None:
     )
     p.add_argument(
         "--describer",
-        choices=("auto", "vision", "offline"),
+        choices=describer_choices(),
         default="auto",
         help=say(
             "offline：本机离线描述（物体、人脸、文字、时间地点），不调用模型接口；"

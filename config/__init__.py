@@ -1,6 +1,7 @@
 """PeiTu settings. Imported by every package; imports nothing of ours."""
 
 from config.settings import (
+    ChatSettings,
     ChromaSettings,
     EmbeddingSettings,
     IndexingSettings,
@@ -14,6 +15,7 @@ from config.settings import (
 )
 
 __all__ = [
+    "ChatSettings",
     "ChromaSettings",
     "EmbeddingSettings",
     "IndexingSettings",

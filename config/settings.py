@@ -8,10 +8,12 @@ Environment variables win over the file.
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -25,6 +27,8 @@ from pydantic_settings import (
 DASHSCOPE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
 DASHSCOPE_HOST = "dashscope.aliyuncs.com"
 _CONFIG_FILE_ENV = "PEITU_CONFIG"
+
+log = logging.getLogger(__name__)
 
 
 # Keys copied unchanged from .env.example or a tutorial ("sk-your-dashscope-key", "sk-xxx",
@@ -253,9 +257,11 @@ class ServerSettings(BaseModel):
         return value.rstrip("/")
 
 
-class WechatSettings(BaseModel):
-    endpoint: str = ""  # host:port of a puppet service (gateway)
-    token: SecretStr | None = None
+class ChatSettings(BaseModel):
+    """The chat core's rules, whatever the messenger (`PEITU_CHAT__*`, `[chat]`): who is
+    served, how much, and how in groups. `platform` names the messenger's adapter (`bot/main.py`)."""
+
+    platform: str = "wechat"
     command_prefix: str = "/"
     group_requires_mention: bool = True
     # Who the bot serves: these contacts and rooms, and the people paired with it (`/绑定` and
@@ -267,12 +273,58 @@ class WechatSettings(BaseModel):
     rate_limit_per_minute: int = Field(default=6, ge=0)  # per person; 0 = no limit
     rate_limit_global_per_minute: int = Field(default=30, ge=0)  # all people together; 0 = none
     max_text_chars: int = Field(default=300, ge=10)
+
+
+# Chat settings read under `wechat` before the chat core had its own (PEITU_WECHAT__ALLOW_…).
+_CHAT_KEYS_ONCE_WECHAT = tuple(name for name in ChatSettings.model_fields if name != "platform")
+
+
+class WechatSettings(BaseModel):
+    """The WeChat adapter's own settings: its puppet service and what the gateway takes."""
+
+    endpoint: str = ""  # host:port of a puppet service (gateway)
+    token: SecretStr | None = None
     # A photo travels base64-encoded in one gRPC message, and puppet-service gateways take at
     # most 4 MiB a message: 3 MB of JPEG is the most that fits. Bigger photos go as a copy.
     max_image_bytes: int = Field(default=2 * 1024 * 1024, ge=100_000, le=3_000_000)
     # Every so many seconds the bot pings the gateway and reconnects when no answer comes
     # within as long again: a gateway gone without closing the connection is noticed (0 = off).
     keepalive_s: float = Field(default=60.0, ge=0)
+
+
+def _moved_to_chat(data: Any) -> Any:
+    """The raw settings with the chat keys still given under `wechat` (an old env name or TOML
+    table) moved to `chat`, one deprecation line each; a value given under `chat` wins."""
+    if not isinstance(data, dict) or not isinstance(data.get("wechat"), dict):
+        return data
+    wechat = dict(data["wechat"])
+    moved = {key: wechat.pop(key) for key in _CHAT_KEYS_ONCE_WECHAT if key in wechat}
+    if not moved:
+        return data
+    chat = data.get("chat")
+    chat = dict(chat) if isinstance(chat, dict) else {}
+    for key, value in moved.items():
+        log.warning(
+            "PEITU_WECHAT__%s ([wechat] %s) is now PEITU_CHAT__%s ([chat] %s): the old name "
+            "still works, for now",
+            key.upper(),
+            key,
+            key.upper(),
+            key,
+        )
+        chat.setdefault(key, _decoded(key, value))
+    return {**data, "wechat": wechat, "chat": chat}
+
+
+def _decoded(key: str, value: Any) -> Any:
+    """A list given in the environment is JSON (`["wxid_a"]`); the environment source decodes
+    it only for a setting it knows under that name, and `wechat` no longer has these."""
+    if isinstance(value, str) and get_origin(ChatSettings.model_fields[key].annotation) is list:
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value  # left for the validator to refuse, naming the setting
+    return value
 
 
 class BotSettings(BaseModel):
@@ -324,8 +376,14 @@ class Settings(BaseSettings):
     visual: VisualSettings = Field(default_factory=VisualSettings)
     offline: OfflineSettings = Field(default_factory=OfflineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
     wechat: WechatSettings = Field(default_factory=WechatSettings)
     bot: BotSettings = Field(default_factory=BotSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _chat_keys_under_wechat(cls, data: Any) -> Any:
+        return _moved_to_chat(data)
 
     @field_validator("library", "data_dir")
     @classmethod

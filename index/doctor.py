@@ -214,24 +214,24 @@ def check_token(settings: Settings) -> Check:
 
 def check_bot(settings: Settings) -> Check:
     """Who the WeChat bot serves, and the code that lets the owner in (made when missing)."""
-    title, wechat = "微信机器人", settings.wechat
-    if not wechat.endpoint:
+    title, chat = "微信机器人", settings.chat
+    if not settings.wechat.endpoint:
         return Check("bot", "ok", title, "没有配置（PEITU_WECHAT__ENDPOINT 为空）。")
-    if wechat.allow_everyone:
-        message = "谁都能用（PEITU_WECHAT__ALLOW_EVERYONE=true）：加了机器人的人都能看到你的照片。"
+    if chat.allow_everyone:
+        message = "谁都能用（PEITU_CHAT__ALLOW_EVERYONE=true）：加了机器人的人都能看到你的照片。"
         return Check("bot", "warn", title, message)
     access = BotAccess(settings.data_dir.expanduser())
     try:
         code, paired = access.code(), len(access.paired())
     except OSError as error:
         return Check("bot", "fail", title, f"读不了绑定记录（{error.strerror or error}）。")
-    listed = "名单里的人和" if wechat.allow_contacts or wechat.allow_rooms else ""
+    listed = "名单里的人和" if chat.allow_contacts or chat.allow_rooms else ""
     return Check(
         "bot",
         "ok",
         title,
         f"只为{listed}已绑定的 {paired} 人服务。要让自己或家人使用，请用那个微信私聊机器人发送："
-        f"{wechat.command_prefix}绑定 {code}（配对码用一次就换新的）。",
+        f"{chat.command_prefix}绑定 {code}（配对码用一次就换新的）。",
     )
 
 

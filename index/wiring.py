@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from index.errors import ModelUnavailable
 from index.indexing.indexer import DESCRIBE_CONCURRENCY, Indexer, ScanLimits
 from index.library.catalog import Catalog
 from index.library.dedup import collapse_near_duplicates
-from index.library.descriptions import tier_of
+from index.library.descriptions import known_tier
 from index.library.files import LibraryFiles
 from index.library.lock import IndexLock
 from index.library.space import MB, DiskSpace, opened_on_full_disk
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-DescriberChoice = Literal["auto", "vision", "offline"]
+DescriberChoice = str  # "auto" or a name from `index.library.descriptions.describer_choices()`
 ENCODERS_DIR = "encoders"  # in the user's cache: the embedding model exported for onnxruntime
 CACHE_DIR = "cache"  # in the data folder: what is made from the model alone (`fixed_background`)
 
@@ -136,31 +136,56 @@ def _vision_unconfigured(settings: Settings) -> bool:
 def _describer(
     settings: Settings, descriptions: Path | None, choice: DescriberChoice = "auto"
 ) -> Describer:
-    """Sidecar file if given; else the vision model, or the offline describer when asked for
-    ("offline") or when the vision model is the default DashScope without an API key ("auto")."""
+    """Sidecar file if given; else the describer chosen by name, built by its entry in
+    `DESCRIBER_BUILDERS`. "auto": the vision model, or the offline describer when the vision
+    model is the default DashScope without an API key."""
     if descriptions is not None:
         return SidecarDescriber(descriptions)
-    max_bytes = int(settings.indexing.max_file_mb * 1024 * 1024)
-    if choice == "offline" or (choice == "auto" and _vision_unconfigured(settings)):
-        from index.describers.offline import OfflineDescriber
-
-        if choice == "auto":
+    name = choice
+    if choice == "auto":
+        name = "offline" if _vision_unconfigured(settings) else "vision"
+        if name == "offline":
             log.info(
                 "no vision API key (PEITU_VISION__API_KEY / DASHSCOPE_API_KEY): photos are "
                 "described offline (OCR, ImageNet tags, EXIF time and place)"
             )
-        detector = _detector(settings.offline)
-        return OfflineDescriber(
-            max_pixels=settings.indexing.max_pixels,
-            max_bytes=max_bytes,
-            detector=detector,
-            faces=_face_reader(settings.offline) if detector else None,
-        )
+    build = DESCRIBER_BUILDERS.get(name)
+    if build is None:
+        known = ", ".join(DESCRIBER_BUILDERS)
+        raise ModelUnavailable(f"no describer named {name!r} can be built here (known: {known})")
+    return build(settings)
+
+
+def _max_bytes(settings: Settings) -> int:
+    return int(settings.indexing.max_file_mb * 1024 * 1024)
+
+
+def _offline_describer(settings: Settings) -> Describer:
+    from index.describers.offline import OfflineDescriber
+
+    detector = _detector(settings.offline)
+    return OfflineDescriber(
+        max_pixels=settings.indexing.max_pixels,
+        max_bytes=_max_bytes(settings),
+        detector=detector,
+        faces=_face_reader(settings.offline) if detector else None,
+    )
+
+
+def _vision_describer(settings: Settings) -> Describer:
     from index.describers.vision import VisionDescriber
 
     return VisionDescriber(
-        settings.vision, max_pixels=settings.indexing.max_pixels, max_bytes=max_bytes
+        settings.vision, max_pixels=settings.indexing.max_pixels, max_bytes=_max_bytes(settings)
     )
+
+
+# How each describer registered in `index.library.descriptions` (by name and tier) is built
+# from the settings; the sidecar is built from its file (`descriptions`) instead.
+DESCRIBER_BUILDERS: dict[str, Callable[[Settings], Describer]] = {
+    "vision": _vision_describer,
+    "offline": _offline_describer,
+}
 
 
 def make_describer(settings: Settings, choice: DescriberChoice = "auto") -> Describer:
@@ -437,7 +462,8 @@ def _calibrator(
         match,
         fixed=lambda: fixed_background(embedder, cache_dir),
         tier_params={"offline": OFFLINE_MATCH},
-        tier_of=lambda candidate: tier_of(str(candidate.metadata.get("describer", ""))),
+        # a description by no known describer is judged by the general rule
+        tier_of=lambda candidate: known_tier(str(candidate.metadata.get("describer", ""))) or "",
     )
 
 

@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic.config import JsonDict
 
+from index.library.descriptions import Tier, describer_choices
 from index.models import NoteKind, RerankState
 from server.jobs import JobKind, JobState, JobView, UploadIndexing
 
@@ -120,6 +122,14 @@ class RecommendOut(BaseModel):
     rerank: RerankOut
 
 
+def _name_the_describers(schema: JsonDict) -> None:
+    """The OpenAPI schema lists the describers known when it is made (`describer_choices`)."""
+    options = schema.get("anyOf")
+    for option in options if isinstance(options, list) else []:
+        if isinstance(option, dict) and option.get("type") == "string":
+            option["enum"] = list(describer_choices())
+
+
 class JobIn(BaseModel):
     model_config = ConfigDict(strict=True)
 
@@ -129,9 +139,18 @@ class JobIn(BaseModel):
         description="describe every photo again and use that description, even over a better "
         "tier (imported > vision > offline); like `peitu index --redescribe`",
     )
-    describer: Literal["auto", "vision", "offline"] | None = Field(
-        default=None, description="describer for this job (default: the server's)"
+    describer: str | None = Field(
+        default=None,
+        description="describer for this job (default: the server's)",
+        json_schema_extra=_name_the_describers,
     )
+
+    @field_validator("describer")
+    @classmethod
+    def _known_describer(cls, value: str | None) -> str | None:
+        if value is not None and value not in describer_choices():
+            raise ValueError(f"must be one of {', '.join(describer_choices())}")
+        return value
 
 
 class JobCreatedOut(BaseModel):
@@ -242,7 +261,7 @@ class PhotoOut(BaseModel):
     gps_lon: float | None
     description: str | None
     describer: str | None
-    describer_tier: Literal["imported", "vision", "offline"] | None = None
+    describer_tier: Tier | None = None
     indexed: bool = Field(description="has a vector, i.e. can be recommended")
 
 

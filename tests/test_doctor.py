@@ -315,5 +315,7 @@ def test_the_bot_check_shows_the_pairing_code_and_who_is_served(tmp_path: Path) 
     BotAccess(tmp_path).pair(code, "wxid_owner", "我")
     again = check_bot(settings)
     assert "已绑定的 1 人" in again.message and f"/绑定 {code}" not in again.message  # a new one
-    everyone = load_settings(data_dir=tmp_path, wechat={"endpoint": "x:1", "allow_everyone": True})
+    everyone = load_settings(
+        data_dir=tmp_path, wechat={"endpoint": "x:1"}, chat={"allow_everyone": True}
+    )
     assert check_bot(everyone).level == "warn" and "谁都能用" in check_bot(everyone).message

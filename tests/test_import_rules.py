@@ -29,6 +29,9 @@ The rules (imports point one way: edges -> core -> settings):
    and the composition root (`index/wiring.py`) see everything.
 8. `client/` (the one client of the server's API, used by `bot/` and `cli/`) imports no edge
    (`bot`, `server`, `cli`) and no edge framework (`httpx` is its one outside library).
+9. The chat core (`bot/` but its messenger adapters and `bot/main.py`, which chooses one)
+   imports no messenger: neither an adapter (`bot.wechat`, `bot.wx_*`) nor its client library
+   (`wechaty`, `wechaty_puppet`, `wechaty_puppet_service`, `grpclib`).
 
 Every import counts, including ones inside functions and under `TYPE_CHECKING`: a rule is
 about which way the code depends, not only about what loads at start-up.
@@ -47,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUR_PACKAGES = frozenset({"config", "index", "client", "bot", "server", "cli"})
 ML_RUNTIMES = frozenset({"torch", "sentence_transformers", "chromadb", "onnxruntime"})
 STORE_ADAPTERS = frozenset({"index/search/store.py", "index/wiring.py"})
+CHAT_ADAPTERS = frozenset({"bot/wechat.py", "bot/wx_compat.py", "bot/wx_media.py", "bot/main.py"})
+MESSENGER_LIBRARIES = frozenset({"wechaty", "wechaty_puppet", "wechaty_puppet_service", "grpclib"})
 
 
 KERNEL = ("errors", "error_words", "models", "ports", "llm", "prebuilt")
@@ -200,6 +205,19 @@ def store_violations(root: Path = ROOT) -> list[str]:
     ]
 
 
+def chat_core_violations(root: Path = ROOT) -> list[str]:
+    """Rule 9: the chat core knows no messenger; its adapters and `bot/main.py` do."""
+    rule = "9: the chat core imports no messenger adapter or client library"
+    return [
+        _describe(imp, rule)
+        for path in sorted((root / "bot").rglob("*.py"))
+        if path.relative_to(root).as_posix() not in CHAT_ADAPTERS
+        for imp in _first_per_line(imports_of(path, root))
+        if imp.top in MESSENGER_LIBRARIES
+        or imp.module in {"bot.wechat", "bot.wx_compat", "bot.wx_media"}
+    ]
+
+
 def _sub_package(module: str) -> str | None:
     """`index.search.store` -> "search"; None for the kernel and for what is not ours."""
     parts = module.split(".")
@@ -274,6 +292,22 @@ def test_the_store_rule_fails_when_the_core_imports_the_adapter(tmp_path: Path) 
     assert len(problems) == 1 and problems[0].startswith(
         "index/indexing/indexer.py:1 imports `index.search.store`"
     )
+
+
+def test_the_chat_core_knows_no_messenger() -> None:
+    problems = chat_core_violations()
+    assert not problems, _report(problems)
+
+
+def test_the_chat_core_rule_fails_when_the_handler_imports_an_adapter(tmp_path: Path) -> None:
+    (tmp_path / "bot").mkdir()
+    (tmp_path / "bot" / "handler.py").write_text("from bot.wechat import PLATFORM\n", "utf-8")
+    (tmp_path / "bot" / "access.py").write_text("from wechaty import Contact\n", "utf-8")
+    (tmp_path / "bot" / "wechat.py").write_text("from wechaty import Wechaty\n", "utf-8")
+    assert [problem.split(" imports ")[0] for problem in chat_core_violations(tmp_path)] == [
+        "bot/access.py:1",
+        "bot/handler.py:1",
+    ]
 
 
 def test_core_sub_packages_import_one_way() -> None:

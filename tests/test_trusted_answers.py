@@ -21,7 +21,7 @@ import pytest
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
 from config import Settings, load_settings
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from index.models import NoteKind, RecommendResult, RerankState
 from index.ranking.social import DistressingWords
 from index.search.embed import SentenceTransformerEmbedder
@@ -195,7 +195,7 @@ def test_a_distressing_photo_never_leads_an_unrelated_answer_even_the_closest(
             found = captioned.recommend(text, closest=closest).results
             assert not {r.photo_id for r in found} & distressing, text
     handler = MessageHandler(
-        captioned, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+        captioned, ChatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
     )
     message = FakeMessage("/配图? 今天股票又跌了")
     assert asyncio.run(handler.handle(message)) is Outcome.REPLIED

@@ -26,7 +26,7 @@ from bot.commands import NOTE_NOT_RERANKED
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
 from config import Settings, load_settings
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from index.search.embed import SentenceTransformerEmbedder
 from index.wiring import build_app
 from server.app import create_app
@@ -183,7 +183,7 @@ def test_the_bot_answers_with_photos(
 ) -> None:
     misbehave(_openai_server_session, "all", case)
     photos = PhotoPreparer(tmp_path / "cache", 2_000_000)
-    handler = MessageHandler(vision_server.app, WechatSettings(allow_everyone=True), photos)
+    handler = MessageHandler(vision_server.app, ChatSettings(allow_everyone=True), photos)
     message = FakeMessage(f"/配图? {TEXT}")
     outcome, elapsed = timed(lambda: asyncio.run(handler.handle(message)))
     assert outcome is Outcome.REPLIED

@@ -13,7 +13,7 @@ import pytest
 
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from tests.server.conftest import TOKEN, Served, ServerFactory
 from tests.support.core_fixtures import SettingsFactory, build_small_library
 from tests.support.openai_server import FakeOpenAIServer, judge
@@ -79,7 +79,7 @@ def test_the_bot_reply_shows_neither_the_injection_nor_its_reason(
 ) -> None:
     served, _ = injected
     handler = MessageHandler(
-        served.app, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+        served.app, ChatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
     )
     message = FakeMessage(f"/配图 {TEXT}")
     assert asyncio.run(handler.handle(message)) is Outcome.REPLIED
@@ -94,7 +94,7 @@ def test_similar_never_shows_a_description_as_a_reason(
     assert served.library is not None
     image = (served.library.root / served.library.photos[1].rel_path).read_bytes()
     handler = MessageHandler(
-        served.app, WechatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
+        served.app, ChatSettings(allow_everyone=True), PhotoPreparer(tmp_path, 2_000_000)
     )
     assert asyncio.run(handler.handle(FakeMessage(is_image=True, image=image))) is not None
     message = FakeMessage("/相似")

@@ -12,7 +12,7 @@ import pytest
 
 from bot.ports import BotPairing, PhotoFinder
 from bot.server_client import ServerFinder
-from config.settings import Settings, WechatSettings, load_settings
+from config.settings import ChatSettings, Settings, WechatSettings, load_settings
 from index.search.embed import SentenceTransformerEmbedder
 from index.service import PeiTu
 from index.wiring import build_app
@@ -34,7 +34,8 @@ def gateway_dir() -> Path:
 
 @pytest.fixture
 def start_wechat(gateway_dir: Path, tmp_path: Path) -> Iterator[StartWechat]:
-    """`start_wechat(finder, pairing=None, **wechat_settings)`: a gateway plus a logged-in bot,
+    """`start_wechat(finder, pairing=None, **settings)`: a gateway plus a logged-in bot (the
+    settings named by `ChatSettings` go to the chat core, the others to `WechatSettings`),
     torn down after. The bot answers everyone unless the test says otherwise (`allow_everyone`,
     an allow-list): who is served is tests/wechat/test_pairing.py's subject."""
     with contextlib.ExitStack() as stack:
@@ -44,6 +45,7 @@ def start_wechat(gateway_dir: Path, tmp_path: Path) -> Iterator[StartWechat]:
         ) -> WechatHarness:
             listed = settings.get("allow_contacts") or settings.get("allow_rooms")
             settings.setdefault("allow_everyone", not listed and pairing is None)
+            chat = {k: settings.pop(k) for k in list(settings) if k in ChatSettings.model_fields}
             harness = running_harness(
                 gateway_dir,
                 tmp_path / "gateway.log",
@@ -51,6 +53,7 @@ def start_wechat(gateway_dir: Path, tmp_path: Path) -> Iterator[StartWechat]:
                 WechatSettings(**settings),
                 tmp_path / "bot-cache",
                 pairing,
+                ChatSettings(**chat),
             )
             return stack.enter_context(harness)
 

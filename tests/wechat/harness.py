@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from bot.handler import Outcome
 from bot.ports import BotPairing, PhotoFinder
 from bot.wechat import PeiTuBot, create_bot
-from config.settings import WechatSettings
+from config.settings import ChatSettings, WechatSettings
 
 GATEWAY_DIR = Path(os.environ.get("PEITU_WX_GATEWAY_DIR", Path(__file__).parent / "gateway"))
 TOKEN = "insecure_local_test_token"
@@ -97,10 +97,11 @@ class WechatHarness:
         settings: WechatSettings,
         cache_dir: Path,
         pairing: BotPairing | None = None,
+        chat: ChatSettings | None = None,
     ) -> None:
         """Gateway up, bot connected and logged in, or a test failure saying which step hung."""
         self.start_gateway()
-        self.start_bot(finder, settings, cache_dir, pairing=pairing)
+        self.start_bot(finder, settings, cache_dir, pairing=pairing, chat=chat)
 
     def start_gateway(self, port: int | None = None, token: str = TOKEN) -> None:
         """Start gateway.js (on `port`, else a free one) and wait until it serves."""
@@ -125,13 +126,14 @@ class WechatHarness:
         cache_dir: Path,
         token: str = TOKEN,
         pairing: BotPairing | None = None,
+        chat: ChatSettings | None = None,
     ) -> None:
         """Run the bot against the gateway; return once it logged in (fail after a timeout)."""
         settings = settings.model_copy(
             update={"endpoint": f"127.0.0.1:{self.port}", "token": SecretStr(token)}
         )
         self._thread.start()
-        self._call(self._start_bot(finder, settings, cache_dir, pairing))
+        self._call(self._start_bot(finder, settings, cache_dir, pairing, chat))
         self.ids = self.expect(lambda e: e.get("event") == "mock-login", 5.0, "mock login")
 
     def wait_logged_in(
@@ -160,8 +162,11 @@ class WechatHarness:
         settings: WechatSettings,
         cache: Path,
         pairing: BotPairing | None = None,
+        chat: ChatSettings | None = None,
     ) -> None:
-        self.bot = create_bot(finder, settings, cache, on_handled=self._handled, pairing=pairing)
+        self.bot = create_bot(
+            finder, settings, cache, chat=chat, on_handled=self._handled, pairing=pairing
+        )
         self._bot_task = asyncio.create_task(self.bot.run_forever())
         login = asyncio.create_task(self.bot.logged_in.wait())
         await asyncio.wait(
@@ -295,11 +300,12 @@ def running_harness(
     settings: WechatSettings,
     cache: Path,
     pairing: BotPairing | None = None,
+    chat: ChatSettings | None = None,
 ) -> Iterator[WechatHarness]:
     """A started harness, closed on exit whatever happened."""
     harness = WechatHarness(gateway_dir, log_path)
     try:
-        harness.start(finder, settings, cache, pairing)
+        harness.start(finder, settings, cache, pairing, chat)
         yield harness
     finally:
         harness.close()

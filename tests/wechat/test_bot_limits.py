@@ -12,7 +12,7 @@ import pytest
 from bot.guards import strip_controls
 from bot.handler import MessageHandler, Outcome
 from bot.photos import PhotoPreparer
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from tests.wechat.fakes import FakeFinder
 from tests.wechat.test_handler import Clock, FakeMessage
 
@@ -22,7 +22,7 @@ EVERYONE = 10
 
 
 def handler_for(tmp_path: Path, clock: Clock) -> MessageHandler:
-    settings = WechatSettings(
+    settings = ChatSettings(
         rate_limit_per_minute=PER_PERSON, rate_limit_global_per_minute=EVERYONE, allow_everyone=True
     )
     return MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000), clock=clock)

@@ -54,6 +54,17 @@ def test_peitu_bot_exits_2_without_endpoint(
     assert not (tmp_path / "data").exists()  # refused before building anything
 
 
+def test_peitu_bot_chooses_its_platform_by_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert bot.main.platform_named("wechat") is bot.main.PLATFORMS["wechat"]
+    settings = load_settings(data_dir=tmp_path / "data", chat={"platform": "telegram"})
+    assert bot.main.run(settings) == bot.main.EXIT_REFUSED
+    refusal = "PEITU_CHAT__PLATFORM='telegram' is not a messenger PeiTu can serve (one of: wechat)"
+    assert refusal in caplog.text
+    assert not (tmp_path / "data").exists()  # refused before building anything
+
+
 def test_wrong_token_fails_loudly(gateway_dir: Path, tmp_path: Path) -> None:
     harness = WechatHarness(gateway_dir, tmp_path / "gateway.log")
     try:

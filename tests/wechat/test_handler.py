@@ -13,7 +13,7 @@ from bot.commands import IMAGE_GONE
 from bot.errors import ImageDownloadFailed
 from bot.handler import MessageHandler, Outcome
 from bot.photos import OutgoingPhoto, PhotoPreparer
-from config.settings import WechatSettings
+from config.settings import ChatSettings
 from tests.wechat.fakes import FakeFinder
 
 PNG = b"\x89PNG\r\n\x1a\n fake image bytes"
@@ -53,7 +53,7 @@ class Clock:
 
 def make_handler(tmp_path: Path, finder: FakeFinder, clock: Clock | None = None) -> MessageHandler:
     photos = PhotoPreparer(tmp_path / "cache", 100_000)
-    settings = WechatSettings(allow_everyone=True)  # who is served: tests/wechat/test_pairing.py
+    settings = ChatSettings(allow_everyone=True)  # who is served: tests/wechat/test_pairing.py
     return MessageHandler(finder, settings, photos, clock=clock or Clock())
 
 
@@ -122,7 +122,7 @@ def test_mention_without_a_command_shows_help_but_private_chat_is_left_alone(
 
 
 def test_images_from_people_not_allowed_are_not_kept(tmp_path: Path) -> None:
-    settings = WechatSettings(allow_contacts=["Alice"])
+    settings = ChatSettings(allow_contacts=["Alice"])
     handler = MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000))
     stranger = FakeMessage(is_image=True, talker_id="wxid_eve", talker_name="Eve")
     assert handle(handler, stranger) is Outcome.NOT_ALLOWED
@@ -132,7 +132,7 @@ def test_a_refused_command_is_logged_with_the_ids_to_list(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.handler")
-    settings = WechatSettings(allow_contacts=["wxid_alice"], allow_names=False)
+    settings = ChatSettings(allow_contacts=["wxid_alice"], allow_names=False)
     handler = MessageHandler(FakeFinder(), settings, PhotoPreparer(tmp_path, 100_000))
     impostor = FakeMessage("/配图 海边", talker_id="wxid_eve", talker_name="wxid_alice")
     chatter = FakeMessage("今天好热", talker_id="wxid_eve", room_id="r@chatroom", room_topic="家")
@@ -142,6 +142,6 @@ def test_a_refused_command_is_logged_with_the_ids_to_list(
     refused = [r.getMessage() for r in caplog.records if "not on the allow-list" in r.getMessage()]
     assert refused == [
         "refused a command from 'wxid_alice' (id wxid_eve): not paired and not on the "
-        "allow-list (PEITU_WECHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)"
+        "allow-list (PEITU_CHAT__ALLOW_CONTACTS / __ALLOW_ROOMS)"
     ]
     assert handle(handler, FakeMessage("/帮助")) is Outcome.REPLIED
