@@ -673,6 +673,9 @@ function jobFinished() {
   if (!authBroken) {
     refreshStatus();
     refreshHistory();
+    // A job of another process (the CLI) lets the index lock go a moment before its line
+    // lands in the history: ask once more, so its row does not stay "进行中" or missing.
+    setTimeout(() => { if (!authBroken) refreshHistory(); }, STATUS_POLL_MS);
   }
 }
 
